@@ -1,0 +1,252 @@
+/* Making nodes and reading them: the op table's C side, the ops Python calls,
+ * node accessors and the per-thread modes (no_grad, detect_anomaly).
+ * Not here: storage and freeing (arena.c), whole-graph sweeps (sweep.c). */
+#include <math.h>
+#include <stdlib.h>
+#include "arena.h"
+#include "ops.h"
+#include "nodes.h"
+
+static _Thread_local int grad_disabled;  /* pyautograd.no_grad() */
+static _Thread_local int anomaly_mode;   /* pyautograd.detect_anomaly() */
+
+void ag_set_grad_enabled(int enabled) { grad_disabled = !enabled; }
+int ag_grad_enabled(void) { return !grad_disabled; }
+void ag_set_anomaly_mode(int enabled) { anomaly_mode = enabled != 0; }
+int ag_anomaly_mode(void) { return anomaly_mode; }
+
+/* ---- the op table, as arrays indexed by enum ag_op ---- */
+
+#define AG_NAME_E(E, name, sym, arity, fwd, da, db) [AG_##E] = name,
+#define AG_NAME_S(E, name, sym, arity) [AG_##E] = name,
+static const char *const op_names[AG_OP_COUNT] = {
+    AG_STRUCTURAL_OPS(AG_NAME_S) AG_ELEMENTWISE_OPS(AG_NAME_E)};
+
+#define AG_SYMBOL_E(E, name, sym, arity, fwd, da, db) [AG_##E] = sym,
+#define AG_SYMBOL_S(E, name, sym, arity) [AG_##E] = sym,
+static const char *const op_symbols[AG_OP_COUNT] = {
+    AG_STRUCTURAL_OPS(AG_SYMBOL_S) AG_ELEMENTWISE_OPS(AG_SYMBOL_E)};
+
+#define AG_ARITY_E(E, name, sym, arity, fwd, da, db) [AG_##E] = arity,
+#define AG_ARITY_S(E, name, sym, arity) [AG_##E] = arity,
+static const int op_arities[AG_OP_COUNT] = {
+    AG_STRUCTURAL_OPS(AG_ARITY_S) AG_ELEMENTWISE_OPS(AG_ARITY_E)};
+
+static int valid_op(int op) { return op >= 0 && op < AG_OP_COUNT; }
+
+int ag_op_count(void) { return AG_OP_COUNT; }
+const char *ag_op_name(int op) { return valid_op(op) ? op_names[op] : ""; }
+const char *ag_op_symbol(int op) { return valid_op(op) ? op_symbols[op] : ""; }
+int ag_op_arity(int op) { return valid_op(op) ? op_arities[op] : 0; }
+
+/* ---- forward values ---- */
+
+double ag_recompute(const ag_node *node)
+{
+    size_t n;
+    const ag_id *in = ag_inputs_of(node, &n);
+    switch (node->op) {
+    case AG_LEAF:
+    case AG_CONST:
+    case AG_CUSTOM:
+        return node->data;
+    case AG_SUM: {
+        double acc = n ? ag_node_at(in[0])->data : 0.0;
+        for (size_t i = 1; i < n; i++)
+            acc += ag_node_at(in[i])->data;
+        return acc;
+    }
+    case AG_DOT: {
+        /* Same order as micrograd's sum(w*x for ..., b): bias first, then each product. */
+        double acc = (n & 1) ? ag_node_at(in[n - 1])->data : 0.0;
+        for (size_t i = 0; i + 1 < n; i += 2)
+            acc += ag_node_at(in[i])->data * ag_node_at(in[i + 1])->data;
+        return acc;
+    }
+    default: {
+        double a = ag_node_at(in[0])->data;
+        double b = n > 1 ? ag_node_at(in[1])->data : 0.0;
+        return ag_forward_elementwise(node->op, a, b);
+    }
+    }
+}
+
+/* An op's result is rejected here, before any node exists, when anomaly mode sees
+ * nan or inf. */
+static int rejected(double out)
+{
+    if (anomaly_mode && !isfinite(out)) {
+        ag_fail(AG_EANOMALY, 0);
+        ag_fail_value(out);
+        return 1;
+    }
+    return 0;
+}
+
+static ag_id new_node(int op, double data)
+{
+    ag_id id;
+    ag_alloc_node(op, data, &id);
+    return id;
+}
+
+ag_id ag_leaf(double data) { return new_node(AG_LEAF, data); }
+
+ag_id ag_apply1(int op, ag_id a)
+{
+    if (ag_op_arity(op) != 1) {
+        ag_fail(AG_EINVALID, 0);
+        return 0;
+    }
+    double out = ag_forward_elementwise(op, ag_node_at(a)->data, 0.0);
+    if (rejected(out))
+        return 0;
+    if (grad_disabled)
+        return new_node(AG_LEAF, out);
+    ag_id id;
+    ag_node *node = ag_alloc_node(op, out, &id);
+    if (node) {
+        node->in[0] = a;
+        ag_incref(a);
+    }
+    return id;
+}
+
+ag_id ag_apply2(int op, ag_id a, ag_id b)
+{
+    if (ag_op_arity(op) != 2) {
+        ag_fail(AG_EINVALID, 0);
+        return 0;
+    }
+    double out = ag_forward_elementwise(op, ag_node_at(a)->data, ag_node_at(b)->data);
+    if (rejected(out))
+        return 0;
+    if (grad_disabled)
+        return new_node(AG_LEAF, out);
+    ag_id id;
+    ag_node *node = ag_alloc_node(op, out, &id);
+    if (node) {
+        node->in[0] = a;
+        node->in[1] = b;
+        ag_incref(a);
+        ag_incref(b);
+    }
+    return id;
+}
+
+/* v + 2.0 or 2.0 - v: the number becomes a CONST leaf, as micrograd makes Value(2.0),
+ * so `_prev` shows it and the graph stays uniform. */
+ag_id ag_apply2_const(int op, ag_id a, double constant, int constant_first)
+{
+    if (ag_op_arity(op) != 2) {
+        ag_fail(AG_EINVALID, 0);
+        return 0;
+    }
+    double x = ag_node_at(a)->data;
+    double out = constant_first ? ag_forward_elementwise(op, constant, x)
+                                : ag_forward_elementwise(op, x, constant);
+    if (rejected(out))
+        return 0;
+    if (grad_disabled)
+        return new_node(AG_LEAF, out);
+    ag_id c = new_node(AG_CONST, constant);
+    if (!c)
+        return 0;
+    ag_id id;
+    ag_node *node = ag_alloc_node(op, out, &id);
+    if (!node) {
+        ag_release(c);
+        return 0;
+    }
+    node->in[0] = constant_first ? c : a;
+    node->in[1] = constant_first ? a : c;
+    ag_incref(a); /* c's one reference passes to the node */
+    return id;
+}
+
+static ag_id new_nary(int op, const ag_id *inputs, size_t n, double data)
+{
+    ag_id id;
+    ag_node *node = ag_alloc_node(op, data, &id);
+    if (!node)
+        return 0;
+    int status = ag_attach_list(node, inputs, n);
+    if (status != AG_OK) {
+        node->op = AG_LEAF; /* no inputs were taken: free it as a plain leaf */
+        ag_release(id);
+        ag_fail(status, 0);
+        return 0;
+    }
+    if (op != AG_CUSTOM)
+        node->data = ag_recompute(node);
+    if (rejected(node->data)) {
+        ag_release(id);
+        return 0;
+    }
+    if (grad_disabled) {
+        ag_id leaf = new_node(AG_LEAF, node->data);
+        ag_release(id);
+        return leaf;
+    }
+    return id;
+}
+
+ag_id ag_sum(const ag_id *inputs, size_t n) { return new_nary(AG_SUM, inputs, n, 0.0); }
+
+ag_id ag_custom(double data, const ag_id *inputs, size_t n)
+{
+    return new_nary(AG_CUSTOM, inputs, n, data);
+}
+
+ag_id ag_dot(const ag_id *ws, const ag_id *xs, size_t n, ag_id bias)
+{
+    if (n > (SIZE_MAX / sizeof(ag_id) - 1) / 2) {
+        ag_fail(AG_EINVALID, 0);
+        return 0;
+    }
+    size_t count = 2 * n + (bias != 0);
+    ag_id small[64];
+    ag_id *interleaved = count <= 64 ? small : malloc(count * sizeof *interleaved);
+    if (!interleaved) {
+        ag_fail(AG_ENOMEM, 0);
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        interleaved[2 * i] = ws[i];
+        interleaved[2 * i + 1] = xs[i];
+    }
+    if (bias)
+        interleaved[2 * n] = bias;
+    ag_id id = new_nary(AG_DOT, interleaved, count, 0.0);
+    if (interleaved != small)
+        free(interleaved);
+    return id;
+}
+
+/* ---- reading and writing one node ---- */
+
+double ag_data(ag_id id) { return ag_node_at(id)->data; }
+void ag_set_data(ag_id id, double data) { ag_node_at(id)->data = data; }
+double ag_grad(ag_id id) { return ag_node_at(id)->grad; }
+void ag_set_grad(ag_id id, double grad) { ag_node_at(id)->grad = grad; }
+int ag_op(ag_id id) { return ag_node_at(id)->op; }
+
+size_t ag_input_count(ag_id id)
+{
+    size_t n;
+    ag_inputs_of(ag_node_at(id), &n);
+    return n;
+}
+
+ag_id ag_input(ag_id id, size_t i)
+{
+    size_t n;
+    const ag_id *in = ag_inputs_of(ag_node_at(id), &n);
+    return i < n ? in[i] : 0;
+}
+
+void ag_zero_grads(const ag_id *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        ag_node_at(ids[i])->grad = 0.0;
+}

@@ -1,0 +1,9 @@
+"""pyautograd: a scalar reverse-mode autodiff engine whose graph lives in C.
+
+A drop-in, faster micrograd: `from pyautograd.engine import Value`.
+"""
+from .engine import Value
+from .modes import detect_anomaly, is_grad_enabled, no_grad
+
+__all__ = ["Value", "no_grad", "detect_anomaly", "is_grad_enabled"]
+__version__ = "0.1.0"

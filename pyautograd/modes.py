@@ -1,0 +1,77 @@
+"""Per-thread modes: no_grad() and detect_anomaly(), like torch's.
+
+Both are flags in C (per thread), so the per-op path in Python checks nothing and
+pays nothing for them.
+"""
+import contextlib
+import math
+
+from ._ag import ffi, lib
+
+__all__ = ["no_grad", "detect_anomaly", "is_grad_enabled"]
+
+
+def is_grad_enabled():
+    return bool(lib.ag_grad_enabled())
+
+
+class _Mode(contextlib.ContextDecorator):
+    """Sets a C flag for the current thread inside a `with` block or a decorated call,
+    and restores what was there before (so modes nest)."""
+
+    _get = _set = None
+    _inside = 0
+
+    def __enter__(self):
+        self._saved = self._get()
+        self._set(self._inside)
+        return self
+
+    def __exit__(self, *exc_info):
+        self._set(self._saved)
+        return False
+
+    def _recreate_cm(self):
+        # A decorated function may run in several threads at once: a fresh
+        # instance per call keeps each call's saved flag its own.
+        return type(self)()
+
+
+class no_grad(_Mode):
+    """Ops compute values but record no graph: results are leaves that keep nothing alive."""
+
+    _get = staticmethod(lib.ag_grad_enabled)
+    _set = staticmethod(lib.ag_set_grad_enabled)
+    _inside = 0
+
+
+class detect_anomaly(_Mode):
+    """The first op whose value (forward) or gradient contribution (backward) is nan
+    or inf raises FloatingPointError naming the op and its inputs."""
+
+    _get = staticmethod(lib.ag_anomaly_mode)
+    _set = staticmethod(lib.ag_set_anomaly_mode)
+    _inside = 1
+
+
+def _describe(x):
+    from .engine import Value
+    return repr(x.data) if isinstance(x, Value) else repr(float(x))
+
+
+def anomaly_error(what, inputs):
+    """The FloatingPointError for a failed call under detect_anomaly()."""
+    from .engine import OP_NAMES, Value
+    node = lib.ag_error_node()
+    if what in ("backward", "forward") and node:
+        culprit = Value._from_node(node)
+        op = OP_NAMES[lib.ag_op(node)]
+        args = ", ".join(_describe(v) for v in sorted(culprit._prev, key=lambda v: v._id))
+        phase = "gradient" if what == "backward" else "value"
+        return FloatingPointError(
+            f"detect_anomaly: {op!r} produced a non-finite {phase} in {what} "
+            f"(its value {culprit.data!r}, its inputs ({args}))")
+    value = lib.ag_error_value()
+    args = ", ".join(_describe(x) for x in inputs)
+    kind = "nan" if math.isnan(value) else repr(value)
+    return FloatingPointError(f"detect_anomaly: {what!r} produced {kind} from inputs ({args})")
