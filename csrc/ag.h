@@ -43,6 +43,7 @@ ag_id ag_custom(double data, const ag_id *inputs, size_t n);
 /* Lifetime: a node lives while it has references (Values and consumer nodes). */
 void ag_incref(ag_id id);
 void ag_decref(ag_id id);
+void ag_decref_many(const ag_id *ids, size_t n);  /* batched, for Values that died */
 
 /* Reading and writing one node. */
 double ag_data(ag_id id);

@@ -176,6 +176,12 @@ void ag_release(ag_id id)
 
 void ag_decref(ag_id id) { ag_release(id); }
 
+void ag_decref_many(const ag_id *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        ag_release(ids[i]);
+}
+
 size_t ag_live_nodes(void) { return ag_the_arena.live; }
 size_t ag_capacity(void) { return ag_the_arena.n_blocks * AG_BLOCK_NODES; }
 size_t ag_node_size(void) { return sizeof(ag_node); }

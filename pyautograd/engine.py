@@ -169,6 +169,24 @@ class Value:
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"
 
+    # ---- pickling and copying: a Value travels as a leaf with its data, grad, label ----
+
+    def __reduce__(self):
+        return _restore_leaf, (self.data, self.grad, self.label)
+
+    # ---- notebooks: a Value shows its graph (pyautograd.viz) ----
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from .viz import mimebundle
+        return mimebundle(self)
+
+
+def _restore_leaf(data, grad, label):
+    """Unpickles a Value: a new leaf; the graph that made it does not travel."""
+    v = Value(data, label=label)
+    v.grad = grad
+    return v
+
 
 # ---- arithmetic, made from the C op table ----
 

@@ -1,0 +1,21 @@
+"""What the C arena holds right now: for tests that prove nothing leaks, and for the curious."""
+from ._ag import lib
+
+__all__ = ["stats", "set_node_limit"]
+
+
+def stats():
+    """Live nodes, node slots allocated, bytes held, and the size of one node."""
+    return {
+        "live_nodes": lib.ag_live_nodes(),
+        "capacity": lib.ag_capacity(),
+        "bytes": lib.ag_arena_bytes(),
+        "node_size": lib.ag_node_size(),
+    }
+
+
+def set_node_limit(max_nodes):
+    """Caps live nodes (0: no cap). Past it, ops raise MemoryError as if memory ran out."""
+    if not isinstance(max_nodes, int) or max_nodes < 0:
+        raise ValueError(f"max_nodes must be an int >= 0, not {max_nodes!r}")
+    lib.ag_set_node_limit(max_nodes)
