@@ -10,7 +10,8 @@
  * Domain errors follow IEEE like PyTorch: log(-1) is nan, 1/0 is inf, nothing traps.
  * Partial derivatives at the edges:
  *   relu: derivative 0 at 0 (micrograd's `out > 0`), nan passes through as nan.
- *   pow:  d/db = out * log(a), but 0 where a == 0 and b >= 0 (PyTorch's rule),
+ *   pow:  d/da = b * a^(b-1), but 0 where b == 0 (x ** 0 is constant, PyTorch's rule);
+ *         d/db = out * log(a), but 0 where a == 0 and b >= 0 (PyTorch's rule),
  *         so a constant exponent never gets a nan gradient from a zero base.
  *   log:  1/a, so d/da at 0 is inf and below 0 the value is already nan.
  */
@@ -20,6 +21,13 @@
 #include <math.h>
 
 static inline double ag_sigmoid(double a) { return 1.0 / (1.0 + exp(-a)); }
+
+/* x ** 0 is the constant 1, so its base derivative is 0 everywhere, x = 0 included
+ * (PyTorch's rule), not 0 * pow(0, -1) = 0 * inf = nan. */
+static inline double ag_pow_base_grad(double a, double b)
+{
+    return b == 0.0 ? 0.0 : b * pow(a, b - 1.0);
+}
 
 static inline double ag_pow_exponent_grad(double a, double b, double out)
 {
@@ -32,7 +40,7 @@ static inline double ag_pow_exponent_grad(double a, double b, double out)
     X(SUB,     "sub",     "-",       2, a - b,              1.0,               -1.0)             \
     X(MUL,     "mul",     "*",       2, a * b,              b,                  a)               \
     X(DIV,     "truediv", "/",       2, a / b,              1.0 / b,           -a / (b * b))     \
-    X(POW,     "pow",     "**",      2, pow(a, b),          b * pow(a, b - 1.0),                 \
+    X(POW,     "pow",     "**",      2, pow(a, b),          ag_pow_base_grad(a, b),              \
                                                             ag_pow_exponent_grad(a, b, out))     \
     X(NEG,     "__neg__", "neg",     1, -a,                -1.0,                0.0)             \
     X(RELU,    "relu",    "ReLU",    1, a < 0.0 ? 0.0 : a,  (double)(out > 0.0), 0.0)            \
