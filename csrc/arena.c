@@ -101,7 +101,7 @@ int ag_attach_list(ag_node *node, const ag_id *ids, size_t n)
     } else {
         if (ar->n_lists == 0)
             ar->n_lists = 1;
-        if (ar->n_lists == ar->lists_cap) {
+        if (ar->n_lists >= ar->lists_cap) { /* >=: the first list makes n_lists 1 while lists_cap is 0 */
             size_t cap = ar->lists_cap ? 2 * ar->lists_cap : 64;
             ag_input_list *grown = realloc(ar->lists, cap * sizeof *grown);
             if (!grown) {
