@@ -34,7 +34,7 @@ extern int PyGILState_Check(void);
 static int ag_gil_held(void) { return PyGILState_Check(); }
 """
 
-CFLAGS = [] if sys.platform == "win32" else ["-O2", "-ffp-contract=off"]
+CFLAGS = [] if sys.platform == "win32" else ["-O2", "-ffp-contract=off", "-fvisibility=hidden"]
 CFLAGS += os.environ.get("PYAUTOGRAD_CFLAGS", "").split()
 LDFLAGS = os.environ.get("PYAUTOGRAD_LDFLAGS", "").split()
 

@@ -53,7 +53,7 @@ ag_node *ag_alloc_node(int op, double data, ag_id *id)
     } else {
         if (ar->next_fresh == 0)
             ar->next_fresh = 1;
-        if (ar->next_fresh == UINT32_MAX)
+        if (ar->next_fresh >= AG_MAX_NODES)
             goto out_of_memory;
         if ((ar->next_fresh >> AG_BLOCK_SHIFT) >= ar->n_blocks && add_block(ar) != AG_OK)
             goto out_of_memory;
@@ -66,25 +66,12 @@ ag_node *ag_alloc_node(int op, double data, ag_id *id)
     node->in[0] = node->in[1] = 0;
     node->refs = 1;
     node->op = (uint8_t)op;
-    node->mark = 0;
+    node->flags = 0;
     return node;
 
 out_of_memory:
     ag_fail(AG_ENOMEM, 0);
     return NULL;
-}
-
-static int is_nary(int op) { return op == AG_SUM || op == AG_DOT || op == AG_CUSTOM; }
-
-const ag_id *ag_inputs_of(const ag_node *node, size_t *n)
-{
-    if (is_nary(node->op)) {
-        const ag_input_list *list = &ag_the_arena.lists[node->in[0]];
-        *n = list->n;
-        return list->ids;
-    }
-    *n = node->op < AG_OP_COUNT ? (size_t)ag_op_arity(node->op) : 0;
-    return node->in;
 }
 
 int ag_attach_list(ag_node *node, const ag_id *ids, size_t n)
@@ -121,7 +108,7 @@ int ag_attach_list(ag_node *node, const ag_id *ids, size_t n)
     node->in[0] = slot;
     node->in[1] = (ag_id)n;
     for (size_t i = 0; i < n; i++)
-        ag_incref(ids[i]);
+        ag_retain(ids[i]);
     return AG_OK;
 }
 
@@ -136,7 +123,7 @@ static void detach_list(ag_node *node)
     ar->free_list_head = node->in[0];
 }
 
-void ag_incref(ag_id id) { ag_node_at(id)->refs++; }
+void ag_incref(ag_id id) { ag_retain(id); }
 
 /* Frees `id` if this was its last reference, then whatever dies with it. A chain of
  * 10^7 nodes dies here in one loop: the dying nodes wait in a list threaded through
@@ -163,10 +150,12 @@ void ag_release(ag_id id)
                 dying = inputs[i];
             }
         }
-        if (is_nary(node->op))
+        if (ag_op_is_nary(node->op))
             detach_list(node);
-        ag_labels_forget(current);
-        ag_order_cache_forget(current);
+        if (node->flags & AG_FLAG_STRINGS)
+            ag_labels_forget(current);
+        if (node->flags & AG_FLAG_ORDER)
+            ag_order_cache_forget(current);
         node->op = AG_FREE;
         node->in[0] = ar->free_head;
         ar->free_head = current;

@@ -10,7 +10,9 @@
  *  2. refs counts the Values (Python) and the live nodes that use this node as an
  *     input, once per use (a + a adds 2). A node is freed when refs reaches 0,
  *     through a worklist, never by recursion.
- *  3. mark is 0 between calls; sweep.c sets it only for the length of one sort.
+ *  3. AG_FLAG_SORTING is clear between calls; sweep.c sets it only for the length of
+ *     one sort. The other flags say what side tables hold for the node, so freeing a
+ *     node looks them up only when it has something there.
  *  4. Every call runs with the GIL held, so the arena needs no lock of its own.
  */
 #ifndef AG_ARENA_H
@@ -19,8 +21,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "ag.h"
+#include "ops.h"
 
 #define AG_BLOCK_SHIFT 12
+#define AG_MAX_NODES ((size_t)1 << 31) /* ids stay below 2^31: sweep.c uses the top bit */
 #define AG_BLOCK_NODES ((size_t)1 << AG_BLOCK_SHIFT)
 
 /* Packed to 2 bytes: 30 bytes a node instead of 32 keeps a node and its Value under
@@ -36,9 +40,15 @@ typedef struct ag_node {
                              free nodes: in[0] is the next free id */
     uint32_t refs;
     uint8_t op;           /* enum ag_op */
-    uint8_t mark;         /* scratch for the topological sort */
+    uint8_t flags;        /* AG_FLAG_* */
 } ag_node;
 #pragma pack(pop)
+
+enum ag_flag {
+    AG_FLAG_SORTING = 1, /* entered by the topological sort under way */
+    AG_FLAG_STRINGS = 2, /* has a label or a custom op text (labels.c) */
+    AG_FLAG_ORDER = 4    /* is the root of a cached topological order (sweep.c) */
+};
 
 typedef struct ag_input_list {
     ag_id *ids;            /* n ids, or the next free list index when unused */
@@ -65,12 +75,23 @@ static inline ag_node *ag_node_at(ag_id id)
     return &ag_the_arena.blocks[id >> AG_BLOCK_SHIFT][id & (AG_BLOCK_NODES - 1)];
 }
 
+static inline void ag_retain(ag_id id) { ag_node_at(id)->refs++; }
+
 /* A new node with refs = 1 and the given op; its inputs are set by the caller,
  * which must incref them. NULL (and *id = 0) when memory runs out. */
 ag_node *ag_alloc_node(int op, double data, ag_id *id);
 
 /* Inputs of any node, as a pointer and a count (valid until the arena changes). */
-const ag_id *ag_inputs_of(const ag_node *node, size_t *n);
+static inline const ag_id *ag_inputs_of(const ag_node *node, size_t *n)
+{
+    if (ag_op_is_nary(node->op)) {
+        const ag_input_list *list = &ag_the_arena.lists[node->in[0]];
+        *n = list->n;
+        return list->ids;
+    }
+    *n = ag_fixed_arity(node->op);
+    return node->in;
+}
 
 /* Store an n-ary input list on a fresh node; increfs the inputs. AG_ENOMEM on failure. */
 int ag_attach_list(ag_node *node, const ag_id *ids, size_t n);
@@ -81,7 +102,7 @@ void ag_release(ag_id id);   /* decref, freeing what dies */
 void ag_fail(int status, ag_id node);
 void ag_fail_value(double value);  /* the nan or inf an op produced, for AG_EANOMALY */
 
-/* Hooks run when a node dies (labels.c, sweep.c's order cache). */
+/* Hooks run when a node with AG_FLAG_STRINGS / AG_FLAG_ORDER dies. */
 void ag_labels_forget(ag_id id);
 void ag_order_cache_forget(ag_id id);
 size_t ag_labels_bytes(void);

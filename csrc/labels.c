@@ -99,6 +99,7 @@ static int set(string_map *m, ag_id id, const char *text)
         i = (i + 1) & (m->capacity - 1);
     m->slots[i] = (entry){id, copy};
     m->count++;
+    ag_node_at(id)->flags |= AG_FLAG_STRINGS; /* so freeing the node looks here */
     m->text_bytes += len;
     return AG_OK;
 }

@@ -107,7 +107,7 @@ ag_id ag_apply1(int op, ag_id a)
     ag_node *node = ag_alloc_node(op, out, &id);
     if (node) {
         node->in[0] = a;
-        ag_incref(a);
+        ag_retain(a);
     }
     return id;
 }
@@ -128,8 +128,8 @@ ag_id ag_apply2(int op, ag_id a, ag_id b)
     if (node) {
         node->in[0] = a;
         node->in[1] = b;
-        ag_incref(a);
-        ag_incref(b);
+        ag_retain(a);
+        ag_retain(b);
     }
     return id;
 }
@@ -160,7 +160,7 @@ ag_id ag_apply2_const(int op, ag_id a, double constant, int constant_first)
     }
     node->in[0] = constant_first ? c : a;
     node->in[1] = constant_first ? a : c;
-    ag_incref(a); /* c's one reference passes to the node */
+    ag_retain(a); /* c's one reference passes to the node */
     return id;
 }
 

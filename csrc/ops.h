@@ -71,6 +71,20 @@ enum ag_op {
     AG_FREE = 255 /* marks a node on the free list */
 };
 
+static inline int ag_op_is_nary(int op) { return op == AG_SUM || op == AG_DOT || op == AG_CUSTOM; }
+
+/* How many inputs a node of this op has in its in[] (0 for leaves, n-ary ops, free nodes). */
+static inline size_t ag_fixed_arity(int op)
+{
+    switch (op) {
+#define AG_ARITY_CASE(E, name, sym, arity, fwd, da, db) \
+    case AG_##E: return arity;
+        AG_ELEMENTWISE_OPS(AG_ARITY_CASE)
+#undef AG_ARITY_CASE
+    default: return 0;
+    }
+}
+
 /* The forward value of an elementwise op (b is ignored by unary ops). */
 static inline double ag_forward_elementwise(int op, double a, double b)
 {

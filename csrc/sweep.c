@@ -14,76 +14,98 @@ typedef struct ag_order {
     size_t n;
 } ag_order;
 
-/* ---- topological sort ---- */
+/* ---- scratch buffers ----
+ * Reused from call to call (the GIL serialises calls), so a sweep over a big graph
+ * does not fault its way through fresh pages every time. They only grow; a cached
+ * order takes the order buffer with it. */
 
-typedef struct frame {
-    ag_id id;
-    uint32_t next_input; /* the next input of id to visit */
-} frame;
+typedef struct buffer {
+    void *p;
+    size_t cap; /* in elements */
+} buffer;
 
-static int grow(void **buf, size_t *cap, size_t elem)
+static buffer stack_buf, order_buf, grads_buf;
+
+static int reserve(buffer *b, size_t need, size_t elem)
 {
-    size_t new_cap = *cap ? 2 * *cap : 1024;
-    void *grown = realloc(*buf, new_cap * elem);
+    if (need <= b->cap)
+        return AG_OK;
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < need)
+        cap *= 2;
+    void *grown = realloc(b->p, cap * elem);
     if (!grown)
         return AG_ENOMEM;
-    *buf = grown;
-    *cap = new_cap;
+    b->p = grown;
+    b->cap = cap;
     return AG_OK;
 }
 
-/* Depth-first post-order from root with an explicit stack. Relies on invariant 3
- * (every mark is 0 on entry) and restores it before returning, on failure too. */
+static size_t scratch_bytes(void)
+{
+    return stack_buf.cap * sizeof(ag_id) + order_buf.cap * sizeof(ag_id) + grads_buf.cap * sizeof(double);
+}
+
+/* ---- topological sort ---- */
+
+/* Depth-first post-order from root with an explicit stack. Entering a node pushes a
+ * marker for it (its id with AG_SORT_EXIT set), then its inputs not yet entered (a node
+ * may be pushed more than once; later copies are skipped). When the marker comes back
+ * to the top, everything above it is in the order, so the node joins it: an input still
+ * unfinished would be below its marker, a cycle, impossible in a DAG (invariant 1).
+ * Markers keep the exit from touching the node again: on a deep chain the node has long
+ * left the cache by then. Relies on invariant 3 (sort flags clear on entry) and
+ * restores it before returning, on failure too. */
+#define AG_SORT_EXIT ((ag_id)1 << 31) /* ids stay below it: see AG_MAX_NODES */
+
+/* The order is written to order_buf (valid until the next sort). */
 static int topo_sort(ag_id root, ag_order *out)
 {
-    frame *stack = NULL;
-    size_t depth = 0, stack_cap = 0;
-    ag_id *ids = NULL;
-    size_t n = 0, ids_cap = 0;
+    size_t depth = 0, n = 0;
     int status = AG_OK;
 
-    if (grow((void **)&stack, &stack_cap, sizeof *stack) != AG_OK)
+    if (reserve(&stack_buf, 1, sizeof(ag_id)) != AG_OK)
         return AG_ENOMEM;
-    stack[depth++] = (frame){root, 0};
-    ag_node_at(root)->mark = 1;
+    ag_id *stack = stack_buf.p;
+    stack[depth++] = root;
 
     while (depth) {
-        frame *top = &stack[depth - 1];
-        size_t n_inputs;
-        const ag_id *inputs = ag_inputs_of(ag_node_at(top->id), &n_inputs);
-        if (top->next_input < n_inputs) {
-            ag_id input = inputs[top->next_input++];
-            ag_node *node = ag_node_at(input);
-            if (node->mark)
-                continue;
-            if (depth == stack_cap && grow((void **)&stack, &stack_cap, sizeof *stack) != AG_OK) {
+        ag_id top = stack[--depth];
+        if (top & AG_SORT_EXIT) {
+            if (reserve(&order_buf, n + 1, sizeof(ag_id)) != AG_OK) {
+                depth++; /* keep the marker so its node's flag is cleared below */
                 status = AG_ENOMEM;
                 break;
             }
-            node->mark = 1;
-            stack[depth++] = (frame){input, 0};
-        } else {
-            if (n == ids_cap && grow((void **)&ids, &ids_cap, sizeof *ids) != AG_OK) {
-                status = AG_ENOMEM;
-                break;
-            }
-            ids[n++] = top->id;
-            depth--;
+            ((ag_id *)order_buf.p)[n++] = top & ~AG_SORT_EXIT;
+            continue;
         }
+        ag_node *node = ag_node_at(top);
+        if (node->flags & AG_FLAG_SORTING)
+            continue;
+        size_t n_inputs;
+        const ag_id *inputs = ag_inputs_of(node, &n_inputs);
+        if (reserve(&stack_buf, depth + 1 + n_inputs, sizeof(ag_id)) != AG_OK) {
+            status = AG_ENOMEM;
+            break;
+        }
+        stack = stack_buf.p;
+        node->flags |= AG_FLAG_SORTING;
+        stack[depth++] = top | AG_SORT_EXIT;
+        for (size_t i = 0; i < n_inputs; i++)
+            if (!(ag_node_at(inputs[i])->flags & AG_FLAG_SORTING))
+                stack[depth++] = inputs[i];
     }
 
+    ag_id *ids = order_buf.p;
     for (size_t i = 0; i < depth; i++)
-        ag_node_at(stack[i].id)->mark = 0;
+        if (stack[i] & AG_SORT_EXIT)
+            ag_node_at(stack[i] & ~AG_SORT_EXIT)->flags &= (uint8_t)~AG_FLAG_SORTING;
     for (size_t i = 0; i < n; i++)
-        ag_node_at(ids[i])->mark = 0;
-    free(stack);
-    if (status != AG_OK) {
-        free(ids);
-        return status;
-    }
+        ag_node_at(ids[i])->flags &= (uint8_t)~AG_FLAG_SORTING;
     out->ids = ids;
     out->n = n;
-    return AG_OK;
+    return status;
 }
 
 /* ---- the cache of orders, for roots that replay with forward() ----
@@ -120,6 +142,7 @@ static void cache_drop(cached_order *slot)
 {
     cache_bytes -= slot->order.n * sizeof(ag_id);
     free(slot->order.ids);
+    ag_node_at(slot->root)->flags &= (uint8_t)~AG_FLAG_ORDER;
     slot->root = 0;
     slot->order = (ag_order){0};
     n_cached--;
@@ -139,6 +162,7 @@ static void cache_store(ag_id root, ag_order order)
     if (slot->root)
         cache_drop(slot);
     *slot = (cached_order){root, order, ++cache_clock};
+    ag_node_at(root)->flags |= AG_FLAG_ORDER;
     cache_bytes += order.n * sizeof(ag_id);
     n_cached++;
 }
@@ -152,18 +176,16 @@ void ag_order_cache_forget(ag_id id)
             cache_drop(&cache[i]);
 }
 
-size_t ag_order_cache_bytes(void) { return cache_bytes; }
+size_t ag_order_cache_bytes(void) { return cache_bytes + scratch_bytes(); }
 
-/* The order for root: the cached one (*owned = 0) or a fresh one the caller frees. */
-static int order_for(ag_id root, ag_order *order, int *owned)
+/* The order for root: the cached one, or a fresh one in order_buf. */
+static int order_for(ag_id root, ag_order *order)
 {
     cached_order *hit = cache_find(root);
     if (hit) {
         *order = hit->order;
-        *owned = 0;
         return AG_OK;
     }
-    *owned = 1;
     return topo_sort(root, order);
 }
 
@@ -214,24 +236,21 @@ static int propagate(const ag_node *node, int check)
 
 /* d root / d node for every node under root, added to grad once per call (root: +1),
  * like PyTorch. The sweep runs on zeroed grads so earlier grads never leak into the
- * chain rule, then adds the earlier grads back. With anomaly mode on, the first
- * non-finite contribution restores every grad and reports its node. */
+ * chain rule: walking the order backwards, a node's adjoint is complete when it is
+ * reached (all its users come after it in the order), so it passes its contributions on
+ * and gets its earlier grad added back in the same step. With anomaly mode on, the
+ * first non-finite contribution restores every grad and reports its node. */
 int ag_backward(ag_id root)
 {
     ag_order order;
-    int owned;
-    int status = order_for(root, &order, &owned);
+    int status = order_for(root, &order);
+    if (status == AG_OK)
+        status = reserve(&grads_buf, order.n, sizeof(double));
     if (status != AG_OK) {
         ag_fail(status, 0);
         return status;
     }
-    double *earlier = malloc((order.n ? order.n : 1) * sizeof *earlier);
-    if (!earlier) {
-        if (owned)
-            free(order.ids);
-        ag_fail(AG_ENOMEM, 0);
-        return AG_ENOMEM;
-    }
+    double *earlier = grads_buf.p;
     for (size_t i = 0; i < order.n; i++) {
         ag_node *node = ag_node_at(order.ids[i]);
         earlier[i] = node->grad;
@@ -242,18 +261,16 @@ int ag_backward(ag_id root)
     int check = ag_anomaly_mode();
     ag_id bad = 0;
     for (size_t i = order.n; i-- > 0;) {
-        if (!propagate(ag_node_at(order.ids[i]), check)) {
+        ag_node *node = ag_node_at(order.ids[i]);
+        if (!propagate(node, check)) {
             bad = order.ids[i];
             break;
         }
+        node->grad += earlier[i];
     }
-    for (size_t i = 0; i < order.n; i++) {
-        ag_node *node = ag_node_at(order.ids[i]);
-        node->grad = bad ? earlier[i] : node->grad + earlier[i];
-    }
-    free(earlier);
-    if (owned)
-        free(order.ids);
+    if (bad)
+        for (size_t i = 0; i < order.n; i++)
+            ag_node_at(order.ids[i])->grad = earlier[i];
     if (bad) {
         ag_fail(AG_EANOMALY, bad);
         return AG_EANOMALY;
@@ -276,6 +293,10 @@ int ag_forward(ag_id root)
             ag_fail(status, 0);
             return status;
         }
+        order_buf = (buffer){0}; /* the cache owns this order now */
+        ag_id *fitted = realloc(order.ids, (order.n ? order.n : 1) * sizeof(ag_id));
+        if (fitted)
+            order.ids = fitted;
         cache_store(root, order);
         hit = cache_find(root);
     }
@@ -297,12 +318,9 @@ int ag_forward(ag_id root)
 size_t ag_graph_size(ag_id root)
 {
     ag_order order;
-    int owned;
-    if (order_for(root, &order, &owned) != AG_OK) {
+    if (order_for(root, &order) != AG_OK) {
         ag_fail(AG_ENOMEM, 0);
         return 0;
     }
-    if (owned)
-        free(order.ids);
     return order.n;
 }
