@@ -51,7 +51,7 @@ class Value:
         x = _number(data)
         if x is None:
             raise TypeError(f"Value() data must be a real number, not {type(data).__name__!r}")
-        if _children:
+        if _children or _op:  # a hand-made node, even with no children, keeps its _op
             children = list(_children)
             for child in children:
                 if not isinstance(child, Value):
@@ -63,7 +63,7 @@ class Value:
             _raise_failure("Value()")
         self = _new(cls)
         self._id = node
-        if _op and _children:
+        if _op:
             lib.ag_set_custom_op(node, str(_op).encode())
         if label:
             self.label = label
