@@ -82,4 +82,13 @@ size_t ag_arena_bytes(void);   /* bytes held for node slots, n-ary input lists a
 size_t ag_node_size(void);     /* sizeof one node */
 void ag_set_node_limit(size_t max_nodes);  /* 0: no limit; for MemoryError tests */
 
+/* Optimizers (csrc/optim.c, pyautograd.optim): one call updates every parameter in
+ * params, torch.optim's updates. The state buffers hold n doubles each and belong to
+ * the caller (the Python optimizer object), never to the arena. */
+int ag_sgd_step(const ag_id *params, size_t n, double lr, double momentum, double weight_decay,
+                double *momentum_buffer, int first_step);  /* buffer may be NULL if momentum is 0 */
+int ag_adam_step(const ag_id *params, size_t n, double lr, double beta1, double beta2, double eps,
+                 double weight_decay, int decoupled, long long step, double *exp_avg,
+                 double *exp_avg_sq);  /* step counts from 1; decoupled: AdamW's decay */
+
 #endif

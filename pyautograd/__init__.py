@@ -3,7 +3,9 @@
 A drop-in, faster micrograd: `from pyautograd.engine import Value`.
 """
 from .engine import Value
+from .functional import dot, log_softmax, softmax, sum  # sum shadows the builtin on purpose
 from .modes import detect_anomaly, is_grad_enabled, no_grad
 
-__all__ = ["Value", "no_grad", "detect_anomaly", "is_grad_enabled"]
+__all__ = ["Value", "no_grad", "detect_anomaly", "is_grad_enabled",
+           "sum", "dot", "softmax", "log_softmax"]
 __version__ = "0.1.0"

@@ -1,0 +1,103 @@
+"""Loss functions over Values, each returning one Value (the mean over the batch).
+
+mse, micrograd's max-margin hinge, and the two cross-entropies, computed from logits
+in their numerically stable forms (like torch's BCEWithLogitsLoss and cross_entropy).
+Each takes a batch (a sequence) or a single prediction.
+"""
+import numbers
+
+from . import functional
+from .engine import Value
+
+__all__ = ["mse", "hinge", "binary_cross_entropy_with_logits", "cross_entropy"]
+
+
+def _is_scalar(x):
+    return isinstance(x, (Value, numbers.Real))
+
+
+def _batch(predictions, targets, what):
+    """predictions and targets as two lists of the same, non-zero length."""
+    if _is_scalar(predictions):
+        predictions = [predictions]
+    if _is_scalar(targets) or isinstance(targets, numbers.Integral):
+        targets = [targets]
+    for name, seq in (("predictions", predictions), ("targets", targets)):
+        if not hasattr(seq, "__iter__"):
+            raise TypeError(f"{what}() {name} must be a Value, a number or a sequence, "
+                            f"not {type(seq).__name__!r}")
+    predictions, targets = list(predictions), list(targets)
+    if len(predictions) != len(targets):
+        raise ValueError(f"{what}() needs as many targets as predictions, "
+                         f"got {len(targets)} and {len(predictions)}")
+    if not predictions:
+        raise ValueError(f"{what}() needs at least one prediction")
+    for name, seq in (("predictions", predictions), ("targets", targets)):
+        for x in seq:
+            if not _is_scalar(x):
+                raise TypeError(f"{what}() {name} must be Values or real numbers, "
+                                f"not {type(x).__name__!r}")
+    return predictions, targets
+
+
+def mse(predictions, targets):
+    """mean((prediction - target)**2), as torch's mse_loss."""
+    predictions, targets = _batch(predictions, targets, "mse")
+    diffs = [p - t for p, t in zip(predictions, targets)]
+    return functional.dot(diffs, diffs) / len(diffs)
+
+
+def hinge(scores, labels):
+    """micrograd's max-margin loss: mean of relu(1 - label*score), labels in {-1, +1}.
+
+    Written as micrograd's demo writes it, (1 + -yi*scorei).relu() and
+    sum(losses) * (1.0 / len(losses)), so the value is bitwise the demo's.
+    """
+    scores, labels = _batch(scores, labels, "hinge")
+    losses = [(1 + -yi * scorei).relu() for yi, scorei in zip(labels, scores)]
+    return functional.sum(losses) * (1.0 / len(losses))
+
+
+def binary_cross_entropy_with_logits(logits, targets):
+    """mean of -[t*log(sigmoid(x)) + (1-t)*log(1-sigmoid(x))] for logits x, targets t in [0, 1].
+
+    Stable form (torch's): relu(x) - x*t + log(1 + exp(-|x|)), with -|x| = x - 2*relu(x),
+    so exp never overflows. Its gradient is sigmoid(x) - t, at 0 too.
+    """
+    logits, targets = _batch(logits, targets, "binary_cross_entropy_with_logits")
+    losses = []
+    for x, t in zip(logits, targets):
+        if not isinstance(x, Value):
+            x = Value(x)
+        positive = x.relu()
+        losses.append(positive - x * t + (1 + (x - 2 * positive).exp()).log())
+    return functional.sum(losses) / len(losses)
+
+
+def cross_entropy(logits, targets):
+    """mean of -log_softmax(row)[target] over the batch, as torch's cross_entropy.
+
+    logits is one row (a sequence of Values, one per class) with one int target, or a
+    sequence of rows with a sequence of int targets.
+    """
+    if logits and _is_scalar(next(iter(logits))):
+        logits, targets = [logits], [targets]
+    rows, targets = list(logits), list(targets)
+    if len(rows) != len(targets):
+        raise ValueError(f"cross_entropy() needs as many targets as rows of logits, "
+                         f"got {len(targets)} and {len(rows)}")
+    if not rows:
+        raise ValueError("cross_entropy() needs at least one row of logits")
+    losses = []
+    for row, target in zip(rows, targets):
+        if not isinstance(target, numbers.Integral) or isinstance(target, bool):
+            raise TypeError(f"cross_entropy() targets must be class indices (int), "
+                            f"not {type(target).__name__!r}")
+        shifted = functional._shifted(functional._as_values(row, "cross_entropy"))
+        if not 0 <= target < len(shifted):
+            raise IndexError(f"cross_entropy() target {target} is out of range "
+                             f"for {len(shifted)} classes")
+        # -log_softmax(row)[target], without making the other classes' log-probabilities
+        log_total = functional.sum([s.exp() for s in shifted]).log()
+        losses.append(log_total - shifted[target])
+    return functional.sum(losses) / len(losses)

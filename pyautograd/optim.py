@@ -1,0 +1,115 @@
+"""Optimizers: SGD and Adam (AdamW as an option), torch.optim's updates, one C call per step.
+
+Each optimizer keeps its parameters' node ids and its state buffers in cffi arrays of
+its own (csrc/optim.c updates them in place), so step() and zero_grad() cross into C
+once, however many parameters there are. The Values are kept too: they keep the
+parameters' nodes alive. lr is a plain attribute: set it between steps for a schedule.
+"""
+import numbers
+
+from ._ag import ffi, lib
+from .engine import Value, _raise_failure
+
+__all__ = ["Optimizer", "SGD", "Adam"]
+
+
+def _check_real(name, value, low=0.0, high=None, open_high=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, not {type(value).__name__!r}")
+    value = float(value)
+    too_high = high is not None and (value >= high if open_high else value > high)
+    if not value >= low or too_high:
+        bounds = f">= {low:g}" if high is None else f"in [{low:g}, {high:g}{')' if open_high else ']'}"
+        raise ValueError(f"{name} must be {bounds}, got {value!r}")
+    return value
+
+
+class Optimizer:
+    """What SGD and Adam share: the parameters, their ids in a C array, zero_grad, lr."""
+
+    def __init__(self, params, lr):
+        if isinstance(params, Value):
+            raise TypeError("params must be an iterable of Values (e.g. model.parameters()), "
+                            "not one Value")
+        params = list(params)
+        for p in params:
+            if not isinstance(p, Value):
+                raise TypeError(f"params must be Values, not {type(p).__name__!r}")
+        if not params:
+            raise ValueError("optimizer got an empty parameter list")
+        if len(set(params)) != len(params):
+            raise ValueError("a parameter appears more than once in params")
+        self.params = params  # keeps the nodes alive while the ids below are used
+        self._n = len(params)
+        self._ids = ffi.new("ag_id[]", [p._id for p in params])
+        self.lr = lr
+
+    @property
+    def lr(self):
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = _check_real("lr", value)
+
+    def zero_grad(self):
+        """Sets every parameter's grad to 0, in one C call."""
+        lib.ag_zero_grads(self._ids, self._n)
+
+    def _buffer(self):
+        return ffi.new("double[]", self._n)  # zeroed
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, as torch.optim.SGD (dampening 0, no nesterov):
+    d = grad + weight_decay * p; buf = d, then momentum * buf + d; p -= lr * buf."""
+
+    def __init__(self, params, lr, momentum=0, weight_decay=0):
+        super().__init__(params, lr)
+        self.momentum = _check_real("momentum", momentum)
+        self.weight_decay = _check_real("weight_decay", weight_decay)
+        self._momentum_buffer = self._buffer() if self.momentum else ffi.NULL
+        self._steps = 0
+
+    def step(self):
+        """Updates every parameter from its .grad, in one C call."""
+        if lib.ag_sgd_step(self._ids, self._n, self._lr, self.momentum, self.weight_decay,
+                           self._momentum_buffer, self._steps == 0):
+            _raise_failure("SGD.step")
+        self._steps += 1
+
+    def __repr__(self):
+        return (f"SGD({self._n} parameters, lr={self._lr}, momentum={self.momentum}, "
+                f"weight_decay={self.weight_decay})")
+
+
+class Adam(Optimizer):
+    """Adam, as torch.optim.Adam; with decoupled=True, AdamW (torch.optim.AdamW): the
+    weight decay shrinks the parameters directly instead of joining the gradient."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 decoupled=False):
+        super().__init__(params, lr)
+        if not hasattr(betas, "__len__") or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), not {betas!r}")
+        self.betas = (_check_real("betas[0]", betas[0], 0.0, 1.0, open_high=True),
+                      _check_real("betas[1]", betas[1], 0.0, 1.0, open_high=True))
+        self.eps = _check_real("eps", eps)
+        self.weight_decay = _check_real("weight_decay", weight_decay)
+        self.decoupled = bool(decoupled)
+        self._exp_avg = self._buffer()
+        self._exp_avg_sq = self._buffer()
+        self._steps = 0
+
+    def step(self):
+        """Updates every parameter from its .grad, in one C call."""
+        beta1, beta2 = self.betas
+        if lib.ag_adam_step(self._ids, self._n, self._lr, beta1, beta2, self.eps,
+                            self.weight_decay, self.decoupled, self._steps + 1,
+                            self._exp_avg, self._exp_avg_sq):
+            _raise_failure("Adam.step")
+        self._steps += 1
+
+    def __repr__(self):
+        return (f"Adam({self._n} parameters, lr={self._lr}, betas={self.betas}, eps={self.eps}, "
+                f"weight_decay={self.weight_decay}, decoupled={self.decoupled})")
