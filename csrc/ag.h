@@ -63,6 +63,9 @@ int ag_backward(ag_id root);   /* adds d root / d node to every reachable grad *
 int ag_forward(ag_id root);    /* recomputes every node under root from its leaves */
 void ag_zero_grads(const ag_id *ids, size_t n);
 size_t ag_graph_size(ag_id root);  /* nodes reachable from root, root included; 0 on ENOMEM */
+/* For pyautograd.viz.summary: op_counts[op] (ag_op_count() entries) = nodes made by op,
+ * *depth = longest path from root to a leaf, in edges. Reads only; AG_ENOMEM on failure. */
+int ag_graph_stats(ag_id root, size_t *op_counts, size_t *depth);
 
 /* Per-thread modes (pyautograd.no_grad, pyautograd.detect_anomaly). */
 void ag_set_grad_enabled(int enabled);
