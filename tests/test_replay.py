@@ -302,3 +302,71 @@ def test_replay_under_detect_anomaly_names_the_node_that_went_non_finite():
             z.forward()
     x.data = 2.0
     assert z.forward() == 2.0 * math.log(2.0)
+
+
+# ---- the moons model: 100 steps of training, replayed vs rebuilt ----
+
+def _moons(n=100, seed=5):
+    """Two noisy half circles (micrograd's demo data, without scikit-learn)."""
+    rng = random.Random(seed)
+    X, y = [], []
+    for i in range(n):
+        t = math.pi * (i // 2) / (n // 2 - 1)
+        x0, x1, label = ((math.cos(t), math.sin(t), -1) if i % 2 else
+                         (1 - math.cos(t), 1 - math.sin(t) - 0.5, 1))
+        X.append([x0 + rng.gauss(0, 0.1), x1 + rng.gauss(0, 0.1)])
+        y.append(label)
+    return X, y
+
+
+def _demo_loss(model, X, y):
+    """micrograd's demo loss, word for word, on pyautograd Values."""
+    inputs = [list(map(Value, xrow)) for xrow in X]
+    scores = list(map(model, inputs))
+    losses = [(1 + -yi * scorei).relu() for yi, scorei in zip(y, scores)]
+    data_loss = sum(losses) * (1.0 / len(losses))
+    alpha = 1e-4
+    reg_loss = alpha * sum((p * p for p in model.parameters()))
+    return data_loss + reg_loss, scores
+
+
+def _train_moons(replay, use_optimizer, steps=100):
+    from pyautograd.nn import MLP
+    from pyautograd.optim import SGD
+
+    random.seed(1337)
+    model = MLP(2, [16, 16, 1])
+    X, y = _moons()
+    params = model.parameters()
+    opt = SGD(params, lr=1.0)
+    history, total_loss = [], None
+    for k in range(steps):
+        if replay and total_loss is not None:
+            total_loss.forward()
+        else:
+            total_loss, scores = _demo_loss(model, X, y)
+        history.append((total_loss.data, [s.data for s in scores]))
+        learning_rate = 1.0 - 0.9 * k / 100
+        if use_optimizer:
+            opt.zero_grad()
+            total_loss.backward()
+            opt.lr = learning_rate
+            opt.step()
+        else:
+            model.zero_grad()
+            total_loss.backward()
+            for p in params:
+                p.data -= learning_rate * p.grad
+    return history, [p.data for p in params]
+
+
+@pytest.mark.parametrize("use_optimizer", [False, True], ids=["micrograd_update", "optim_SGD"])
+def test_moons_training_replayed_is_bitwise_the_rebuilt_one(use_optimizer):
+    rebuilt_history, rebuilt_params = _train_moons(replay=False, use_optimizer=use_optimizer)
+    replayed_history, replayed_params = _train_moons(replay=True, use_optimizer=use_optimizer)
+    assert len(replayed_history) == 100
+    for k, ((loss_a, scores_a), (loss_b, scores_b)) in enumerate(zip(replayed_history, rebuilt_history)):
+        assert same(loss_a, loss_b), f"step {k}: loss {loss_a!r} != {loss_b!r}"
+        assert all(map(same, scores_a, scores_b)), f"step {k}: scores differ"
+    assert all(map(same, replayed_params, rebuilt_params))
+    assert replayed_history[-1][0] < replayed_history[0][0] / 10  # it did train
