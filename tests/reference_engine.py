@@ -1,0 +1,135 @@
+"""A tiny pure-Python reverse-mode engine, micrograd's algorithm with no recursion: the
+independent reference the random-graph tests (test_random_graphs.py) check the C core against.
+
+Each op's forward and local derivatives are written out here again from their math, not
+read from the C table, so a wrong row in csrc/ops.h shows up as a disagreement. Domain
+errors follow IEEE (log(-1) is nan, 1/0 is inf), as the C core does, so both can be fed
+anything. Besides each grad, backward() keeps `mass`: the sum of |contributions| that
+made it, which bounds the rounding a different summation order can cause.
+"""
+import math
+
+
+def _div(a, b):
+    if b == 0.0:
+        return math.nan if a == 0.0 or math.isnan(a) else math.copysign(math.inf, a) * math.copysign(1.0, b)
+    return a / b
+
+
+def _pow(a, b):
+    try:
+        return math.pow(a, b)
+    except ValueError:  # negative base, fractional exponent; 0 to a negative power
+        return math.inf if a == 0.0 else math.nan
+    except OverflowError:
+        return math.inf if a > 0 or float(b).is_integer() and b % 2 == 0 else math.copysign(math.inf, a)
+
+
+def _exp(a):
+    try:
+        return math.exp(a)
+    except OverflowError:
+        return math.inf
+
+
+def _log(a):
+    if a < 0 or math.isnan(a):
+        return math.nan
+    return -math.inf if a == 0 else math.log(a)
+
+
+def _sigmoid(a):
+    return _div(1.0, 1.0 + _exp(-a))
+
+
+def _pow_grads(a, b, out):
+    d_base = 0.0 if b == 0.0 else b * _pow(a, b - 1.0)  # x ** 0 is constant
+    d_exponent = 0.0 if a == 0.0 and b >= 0.0 else out * _log(a)  # no 0 * log 0
+    return d_base, d_exponent
+
+
+# name -> (arity, forward(a, b), local derivatives(a, b, out) -> (d out/d a, d out/d b))
+OPS = {
+    "add": (2, lambda a, b: a + b, lambda a, b, out: (1.0, 1.0)),
+    "sub": (2, lambda a, b: a - b, lambda a, b, out: (1.0, -1.0)),
+    "mul": (2, lambda a, b: a * b, lambda a, b, out: (b, a)),
+    "truediv": (2, _div, lambda a, b, out: (_div(1.0, b), _div(-a, b * b))),
+    "pow": (2, _pow, _pow_grads),
+    "neg": (1, lambda a, b: -a, lambda a, b, out: (-1.0, 0.0)),
+    "relu": (1, lambda a, b: 0.0 if a < 0 else a, lambda a, b, out: (1.0 if out > 0 else 0.0, 0.0)),
+    "tanh": (1, lambda a, b: math.tanh(a), lambda a, b, out: (1.0 - out * out, 0.0)),
+    "exp": (1, lambda a, b: _exp(a), lambda a, b, out: (out, 0.0)),
+    "log": (1, lambda a, b: _log(a), lambda a, b, out: (_div(1.0, a), 0.0)),
+    "sigmoid": (1, lambda a, b: _sigmoid(a), lambda a, b, out: (out * (1.0 - out), 0.0)),
+}
+
+
+class Node:
+    """One scalar: its value, its inputs and the op that made it (None for leaves)."""
+
+    __slots__ = ("data", "grad", "mass", "op", "inputs")
+
+    def __init__(self, data, op=None, inputs=()):
+        self.data = float(data)
+        self.grad = 0.0
+        self.mass = 0.0
+        self.op = op
+        self.inputs = inputs
+
+
+def leaf(data):
+    return Node(data)
+
+
+def apply(op, *inputs):
+    arity, forward, _ = OPS[op]
+    assert len(inputs) == arity, (op, len(inputs))
+    a = inputs[0].data
+    b = inputs[1].data if arity == 2 else 0.0
+    return Node(forward(a, b), op, inputs)
+
+
+def topological_order(root):
+    """Inputs before the nodes that use them, root last; an explicit stack, no recursion."""
+    order, seen = [], {id(root)}
+    stack = [(root, 0)]
+    while stack:
+        node, next_input = stack.pop()
+        if next_input < len(node.inputs):
+            stack.append((node, next_input + 1))
+            child = node.inputs[next_input]
+            if id(child) not in seen:
+                seen.add(id(child))
+                stack.append((child, 0))
+        else:
+            order.append(node)
+    return order
+
+
+def backward(root):
+    """Sets grad (and mass) of every node under root to d root / d node; others keep theirs."""
+    order = topological_order(root)
+    for node in order:
+        node.grad = node.mass = 0.0
+    root.grad = root.mass = 1.0
+    for node in reversed(order):
+        if node.op is None:
+            continue
+        _, _, local_grads = OPS[node.op]
+        a = node.inputs[0].data
+        b = node.inputs[1].data if len(node.inputs) == 2 else 0.0
+        for child, local in zip(node.inputs, local_grads(a, b, node.data)):
+            child.grad += node.grad * local
+            child.mass += abs(node.mass * local)
+    return order
+
+
+def recompute(root):
+    """Forward again from the leaves' current data (what Value.forward() does)."""
+    for node in topological_order(root):
+        if node.op is not None:
+            arity, forward, _ = OPS[node.op]
+            a = node.inputs[0].data
+            b = node.inputs[1].data if arity == 2 else 0.0
+            node.data = forward(a, b)
+    return root.data
