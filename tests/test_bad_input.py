@@ -1,0 +1,204 @@
+"""Bad input raises the right Python exception and never crashes: TypeError naming the
+operation and the type for non-numbers, MemoryError when the arena is full (simulated
+with pyautograd.arena.set_node_limit), and the arena stays usable afterwards.
+"""
+import decimal
+import fractions
+import math
+import operator
+
+import pytest
+
+from pyautograd import arena
+from pyautograd._ag import lib
+from pyautograd.engine import OP_NAMES, Value
+
+NOT_NUMBERS = ["abc", None, 1j, [1.0], (1.0,), {}, object(), decimal.Decimal(1), b"1"]
+BINARY = [
+    (operator.add, "+"), (operator.sub, "-"), (operator.mul, "*"),
+    (operator.truediv, "/"), (operator.pow, "**"),
+]
+
+
+def type_name(x):
+    return type(x).__name__
+
+
+@pytest.mark.parametrize("bad", NOT_NUMBERS, ids=type_name)
+def test_constructor_rejects_non_numbers(bad):
+    with pytest.raises(TypeError, match=f"Value\\(\\) data must be a real number, not '{type_name(bad)}'"):
+        Value(bad)
+
+
+@pytest.mark.parametrize("bad", NOT_NUMBERS, ids=type_name)
+@pytest.mark.parametrize("op, symbol", BINARY, ids=[s for _, s in BINARY])
+def test_binary_op_with_a_non_number_on_the_right(op, symbol, bad):
+    with pytest.raises(TypeError) as caught:
+        op(Value(2.0), bad)
+    message = str(caught.value)
+    assert "Value" in message
+    if not (symbol == "*" and isinstance(bad, (str, list, tuple, bytes))):
+        # (sequences answer `*` with their own words: "can't multiply sequence by ... 'Value'")
+        assert symbol in message and type_name(bad) in message
+
+
+@pytest.mark.parametrize("bad", NOT_NUMBERS, ids=type_name)
+@pytest.mark.parametrize("op, symbol", BINARY, ids=[s for _, s in BINARY])
+def test_binary_op_with_a_non_number_on_the_left(op, symbol, bad):
+    with pytest.raises(TypeError) as caught:
+        op(bad, Value(2.0))
+    assert "Value" in str(caught.value)
+
+
+def test_the_classic_examples():
+    with pytest.raises(TypeError, match=r"unsupported operand type\(s\) for \+: 'Value' and 'str'"):
+        Value(1) + "x"
+    with pytest.raises(TypeError, match="Value"):
+        "x" + Value(1)  # str's own message: can only concatenate str (not "Value") to str
+    with pytest.raises(TypeError, match=r"for \*\* or pow\(\): 'Value' and 'str'"):
+        Value(2) ** "x"
+    with pytest.raises(TypeError, match=r"for \*\* or pow\(\): 'str' and 'Value'"):
+        "x" ** Value(2)
+
+
+@pytest.mark.parametrize("field", ["data", "grad"])
+@pytest.mark.parametrize("bad", NOT_NUMBERS, ids=type_name)
+def test_setters_reject_non_numbers(field, bad):
+    v = Value(1.5)
+    with pytest.raises(TypeError, match=f"Value.{field} must be a real number, not '{type_name(bad)}'"):
+        setattr(v, field, bad)
+    assert getattr(v, field) == (1.5 if field == "data" else 0.0)  # unchanged
+
+
+def test_children_must_be_values():
+    with pytest.raises(TypeError, match="_children must be Values, not 'float'"):
+        Value(1.0, (Value(2.0), 3.0), "op")
+
+
+def test_comparisons_are_not_defined():
+    # micrograd defines no ordering either; a silent identity-based answer would mislead
+    with pytest.raises(TypeError):
+        Value(1.0) < Value(2.0)
+    with pytest.raises(TypeError):
+        Value(1.0) >= 0
+
+
+def test_other_real_numbers_are_accepted():
+    assert Value(fractions.Fraction(1, 4)).data == 0.25
+    assert (Value(1.0) + fractions.Fraction(1, 2)).data == 1.5
+    assert (fractions.Fraction(1, 2) * Value(4.0)).data == 2.0
+    assert math.isnan(Value(math.nan).data) and Value(-math.inf).data == -math.inf
+
+
+def test_int_too_big_for_a_double_overflows_like_float():
+    with pytest.raises(OverflowError):
+        float(10 ** 400)
+    with pytest.raises(OverflowError):
+        Value(10 ** 400)
+    with pytest.raises(OverflowError):
+        Value(1.0) + 10 ** 400
+
+
+def test_the_c_api_refuses_wrong_arity_and_unknown_ops():
+    a, b = Value(1.0), Value(2.0)
+    add, relu = OP_NAMES.index("add"), OP_NAMES.index("relu")
+    assert lib.ag_apply1(add, a._id) == 0 and lib.ag_last_error() == lib.AG_EINVALID
+    assert lib.ag_apply2(relu, a._id, b._id) == 0 and lib.ag_last_error() == lib.AG_EINVALID
+    assert lib.ag_apply2_const(relu, a._id, 1.0, 0) == 0
+    assert lib.ag_apply1(10_000, a._id) == 0 and lib.ag_apply1(-1, a._id) == 0
+
+
+def test_set_node_limit_validates_its_argument():
+    for bad in (-1, 1.5, "10", None):
+        with pytest.raises(ValueError, match="max_nodes"):
+            arena.set_node_limit(bad)
+
+
+# ---- MemoryError when the arena is full ----
+
+@pytest.fixture
+def node_limit():
+    """Sets a cap on live nodes for one test and always lifts it afterwards."""
+    yield arena.set_node_limit
+    arena.set_node_limit(0)
+
+
+def live():
+    return arena.stats()["live_nodes"]
+
+
+def c_sum(values):
+    """The C n-ary sum as a Value, raising MemoryError as the Python ops do."""
+    node = lib.ag_sum([v._id for v in values], len(values))
+    if not node:
+        assert lib.ag_last_error() == lib.AG_ENOMEM
+        raise MemoryError
+    result = Value._from_node(node)
+    lib.ag_decref(node)  # _from_node took a second reference
+    return result
+
+
+def test_memory_error_past_the_node_limit(node_limit):
+    base = live()
+    x = Value(1.0)
+    node_limit(base + 10)
+    chain = [x]
+    with pytest.raises(MemoryError, match="out of memory"):
+        for _ in range(100):
+            chain.append(chain[-1] * chain[-1])
+    assert live() == base + 10 and len(chain) == 10
+    # what exists still works: read, backward, forward
+    chain[-1].backward()
+    assert chain[-1].data == 1.0 and x.grad == 2.0 ** 9
+    assert chain[-1].forward() == 1.0
+    node_limit(0)
+    y = chain[-1] + 1  # the arena is usable again
+    assert y.data == 2.0
+    del chain, x, y
+    assert live() == base
+
+
+@pytest.mark.parametrize("make", [
+    lambda v: Value(2.0),
+    lambda v: v + v,
+    lambda v: v + 2.0,  # needs a constant node and the result: both or neither
+    lambda v: 2.0 ** v,
+    lambda v: v.tanh(),
+    lambda v: -v,
+    lambda v: Value(1.0, (v,), "custom"),
+    lambda v: c_sum([v, v]),
+], ids=["leaf", "add", "add-const", "rpow-const", "tanh", "neg", "custom", "sum"])
+def test_every_way_of_making_a_node_fails_cleanly_when_full(node_limit, make):
+    base = live()
+    v = Value(3.0)
+    node_limit(base + 1)
+    with pytest.raises(MemoryError):
+        make(v)
+    assert live() == base + 1  # no half-made node, no orphaned constant
+    node_limit(0)
+    assert make(v) is not None
+    del v
+    assert live() == base
+
+
+def test_constant_is_released_when_the_result_cannot_be_made(node_limit):
+    base = live()
+    v = Value(3.0)
+    node_limit(base + 2)  # room for the constant, not for the result
+    with pytest.raises(MemoryError):
+        v * 5.0
+    assert live() == base + 1
+    node_limit(0)
+    assert (v * 5.0).data == 15.0
+
+
+def test_many_failures_in_a_row_leak_nothing(node_limit):
+    base = live()
+    v = Value(1.0)
+    node_limit(base + 1)
+    for _ in range(1000):
+        with pytest.raises(MemoryError):
+            v + 1.0
+    node_limit(0)
+    del v
+    assert live() == base
