@@ -142,7 +142,8 @@ void ag_release(ag_id id)
         dying = node->next_dying;
 
         size_t n;
-        const ag_id *inputs = ag_inputs_of(node, &n);
+        ag_id fixed_inputs[2];
+        const ag_id *inputs = ag_inputs_of(node, &n, fixed_inputs);
         for (size_t i = 0; i < n; i++) {
             ag_node *input = ag_node_at(inputs[i]);
             if (--input->refs == 0) {

@@ -81,8 +81,11 @@ static inline void ag_retain(ag_id id) { ag_node_at(id)->refs++; }
  * which must incref them. NULL (and *id = 0) when memory runs out. */
 ag_node *ag_alloc_node(int op, double data, ag_id *id);
 
-/* Inputs of any node, as a pointer and a count (valid until the arena changes). */
-static inline const ag_id *ag_inputs_of(const ag_node *node, size_t *n)
+/* Inputs of any node, as a pointer and a count (valid until the arena changes).
+ * A unary or binary node's inputs are copied into `fixed`: in[] sits at a 2-byte
+ * boundary of the packed node, so a pointer to it would be a misaligned ag_id *
+ * (undefined behaviour; UBSan in the CI's sanitizer build reports it). */
+static inline const ag_id *ag_inputs_of(const ag_node *node, size_t *n, ag_id fixed[2])
 {
     if (ag_op_is_nary(node->op)) {
         const ag_input_list *list = &ag_the_arena.lists[node->in[0]];
@@ -90,7 +93,9 @@ static inline const ag_id *ag_inputs_of(const ag_node *node, size_t *n)
         return list->ids;
     }
     *n = ag_fixed_arity(node->op);
-    return node->in;
+    fixed[0] = node->in[0];
+    fixed[1] = node->in[1];
+    return fixed;
 }
 
 /* Store an n-ary input list on a fresh node; increfs the inputs. AG_ENOMEM on failure. */

@@ -44,7 +44,8 @@ int ag_op_arity(int op) { return valid_op(op) ? op_arities[op] : 0; }
 double ag_recompute(const ag_node *node)
 {
     size_t n;
-    const ag_id *in = ag_inputs_of(node, &n);
+    ag_id fixed_inputs[2];
+    const ag_id *in = ag_inputs_of(node, &n, fixed_inputs);
     switch (node->op) {
     case AG_LEAF:
     case AG_CONST:
@@ -234,14 +235,16 @@ int ag_op(ag_id id) { return ag_node_at(id)->op; }
 size_t ag_input_count(ag_id id)
 {
     size_t n;
-    ag_inputs_of(ag_node_at(id), &n);
+    ag_id fixed_inputs[2];
+    ag_inputs_of(ag_node_at(id), &n, fixed_inputs);
     return n;
 }
 
 ag_id ag_input(ag_id id, size_t i)
 {
     size_t n;
-    const ag_id *in = ag_inputs_of(ag_node_at(id), &n);
+    ag_id fixed_inputs[2];
+    const ag_id *in = ag_inputs_of(ag_node_at(id), &n, fixed_inputs);
     return i < n ? in[i] : 0;
 }
 

@@ -35,7 +35,8 @@ int ag_graph_stats(ag_id root, size_t *op_counts, size_t *depth)
         const ag_node *node = ag_node_at(queue[head]);
         op_counts[node->op]++;
         size_t k;
-        const ag_id *in = ag_inputs_of(node, &k);
+        ag_id fixed_inputs[2];
+        const ag_id *in = ag_inputs_of(node, &k, fixed_inputs);
         for (size_t i = 0; i < k; i++) {
             ag_id v = in[i];
             uses[v]++;
@@ -61,7 +62,8 @@ int ag_graph_stats(ag_id root, size_t *op_counts, size_t *depth)
         ag_id u = queue[head];
         uint32_t below = distance[u] + 1;
         size_t k;
-        const ag_id *in = ag_inputs_of(ag_node_at(u), &k);
+        ag_id fixed_inputs[2];
+        const ag_id *in = ag_inputs_of(ag_node_at(u), &k, fixed_inputs);
         if (k && below > deepest)
             deepest = below;
         for (size_t i = 0; i < k; i++) {

@@ -84,7 +84,8 @@ static int topo_sort(ag_id root, ag_order *out)
         if (node->flags & AG_FLAG_SORTING)
             continue;
         size_t n_inputs;
-        const ag_id *inputs = ag_inputs_of(node, &n_inputs);
+        ag_id fixed_inputs[2];
+        const ag_id *inputs = ag_inputs_of(node, &n_inputs, fixed_inputs);
         if (reserve(&stack_buf, depth + 1 + n_inputs, sizeof(ag_id)) != AG_OK) {
             status = AG_ENOMEM;
             break;
@@ -197,7 +198,8 @@ static int propagate(const ag_node *node, int check)
 {
     double g = node->grad;
     size_t n;
-    const ag_id *in = ag_inputs_of(node, &n);
+    ag_id fixed_inputs[2];
+    const ag_id *in = ag_inputs_of(node, &n, fixed_inputs);
     switch (node->op) {
     case AG_LEAF:
     case AG_CONST:
