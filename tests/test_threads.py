@@ -1,0 +1,179 @@
+"""Several Python threads using the one arena at once. The GIL is the arena's lock
+(build_ext.py keeps it held during every C call), so threads may build, differentiate
+and drop graphs concurrently, share leaves, and free each other's graphs.
+Timing beside a busy thread is a benchmark (bench/bench_core.py), not a test.
+"""
+import math
+import sys
+import threading
+
+import pytest
+
+import pyautograd
+from pyautograd._ag import lib
+from pyautograd.arena import stats
+from pyautograd.engine import Value
+
+THREADS = 4
+
+
+@pytest.fixture(autouse=True)
+def switch_often():
+    """Thread switches every microsecond, so the threads really interleave."""
+    saved = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(saved)
+
+
+def run_threads(target, args_list):
+    errors = []
+
+    def guarded(*args):
+        try:
+            target(*args)
+        except BaseException as e:  # reported in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=args) for args in args_list]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def neuron_loss(xs, ws, b):
+    act = sum((w * x for w, x in zip(ws, xs)), b).tanh()
+    return (act - 0.5) ** 2 + act.sigmoid().log()
+
+
+def compute(seed):
+    """One graph from a seed: its value and the grads of its leaves."""
+    xs = [Value(math.sin(seed + i)) for i in range(8)]
+    ws = [Value(math.cos(seed * 3 + i)) for i in range(8)]
+    b = Value(0.1 * seed)
+    loss = neuron_loss(xs, ws, b)
+    loss.backward()
+    return loss.data, [v.grad for v in xs + ws + [b]]
+
+
+def test_gil_is_held_inside_c_calls():
+    # cffi releases the GIL around each call unless build_ext.py's preamble stops it;
+    # PyGILState_Check() run inside a call tells which happened.
+    assert lib.ag_gil_held() == 1
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(lib.ag_gil_held()))
+    t.start()
+    t.join()
+    assert seen == [1]
+
+
+def test_threads_build_differentiate_and_drop_at_once():
+    seeds = range(40)
+    expected = {seed: compute(seed) for seed in seeds}  # one thread, first
+    base = stats()["live_nodes"]
+    results = {}
+
+    def worker(my_seeds):
+        for _ in range(5):
+            for seed in my_seeds:
+                got = compute(seed)
+                assert got == expected[seed], seed
+        results[tuple(my_seeds)] = True
+
+    run_threads(worker, [(list(seeds)[k::THREADS],) for k in range(THREADS)])
+    assert len(results) == THREADS
+    assert stats()["live_nodes"] == base
+
+
+def test_threads_sharing_leaves_accumulate_every_backward():
+    x, w = Value(0.7), Value(-1.3)
+    single = (x * w).tanh() + x
+    single.backward()
+    dx, dw = x.grad, w.grad
+    x.grad = w.grad = 0.0
+    del single
+    calls = 200
+
+    def worker():
+        for _ in range(calls):
+            y = (x * w).tanh() + x  # each thread its own graph over the shared leaves
+            y.backward()  # one C call: its += on x.grad cannot interleave with another's
+
+    run_threads(worker, [()] * THREADS)
+    n = THREADS * calls
+    # the same n additions in some order: exact up to the rounding of the running sum
+    assert math.isclose(x.grad, n * dx, rel_tol=1e-12)
+    assert math.isclose(w.grad, n * dw, rel_tol=1e-12)
+
+
+def test_graph_built_in_one_thread_dropped_in_another():
+    base = stats()["live_nodes"]
+    handoff = []
+    ready, dropped = threading.Event(), threading.Event()
+    values = {}
+
+    def builder():
+        x = Value(1.5)
+        y = x
+        for _ in range(10_000):
+            y = y * 1.0001 + 0.001
+        handoff.append(y)
+        values["data"] = y.data
+        ready.set()
+
+    def dropper():
+        ready.wait()
+        (y,) = handoff
+        y.backward()
+        values["grad_root"] = y.grad
+        handoff.clear()
+        del y
+        dropped.set()
+
+    run_threads(lambda f: f(), [(builder,), (dropper,)])
+    assert dropped.is_set() and values["grad_root"] == 1.0
+    assert math.isclose(values["data"], 1.5 * 1.0001 ** 10_000 + 0.001 * (1.0001 ** 10_000 - 1) / 0.0001,
+                        rel_tol=1e-9)
+    assert stats()["live_nodes"] == base
+
+
+def test_many_threads_dropping_parts_of_one_graph():
+    base = stats()["live_nodes"]
+    x = Value(2.0)
+    roots = [x * float(i) + 1.0 for i in range(400)]
+    expected = [r.data for r in roots]
+    shared = roots[0]
+    branches = [[shared * r for r in roots[k::THREADS]] for k in range(THREADS)]
+    del roots
+
+    def drop(branch):
+        for b in branch:
+            b.backward()
+        while branch:
+            branch.pop()
+
+    run_threads(drop, [(b,) for b in branches])
+    assert shared.data == expected[0]
+    assert x.grad != 0.0
+    del shared, branches, x
+    assert stats()["live_nodes"] == base
+
+
+def test_modes_stay_per_thread_under_contention():
+    flags = []
+
+    def worker(grad_on):
+        for _ in range(200):
+            if grad_on:
+                y = Value(1.0) * 2
+                flags.append(len(y._prev) == 2)
+            else:
+                with pyautograd.no_grad():
+                    y = Value(1.0) * 2
+                    flags.append(y._prev == set())
+
+    run_threads(worker, [(k % 2 == 0,) for k in range(THREADS)])
+    assert len(flags) == THREADS * 200 and all(flags)
