@@ -85,6 +85,13 @@ size_t ag_arena_bytes(void);   /* bytes held for node slots, n-ary input lists a
 size_t ag_node_size(void);     /* sizeof one node */
 void ag_set_node_limit(size_t max_nodes);  /* 0: no limit; for MemoryError tests */
 
+/* Neural nets (csrc/nn.c, pyautograd.nn): one Layer applied to one input, the nodes
+ * Neuron.__call__ makes: for neuron j, act = bs[j] + ws[j*nin + i] * xs[i] summed over i
+ * (one dot node), then relu when nonlin[j]. out[j] gets the result, holding one reference
+ * for the caller. On failure nothing is left behind and the status is returned. */
+int ag_layer(const ag_id *ws, const ag_id *bs, const uint8_t *nonlin, size_t nout, size_t nin,
+             const ag_id *xs, ag_id *out);
+
 /* Optimizers (csrc/optim.c, pyautograd.optim): one call updates every parameter in
  * params, torch.optim's updates. The state buffers hold n doubles each and belong to
  * the caller (the Python optimizer object), never to the arena. */

@@ -4,12 +4,13 @@ The same initialisation in the same order (random.uniform(-1, 1) per weight, bia
 so random.seed(s) gives micrograd's exact parameters, and the same reprs. What differs
 is underneath: a neuron is one fused dot node (bias first, then w0*x0 + w1*x1 ...,
 micrograd's order, so the values are bitwise micrograd's) and one relu, not a chain of
-2*nin binary nodes; zero_grad is one C call.
+2*nin binary nodes; a whole layer is made in one C call (csrc/nn.c), an MLP passes node
+ids from layer to layer without making Values in between, and zero_grad is one C call.
 """
 import numbers
 import random
 
-from ._ag import lib
+from ._ag import ffi, lib
 from .engine import OP_NAMES, Value, _raise_failure
 
 __all__ = ["Module", "Neuron", "Layer", "MLP"]
@@ -18,16 +19,50 @@ _new = object.__new__
 _FAST_NUMBERS = (float, int, bool)
 _RELU = OP_NAMES.index("relu")
 
+# A layer keeps its weights' node ids in a C array so that applying it is one C call.
+# Any change to what a layer is made of (a Neuron's w, b or nonlin, a w list, a Layer's
+# neurons) bumps this counter, and a layer whose array is older rebuilds it: one global
+# counter, so a change reached through any alias is seen.
+_structure_version = [0]
 
-class Module:
 
-    def zero_grad(self):
-        """Sets every parameter's grad to 0, in one C call."""
-        ids = [p._id for p in self.parameters()]
-        lib.ag_zero_grads(ids, len(ids))
+def _structure_changed():
+    _structure_version[0] += 1
 
-    def parameters(self):
-        return []
+
+class _TrackedList(list):
+    """A list (Neuron.w, Layer.neurons) that tells the layer caches when it changes."""
+
+    __slots__ = ()
+
+    def _mutator(name):
+        method = getattr(list, name)
+
+        def mutate(self, *args):
+            _structure_changed()
+            return method(self, *args)
+
+        mutate.__name__ = name
+        return mutate
+
+    for _name in ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend",
+                  "insert", "pop", "remove", "clear", "reverse"):
+        locals()[_name] = _mutator(_name)
+    del _name, _mutator
+
+    def sort(self, *, key=None, reverse=False):  # keyword-only, unlike the other mutators
+        _structure_changed()
+        list.sort(self, key=key, reverse=reverse)
+
+    def __reduce_ex__(self, protocol):
+        return _TrackedList, (list(self),)
+
+
+def _wrap(node):
+    """A Value owning the reference C handed back with a new node."""
+    v = _new(Value)
+    v._id = node
+    return v
 
 
 def _input_ids(x, temporaries):
@@ -48,43 +83,45 @@ def _input_ids(x, temporaries):
     return ids
 
 
-def _neuron_node(w, b, nonlin, x_ids):
-    """The node of act = b + w0*x0 + ... (then relu): one dot node, one relu node.
-    Like micrograd's zip, extra inputs or extra weights are ignored."""
-    n = min(len(w), len(x_ids))
-    w_ids = [wi._id for wi in (w if n == len(w) else w[:n])]
-    act = lib.ag_dot(w_ids, x_ids, n, b._id)
-    if not act:
-        _raise_failure("Neuron")
-    if not nonlin:
-        return act
-    out = lib.ag_apply1(_RELU, act)
-    lib.ag_decref(act)  # the relu node holds it now
-    if not out:
-        _raise_failure("relu")
-    return out
+def _release(temporaries):
+    if temporaries:
+        lib.ag_decref_many(temporaries, len(temporaries))
 
 
-def _wrap(node):
-    v = _new(Value)
-    v._id = node
-    return v
+class Module:
+
+    def zero_grad(self):
+        """Sets every parameter's grad to 0, in one C call."""
+        ids = [p._id for p in self.parameters()]
+        lib.ag_zero_grads(ids, len(ids))
+
+    def parameters(self):
+        return []
 
 
 class Neuron(Module):
 
     def __init__(self, nin, nonlin=True):
-        self.w = [Value(random.uniform(-1, 1)) for _ in range(nin)]
+        self.w = _TrackedList(Value(random.uniform(-1, 1)) for _ in range(nin))
         self.b = Value(0)
         self.nonlin = nonlin
+
+    def __setattr__(self, name, value):
+        _structure_changed()
+        object.__setattr__(self, name, value)
 
     def __call__(self, x):
         temporaries = []
         try:
-            return _wrap(_neuron_node(self.w, self.b, self.nonlin, _input_ids(x, temporaries)))
+            x_ids = _input_ids(x, temporaries)
+            n = min(len(self.w), len(x_ids))  # micrograd's zip: extra inputs or weights are ignored
+            act = lib.ag_dot([wi._id for wi in self.w[:n]], x_ids[:n], n, self.b._id)
+            if not act:
+                _raise_failure("Neuron")
         finally:
-            if temporaries:
-                lib.ag_decref_many(temporaries, len(temporaries))
+            _release(temporaries)
+        out = _wrap(act)
+        return out.relu() if self.nonlin else out
 
     def parameters(self):
         return self.w + [self.b]
@@ -93,31 +130,94 @@ class Neuron(Module):
         return f"{'ReLU' if self.nonlin else 'Linear'}Neuron({len(self.w)})"
 
 
+class _LayerPlan:
+    """A Layer's weights as C arrays for ag_layer, valid while _structure_version is."""
+
+    __slots__ = ("version", "nin", "nout", "ws", "bs", "nonlin", "keep")
+
+    def __init__(self, neurons):
+        self.version = _structure_version[0]
+        self.nin = len(neurons[0].w)
+        self.nout = len(neurons)
+        params = [p for n in neurons for p in n.w] + [n.b for n in neurons]
+        self.keep = params  # the Values keep the ids below alive
+        self.ws = ffi.new("ag_id[]", [w._id for n in neurons for w in n.w])
+        self.bs = ffi.new("ag_id[]", [n.b._id for n in neurons])
+        self.nonlin = ffi.new("uint8_t[]", [bool(n.nonlin) for n in neurons])
+
+
 class Layer(Module):
 
     def __init__(self, nin, nout, **kwargs):
-        self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
+        self.neurons = _TrackedList(Neuron(nin, **kwargs) for _ in range(nout))
+
+    def __setattr__(self, name, value):
+        _structure_changed()
+        object.__setattr__(self, name, value)
+
+    def _plan(self):
+        """The C arrays for one-call application, or None when this layer can't have
+        them (a Neuron subclass, a w that is not ours, neurons of unequal sizes...)."""
+        cached = self.__dict__.get("_plan_cache")
+        if cached is not None and cached.version == _structure_version[0]:
+            return cached if type(cached) is _LayerPlan else None
+        neurons = self.neurons
+        ok = (type(neurons) is _TrackedList and neurons
+              and all(type(n) is Neuron and type(n.w) is _TrackedList and isinstance(n.b, Value)
+                      and all(isinstance(w, Value) for w in n.w) for n in neurons)
+              and len({len(n.w) for n in neurons}) == 1 and len(neurons[0].w) > 0)
+        plan = _LayerPlan(neurons) if ok else None
+        # A layer that can't have a plan remembers that too, for this version.
+        object.__setattr__(self, "_plan_cache", plan or _NoPlan(_structure_version[0]))
+        return plan
+
+    def _apply_ids(self, plan, x_ids):
+        """The layer's output node ids for input ids (a list or C array of plan.nin),
+        as a C array whose references the caller owns."""
+        out = ffi.new("ag_id[]", plan.nout)
+        status = lib.ag_layer(plan.ws, plan.bs, plan.nonlin, plan.nout, plan.nin, x_ids, out)
+        if status:
+            _raise_failure("Layer")
+        return out
 
     def __call__(self, x):
-        neurons = self.neurons
-        if any(type(n) is not Neuron for n in neurons):
-            out = [n(x) for n in neurons]  # subclasses keep their own __call__
-            return out[0] if len(out) == 1 else out
-        # The inputs are turned into ids once for the whole layer, not once per neuron.
-        temporaries = []
-        try:
-            x_ids = _input_ids(x, temporaries)
-            out = [_wrap(_neuron_node(n.w, n.b, n.nonlin, x_ids)) for n in neurons]
-        finally:
-            if temporaries:
-                lib.ag_decref_many(temporaries, len(temporaries))
+        plan = self._plan()
+        if plan is None or not hasattr(x, "__len__") or len(x) < plan.nin:
+            out = [n(x) for n in self.neurons]  # micrograd's way, one neuron at a time
+        else:
+            temporaries = []
+            try:
+                x_ids = _input_ids(x, temporaries)[:plan.nin]
+                ids = self._apply_ids(plan, x_ids)
+            finally:
+                _release(temporaries)
+            out = [_wrap(node) for node in ids]
         return out[0] if len(out) == 1 else out
 
     def parameters(self):
         return [p for n in self.neurons for p in n.parameters()]
 
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_plan_cache", None)  # C arrays: rebuilt on first use
+        return state
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        _structure_changed()
+
     def __repr__(self):
         return f"Layer of [{', '.join(str(n) for n in self.neurons)}]"
+
+
+class _NoPlan:
+    """A Layer._plan result remembered as "not possible" for one structure version."""
+
+    __slots__ = ("version",)
+
+    def __init__(self, version):
+        self.version = version
 
 
 class MLP(Module):
@@ -126,10 +226,44 @@ class MLP(Module):
         sz = [nin] + nouts
         self.layers = [Layer(sz[i], sz[i+1], nonlin=i != len(nouts)-1) for i in range(len(nouts))]
 
+    def _plans(self):
+        """Every layer's plan when they chain (each takes what the one before gives, and
+        no hidden layer gives a bare Value), else None."""
+        layers = self.layers
+        plans = []
+        for i, layer in enumerate(layers):
+            if type(layer) is not Layer:
+                return None
+            plan = layer._plan()
+            if plan is None or (plans and plans[-1].nout != plan.nin):
+                return None
+            if plan.nout == 1 and i != len(layers) - 1:
+                return None
+            plans.append(plan)
+        return plans or None
+
     def __call__(self, x):
-        for layer in self.layers:
-            x = layer(x)
-        return x
+        plans = self._plans()
+        if plans is None or not hasattr(x, "__len__") or len(x) < plans[0].nin:
+            for layer in self.layers:
+                x = layer(x)
+            return x
+        # Ids go from layer to layer in C arrays; only the last layer's become Values.
+        temporaries = []
+        try:
+            ids = _input_ids(x, temporaries)[:plans[0].nin]
+            owned = None
+            for layer, plan in zip(self.layers, plans):
+                try:
+                    out = layer._apply_ids(plan, ids)
+                finally:
+                    if owned is not None:
+                        lib.ag_decref_many(owned, len(owned))
+                ids = owned = out
+        finally:
+            _release(temporaries)
+        out = [_wrap(node) for node in owned]
+        return out[0] if len(out) == 1 else out
 
     def parameters(self):
         return [p for layer in self.layers for p in layer.parameters()]

@@ -1,0 +1,28 @@
+/* What pyautograd.nn needs in C: a whole Layer applied to one input in one call.
+ *
+ * It makes exactly the nodes Neuron.__call__ makes one neuron at a time (a dot node,
+ * bias first, then a relu node when the neuron is nonlinear), so the graph, its values
+ * and its gradients are the same; only the trips between Python and C are fewer.
+ * Not here: the parameters themselves (they are ordinary leaves) or any state.
+ */
+#include "arena.h"
+
+int ag_layer(const ag_id *ws, const ag_id *bs, const uint8_t *nonlin, size_t nout, size_t nin,
+             const ag_id *xs, ag_id *out)
+{
+    for (size_t j = 0; j < nout; j++) {
+        ag_id act = ag_dot(ws + j * nin, xs, nin, bs[j]);
+        if (act && nonlin[j]) {
+            ag_id activated = ag_apply1(AG_RELU, act);
+            ag_decref(act); /* the relu node holds it now */
+            act = activated;
+        }
+        if (!act) {
+            int status = ag_last_error();
+            ag_decref_many(out, j);
+            return status ? status : AG_ENOMEM;
+        }
+        out[j] = act;
+    }
+    return AG_OK;
+}
