@@ -1,0 +1,256 @@
+"""Replay against its peers: micrograd's moons training (100 steps), side by side in one run.
+
+    python bench/bench_replay.py [--steps 100] [--quick] [--repeats 5]
+
+- micrograd==0.1.0 as its demo does it (the graph rebuilt every step), default GC;
+- the same with the cyclic GC off;
+- pyautograd with replay: the loss graph is built once (included in the time), then
+  each step is loss.forward(); opt.zero_grad(); loss.backward(); opt.step(), four calls
+  into C;
+- bench/c_baseline/moons.c: the same arithmetic written by hand in C, compiled here with
+  the system cc (-O2 -ffp-contract=off) into a temporary directory; compile time excluded.
+
+Same data (examples/moons.py's make_moons), same initial parameters (random.seed, then
+MLP(2, [16, 16, 1]) draws them in micrograd's order), same lr schedule. The losses of
+every engine are checked against pyautograd's before any time is printed.
+--quick runs micrograd for a few steps only and scales its time per step to --steps.
+"""
+import argparse
+import gc
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "examples"))
+
+from moons import make_moons  # noqa: E402  (examples/moons.py: the same data as the example)
+
+import pyautograd  # noqa: E402
+from pyautograd._ag import lib  # noqa: E402
+from pyautograd.engine import Value  # noqa: E402
+from pyautograd.nn import MLP  # noqa: E402
+from pyautograd.optim import SGD  # noqa: E402
+
+SEED = 1337
+ALPHA = 1e-4
+SIZES = [16, 16, 1]
+TARGETS = {"micrograd (GC on)": 1000.0, "micrograd (GC off)": 100.0}  # replay must be this much faster
+C_TARGET = 5.0  # replay within this factor of the C loop
+LOSS_TOLERANCE = 1e-9  # relative; gradient sums round in different orders in each engine
+
+
+def learning_rate(k):
+    return 1.0 - 0.9 * k / 100
+
+
+# ---- micrograd, as its demo.ipynb trains ----
+
+def micrograd_run(X, y, steps, gc_enabled):
+    from micrograd.engine import Value as MValue
+    from micrograd.nn import MLP as MMLP
+
+    random.seed(SEED)
+    model = MMLP(2, SIZES)
+    losses = []
+    was_enabled = gc.isenabled()
+    gc.collect()
+    (gc.enable if gc_enabled else gc.disable)()
+    try:
+        start = time.perf_counter()
+        for k in range(steps):
+            inputs = [list(map(MValue, xrow)) for xrow in X]
+            scores = list(map(model, inputs))
+            data = [(1 + -yi * scorei).relu() for yi, scorei in zip(y, scores)]
+            data_loss = sum(data) * (1.0 / len(data))
+            reg_loss = ALPHA * sum((p * p for p in model.parameters()))
+            total_loss = data_loss + reg_loss
+            model.zero_grad()
+            total_loss.backward()
+            lr = learning_rate(k)
+            for p in model.parameters():
+                p.data -= lr * p.grad
+            losses.append(total_loss.data)
+        seconds = time.perf_counter() - start
+    finally:
+        (gc.enable if was_enabled else gc.disable)()
+    del model, total_loss, inputs, scores, data
+    gc.collect()
+    return losses, seconds
+
+
+# ---- pyautograd: build once, replay every step ----
+
+def build_loss(model, X, y):
+    """micrograd's demo loss with pyautograd's fused sums (bitwise the same values)."""
+    inputs = [list(map(Value, xrow)) for xrow in X]
+    scores = list(map(model, inputs))
+    data_loss = pyautograd.sum([(1 + -yi * scorei).relu() for yi, scorei in zip(y, scores)])
+    params = model.parameters()
+    return data_loss * (1.0 / len(X)) + ALPHA * pyautograd.dot(params, params)
+
+
+def replay_run(X, y, steps, profile=False):
+    """Returns losses, final parameters, seconds (build included), graph size and, when
+    profile is set, seconds spent in each of the four calls of a step."""
+    random.seed(SEED)
+    model = MLP(2, SIZES)
+    parts = dict.fromkeys(("forward", "zero_grad", "backward", "step"), 0.0)
+    clock = time.perf_counter
+    start = clock()
+    loss = build_loss(model, X, y)
+    opt = SGD(model.parameters(), lr=learning_rate(0))
+    losses = []
+    for k in range(steps):
+        if profile:
+            t0 = clock()
+            if k:
+                loss.forward()
+            t1 = clock()
+            opt.zero_grad()
+            t2 = clock()
+            loss.backward()
+            t3 = clock()
+            opt.lr = learning_rate(k)
+            opt.step()
+            t4 = clock()
+            parts["forward"] += t1 - t0
+            parts["zero_grad"] += t2 - t1
+            parts["backward"] += t3 - t2
+            parts["step"] += t4 - t3
+        else:
+            if k:
+                loss.forward()
+            opt.zero_grad()
+            loss.backward()
+            opt.lr = learning_rate(k)
+            opt.step()
+        losses.append(loss.data)
+    seconds = clock() - start
+    build_seconds = None
+    if profile:
+        build_seconds = seconds - sum(parts.values())
+    nodes = lib.ag_graph_size(loss._id)
+    return losses, [p.data for p in model.parameters()], seconds, nodes, parts, build_seconds
+
+
+# ---- the hand-written C loop ----
+
+def compile_c_baseline(workdir):
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        sys.exit("bench_replay: no C compiler found (set CC)")
+    exe = os.path.join(workdir, "moons")
+    source = os.path.join(HERE, "c_baseline", "moons.c")
+    subprocess.run([cc, "-O2", "-ffp-contract=off", "-o", exe, source], check=True)
+    return exe
+
+
+def c_run(exe, X, y, params, steps, repeats):
+    lines = [f"{len(X)} {steps} {repeats}"]
+    lines += [f"{x0!r} {x1!r} {float(yi)!r}" for (x0, x1), yi in zip(X, y)]
+    lines += [repr(p) for p in params]
+    out = subprocess.run([exe], input="\n".join(lines) + "\n", capture_output=True, text=True,
+                         check=True).stdout
+    seconds, losses, final = None, [], []
+    for line in out.splitlines():
+        word, *rest = line.split()
+        if word == "seconds":
+            seconds = float(rest[0])
+        elif word == "loss":
+            losses.append(float(rest[1]))
+        elif word == "param":
+            final.append(float(rest[0]))
+    return losses, final, seconds
+
+
+# ---- checks and the table ----
+
+def max_relative_difference(a, b):
+    return max((abs(x - y) / max(abs(y), 1e-300) for x, y in zip(a, b)), default=0.0)
+
+
+def check(name, losses, reference):
+    diff = max_relative_difference(losses, reference)
+    status = "ok" if diff <= LOSS_TOLERANCE else "MISMATCH"
+    print(f"  {name:<28} losses vs pyautograd over {len(losses)} steps: "
+          f"max relative difference {diff:.1e} ({status})")
+    return diff <= LOSS_TOLERANCE
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=100, help="training steps (default 100)")
+    parser.add_argument("--quick", action="store_true",
+                        help="micrograd runs a few steps and its time is scaled to --steps")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="replay and C: best of this many trainings (default 5)")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.repeats < 1:
+        parser.error("--steps and --repeats must be >= 1")
+
+    X, y = make_moons(100, noise=0.1, seed=SEED)
+    micro_steps = {"micrograd (GC on)": min(args.steps, 3 if args.quick else args.steps),
+                   "micrograd (GC off)": min(args.steps, 10 if args.quick else args.steps)}
+
+    # pyautograd first: its losses are what every engine is checked against.
+    losses, final_params, _, nodes, parts, build_seconds = replay_run(X, y, args.steps, profile=True)
+    replay_seconds = min(replay_run(X, y, args.steps)[2] for _ in range(args.repeats))
+
+    random.seed(SEED)
+    start_params = [p.data for p in MLP(2, SIZES).parameters()]
+    with tempfile.TemporaryDirectory(prefix="bench_replay_") as workdir:
+        exe = compile_c_baseline(workdir)
+        c_losses, c_params, c_seconds = c_run(exe, X, y, start_params, args.steps, args.repeats)
+
+    timings = {}
+    micro_losses = {}
+    for name, gc_enabled in (("micrograd (GC on)", True), ("micrograd (GC off)", False)):
+        m_losses, m_seconds = micrograd_run(X, y, micro_steps[name], gc_enabled)
+        micro_losses[name] = m_losses
+        timings[name] = m_seconds / micro_steps[name] * args.steps
+    timings["pyautograd replay"] = replay_seconds
+    timings["C baseline (moons.c)"] = c_seconds
+
+    print(f"moons: {len(X)} points, MLP(2, {SIZES}), {len(start_params)} parameters, "
+          f"{args.steps} SGD steps; replayed graph: {nodes:,} nodes")
+    print("correctness:")
+    ok = all([check(name, micro_losses[name], losses) for name in micro_losses]
+             + [check("C baseline (moons.c)", c_losses, losses)])
+    param_diff = max(abs(a - b) for a, b in zip(c_params, final_params))
+    print(f"  {'C baseline (moons.c)':<28} final parameters vs pyautograd: max |difference| {param_diff:.1e}")
+
+    print(f"\n{'engine':<26}{'total s':>11}{'ms/step':>10}{'replay is':>16}")
+    for name, seconds in timings.items():
+        scaled = " (scaled)" if name in micro_steps and micro_steps[name] < args.steps else ""
+        ratio = seconds / replay_seconds
+        ratio_text = "-" if name == "pyautograd replay" else (
+            f"{ratio:,.0f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower")
+        print(f"{name:<26}{seconds:>11.4f}{seconds / args.steps * 1e3:>10.3f}{ratio_text:>16}{scaled}")
+
+    print(f"\nreplay, where the time goes ({args.steps} steps, one profiled run):")
+    print(f"  build the graph once       {build_seconds * 1e3:8.3f} ms")
+    for part, seconds in parts.items():
+        print(f"  {part:<26} {seconds / args.steps * 1e6:8.1f} us/step"
+              f"  ({seconds / args.steps / nodes * 1e9:.1f} ns/node)")
+
+    print("\ntargets:")
+    met = ok
+    for name, target in TARGETS.items():
+        ratio = timings[name] / replay_seconds
+        met &= ratio >= target
+        print(f"  replay vs {name:<20} {ratio:9,.0f}x faster (target >= {target:,.0f}x): "
+              f"{'met' if ratio >= target else 'MISSED'}")
+    c_ratio = replay_seconds / c_seconds
+    met &= c_ratio <= C_TARGET
+    print(f"  replay vs {'C baseline':<20} {c_ratio:9.2f}x slower (target <= {C_TARGET:g}x): "
+          f"{'met' if c_ratio <= C_TARGET else 'MISSED'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
