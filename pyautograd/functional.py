@@ -69,10 +69,10 @@ def sum(values, start=0):  # noqa: A001 - shadows builtins.sum on purpose: pyaut
     try:
         ids = _node_ids(values, "sum", temporaries)
         first = _start_id(start, "sum", temporaries)
+        if not ids:  # Python's sum([], start) is start
+            return start if isinstance(start, Value) else Value(start)
         if first:
             ids.insert(0, first)
-        if not ids:
-            return start if isinstance(start, Value) else Value(start)
         node = lib.ag_sum(ids, len(ids))
         if not node:
             _raise_failure("sum")

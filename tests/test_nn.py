@@ -1,0 +1,319 @@
+"""pyautograd.nn against micrograd.nn (0.1.0): same seed, same parameters; same reprs;
+the same forward values (bitwise: the fused dot keeps micrograd's order) and gradients
+(within 1e-12); and the one-C-call paths (Layer, MLP) against the neuron-at-a-time one,
+including after the model's structure changes under them.
+"""
+import copy
+import gc
+import pickle
+import random
+import struct
+
+import micrograd.engine as mg_engine
+import micrograd.nn as mg_nn
+import pytest
+
+import pyautograd
+from pyautograd import arena, nn
+from pyautograd.engine import Value
+
+REL = 1e-12
+
+
+def bits(x):
+    return struct.pack("<d", x)
+
+
+def close(a, b, rel=REL):
+    return abs(a - b) <= rel * max(1.0, abs(a), abs(b))
+
+
+def twin_models(nin, nouts, seed):
+    random.seed(seed)
+    ours = nn.MLP(nin, nouts)
+    random.seed(seed)
+    theirs = mg_nn.MLP(nin, nouts)
+    return ours, theirs
+
+
+def random_inputs(n, count, seed):
+    rng = random.Random(seed)
+    return [[rng.uniform(-2, 2) for _ in range(n)] for _ in range(count)]
+
+
+def as_list(out):
+    return out if isinstance(out, list) else [out]
+
+
+@pytest.mark.parametrize("nin, nouts, seed", [(2, [16, 16, 1], 1337), (3, [4, 4, 1], 0),
+                                              (5, [3, 2], 7), (1, [1], 42)])
+def test_same_seed_gives_micrograds_parameters(nin, nouts, seed):
+    ours, theirs = twin_models(nin, nouts, seed)
+    assert [p.data for p in ours.parameters()] == [p.data for p in theirs.parameters()]
+    assert len(ours.parameters()) == len(theirs.parameters())
+    # and the random stream is left where micrograd leaves it
+    random.seed(seed)
+    nn.MLP(nin, nouts)
+    after_ours = random.random()
+    random.seed(seed)
+    mg_nn.MLP(nin, nouts)
+    assert random.random() == after_ours
+
+
+def test_reprs_are_micrograds():
+    ours, theirs = twin_models(3, [4, 2, 1], 1)
+    assert repr(ours) == repr(theirs)
+    assert repr(ours.layers[0]) == repr(theirs.layers[0])
+    assert repr(nn.Neuron(3)) == repr(mg_nn.Neuron(3)) == "ReLUNeuron(3)"
+    assert repr(nn.Neuron(2, nonlin=False)) == repr(mg_nn.Neuron(2, nonlin=False)) == "LinearNeuron(2)"
+    assert repr(nn.Layer(2, 2, nonlin=False)) == repr(mg_nn.Layer(2, 2, nonlin=False))
+
+
+def test_layer_returns_a_bare_value_when_nout_is_1():
+    layer = nn.Layer(3, 1)
+    assert isinstance(layer([1.0, 2.0, 3.0]), Value)
+    wide = nn.Layer(3, 2)
+    out = wide([1.0, 2.0, 3.0])
+    assert isinstance(out, list) and len(out) == 2 and all(isinstance(v, Value) for v in out)
+    assert isinstance(nn.MLP(3, [2, 1])([1.0, 2.0, 3.0]), Value)
+    assert isinstance(nn.MLP(3, [2, 2])([1.0, 2.0, 3.0]), list)
+
+
+def test_module_interface():
+    assert nn.Module().parameters() == []
+    n = nn.Neuron(3)
+    assert n.parameters() == n.w + [n.b]
+    assert n.b.data == 0.0
+    layer = nn.Layer(2, 3)
+    assert layer.parameters() == [p for neuron in layer.neurons for p in neuron.parameters()]
+    assert isinstance(nn.MLP(2, [3]).layers[0], nn.Layer)
+
+
+@pytest.mark.parametrize("as_values", [False, True])
+def test_forward_is_bitwise_and_gradients_match_micrograd(as_values):
+    ours, theirs = twin_models(3, [4, 4, 1], 3)
+    for x in random_inputs(3, 5, 11):
+        xs_ours = [Value(v) for v in x] if as_values else x
+        xs_theirs = [mg_engine.Value(v) for v in x] if as_values else x
+        out_ours, out_theirs = ours(xs_ours), theirs(xs_theirs)
+        assert bits(out_ours.data) == bits(out_theirs.data)
+        ours.zero_grad()
+        theirs.zero_grad()
+        (out_ours * out_ours).backward()
+        (out_theirs * out_theirs).backward()
+        for p, q in zip(ours.parameters(), theirs.parameters()):
+            assert close(p.grad, q.grad), (p.grad, q.grad)
+        if as_values:
+            for a, b in zip(xs_ours, xs_theirs):
+                assert close(a.grad, b.grad)
+
+
+def test_hidden_layer_outputs_are_micrograds():
+    random.seed(5)
+    ours = nn.Layer(4, 6)
+    random.seed(5)
+    theirs = mg_nn.Layer(4, 6)
+    x = random_inputs(4, 1, 2)[0]
+    assert [bits(v.data) for v in ours(x)] == [bits(v.data) for v in theirs(x)]
+    linear_ours, linear_theirs = nn.Layer(2, 3, nonlin=False), mg_nn.Layer(2, 3, nonlin=False)
+    for a, b in zip(linear_ours.parameters(), linear_theirs.parameters()):
+        a.data = b.data
+    assert [bits(v.data) for v in linear_ours([-1.0, 0.5])] == \
+        [bits(v.data) for v in linear_theirs([-1.0, 0.5])]
+
+
+def test_training_gives_micrograds_losses():
+    """micrograd's demo loop, a few steps, with each library's own nn."""
+    ours, theirs = twin_models(2, [8, 8, 1], 1337)
+    data = random_inputs(2, 20, 4)
+    labels = [1 if a * b > 0 else -1 for a, b in data]
+
+    def step(model, k):
+        scores = [model(x) for x in data]
+        losses = [(1 + -yi * si).relu() for yi, si in zip(labels, scores)]
+        loss = sum(losses) * (1.0 / len(losses)) + 1e-4 * sum(p * p for p in model.parameters())
+        model.zero_grad()
+        loss.backward()
+        for p in model.parameters():
+            p.data -= (1.0 - 0.9 * k / 100) * p.grad
+        return loss.data
+
+    for k in range(5):
+        assert close(step(ours, k), step(theirs, k))
+    for p, q in zip(ours.parameters(), theirs.parameters()):
+        assert close(p.data, q.data)
+
+
+def test_neuron_is_one_dot_node_and_a_relu():
+    n = nn.Neuron(16)
+    out = n([0.5] * 16)
+    assert out._op == "ReLU"
+    (act,) = out._prev
+    assert act._op == "dot"
+    assert set(n.parameters()) <= act._prev
+    linear = nn.Neuron(3, nonlin=False)([1.0, 2.0, 3.0])
+    assert linear._op == "dot"
+
+
+def test_layer_and_mlp_fast_paths_make_the_neuron_at_a_time_graph():
+    random.seed(9)
+    model = nn.MLP(3, [5, 4, 1])
+    x = [Value(v) for v in (0.3, -1.1, 2.0)]
+    fast = model(x)
+    slow = x
+    for layer in model.layers:
+        outs = [neuron(slow) for neuron in layer.neurons]
+        slow = outs[0] if len(outs) == 1 else outs
+    assert bits(fast.data) == bits(slow.data)
+    assert pyautograd.arena.stats()["live_nodes"] > 0
+    model.zero_grad()
+    fast.backward()
+    fast_grads = [p.grad for p in model.parameters()] + [v.grad for v in x]
+    model.zero_grad()
+    for v in x:
+        v.grad = 0.0
+    slow.backward()
+    slow_grads = [p.grad for p in model.parameters()] + [v.grad for v in x]
+    assert [bits(g) for g in fast_grads] == [bits(g) for g in slow_grads]
+
+
+def reference_output(model, x):
+    """What micrograd's nn code computes, done here op by op on pyautograd Values."""
+    for layer in model.layers:
+        outs = []
+        for n in layer.neurons:
+            act = sum((wi * xi for wi, xi in zip(n.w, x)), n.b)
+            outs.append(act.relu() if n.nonlin else act)
+        x = outs[0] if len(outs) == 1 else outs
+    return x.data
+
+
+def test_structure_changes_are_seen():
+    random.seed(2)
+    model = nn.MLP(2, [3, 2, 1])
+    x = [0.7, -0.4]
+    model(x)  # plans made
+    changes = [
+        lambda: model.layers[0].neurons[1].w.__setitem__(0, Value(5.0)),
+        lambda: setattr(model.layers[1].neurons[0], "b", Value(-2.0)),
+        lambda: setattr(model.layers[1].neurons[1], "nonlin", False),
+        lambda: model.layers[0].neurons[2].w.reverse(),
+        lambda: setattr(model.layers[2].neurons[0], "w", [Value(1.0), Value(-1.0)]),
+        lambda: model.layers[0].neurons.append(nn.Neuron(2)),
+        lambda: model.layers[1].neurons[0].w.append(Value(0.25)),
+        lambda: model.layers[1].neurons[1].w.append(Value(-0.5)),
+        lambda: model.layers[0].neurons.pop(),
+    ]
+    for change in changes:
+        change()
+        got = model(x)
+        assert bits(got.data) == bits(reference_output(model, x))
+
+
+def test_neuron_subclass_keeps_its_own_call():
+    class Doubled(nn.Neuron):
+        def __call__(self, x):
+            return super().__call__(x) * 2
+
+    layer = nn.Layer(2, 2)
+    plain = layer([1.0, 1.0])
+    layer.neurons[0].__class__ = Doubled
+    doubled = layer([1.0, 1.0])
+    assert doubled[0].data == 2 * plain[0].data
+    assert doubled[1].data == plain[1].data
+
+
+def test_inputs_follow_zip_like_micrograd():
+    random.seed(4)
+    ours = nn.Neuron(3)
+    random.seed(4)
+    theirs = mg_nn.Neuron(3)
+    for x in ([1.0, 2.0], [1.0, 2.0, 3.0, 4.0]):
+        assert bits(ours(x).data) == bits(theirs(x).data)
+    random.seed(4)
+    layer, mg_layer = nn.Layer(3, 2), None
+    random.seed(4)
+    mg_layer = mg_nn.Layer(3, 2)
+    for x in ([1.0, 2.0], [1.0, 2.0, 3.0, 4.0]):
+        assert [bits(v.data) for v in layer(x)] == [bits(v.data) for v in mg_layer(x)]
+
+
+def test_numbers_and_values_as_inputs_agree():
+    random.seed(8)
+    model = nn.MLP(3, [4, 1])
+    x = [0.5, -1, True]
+    assert bits(model(x).data) == bits(model([Value(v) for v in x]).data)
+
+
+def test_bad_inputs_raise_type_error_naming_the_type():
+    model = nn.MLP(2, [3, 1])
+    with pytest.raises(TypeError, match="str"):
+        model([1.0, "x"])
+    with pytest.raises(TypeError, match="NoneType"):
+        nn.Neuron(2)([None, 1.0])
+    with pytest.raises(TypeError, match="str"):
+        nn.Layer(2, 2)(["a", "b"])
+
+
+def test_zero_grad_zeroes_every_parameter():
+    model = nn.MLP(3, [4, 1])
+    model([1.0, 2.0, 3.0]).backward()
+    assert any(p.grad != 0 for p in model.parameters())
+    model.zero_grad()
+    assert all(p.grad == 0.0 for p in model.parameters())
+
+
+def test_nothing_leaks():
+    gc.collect()
+    model = nn.MLP(4, [8, 8, 1])
+    baseline = arena.stats()["live_nodes"]
+    for x in random_inputs(4, 10, 1):
+        out = model(x)
+        out.backward()
+        model.layers[0]([Value(v) for v in x])
+        nn.Neuron(4)(x)
+    del out
+    gc.collect()
+    assert arena.stats()["live_nodes"] == baseline
+    n_params = len(model.parameters())
+    del model
+    gc.collect()
+    assert arena.stats()["live_nodes"] == baseline - n_params
+
+
+def test_memory_error_leaves_nothing_behind():
+    model = nn.MLP(4, [16, 16, 1])
+    x = [0.1, 0.2, 0.3, 0.4]
+    gc.collect()
+    live = arena.stats()["live_nodes"]
+    try:
+        for extra in (0, 3, 20, 40):
+            arena.set_node_limit(live + extra)
+            with pytest.raises(MemoryError):
+                model(x)
+            gc.collect()
+            assert arena.stats()["live_nodes"] == live
+    finally:
+        arena.set_node_limit(0)
+    assert isinstance(model(x), Value)
+
+
+def test_no_grad_builds_no_graph():
+    model = nn.MLP(2, [4, 1])
+    with pyautograd.no_grad():
+        out = model([1.0, -1.0])
+    assert out._prev == set()
+    with_grad = model([1.0, -1.0])
+    assert bits(out.data) == bits(with_grad.data)
+
+
+def test_pickle_and_deepcopy_keep_the_model():
+    random.seed(3)
+    model = nn.MLP(2, [3, 3, 1])
+    x = [0.2, -0.9]
+    for clone in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        assert bits(clone(x).data) == bits(model(x).data)
+        assert repr(clone) == repr(model)
+        assert not set(clone.parameters()) & set(model.parameters())
+        clone.layers[0].neurons[0].w[0] = Value(3.0)  # still tracked after the copy
+        assert bits(clone(x).data) == bits(reference_output(clone, x))
