@@ -1,0 +1,86 @@
+"""The examples run as a user runs them (subprocesses): moons reaches 100% training
+accuracy in its 100 steps, --replay prints the same losses as rebuilding, the plots are
+written, and --help and --no-plot work without the [examples] extra installed.
+"""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import require
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples")
+MOONS = os.path.join(EXAMPLES, "moons.py")
+MULTICLASS = os.path.join(EXAMPLES, "multiclass.py")
+
+# Runs an example with tqdm and matplotlib made unimportable, as without the extra; the
+# script's folder replaces -c's '' on sys.path, as when the script is run by its path.
+WITHOUT_EXTRAS = ("import os, runpy, sys; sys.modules['tqdm'] = sys.modules['matplotlib'] = None; "
+                  "sys.argv = sys.argv[1:]; sys.path[0] = os.path.dirname(sys.argv[0]); "
+                  "runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def run(*args, without_extras=False, check=True):
+    command = [sys.executable]
+    command += ["-c", WITHOUT_EXTRAS] if without_extras else []
+    result = subprocess.run(command + list(args), capture_output=True, text=True, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def step_lines(stdout):
+    return [line for line in stdout.splitlines() if line.startswith("step ")]
+
+
+def final_accuracy(stdout):
+    return float(re.search(r"final loss \S+, accuracy ([\d.]+)%", stdout).group(1))
+
+
+def test_moons_reaches_100_percent_in_100_steps():
+    out = run(MOONS, "--no-plot").stdout
+    assert final_accuracy(out) == 100.0
+
+
+def test_moons_replay_prints_the_rebuilding_losses():
+    rebuilt = step_lines(run(MOONS, "--steps", "25", "--no-plot", "--verbose").stdout)
+    replayed = step_lines(run(MOONS, "--steps", "25", "--no-plot", "--verbose", "--replay").stdout)
+    assert len(rebuilt) == 25
+    assert replayed == rebuilt
+
+
+def test_multiclass_runs_and_learns():
+    out = run(MULTICLASS, "--steps", "60", "--no-plot", "--verbose").stdout
+    losses = [float(re.match(r"step \d+ loss (\S+),", line).group(1)) for line in step_lines(out)]
+    assert len(losses) == 60
+    assert losses[-1] < 0.6 * losses[0]
+    assert final_accuracy(out) > 60
+
+
+@pytest.mark.parametrize("script, png", [(MOONS, "moons.png"), (MULTICLASS, "spirals.png")])
+def test_plots_are_written(tmp_path, script, png):
+    require("matplotlib", "CI")
+    path = tmp_path / png
+    out = run(script, "--steps", "3", "--out", str(path)).stdout
+    assert str(path) in out
+    with open(path, "rb") as image:
+        assert image.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("script", [MOONS, MULTICLASS])
+def test_without_the_examples_extra(script, tmp_path):
+    help_text = run(script, "--help", without_extras=True).stdout
+    assert "--no-plot" in help_text and "--steps" in help_text
+    plain = run(script, "--steps", "2", "--no-plot", without_extras=True)
+    assert "final loss" in plain.stdout
+    no_plot = run(script, "--steps", "1", "--out", str(tmp_path / "x.png"), without_extras=True,
+                  check=False)
+    assert no_plot.returncode == 2
+    assert "--no-plot" in no_plot.stderr and not (tmp_path / "x.png").exists()
+
+
+def test_bad_arguments_are_refused():
+    result = run(MOONS, "--steps", "0", check=False)
+    assert result.returncode == 2 and "--steps" in result.stderr
