@@ -6,6 +6,7 @@ from .engine import Value
 from .functional import dot, log_softmax, softmax, sum  # sum shadows the builtin on purpose
 from .modes import detect_anomaly, is_grad_enabled, no_grad
 
+# sum is left out: `from pyautograd import *` must not replace the builtin sum.
 __all__ = ["Value", "no_grad", "detect_anomaly", "is_grad_enabled",
-           "sum", "dot", "softmax", "log_softmax"]
+           "dot", "softmax", "log_softmax"]
 __version__ = "0.1.0"

@@ -32,6 +32,9 @@ def test_exported_at_the_top():
     assert pyautograd.sum is functional.sum and pyautograd.dot is functional.dot
     assert pyautograd.softmax is functional.softmax
     assert pyautograd.log_softmax is functional.log_softmax
+    namespace = {}
+    exec("from pyautograd import *", namespace)
+    assert "sum" not in namespace and "dot" in namespace  # the builtin sum stays the builtin
 
 
 @settings(max_examples=60, deadline=None)
