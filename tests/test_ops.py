@@ -275,6 +275,15 @@ def test_negative_base_fractional_power_is_nan():
     assert math.isnan((Value(-2.0) ** Value(0.5)).data)
 
 
+def test_micrograd_raises_or_goes_complex_where_we_follow_ieee():
+    import micrograd.engine as mg
+    with pytest.raises(ZeroDivisionError):
+        mg.Value(1.0) / mg.Value(0.0)  # micrograd: 1.0 * 0.0 ** -1
+    assert (Value(1.0) / Value(0.0)).data == math.inf
+    assert isinstance((mg.Value(-8.0) ** (1 / 3)).data, complex)
+    assert math.isnan((Value(-8.0) ** (1 / 3)).data)
+
+
 def test_exp_overflow_is_inf():
     assert Value(1000.0).exp().data == math.inf
     assert Value(-1000.0).exp().data == 0.0
