@@ -14,6 +14,9 @@
  *         d/db = out * log(a), but 0 where a == 0 and b >= 0 (PyTorch's rule),
  *         so a constant exponent never gets a nan gradient from a zero base.
  *   log:  1/a, so d/da at 0 is inf and below 0 the value is already nan.
+ *   div:  d/db = -(a/b)/b, not -a/(b*b): b*b overflows or underflows for |b| past
+ *         1e154 or below 1e-154 (1e308/1e308 got 0 instead of -1e-308, 0/1e-200 got
+ *         nan instead of 0). PyTorch's formula, so the results agree bitwise.
  */
 #ifndef AG_OPS_H
 #define AG_OPS_H
@@ -39,7 +42,7 @@ static inline double ag_pow_exponent_grad(double a, double b, double out)
     X(ADD,     "add",     "+",       2, a + b,              1.0,                1.0)             \
     X(SUB,     "sub",     "-",       2, a - b,              1.0,               -1.0)             \
     X(MUL,     "mul",     "*",       2, a * b,              b,                  a)               \
-    X(DIV,     "truediv", "/",       2, a / b,              1.0 / b,           -a / (b * b))     \
+    X(DIV,     "truediv", "/",       2, a / b,              1.0 / b,           -out / b)         \
     X(POW,     "pow",     "**",      2, pow(a, b),          ag_pow_base_grad(a, b),              \
                                                             ag_pow_exponent_grad(a, b, out))     \
     X(NEG,     "__neg__", "neg",     1, -a,                -1.0,                0.0)             \
