@@ -31,9 +31,7 @@ def _node_ids(items, what, temporaries):
     ids = []
     append = ids.append
     for item in items:
-        if type(item) is Value:
-            append(item._id)
-        elif isinstance(item, Value):
+        if isinstance(item, Value):
             append(item._id)
         elif type(item) in _FAST_NUMBERS or isinstance(item, numbers.Real):
             node = lib.ag_leaf(item)

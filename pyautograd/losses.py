@@ -20,7 +20,7 @@ def _batch(predictions, targets, what):
     """predictions and targets as two lists of the same, non-zero length."""
     if _is_scalar(predictions):
         predictions = [predictions]
-    if _is_scalar(targets) or isinstance(targets, numbers.Integral):
+    if _is_scalar(targets):
         targets = [targets]
     for name, seq in (("predictions", predictions), ("targets", targets)):
         if not hasattr(seq, "__iter__"):
@@ -80,9 +80,15 @@ def cross_entropy(logits, targets):
     logits is one row (a sequence of Values, one per class) with one int target, or a
     sequence of rows with a sequence of int targets.
     """
-    if logits and _is_scalar(next(iter(logits))):
-        logits, targets = [logits], [targets]
-    rows, targets = list(logits), list(targets)
+    if not hasattr(logits, "__iter__"):
+        raise TypeError(f"cross_entropy() logits must be a sequence, not {type(logits).__name__!r}")
+    rows = list(logits)
+    if rows and _is_scalar(rows[0]):  # one row of class logits, one target
+        rows, targets = [rows], [targets]
+    if not hasattr(targets, "__iter__"):
+        raise TypeError(f"cross_entropy() targets must be a sequence of class indices, "
+                        f"not {type(targets).__name__!r}")
+    targets = list(targets)
     if len(rows) != len(targets):
         raise ValueError(f"cross_entropy() needs as many targets as rows of logits, "
                          f"got {len(targets)} and {len(rows)}")

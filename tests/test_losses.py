@@ -101,6 +101,9 @@ def test_single_predictions(torch):
     assert close(losses.hinge(Value(0.25), 1).data, 0.75)
     b = losses.binary_cross_entropy_with_logits(Value(0.0), 1.0)
     assert close(b.data, math.log(2))
+    rows = [values([0.1, 0.2]), values([1.0, -1.0])]
+    from_iterators = losses.cross_entropy(iter(rows), iter([0, 1]))
+    assert from_iterators.data == losses.cross_entropy(rows, [0, 1]).data
 
 
 def test_bce_gradient_is_sigmoid_minus_target_at_zero():
