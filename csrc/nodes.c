@@ -41,35 +41,20 @@ int ag_op_arity(int op) { return valid_op(op) ? op_arities[op] : 0; }
 
 /* ---- forward values ---- */
 
-double ag_recompute(const ag_node *node)
+/* The value of an n-ary op over inputs given by id (ag_value_from takes addresses).
+ * AG_ENOMEM when a wide node's addresses find no memory. */
+static int nary_value(int op, const ag_id *inputs, size_t n, double *value)
 {
-    size_t n;
-    ag_id fixed_inputs[2];
-    const ag_id *in = ag_inputs_of(node, &n, fixed_inputs);
-    switch (node->op) {
-    case AG_LEAF:
-    case AG_CONST:
-    case AG_CUSTOM:
-        return node->data;
-    case AG_SUM: {
-        double acc = n ? ag_node_at(in[0])->data : 0.0;
-        for (size_t i = 1; i < n; i++)
-            acc += ag_node_at(in[i])->data;
-        return acc;
-    }
-    case AG_DOT: {
-        /* Same order as micrograd's sum(w*x for ..., b): bias first, then each product. */
-        double acc = (n & 1) ? ag_node_at(in[n - 1])->data : 0.0;
-        for (size_t i = 0; i + 1 < n; i += 2)
-            acc += ag_node_at(in[i])->data * ag_node_at(in[i + 1])->data;
-        return acc;
-    }
-    default: {
-        double a = ag_node_at(in[0])->data;
-        double b = n > 1 ? ag_node_at(in[1])->data : 0.0;
-        return ag_forward_elementwise(node->op, a, b);
-    }
-    }
+    ag_node *small[64];
+    ag_node **in = n <= 64 ? small : malloc(n * sizeof *in);
+    if (!in)
+        return AG_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        in[i] = ag_node_at(inputs[i]);
+    *value = ag_value_from(op, in, n, *value);
+    if (in != small)
+        free(in);
+    return AG_OK;
 }
 
 /* An op's result is rejected here, before any node exists, when anomaly mode sees
@@ -167,6 +152,13 @@ ag_id ag_apply2_const(int op, ag_id a, double constant, int constant_first)
 
 static ag_id new_nary(int op, const ag_id *inputs, size_t n, double data)
 {
+    if (op != AG_CUSTOM) {
+        int status = nary_value(op, inputs, n, &data);
+        if (status != AG_OK) {
+            ag_fail(status, 0);
+            return 0;
+        }
+    }
     ag_id id;
     ag_node *node = ag_alloc_node(op, data, &id);
     if (!node)
@@ -178,8 +170,6 @@ static ag_id new_nary(int op, const ag_id *inputs, size_t n, double data)
         ag_fail(status, 0);
         return 0;
     }
-    if (op != AG_CUSTOM)
-        node->data = ag_recompute(node);
     if (rejected(node->data)) {
         ag_release(id);
         return 0;

@@ -24,7 +24,7 @@ typedef struct buffer {
     size_t cap; /* in elements */
 } buffer;
 
-static buffer stack_buf, order_buf, grads_buf;
+static buffer stack_buf, order_buf, grads_buf, address_buf;
 
 static int reserve(buffer *b, size_t need, size_t elem)
 {
@@ -43,7 +43,8 @@ static int reserve(buffer *b, size_t need, size_t elem)
 
 static size_t scratch_bytes(void)
 {
-    return stack_buf.cap * sizeof(ag_id) + order_buf.cap * sizeof(ag_id) + grads_buf.cap * sizeof(double);
+    return stack_buf.cap * sizeof(ag_id) + order_buf.cap * sizeof(ag_id) + grads_buf.cap * sizeof(double)
+           + address_buf.cap * sizeof(ag_node *);
 }
 
 /* ---- topological sort ---- */
@@ -109,6 +110,61 @@ static int topo_sort(ag_id root, ag_order *out)
     return status;
 }
 
+/* ---- tapes: orders compiled to addresses, for replay ----
+ * A root that replays runs the same order again and again, so its order is compiled
+ * once into a tape: each node's address and, one node after another, its inputs'
+ * addresses. The sweeps then follow pointers instead of turning an id into an address
+ * at every input, which was half of replay's time. A tape stays valid while its root
+ * lives: nodes never move (arena.h) and the root keeps every node under it alive
+ * (invariant 2), with the same inputs (invariant 1). */
+
+typedef struct ag_tape {
+    ag_node **nodes;  /* the order's nodes, by address */
+    ag_node **inputs; /* node i's inputs are inputs[start[i]] up to inputs[start[i + 1]] */
+    size_t *start;    /* n + 1 offsets */
+    size_t bytes;
+} ag_tape;
+
+static void tape_free(ag_tape *tape)
+{
+    free(tape->nodes);
+    free(tape->inputs);
+    free(tape->start);
+    *tape = (ag_tape){0};
+}
+
+static int tape_make(const ag_order *order, ag_tape *tape)
+{
+    size_t n_inputs = 0, n;
+    ag_id fixed[2];
+    for (size_t i = 0; i < order->n; i++) {
+        ag_inputs_of(ag_node_at(order->ids[i]), &n, fixed);
+        n_inputs += n;
+    }
+    *tape = (ag_tape){
+        .nodes = malloc((order->n ? order->n : 1) * sizeof(ag_node *)),
+        .inputs = malloc((n_inputs ? n_inputs : 1) * sizeof(ag_node *)),
+        .start = malloc((order->n + 1) * sizeof(size_t)),
+        .bytes = order->n * sizeof(ag_node *) + n_inputs * sizeof(ag_node *)
+                 + (order->n + 1) * sizeof(size_t),
+    };
+    if (!tape->nodes || !tape->inputs || !tape->start) {
+        tape_free(tape);
+        return AG_ENOMEM;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < order->n; i++) {
+        ag_node *node = ag_node_at(order->ids[i]);
+        const ag_id *in = ag_inputs_of(node, &n, fixed);
+        tape->nodes[i] = node;
+        tape->start[i] = k;
+        for (size_t j = 0; j < n; j++)
+            tape->inputs[k++] = ag_node_at(in[j]);
+    }
+    tape->start[order->n] = k;
+    return AG_OK;
+}
+
 /* ---- the cache of orders, for roots that replay with forward() ----
  * A cached order stays valid while its root lives: the root keeps every node in it
  * alive (invariant 2) and graphs never change shape (invariant 1). The cache holds the
@@ -119,6 +175,7 @@ static int topo_sort(ag_id root, ag_order *out)
 typedef struct cached_order {
     ag_id root;      /* 0: empty slot */
     ag_order order;
+    ag_tape tape;
     uint64_t last_used;
 } cached_order;
 
@@ -141,15 +198,16 @@ static cached_order *cache_find(ag_id root)
 
 static void cache_drop(cached_order *slot)
 {
-    cache_bytes -= slot->order.n * sizeof(ag_id);
+    cache_bytes -= slot->order.n * sizeof(ag_id) + slot->tape.bytes;
     free(slot->order.ids);
+    tape_free(&slot->tape);
     ag_node_at(slot->root)->flags &= (uint8_t)~AG_FLAG_ORDER;
     slot->root = 0;
     slot->order = (ag_order){0};
     n_cached--;
 }
 
-static void cache_store(ag_id root, ag_order order)
+static cached_order *cache_store(ag_id root, ag_order order, ag_tape tape)
 {
     cached_order *slot = &cache[0];
     for (size_t i = 0; i < AG_ORDER_CACHE_SIZE; i++) {
@@ -162,10 +220,29 @@ static void cache_store(ag_id root, ag_order order)
     }
     if (slot->root)
         cache_drop(slot);
-    *slot = (cached_order){root, order, ++cache_clock};
+    *slot = (cached_order){root, order, tape, ++cache_clock};
     ag_node_at(root)->flags |= AG_FLAG_ORDER;
-    cache_bytes += order.n * sizeof(ag_id);
+    cache_bytes += order.n * sizeof(ag_id) + tape.bytes;
     n_cached++;
+    return slot;
+}
+
+/* Sorts root's graph, compiles its tape and caches both. */
+static int cache_add(ag_id root, cached_order **added)
+{
+    ag_order order;
+    ag_tape tape;
+    int status = topo_sort(root, &order);
+    if (status == AG_OK)
+        status = tape_make(&order, &tape);
+    if (status != AG_OK)
+        return status;
+    order_buf = (buffer){0}; /* the cache owns this order now */
+    ag_id *fitted = realloc(order.ids, (order.n ? order.n : 1) * sizeof(ag_id));
+    if (fitted)
+        order.ids = fitted;
+    *added = cache_store(root, order, tape);
+    return AG_OK;
 }
 
 void ag_order_cache_forget(ag_id id)
@@ -179,27 +256,24 @@ void ag_order_cache_forget(ag_id id)
 
 size_t ag_order_cache_bytes(void) { return cache_bytes + scratch_bytes(); }
 
-/* The order for root: the cached one, or a fresh one in order_buf. */
-static int order_for(ag_id root, ag_order *order)
-{
-    cached_order *hit = cache_find(root);
-    if (hit) {
-        *order = hit->order;
-        return AG_OK;
-    }
-    return topo_sort(root, order);
-}
-
 /* ---- backward ---- */
 
 /* Adds this node's contributions g * d node / d input to its inputs' grads.
  * Returns 0 when anomaly mode is on and a contribution is nan or inf. */
-static int propagate(const ag_node *node, int check)
+static inline int propagate_elementwise(const ag_node *node, ag_node *a, ag_node *b, int check)
+{
+    double g = node->grad, da, db;
+    ag_local_grads(node->op, a->data, b ? b->data : 0.0, node->data, &da, &db);
+    double ga = g * da, gb = b ? g * db : 0.0;
+    a->grad += ga;
+    if (b)
+        b->grad += gb;
+    return !check || (isfinite(ga) && isfinite(gb));
+}
+
+static int propagate(const ag_node *node, ag_node *const *in, size_t n, int check)
 {
     double g = node->grad;
-    size_t n;
-    ag_id fixed_inputs[2];
-    const ag_id *in = ag_inputs_of(node, &n, fixed_inputs);
     switch (node->op) {
     case AG_LEAF:
     case AG_CONST:
@@ -207,45 +281,75 @@ static int propagate(const ag_node *node, int check)
         return 1;
     case AG_SUM:
         for (size_t i = 0; i < n; i++)
-            ag_node_at(in[i])->grad += g;
+            in[i]->grad += g;
         return !check || isfinite(g);
     case AG_DOT: {
         int ok = 1;
-        for (size_t i = 0; i + 1 < n; i += 2) {
-            ag_node *w = ag_node_at(in[i]), *x = ag_node_at(in[i + 1]);
-            double dw = g * x->data, dx = g * w->data;
-            w->grad += dw;
-            x->grad += dx;
-            ok &= isfinite(dw) && isfinite(dx);
+        if (check) {
+            for (size_t i = 0; i + 1 < n; i += 2) {
+                ag_node *w = in[i], *x = in[i + 1];
+                double dw = g * x->data, dx = g * w->data;
+                w->grad += dw;
+                x->grad += dx;
+                ok &= isfinite(dw) && isfinite(dx);
+            }
+        } else { /* training's hottest loop: no checks to pay for */
+            for (size_t i = 0; i + 1 < n; i += 2) {
+                ag_node *w = in[i], *x = in[i + 1];
+                w->grad += g * x->data;
+                x->grad += g * w->data;
+            }
         }
         if (n & 1)
-            ag_node_at(in[n - 1])->grad += g;
+            in[n - 1]->grad += g;
         return !check || (ok && isfinite(g));
     }
-    default: {
-        ag_node *a = ag_node_at(in[0]);
-        ag_node *b = n > 1 ? ag_node_at(in[1]) : NULL;
-        double da, db;
-        ag_local_grads(node->op, a->data, b ? b->data : 0.0, node->data, &da, &db);
-        double ga = g * da, gb = b ? g * db : 0.0;
-        a->grad += ga;
-        if (b)
-            b->grad += gb;
-        return !check || (isfinite(ga) && isfinite(gb));
+    default:
+        return propagate_elementwise(node, in[0], n > 1 ? in[1] : NULL, check);
     }
+}
+
+/* Propagates one node of an order without a tape, looking its inputs' addresses up
+ * now (an n-ary node's go to address_buf). Returns an AG_* status. */
+static int propagate_by_id(const ag_node *node, int check)
+{
+    size_t n;
+    if (!ag_op_is_nary(node->op)) {
+        n = ag_fixed_arity(node->op);
+        if (n == 0)
+            return AG_OK;
+        ag_node *a = ag_node_at(node->in[0]), *b = n > 1 ? ag_node_at(node->in[1]) : NULL;
+        return propagate_elementwise(node, a, b, check) ? AG_OK : AG_EANOMALY;
     }
+    ag_id fixed[2];
+    const ag_id *ids = ag_inputs_of(node, &n, fixed);
+    if (reserve(&address_buf, n, sizeof(ag_node *)) != AG_OK)
+        return AG_ENOMEM;
+    ag_node **in = address_buf.p;
+    for (size_t i = 0; i < n; i++)
+        in[i] = ag_node_at(ids[i]);
+    return propagate(node, in, n, check) ? AG_OK : AG_EANOMALY;
 }
 
 /* d root / d node for every node under root, added to grad once per call (root: +1),
  * like PyTorch. The sweep runs on zeroed grads so earlier grads never leak into the
  * chain rule: walking the order backwards, a node's adjoint is complete when it is
  * reached (all its users come after it in the order), so it passes its contributions on
- * and gets its earlier grad added back in the same step. With anomaly mode on, the
- * first non-finite contribution restores every grad and reports its node. */
+ * and gets its earlier grad added back in the same step. A root that replays uses its
+ * tape. If anomaly mode sees a non-finite contribution, or memory runs out, every grad
+ * is restored. */
 int ag_backward(ag_id root)
 {
     ag_order order;
-    int status = order_for(root, &order);
+    const ag_tape *tape = NULL;
+    int status = AG_OK;
+    cached_order *hit = cache_find(root);
+    if (hit) {
+        order = hit->order;
+        tape = &hit->tape;
+    } else {
+        status = topo_sort(root, &order);
+    }
     if (status == AG_OK)
         status = reserve(&grads_buf, order.n, sizeof(double));
     if (status != AG_OK) {
@@ -254,7 +358,7 @@ int ag_backward(ag_id root)
     }
     double *earlier = grads_buf.p;
     for (size_t i = 0; i < order.n; i++) {
-        ag_node *node = ag_node_at(order.ids[i]);
+        ag_node *node = tape ? tape->nodes[i] : ag_node_at(order.ids[i]);
         earlier[i] = node->grad;
         node->grad = 0.0;
     }
@@ -263,19 +367,27 @@ int ag_backward(ag_id root)
     int check = ag_anomaly_mode();
     ag_id bad = 0;
     for (size_t i = order.n; i-- > 0;) {
-        ag_node *node = ag_node_at(order.ids[i]);
-        if (!propagate(node, check)) {
-            bad = order.ids[i];
+        ag_node *node;
+        if (tape) {
+            node = tape->nodes[i];
+            size_t first = tape->start[i];
+            if (!propagate(node, tape->inputs + first, tape->start[i + 1] - first, check))
+                status = AG_EANOMALY;
+        } else {
+            node = ag_node_at(order.ids[i]);
+            status = propagate_by_id(node, check);
+        }
+        if (status != AG_OK) {
+            bad = status == AG_EANOMALY ? order.ids[i] : 0;
             break;
         }
         node->grad += earlier[i];
     }
-    if (bad)
+    if (status != AG_OK) {
         for (size_t i = 0; i < order.n; i++)
-            ag_node_at(order.ids[i])->grad = earlier[i];
-    if (bad) {
-        ag_fail(AG_EANOMALY, bad);
-        return AG_EANOMALY;
+            (tape ? tape->nodes[i] : ag_node_at(order.ids[i]))->grad = earlier[i];
+        ag_fail(status, bad);
+        return status;
     }
     return AG_OK;
 }
@@ -283,31 +395,28 @@ int ag_backward(ag_id root)
 /* ---- forward replay ---- */
 
 /* Recomputes every node under root from the current data of its leaves, in the
- * cached order. Control flow that ran in Python is not re-run; branches inside ops
- * (relu) are. With anomaly mode on, stops at the first nan or inf. */
+ * cached order, through its tape (compiled on the first call). Control flow that ran
+ * in Python is not re-run; branches inside ops (relu) are. With anomaly mode on, stops
+ * at the first nan or inf. */
 int ag_forward(ag_id root)
 {
     cached_order *hit = cache_find(root);
     if (!hit) {
-        ag_order order;
-        int status = topo_sort(root, &order);
+        int status = cache_add(root, &hit);
         if (status != AG_OK) {
             ag_fail(status, 0);
             return status;
         }
-        order_buf = (buffer){0}; /* the cache owns this order now */
-        ag_id *fitted = realloc(order.ids, (order.n ? order.n : 1) * sizeof(ag_id));
-        if (fitted)
-            order.ids = fitted;
-        cache_store(root, order);
-        hit = cache_find(root);
     }
+    const ag_tape *tape = &hit->tape;
     int check = ag_anomaly_mode();
     for (size_t i = 0; i < hit->order.n; i++) {
-        ag_node *node = ag_node_at(hit->order.ids[i]);
-        if (node->op == AG_LEAF || node->op == AG_CONST || node->op == AG_CUSTOM)
+        ag_node *node = tape->nodes[i];
+        int op = node->op;
+        if (op == AG_LEAF || op == AG_CONST || op == AG_CUSTOM)
             continue; /* their data is what the user set */
-        node->data = ag_recompute(node);
+        size_t first = tape->start[i];
+        node->data = ag_value_from(op, tape->inputs + first, tape->start[i + 1] - first, node->data);
         if (check && !isfinite(node->data)) {
             ag_fail(AG_EANOMALY, hit->order.ids[i]);
             ag_fail_value(node->data);
@@ -319,8 +428,11 @@ int ag_forward(ag_id root)
 
 size_t ag_graph_size(ag_id root)
 {
+    cached_order *hit = cache_find(root);
+    if (hit)
+        return hit->order.n;
     ag_order order;
-    if (order_for(root, &order) != AG_OK) {
+    if (topo_sort(root, &order) != AG_OK) {
         ag_fail(AG_ENOMEM, 0);
         return 0;
     }

@@ -370,3 +370,18 @@ def test_moons_training_replayed_is_bitwise_the_rebuilt_one(use_optimizer):
         assert all(map(same, scores_a, scores_b)), f"step {k}: scores differ"
     assert all(map(same, replayed_params, rebuilt_params))
     assert replayed_history[-1][0] < replayed_history[0][0] / 10  # it did train
+
+
+def test_a_replayed_roots_backward_under_detect_anomaly_restores_every_grad():
+    x = Value(2.0)
+    y = x.log() * 3.0
+    root = y + x
+    root.forward()  # root now has a cached order (and its tape)
+    root.backward()
+    grads = (x.grad, y.grad, root.grad)
+    x.data = 0.0   # log(0) is -inf: the gradients through it are not finite
+    root.forward()
+    with pyautograd.detect_anomaly():
+        with pytest.raises(FloatingPointError, match="non-finite gradient in backward"):
+            root.backward()
+    assert (x.grad, y.grad, root.grad) == grads
