@@ -20,6 +20,7 @@ import gc
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,11 +97,11 @@ def build_loss(model, X, y):
 
 def replay_run(X, y, steps, profile=False):
     """Returns losses, final parameters, seconds (build included), seconds of the steps
-    alone, graph size and, when profile is set, seconds spent in each of the four calls
-    of a step."""
+    alone, graph size and, when profile is set, the median seconds of each of the four
+    calls of a step (medians: on a busy machine a preempted call costs a whole time slice)."""
     random.seed(SEED)
     model = MLP(2, SIZES)
-    parts = dict.fromkeys(("forward", "zero_grad", "backward", "step"), 0.0)
+    parts = {name: [] for name in ("forward", "zero_grad", "backward", "step")}
     clock = time.perf_counter
     start = clock()
     loss = build_loss(model, X, y)
@@ -109,9 +110,10 @@ def replay_run(X, y, steps, profile=False):
     steps_start = clock()
     for k in range(steps):
         if profile:
-            t0 = clock()
             if k:
+                t0 = clock()
                 loss.forward()
+                parts["forward"].append(clock() - t0)
             t1 = clock()
             opt.zero_grad()
             t2 = clock()
@@ -120,10 +122,9 @@ def replay_run(X, y, steps, profile=False):
             opt.lr = learning_rate(k)
             opt.step()
             t4 = clock()
-            parts["forward"] += t1 - t0
-            parts["zero_grad"] += t2 - t1
-            parts["backward"] += t3 - t2
-            parts["step"] += t4 - t3
+            parts["zero_grad"].append(t2 - t1)
+            parts["backward"].append(t3 - t2)
+            parts["step"].append(t4 - t3)
         else:
             if k:
                 loss.forward()
@@ -134,7 +135,8 @@ def replay_run(X, y, steps, profile=False):
         losses.append(loss.data)
     end = clock()
     nodes = lib.ag_graph_size(loss._id)
-    return losses, [p.data for p in model.parameters()], end - start, end - steps_start, nodes, parts
+    medians = {name: statistics.median(times) for name, times in parts.items() if times}
+    return losses, [p.data for p in model.parameters()], end - start, end - steps_start, nodes, medians
 
 
 # ---- the hand-written C loop ----
@@ -233,12 +235,11 @@ def main(argv=None):
             f"{ratio:,.0f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower")
         print(f"{name:<26}{seconds:>11.4f}{seconds / args.steps * 1e3:>10.3f}{ratio_text:>16}{scaled}")
 
-    print(f"\nreplay, where the time goes ({args.steps} steps, one profiled run):")
+    print(f"\nreplay, where the time goes (medians over {args.steps} steps of one profiled run):")
     print(f"  build the graph once       {(replay_seconds - replay_step_seconds) * 1e3:8.3f} ms"
           f"  (best run; the steps alone: {replay_step_seconds / args.steps * 1e6:.1f} us/step)")
     for part, seconds in parts.items():
-        print(f"  {part:<26} {seconds / args.steps * 1e6:8.1f} us/step"
-              f"  ({seconds / args.steps / nodes * 1e9:.1f} ns/node)")
+        print(f"  {part:<26} {seconds * 1e6:8.1f} us/step  ({seconds / nodes * 1e9:.1f} ns/node)")
 
     print("\ntargets:")
     met = ok
