@@ -385,3 +385,33 @@ def test_a_replayed_roots_backward_under_detect_anomaly_restores_every_grad():
         with pytest.raises(FloatingPointError, match="non-finite gradient in backward"):
             root.backward()
     assert (x.grad, y.grad, root.grad) == grads
+
+
+# ---- bench/c_baseline/moons.c: the limit the benchmark measures replay against ----
+
+def test_the_hand_written_c_baseline_trains_like_replay(tmp_path):
+    # The benchmark's C loop must do the same arithmetic as pyautograd, or its speed
+    # means nothing: same losses and parameters, to the rounding of gradient sums.
+    import importlib.util
+    import pathlib
+    import shutil
+
+    if not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")):
+        pytest.skip("no C compiler")
+    path = pathlib.Path(__file__).resolve().parent.parent / "bench" / "bench_replay.py"
+    spec = importlib.util.spec_from_file_location("bench_replay", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    X, y = bench.make_moons(100, noise=0.1, seed=bench.SEED)
+    steps = 30
+    losses, params, *_ = bench.replay_run(X, y, steps)
+    from pyautograd.nn import MLP
+    random.seed(bench.SEED)
+    start = [p.data for p in MLP(2, bench.SIZES).parameters()]
+    c_losses, c_params, seconds = bench.c_run(bench.compile_c_baseline(str(tmp_path)), X, y,
+                                              start, steps, repeats=1)
+    assert len(c_losses) == steps and len(c_params) == len(params) and seconds > 0
+    assert losses[-1] < losses[0] / 2  # it trained
+    for a, b in zip(c_losses + c_params, losses + params):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
