@@ -101,6 +101,16 @@ static inline double ag_forward_elementwise(int op, double a, double b)
     }
 }
 
+/* Where relu is flat (out <= 0, or nan) and for x ** 0, the derivative is 0 by a branch,
+ * and the input gets exactly 0 even from an inf or nan gradient: PyTorch selects there
+ * (where) rather than multiplying 0 * inf = nan. Elsewhere a contribution is g * d as IEEE
+ * has it (x * 0 with an inf gradient is nan, as in PyTorch). sweep.c asks only when the
+ * product came out nan, so the common path pays one compare. */
+static inline int ag_masks_first_input(int op, double b, double out)
+{
+    return (op == AG_RELU && !(out > 0.0)) || (op == AG_POW && b == 0.0);
+}
+
 /* Local derivatives of an elementwise op: *da = d out/d a, *db = d out/d b. */
 static inline void ag_local_grads(int op, double a, double b, double out, double *da, double *db)
 {

@@ -265,6 +265,8 @@ static inline int propagate_elementwise(const ag_node *node, ag_node *a, ag_node
     double g = node->grad, da, db;
     ag_local_grads(node->op, a->data, b ? b->data : 0.0, node->data, &da, &db);
     double ga = g * da, gb = b ? g * db : 0.0;
+    if (ga != ga && ag_masks_first_input(node->op, b ? b->data : 0.0, node->data))
+        ga = 0.0;
     a->grad += ga;
     if (b)
         b->grad += gb;
