@@ -11,13 +11,12 @@ import numbers
 import random
 
 from ._ag import ffi, lib
-from .engine import OP_NAMES, Value, _raise_failure
+from .engine import Value, _raise_failure
 
 __all__ = ["Module", "Neuron", "Layer", "MLP"]
 
 _new = object.__new__
 _FAST_NUMBERS = (float, int, bool)
-_RELU = OP_NAMES.index("relu")
 
 # A layer keeps its weights' node ids in a C array so that applying it is one C call.
 # Any change to what a layer is made of (a Neuron's w, b or nonlin, a w list, a Layer's
@@ -30,25 +29,31 @@ def _structure_changed():
     _structure_version[0] += 1
 
 
+def _tracked(method):
+    """list's mutating method, bumping the structure version first."""
+    def mutate(self, *args):
+        _structure_changed()
+        return method(self, *args)
+
+    mutate.__name__ = method.__name__
+    return mutate
+
+
 class _TrackedList(list):
     """A list (Neuron.w, Layer.neurons) that tells the layer caches when it changes."""
 
     __slots__ = ()
-
-    def _mutator(name):
-        method = getattr(list, name)
-
-        def mutate(self, *args):
-            _structure_changed()
-            return method(self, *args)
-
-        mutate.__name__ = name
-        return mutate
-
-    for _name in ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend",
-                  "insert", "pop", "remove", "clear", "reverse"):
-        locals()[_name] = _mutator(_name)
-    del _name, _mutator
+    __setitem__ = _tracked(list.__setitem__)
+    __delitem__ = _tracked(list.__delitem__)
+    __iadd__ = _tracked(list.__iadd__)
+    __imul__ = _tracked(list.__imul__)
+    append = _tracked(list.append)
+    extend = _tracked(list.extend)
+    insert = _tracked(list.insert)
+    pop = _tracked(list.pop)
+    remove = _tracked(list.remove)
+    clear = _tracked(list.clear)
+    reverse = _tracked(list.reverse)
 
     def sort(self, *, key=None, reverse=False):  # keyword-only, unlike the other mutators
         _structure_changed()

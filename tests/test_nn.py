@@ -203,6 +203,10 @@ def test_structure_changes_are_seen():
         lambda: model.layers[1].neurons[0].w.append(Value(0.25)),
         lambda: model.layers[1].neurons[1].w.append(Value(-0.5)),
         lambda: model.layers[0].neurons.pop(),
+        lambda: model.layers[0].neurons[0].w.sort(key=lambda v: v.data),
+        lambda: model.layers[1].neurons[1].w.__delitem__(-1),
+        lambda: model.layers[1].neurons[0].w.__delitem__(-1),
+        lambda: model.layers[0].neurons[1].w.__iadd__([]),  # a no-op change is harmless
     ]
     for change in changes:
         change()
