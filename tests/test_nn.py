@@ -159,6 +159,7 @@ def test_layer_and_mlp_fast_paths_make_the_neuron_at_a_time_graph():
     random.seed(9)
     model = nn.MLP(3, [5, 4, 1])
     x = [Value(v) for v in (0.3, -1.1, 2.0)]
+    assert model._plans() is not None  # the one-call path is the one taken
     fast = model(x)
     slow = x
     for layer in model.layers:
