@@ -73,7 +73,7 @@ def sum(values, start=0):  # noqa: A001 - shadows builtins.sum on purpose: pyaut
             ids.insert(0, first)
         node = lib.ag_sum(ids, len(ids))
         if not node:
-            _raise_failure("sum")
+            _raise_failure("sum", [lib.ag_data(i) for i in ids])
         return _wrap(node)
     finally:
         if temporaries:
@@ -98,7 +98,8 @@ def dot(ws, xs, start=0):
         bias = _start_id(start, "dot", temporaries)
         node = lib.ag_dot(w_ids, x_ids, len(w_ids), bias)
         if not node:
-            _raise_failure("dot")
+            pairs = [i for pair in zip(w_ids, x_ids) for i in pair] + ([bias] if bias else [])
+            _raise_failure("dot", [lib.ag_data(i) for i in pairs])  # the node's inputs, in order
         return _wrap(node)
     finally:
         if temporaries:

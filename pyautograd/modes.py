@@ -22,6 +22,15 @@ class _Mode(contextlib.ContextDecorator):
     _get = _set = None
     _inside = 0
 
+    def __new__(cls, func=None):
+        # `@no_grad` without parentheses, as torch allows, decorates func at once.
+        self = super().__new__(cls)
+        if func is None:
+            return self
+        if not callable(func):
+            raise TypeError(f"{cls.__name__}() takes no arguments, or a function to decorate")
+        return self(func)
+
     def __enter__(self):
         self._saved = self._get()
         self._set(self._inside)
@@ -59,19 +68,26 @@ def _describe(x):
     return repr(x.data) if isinstance(x, Value) else repr(float(x))
 
 
+def _describe_all(inputs, shown=8):
+    """The input values, the first few of a wide op's and how many more there are."""
+    inputs = list(inputs)
+    text = ", ".join(_describe(x) for x in inputs[:shown])
+    return text + (f", ... {len(inputs) - shown} more" if len(inputs) > shown else "")
+
+
 def anomaly_error(what, inputs):
     """The FloatingPointError for a failed call under detect_anomaly()."""
-    from .engine import OP_NAMES, Value
+    from .engine import OP_NAMES
     node = lib.ag_error_node()
     if what in ("backward", "forward") and node:
-        culprit = Value._from_node(node)
         op = OP_NAMES[lib.ag_op(node)]
-        args = ", ".join(_describe(v) for v in sorted(culprit._prev, key=lambda v: v._id))
+        # operand order, repeats kept (x * x shows x twice)
+        args = _describe_all(lib.ag_data(lib.ag_input(node, i)) for i in range(lib.ag_input_count(node)))
         phase = "gradient" if what == "backward" else "value"
         return FloatingPointError(
             f"detect_anomaly: {op!r} produced a non-finite {phase} in {what} "
-            f"(its value {culprit.data!r}, its inputs ({args}))")
+            f"(its value {lib.ag_data(node)!r}, its inputs ({args}))")
     value = lib.ag_error_value()
-    args = ", ".join(_describe(x) for x in inputs)
+    args = _describe_all(inputs)
     kind = "nan" if math.isnan(value) else repr(value)
     return FloatingPointError(f"detect_anomaly: {what!r} produced {kind} from inputs ({args})")
