@@ -10,7 +10,7 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(HERE, "csrc")
-SOURCES = ["arena.c", "nodes.c", "sweep.c", "labels.c", "optim.c", "stats.c", "nn.c"]
+SOURCES = ["arena.c", "nodes.c", "sweep.c", "labels.c", "optim.c", "stats.c", "nn.c", "value_type.c"]
 
 
 def read_cdef():
@@ -39,7 +39,9 @@ CFLAGS += os.environ.get("PYAUTOGRAD_CFLAGS", "").split()
 LDFLAGS = os.environ.get("PYAUTOGRAD_LDFLAGS", "").split()
 
 ffibuilder = FFI()
-ffibuilder.cdef(read_cdef() + "\nint ag_gil_held(void);\n")
+# Beyond ag.h: the GIL check, and the C type behind Value's arithmetic (value_type.c),
+# which calls the Python C-API and so relies on the GIL being kept.
+ffibuilder.cdef(read_cdef() + "\nint ag_gil_held(void);\nint ag_make_value_type(void);\n")
 ffibuilder.set_source(
     "pyautograd._ag",
     PREAMBLE,

@@ -1,21 +1,22 @@
 """Value: micrograd's scalar with its graph in C.
 
-A Value holds one thing, the id of its node in the C arena (csrc/). Arithmetic calls
-into C, which computes the result and records the node; backward() is one C call.
-The arithmetic methods are made from the C op table (csrc/ops.h), so each op is
-defined once, in C. What is not here: the graph itself, the sort and the sweep.
+A Value holds one thing, the id of its node in the C arena (csrc/). Its arithmetic
+(+ - * / ** and unary -, relu, tanh, exp, log, sigmoid) comes from the C type it
+subclasses, _Node (csrc/value_type.c), whose slots are generated from the op table
+(csrc/ops.h) and call the arena directly: each op is defined once, in C. This class
+adds the rest of micrograd's API. What is not here: the graph, the sort and the sweep.
 """
 import numbers
 
+from . import _ag
 from ._ag import ffi, lib
 
 __all__ = ["Value"]
 
-_new = object.__new__
+if lib.ag_make_value_type():
+    raise ImportError("pyautograd: could not create the Value type")
+_Node = _ag._Node
 _FAST_NUMBERS = (float, int, bool)
-_CONST = None  # op codes, filled in from the table below
-_POW = None
-_CUSTOM = None
 
 
 def _number(x):
@@ -37,7 +38,7 @@ def _raise_failure(what, inputs=()):
     raise ValueError(f"pyautograd: invalid arguments to {what}")
 
 
-class Value:
+class Value(_Node):
     """A scalar that remembers how it was computed, so backward() can differentiate it.
 
     Value(data, _children=(), _op='', label='') is micrograd's signature. `_children`
@@ -45,7 +46,7 @@ class Value:
     gradient, as micrograd's default _backward does.
     """
 
-    __slots__ = ("_id",)
+    __slots__ = ()  # no __dict__, no GC tracking: a Value is 24 bytes
 
     def __new__(cls, data, _children=(), _op="", label=""):
         x = _number(data)
@@ -61,25 +62,18 @@ class Value:
             node = lib.ag_leaf(x)
         if not node:
             _raise_failure("Value()")
-        self = _new(cls)
-        self._id = node
+        self = _Node.__new__(cls, node)
         if _op:
             lib.ag_set_custom_op(node, str(_op).encode())
         if label:
             self.label = label
         return self
 
-    def __del__(self, _decref=lib.ag_decref):
-        # Bound as a default so it still works while the interpreter shuts down.
-        _decref(self._id)
-
-    @classmethod
-    def _from_node(cls, node):
+    @staticmethod
+    def _from_node(node):
         """A new Value for an existing node (takes a new reference)."""
         lib.ag_incref(node)
-        v = _new(Value)
-        v._id = node
-        return v
+        return _Node.__new__(Value, node)
 
     # ---- data, grad, label ----
 
@@ -188,77 +182,20 @@ def _restore_leaf(data, grad, label):
     return v
 
 
-# ---- arithmetic, made from the C op table ----
-
-def _binary_methods(code, symbol):
-    apply2, apply2_const = lib.ag_apply2, lib.ag_apply2_const
-
-    def forward(self, other):
-        if isinstance(other, Value):
-            node = apply2(code, self._id, other._id)
-        elif type(other) in _FAST_NUMBERS or isinstance(other, numbers.Real):
-            node = apply2_const(code, self._id, other, 0)
-        else:
-            return NotImplemented
-        if not node:
-            _raise_failure(symbol, (self, other))
-        v = _new(Value)
-        v._id = node
-        return v
-
-    def reflected(self, other):
-        if type(other) in _FAST_NUMBERS or isinstance(other, numbers.Real):
-            node = apply2_const(code, self._id, other, 1)
-        else:
-            return NotImplemented
-        if not node:
-            _raise_failure(symbol, (other, self))
-        v = _new(Value)
-        v._id = node
-        return v
-
-    return forward, reflected
+def _wrap(node):
+    """A Value for a node just made in C, taking over the reference it came with."""
+    if not node:
+        _raise_failure("making a node")
+    return _Node.__new__(Value, node)
 
 
-def _unary_method(code, name):
-    apply1 = lib.ag_apply1
-
-    def method(self):
-        node = apply1(code, self._id)
-        if not node:
-            _raise_failure(name, (self,))
-        v = _new(Value)
-        v._id = node
-        return v
-
-    return method
+def _op_table():
+    """Names and symbols of the C op table's rows, indexed by op code."""
+    names = tuple(ffi.string(lib.ag_op_name(code)).decode() for code in range(lib.ag_op_count()))
+    symbols = tuple(ffi.string(lib.ag_op_symbol(code)).decode() for code in range(lib.ag_op_count()))
+    return names, symbols
 
 
-def _install_ops():
-    """Gives Value one method per row of the C op table: __add__ and __radd__ for a
-    binary row named "add", relu for a unary row named "relu", and so on."""
-    global _CONST, _POW, _CUSTOM, _SYMBOLS
-    names, symbols = [], []
-    for code in range(lib.ag_op_count()):
-        name = ffi.string(lib.ag_op_name(code)).decode()
-        symbol = ffi.string(lib.ag_op_symbol(code)).decode()
-        names.append(name)
-        symbols.append(symbol)
-        arity = lib.ag_op_arity(code)
-        if arity == 2:
-            forward, reflected = _binary_methods(code, symbol)
-            for method, dunder in ((forward, f"__{name}__"), (reflected, f"__r{name}__")):
-                method.__name__ = method.__qualname__ = dunder
-                method.__doc__ = f"self {symbol} other" if method is forward else f"other {symbol} self"
-                setattr(Value, dunder, method)
-        elif arity == 1:
-            method = _unary_method(code, name)
-            method.__name__ = method.__qualname__ = name
-            method.__doc__ = f"{symbol}(self); its derivative is in csrc/ops.h"
-            setattr(Value, name, method)
-    _SYMBOLS = tuple(symbols)
-    _CONST, _POW, _CUSTOM = names.index("const"), names.index("pow"), names.index("custom")
-    return tuple(names)
-
-
-OP_NAMES = _install_ops()
+OP_NAMES, _SYMBOLS = _op_table()
+_CONST, _POW, _CUSTOM = OP_NAMES.index("const"), OP_NAMES.index("pow"), OP_NAMES.index("custom")
+_Node._bind(Value, _raise_failure)

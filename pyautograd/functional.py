@@ -9,19 +9,11 @@ import math
 import numbers
 
 from ._ag import lib
-from .engine import Value, _raise_failure
+from .engine import Value, _raise_failure, _wrap
 
 __all__ = ["sum", "dot", "softmax", "log_softmax"]
 
-_new = object.__new__
 _FAST_NUMBERS = (float, int, bool)
-
-
-def _wrap(node):
-    """A Value owning the reference C handed back with a new node."""
-    v = _new(Value)
-    v._id = node
-    return v
 
 
 def _node_ids(items, what, temporaries):

@@ -11,11 +11,10 @@ import numbers
 import random
 
 from ._ag import ffi, lib
-from .engine import Value, _raise_failure
+from .engine import Value, _raise_failure, _wrap
 
 __all__ = ["Module", "Neuron", "Layer", "MLP"]
 
-_new = object.__new__
 _FAST_NUMBERS = (float, int, bool)
 
 # A layer keeps its weights' node ids in a C array so that applying it is one C call.
@@ -61,13 +60,6 @@ class _TrackedList(list):
 
     def __reduce_ex__(self, protocol):
         return _TrackedList, (list(self),)
-
-
-def _wrap(node):
-    """A Value owning the reference C handed back with a new node."""
-    v = _new(Value)
-    v._id = node
-    return v
 
 
 def _input_ids(x, temporaries):

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pyautograd
-from pyautograd import arena
+from pyautograd import arena, engine
 from pyautograd._ag import lib
 from pyautograd.engine import OP_NAMES, Value
 
@@ -34,9 +34,7 @@ def same(a, b):
 def _wrap(node):
     """A Value owning the one reference C handed back with a new node."""
     assert node, "C refused to make a node"
-    v = object.__new__(Value)
-    v._id = node
-    return v
+    return engine._wrap(node)
 
 
 def nary_sum(values):
