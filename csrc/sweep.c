@@ -41,6 +41,21 @@ static int reserve(buffer *b, size_t need, size_t elem)
     return AG_OK;
 }
 
+/* Scratch grown for a far bigger graph than the one just swept goes back to the
+ * system, so one huge backward does not pin its memory for the life of the process,
+ * while sweeping graphs of one size keeps reusing the same pages. */
+#define AG_SCRATCH_KEEP ((size_t)1 << 20) /* elements always worth keeping */
+
+static void shrink_scratch(size_t used)
+{
+    buffer *all[] = {&stack_buf, &order_buf, &grads_buf, &address_buf};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i]->cap > AG_SCRATCH_KEEP && all[i]->cap / 8 > used) {
+            free(all[i]->p);
+            *all[i] = (buffer){0};
+        }
+}
+
 static size_t scratch_bytes(void)
 {
     return stack_buf.cap * sizeof(ag_id) + order_buf.cap * sizeof(ag_id) + grads_buf.cap * sizeof(double)
@@ -389,9 +404,9 @@ int ag_backward(ag_id root)
         for (size_t i = 0; i < order.n; i++)
             (tape ? tape->nodes[i] : ag_node_at(order.ids[i]))->grad = earlier[i];
         ag_fail(status, bad);
-        return status;
     }
-    return AG_OK;
+    shrink_scratch(order.n);
+    return status;
 }
 
 /* ---- forward replay ---- */
@@ -438,5 +453,6 @@ size_t ag_graph_size(ag_id root)
         ag_fail(AG_ENOMEM, 0);
         return 0;
     }
+    shrink_scratch(order.n);
     return order.n;
 }

@@ -206,3 +206,19 @@ def test_values_alive_at_exit_are_harmless(tmp_path):
                           timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ok\n" and done.stderr == ""
+
+
+def test_scratch_memory_of_a_huge_backward_is_given_back():
+    # Sweeping a big graph grows scratch buffers; a later sweep of a small graph
+    # returns them, so one huge backward does not pin its memory for good.
+    from pyautograd import arena, sum as fused_sum
+    before = arena.stats()["bytes"]
+    leaves = [Value(1.0) for _ in range(3_000_000)]
+    big = fused_sum(leaves)
+    big.backward()
+    del big, leaves
+    small = Value(2.0) * 3.0
+    small.backward()
+    grown_and_shrunk = arena.stats()["bytes"]
+    # the node blocks stay for reuse (3e6 * 30 bytes); the scratch (> 3e6 * 16 bytes) does not
+    assert grown_and_shrunk - before < 3_000_000 * 30 + 4_000_000
