@@ -18,7 +18,7 @@ from pyautograd.arena import stats
 from pyautograd.engine import Value
 
 THREADS = 8
-ROUNDS = 1000
+ROUNDS = 3000
 N_SHARED = 6
 
 
