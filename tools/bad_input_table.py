@@ -1,0 +1,130 @@
+"""Prints the README's table of bad inputs: each one is run here, and the table shows what
+it really gets (the exception's type and message, or the IEEE value and gradient), so the
+README never drifts from the code. Usage: python tools/bad_input_table.py > table.md
+"""
+import decimal
+import fractions
+import math
+
+import pyautograd
+from pyautograd import arena, functional, nn
+from pyautograd.engine import Value
+
+NAN, INF = math.nan, math.inf
+
+
+def grad_of(make, *leaves):
+    """make(*Values) -> (value, grads of the leaves after backward)."""
+    xs = [Value(x) for x in leaves]
+    y = make(*xs)
+    y.backward()
+    return y.data, [x.grad for x in xs]
+
+
+def limited(make, headroom=0):
+    base = arena.stats()["live_nodes"]
+    arena.set_node_limit(base + headroom)
+    try:
+        return make()
+    finally:
+        arena.set_node_limit(0)
+
+
+def with_anomaly(make):
+    with pyautograd.detect_anomaly():
+        return make()
+
+
+def replay_nan():
+    x = Value(-1.0)
+    y = (x + 2.0).log()
+    x.data = -3.0
+    return with_anomaly(y.forward)
+
+
+def backward_inf():
+    x = Value(0.0)
+    y = x ** 0.5
+    return with_anomaly(y.backward)
+
+
+CASES = [
+    # ---- not numbers ----
+    ("`Value('x')`", lambda: Value("x")),
+    ("`Value(None)`", lambda: Value(None)),
+    ("`Value(1j)`", lambda: Value(1j)),
+    ("`Value([1.0])`", lambda: Value([1.0])),
+    ("`Value(Decimal(1))`", lambda: Value(decimal.Decimal(1))),
+    ("`Value(10**400)`", lambda: Value(10 ** 400)),
+    ("`Value(1) + 'x'`", lambda: Value(1) + "x"),
+    ("`'x' + Value(1)`", lambda: "x" + Value(1)),
+    ("`Value(2) ** 'x'`", lambda: Value(2) ** "x"),
+    ("`Value(1) * None`", lambda: Value(1) * None),
+    ("`Value(1) < Value(2)`", lambda: Value(1) < Value(2)),
+    ("`v.data = 'x'`", lambda: setattr(Value(1.0), "data", "x")),
+    ("`v.grad = None`", lambda: setattr(Value(1.0), "grad", None)),
+    ("`Value(1.0, (Value(2.0), 3.0), 'op')`", lambda: Value(1.0, (Value(2.0), 3.0), "op")),
+    ("`pyautograd.sum(3)`", lambda: functional.sum(3)),
+    ("`pyautograd.dot([a, b], [c])`",
+     lambda: functional.dot([Value(1.0), Value(2.0)], [Value(3.0)])),
+    ("`softmax([])`", lambda: functional.softmax([])),
+    ("`arena.set_node_limit(-1)`", lambda: arena.set_node_limit(-1)),
+    # ---- accepted numbers ----
+    ("`Value(True)`, `Value(Fraction(1, 4))`",
+     lambda: (Value(True).data, Value(fractions.Fraction(1, 4)).data)),
+    # ---- IEEE domain edges: value, and gradient of each input ----
+    ("`log(-1)`", lambda: grad_of(lambda x: x.log(), -1.0)),
+    ("`log(0)`", lambda: grad_of(lambda x: x.log(), 0.0)),
+    ("`1 / 0`", lambda: grad_of(lambda x, y: x / y, 1.0, 0.0)),
+    ("`0 / 0`", lambda: grad_of(lambda x, y: x / y, 0.0, 0.0)),
+    ("`0 ** -1`", lambda: grad_of(lambda x, y: x ** y, 0.0, -1.0)),
+    ("`0 ** 0`", lambda: grad_of(lambda x, y: x ** y, 0.0, 0.0)),
+    ("`0 ** 0.5`", lambda: grad_of(lambda x: x ** 0.5, 0.0)),
+    ("`(-8) ** (1/3)`", lambda: grad_of(lambda x, y: x ** y, -8.0, 1 / 3)),
+    ("`(-2) ** 3` (Value exponent)", lambda: grad_of(lambda x, y: x ** y, -2.0, 3.0)),
+    ("`exp(1000)`", lambda: grad_of(lambda x: x.exp(), 1000.0)),
+    ("`tanh(inf)`", lambda: grad_of(lambda x: x.tanh(), INF)),
+    ("`sigmoid(-inf)`", lambda: grad_of(lambda x: x.sigmoid(), -INF)),
+    ("`relu(0)`", lambda: grad_of(lambda x: x.relu(), 0.0)),
+    ("`relu(nan)`", lambda: grad_of(lambda x: x.relu(), NAN)),
+    ("`relu(-x)` under a gradient of inf: `log(relu(-x))` at x = 0",
+     lambda: grad_of(lambda x: (-x).relu().log(), 0.0)),
+    ("`inf - inf`", lambda: grad_of(lambda x, y: x - y, INF, INF)),
+    ("`1e308 * 10`", lambda: grad_of(lambda x: x * 10, 1e308)),
+    ("`1e308 / 1e308`", lambda: grad_of(lambda x, y: x / y, 1e308, 1e308)),
+    ("`log(1e-320)` (subnormal)", lambda: grad_of(lambda x: x.log(), 1e-320)),
+    ("`log(x) * 1e-300` at x = 1e-320 (torch: grad 1e20)",
+     lambda: grad_of(lambda x: x.log() * 1e-300, 1e-320)),
+    # ---- memory ----
+    ("an op past `arena.set_node_limit(n)`", lambda: limited(lambda: Value(1.0) * 2.0, 1)),
+    ("a model past the node limit", lambda: limited(lambda: nn.MLP(2, [2, 1])([1.0, 2.0]), 9)),
+    # ---- detect_anomaly ----
+    ("`log(-1)` in `detect_anomaly()`", lambda: with_anomaly(lambda: Value(-1.0).log())),
+    ("`1 / 0` in `detect_anomaly()`", lambda: with_anomaly(lambda: Value(1.0) / 0)),
+    ("`sum([1e308, 1e308])` in `detect_anomaly()`",
+     lambda: with_anomaly(lambda: functional.sum([Value(1e308), Value(1e308)]))),
+    ("`(x ** 0.5).backward()` at x = 0 in `detect_anomaly()`", backward_inf),
+    ("`y.forward()` replaying `log` of a negative in `detect_anomaly()`", replay_nan),
+]
+
+
+def outcome(make):
+    try:
+        result = make()
+    except Exception as error:  # the point is to show it
+        return f"{type(error).__name__}: {error}".replace("|", "\\|")
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], list):
+        value, grads = result
+        return f"value {value!r}, grad {', '.join(repr(g) for g in grads)}"
+    return f"accepted: {result!r}"
+
+
+def main():
+    print("| input | what it gets |")
+    print("| --- | --- |")
+    for text, make in CASES:
+        print(f"| {text} | {outcome(make)} |")
+
+
+if __name__ == "__main__":
+    main()
