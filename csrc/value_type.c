@@ -12,8 +12,7 @@
  * Runs with the GIL held, which is the arena's lock (arena.h, invariant 4).
  * Not here: anything about the graph itself; errors are formatted by a Python hook. */
 #define PY_SSIZE_T_CLEAN
-#define Py_LIMITED_API 0x030A0000
-#include <Python.h>
+#include <Python.h> /* the full API: _bind clears the GC flag of the Value class */
 #include <string.h>
 #include "arena.h"
 #include "ops.h"
@@ -171,7 +170,14 @@ static PyObject *get_id(PyObject *self, void *unused)
 }
 
 /* _Node._bind(Value, raise_failure): the class results are made as, and the hook that
- * turns a failed op into an exception. */
+ * turns a failed op into an exception.
+ *
+ * A class statement makes every heap type's instances GC-tracked, but a Value holds no
+ * Python references (`__slots__ = ()`: its only state is _Node's C id), so it can never
+ * be part of a cycle. Left tracked, the cyclic GC would walk every live Value again and
+ * again (it cost a training loop a third of its time) and each Value would carry a
+ * 16-byte GC header. So, before any instance exists, Value becomes a plain object like
+ * _Node's own instances. */
 static PyObject *node_bind(PyObject *cls, PyObject *args)
 {
     PyObject *value, *hook;
@@ -182,6 +188,14 @@ static PyObject *node_bind(PyObject *cls, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "_bind: the class must subclass _Node");
         return NULL;
     }
+    PyTypeObject *cls_type = (PyTypeObject *)value;
+    if (cls_type->tp_basicsize != node_type->tp_basicsize || cls_type->tp_dictoffset
+        || cls_type->tp_weaklistoffset) {
+        PyErr_SetString(PyExc_TypeError, "_bind: the class must add no state (__slots__ = ())");
+        return NULL;
+    }
+    cls_type->tp_flags &= ~Py_TPFLAGS_HAVE_GC;
+    cls_type->tp_free = PyObject_Free;
     PyObject *old_value = (PyObject *)value_type, *old_hook = failure_hook;
     Py_INCREF(value);
     Py_INCREF(hook);
