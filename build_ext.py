@@ -49,6 +49,9 @@ ffibuilder.set_source(
     include_dirs=[os.path.relpath(CSRC, HERE)],
     extra_compile_args=CFLAGS,
     extra_link_args=LDFLAGS,
+    # value_type.c uses the full C-API and the preamble PyGILState_Check: the module is
+    # built for one CPython version, not the stable ABI (no .abi3 name).
+    py_limited_api=False,
 )
 
 if __name__ == "__main__":
