@@ -222,3 +222,13 @@ def test_scratch_memory_of_a_huge_backward_is_given_back():
     grown_and_shrunk = arena.stats()["bytes"]
     # the node blocks stay for reuse (3e6 * 30 bytes); the scratch (> 3e6 * 16 bytes) does not
     assert grown_and_shrunk - before < 3_000_000 * 30 + 4_000_000
+
+
+def test_values_are_left_out_of_the_cyclic_gc():
+    # A Value holds no Python references, so it can be in no cycle; value_type.c's _bind
+    # clears the GC flag the class statement set. Tracked, the GC would walk every live
+    # Value again and again.
+    made = Value(1.0)
+    derived = (made * 2.0).tanh()
+    assert not gc.is_tracked(made)
+    assert not gc.is_tracked(derived)
