@@ -78,13 +78,14 @@ static ag_id new_node(int op, double data)
 
 ag_id ag_leaf(double data) { return new_node(AG_LEAF, data); }
 
-ag_id ag_apply1(int op, ag_id a)
+/* An elementwise op on existing nodes (b is 0 for unary ops). */
+static ag_id apply(int op, size_t arity, ag_id a, ag_id b)
 {
-    if (ag_op_arity(op) != 1) {
+    if (ag_op_arity(op) != (int)arity) {
         ag_fail(AG_EINVALID, 0);
         return 0;
     }
-    double out = ag_forward_elementwise(op, ag_node_at(a)->data, 0.0);
+    double out = ag_forward_elementwise(op, ag_node_at(a)->data, arity == 2 ? ag_node_at(b)->data : 0.0);
     if (rejected(out))
         return 0;
     if (grad_disabled)
@@ -94,31 +95,16 @@ ag_id ag_apply1(int op, ag_id a)
     if (node) {
         node->in[0] = a;
         ag_retain(a);
+        if (arity == 2) {
+            node->in[1] = b;
+            ag_retain(b);
+        }
     }
     return id;
 }
 
-ag_id ag_apply2(int op, ag_id a, ag_id b)
-{
-    if (ag_op_arity(op) != 2) {
-        ag_fail(AG_EINVALID, 0);
-        return 0;
-    }
-    double out = ag_forward_elementwise(op, ag_node_at(a)->data, ag_node_at(b)->data);
-    if (rejected(out))
-        return 0;
-    if (grad_disabled)
-        return new_node(AG_LEAF, out);
-    ag_id id;
-    ag_node *node = ag_alloc_node(op, out, &id);
-    if (node) {
-        node->in[0] = a;
-        node->in[1] = b;
-        ag_retain(a);
-        ag_retain(b);
-    }
-    return id;
-}
+ag_id ag_apply1(int op, ag_id a) { return apply(op, 1, a, 0); }
+ag_id ag_apply2(int op, ag_id a, ag_id b) { return apply(op, 2, a, b); }
 
 /* v + 2.0 or 2.0 - v: the number becomes a CONST leaf, as micrograd makes Value(2.0),
  * so `_prev` shows it and the graph stays uniform. */

@@ -21,6 +21,7 @@ from pyautograd import losses
 from pyautograd.engine import Value
 from pyautograd.nn import MLP
 from pyautograd.optim import SGD
+from progress import progress  # examples/progress.py, beside this script
 
 ALPHA = 1e-4  # L2 regularisation strength, micrograd's
 
@@ -109,27 +110,6 @@ def plot_decision_boundary(model, X, y, path):
     plt.close(fig)
 
 
-def progress(steps, verbose):
-    """A tqdm bar when tqdm is installed (else plain lines); returns on_step, close."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
-    bar = tqdm(total=steps, desc="moons", unit="step") if tqdm else None
-    write = bar.write if bar else print
-
-    def on_step(k, loss, acc):
-        if verbose:
-            write(f"step {k} loss {loss!r}, accuracy {acc * 100}%")
-        if bar:
-            bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc * 100:.0f}%", refresh=False)
-            bar.update(1)
-        elif not verbose and (k % 10 == 9 or k == steps - 1):
-            print(f"step {k + 1}/{steps}: loss {loss:.4f}, accuracy {acc * 100:.0f}%")
-
-    return on_step, (bar.close if bar else (lambda: None))
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=100, help="SGD steps (default 100)")
@@ -149,7 +129,7 @@ def main(argv=None):
     print(f"{model.__class__.__name__}(2, [16, 16, 1]): {len(model.parameters())} parameters, "
           f"{'replaying one graph' if args.replay else 'rebuilding the graph each step'}")
 
-    on_step, close = progress(args.steps, args.verbose)
+    on_step, close = progress(args.steps, args.verbose, desc="moons", every=10)
     history = []
     start = time.perf_counter()
     try:

@@ -19,6 +19,7 @@ import pyautograd
 from pyautograd import losses
 from pyautograd.nn import MLP
 from pyautograd.optim import Adam
+from progress import progress  # examples/progress.py, beside this script
 
 CLASSES = 3
 
@@ -77,27 +78,6 @@ def plot_regions(model, X, y, path):
     plt.close(fig)
 
 
-def progress(steps, verbose):
-    """A tqdm bar when tqdm is installed (else plain lines); returns on_step, close."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
-    bar = tqdm(total=steps, desc="spirals", unit="step") if tqdm else None
-    write = bar.write if bar else print
-
-    def on_step(k, loss, acc):
-        if verbose:
-            write(f"step {k} loss {loss!r}, accuracy {acc * 100}%")
-        if bar:
-            bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc * 100:.0f}%", refresh=False)
-            bar.update(1)
-        elif not verbose and (k % 25 == 24 or k == steps - 1):
-            print(f"step {k + 1}/{steps}: loss {loss:.4f}, accuracy {acc * 100:.0f}%")
-
-    return on_step, (bar.close if bar else (lambda: None))
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=200, help="Adam steps (default 200)")
@@ -116,7 +96,7 @@ def main(argv=None):
     print(f"MLP(2, [16, 16, {CLASSES}]): {len(model.parameters())} parameters, "
           f"{len(X)} points in {CLASSES} classes")
 
-    on_step, close = progress(args.steps, args.verbose)
+    on_step, close = progress(args.steps, args.verbose, desc="spirals", every=25)
     history = []
     start = time.perf_counter()
     try:
