@@ -14,14 +14,13 @@ import argparse
 import math
 import random
 import sys
-import time
 
 import pyautograd
 from pyautograd import losses
 from pyautograd.engine import Value
 from pyautograd.nn import MLP
 from pyautograd.optim import SGD
-from progress import progress  # examples/progress.py, beside this script
+from progress import train_with_progress  # examples/progress.py, beside this script
 
 ALPHA = 1e-4  # L2 regularisation strength, micrograd's
 
@@ -129,18 +128,8 @@ def main(argv=None):
     print(f"{model.__class__.__name__}(2, [16, 16, 1]): {len(model.parameters())} parameters, "
           f"{'replaying one graph' if args.replay else 'rebuilding the graph each step'}")
 
-    on_step, close = progress(args.steps, args.verbose, desc="moons", every=10)
-    history = []
-    start = time.perf_counter()
-    try:
-        train(model, X, y, args.steps, args.replay,
-              lambda k, loss, acc: (history.append((loss, acc)), on_step(k, loss, acc)))
-    finally:
-        close()
-    seconds = time.perf_counter() - start
-    loss, acc = history[-1]
-    print(f"final loss {loss!r}, accuracy {acc * 100:.1f}% "
-          f"({args.steps} steps in {seconds:.3f} s, {seconds / args.steps * 1e3:.2f} ms/step)")
+    train_with_progress(lambda on_step: train(model, X, y, args.steps, args.replay, on_step),
+                        args.steps, args.verbose, desc="moons", every=10)
 
     if not args.no_plot:
         try:

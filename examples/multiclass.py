@@ -13,13 +13,12 @@ import argparse
 import math
 import random
 import sys
-import time
 
 import pyautograd
 from pyautograd import losses
 from pyautograd.nn import MLP
 from pyautograd.optim import Adam
-from progress import progress  # examples/progress.py, beside this script
+from progress import train_with_progress  # examples/progress.py, beside this script
 
 CLASSES = 3
 
@@ -96,18 +95,8 @@ def main(argv=None):
     print(f"MLP(2, [16, 16, {CLASSES}]): {len(model.parameters())} parameters, "
           f"{len(X)} points in {CLASSES} classes")
 
-    on_step, close = progress(args.steps, args.verbose, desc="spirals", every=25)
-    history = []
-    start = time.perf_counter()
-    try:
-        train(model, X, y, args.steps, args.lr,
-              lambda k, loss, acc: (history.append((loss, acc)), on_step(k, loss, acc)))
-    finally:
-        close()
-    seconds = time.perf_counter() - start
-    loss, acc = history[-1]
-    print(f"final loss {loss!r}, accuracy {acc * 100:.1f}% "
-          f"({args.steps} steps in {seconds:.3f} s, {seconds / args.steps * 1e3:.2f} ms/step)")
+    train_with_progress(lambda on_step: train(model, X, y, args.steps, args.lr, on_step),
+                        args.steps, args.verbose, desc="spirals", every=25)
 
     if not args.no_plot:
         try:

@@ -6,7 +6,7 @@ pays nothing for them.
 import contextlib
 import math
 
-from ._ag import ffi, lib
+from ._ag import lib
 
 __all__ = ["no_grad", "detect_anomaly", "is_grad_enabled"]
 
