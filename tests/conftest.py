@@ -1,6 +1,7 @@
 """Shared test setup. Tests import the installed package, as users do (see README)."""
 import importlib
 import os
+import sys
 
 import pytest
 
@@ -11,3 +12,12 @@ def require(module_name, env_flag):
     if os.environ.get(env_flag):
         return importlib.import_module(module_name)
     return pytest.importorskip(module_name)
+
+
+@pytest.fixture
+def switch_often():
+    """Thread switches every microsecond, so the threads of a test really interleave."""
+    saved = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(saved)

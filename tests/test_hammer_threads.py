@@ -8,7 +8,6 @@ where they started. A few seconds.
 import math
 import queue
 import random
-import sys
 import threading
 
 import pytest
@@ -22,13 +21,7 @@ ROUNDS = 3000
 N_SHARED = 6
 
 
-@pytest.fixture(autouse=True)
-def switch_often():
-    """Thread switches every microsecond, so the threads really interleave."""
-    saved = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    yield
-    sys.setswitchinterval(saved)
+pytestmark = pytest.mark.usefixtures("switch_often")  # tests/conftest.py
 
 
 def live():

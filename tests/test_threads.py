@@ -4,7 +4,6 @@ and drop graphs concurrently, share leaves, and free each other's graphs.
 Timing beside a busy thread is a benchmark (bench/bench_core.py), not a test.
 """
 import math
-import sys
 import threading
 
 import pytest
@@ -17,13 +16,7 @@ from pyautograd.engine import Value
 THREADS = 4
 
 
-@pytest.fixture(autouse=True)
-def switch_often():
-    """Thread switches every microsecond, so the threads really interleave."""
-    saved = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    yield
-    sys.setswitchinterval(saved)
+pytestmark = pytest.mark.usefixtures("switch_often")  # tests/conftest.py
 
 
 def run_threads(target, args_list):
