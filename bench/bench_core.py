@@ -30,8 +30,7 @@ import tracemalloc
 
 from micrograd.engine import Value as MgValue
 
-from pyautograd._ag import lib
-from pyautograd.arena import stats
+from pyautograd.arena import graph_size, stats
 from pyautograd.engine import Value as AgValue
 
 ENGINES = {"pyautograd": AgValue, "micrograd": MgValue}
@@ -134,7 +133,7 @@ def build_graph(V, n_terms, n_leaves=1000, keep=None):
 
 def count_nodes(root):
     if isinstance(root, AgValue):
-        return lib.ag_graph_size(root._id)
+        return graph_size(root)
     seen, stack = {id(root)}, [root]
     while stack:
         for child in stack.pop()._prev:

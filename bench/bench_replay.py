@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "examples"))
 from moons import make_moons  # noqa: E402  (examples/moons.py: the same data as the example)
 
 import pyautograd  # noqa: E402
-from pyautograd._ag import lib  # noqa: E402
+from pyautograd.arena import graph_size  # noqa: E402
 from pyautograd.engine import Value  # noqa: E402
 from pyautograd.nn import MLP  # noqa: E402
 from pyautograd.optim import SGD  # noqa: E402
@@ -134,7 +134,7 @@ def replay_run(X, y, steps, profile=False):
             opt.step()
         losses.append(loss.data)
     end = clock()
-    nodes = lib.ag_graph_size(loss._id)
+    nodes = graph_size(loss)
     medians = {name: statistics.median(times) for name, times in parts.items() if times}
     return losses, [p.data for p in model.parameters()], end - start, end - steps_start, nodes, medians
 

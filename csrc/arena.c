@@ -1,12 +1,19 @@
-/* Node storage and lifetime: allocation, the free list, n-ary input lists,
- * reference counting and the iterative release of dead subgraphs.
+/* Node storage and lifetime: blocks, the free list, n-ary input lists, reference
+ * counting, the iterative release of dead subgraphs, and giving memory back.
  * Not here: what ops compute (ops.h, nodes.c) or graph sweeps (sweep.c). */
 #include <stdlib.h>
 #include <string.h>
 #include "arena.h"
 #include "ops.h"
 
-ag_arena ag_the_arena; /* one per process; ids 0 and list index 0 are never used */
+#if defined(_WIN32)
+#include <windows.h>
+#else
+#include <sys/mman.h>
+#endif
+
+ag_arena ag_the_arena = {.give_back_at = AG_RESERVE_NODES}; /* id 0 and list 0 never used */
+ag_python_hooks ag_hooks;
 
 static _Thread_local int last_error;
 static _Thread_local ag_id error_node;
@@ -24,64 +31,123 @@ int ag_last_error(void) { return last_error; }
 ag_id ag_error_node(void) { return error_node; }
 double ag_error_value(void) { return error_value; }
 
+/* ---- blocks ----
+ * A block comes straight from the system (mmap, VirtualAlloc), so giving it back
+ * really returns its memory: malloc would keep freed blocks in its own pools. */
+
+#define AG_BLOCK_BYTES (AG_BLOCK_NODES * sizeof(ag_node))
+
+static ag_node *block_map(void)
+{
+#if defined(_WIN32)
+    return VirtualAlloc(NULL, AG_BLOCK_BYTES, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+#else
+    void *p = mmap(NULL, AG_BLOCK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+#endif
+}
+
+static void block_unmap(ag_node *block)
+{
+#if defined(_WIN32)
+    VirtualFree(block, 0, MEM_RELEASE);
+#else
+    munmap(block, AG_BLOCK_BYTES);
+#endif
+}
+
+/* Puts the ids of block b on the free list, so that they come out in ascending order. */
+static void thread_free_ids(ag_arena *ar, size_t b)
+{
+    ag_node *block = ar->blocks[b];
+    size_t first = b == 0 ? 1 : 0; /* id 0 is never a node */
+    for (size_t i = AG_BLOCK_NODES; i-- > first;) {
+        block[i].op = AG_FREE;
+        block[i].flags = 0;
+        block[i].in[0] = ar->free_head;
+        ar->free_head = (ag_id)((b << AG_BLOCK_SHIFT) | i);
+    }
+}
+
+/* One more block of free nodes: a released index if there is one, else a new one. */
 static int add_block(ag_arena *ar)
 {
-    if (ar->n_blocks == ar->blocks_cap) {
-        size_t cap = ar->blocks_cap ? 2 * ar->blocks_cap : 16;
-        ag_node **grown = realloc(ar->blocks, cap * sizeof *grown);
-        if (!grown)
+    size_t b;
+    if (ar->n_released) {
+        b = ar->released[ar->n_released - 1];
+    } else {
+        if ((ar->n_blocks + 1) * AG_BLOCK_NODES > AG_MAX_NODES)
             return AG_ENOMEM;
-        ar->blocks = grown;
-        ar->blocks_cap = cap;
+        if (ar->n_blocks == ar->blocks_cap) {
+            size_t cap = ar->blocks_cap ? 2 * ar->blocks_cap : 16;
+            ag_node **grown = realloc(ar->blocks, cap * sizeof *grown);
+            uint32_t *released = realloc(ar->released, cap * sizeof *released);
+            if (grown)
+                ar->blocks = grown;
+            if (released)
+                ar->released = released;
+            if (!grown || !released)
+                return AG_ENOMEM;
+            ar->blocks_cap = cap;
+        }
+        b = ar->n_blocks;
     }
-    ag_node *block = malloc(AG_BLOCK_NODES * sizeof(ag_node));
+    ag_node *block = block_map();
     if (!block)
         return AG_ENOMEM;
-    ar->blocks[ar->n_blocks++] = block;
+    if (ar->n_released)
+        ar->n_released--;
+    else
+        ar->n_blocks++;
+    ar->blocks[b] = block;
+    ar->present_blocks++;
+    thread_free_ids(ar, b);
     return AG_OK;
+}
+
+ag_node *ag_node_checked(ag_id id)
+{
+    const ag_arena *ar = &ag_the_arena;
+    size_t b = id >> AG_BLOCK_SHIFT;
+    if (id == 0 || b >= ar->n_blocks || !ar->blocks[b])
+        return NULL;
+    ag_node *node = ag_node_at(id);
+    return node->op == AG_FREE ? NULL : node;
 }
 
 ag_node *ag_alloc_node(int op, double data, ag_id *id)
 {
     ag_arena *ar = &ag_the_arena;
     *id = 0;
-    if (ar->node_limit && ar->live >= ar->node_limit)
-        goto out_of_memory;
-    if (ar->free_head) {
-        *id = ar->free_head;
-        ar->free_head = ag_node_at(*id)->in[0];
-    } else {
-        if (ar->next_fresh == 0)
-            ar->next_fresh = 1;
-        if (ar->next_fresh >= AG_MAX_NODES)
-            goto out_of_memory;
-        if ((ar->next_fresh >> AG_BLOCK_SHIFT) >= ar->n_blocks && add_block(ar) != AG_OK)
-            goto out_of_memory;
-        *id = ar->next_fresh++;
+    if ((ar->node_limit && ar->live >= ar->node_limit) || (!ar->free_head && add_block(ar) != AG_OK)) {
+        ag_fail(AG_ENOMEM, 0);
+        return NULL;
     }
-    ar->live++;
+    *id = ar->free_head;
     ag_node *node = ag_node_at(*id);
+    ar->free_head = node->in[0];
+    ar->live++;
     node->data = data;
     node->grad = 0.0;
+    node->py = NULL;
     node->in[0] = node->in[1] = 0;
     node->refs = 1;
     node->op = (uint8_t)op;
     node->flags = 0;
     return node;
-
-out_of_memory:
-    ag_fail(AG_ENOMEM, 0);
-    return NULL;
 }
 
-int ag_attach_list(ag_node *node, const ag_id *ids, size_t n)
+/* ---- n-ary input lists ---- */
+
+int ag_attach_list(ag_node *node, const ag_id *ids, size_t n, const double *local)
 {
     ag_arena *ar = &ag_the_arena;
     if (n > UINT32_MAX)
         return AG_EINVALID;
-    ag_id *copy = malloc(n ? n * sizeof *copy : 1);
-    if (!copy)
-        return AG_ENOMEM;
+    ag_id *ids_copy = malloc(n ? n * sizeof *ids_copy : 1);
+    double *local_copy = local ? malloc(n ? n * sizeof *local_copy : 1) : NULL;
+    if (!ids_copy || (local && !local_copy))
+        goto out_of_memory;
     uint32_t slot = ar->free_list_head;
     if (slot) {
         ar->free_list_head = ar->lists[slot].n;
@@ -91,64 +157,76 @@ int ag_attach_list(ag_node *node, const ag_id *ids, size_t n)
         if (ar->n_lists >= ar->lists_cap) { /* >=: the first list makes n_lists 1 while lists_cap is 0 */
             size_t cap = ar->lists_cap ? 2 * ar->lists_cap : 64;
             ag_input_list *grown = realloc(ar->lists, cap * sizeof *grown);
-            if (!grown) {
-                free(copy);
-                return AG_ENOMEM;
-            }
+            if (!grown)
+                goto out_of_memory;
             ar->lists = grown;
             ar->lists_cap = cap;
         }
         slot = (uint32_t)ar->n_lists++;
     }
     if (n)
-        memcpy(copy, ids, n * sizeof *copy);
-    ar->lists[slot].ids = copy;
-    ar->lists[slot].n = (uint32_t)n;
-    ar->list_bytes += n * sizeof *copy;
+        memcpy(ids_copy, ids, n * sizeof *ids_copy);
+    if (local && n)
+        memcpy(local_copy, local, n * sizeof *local_copy);
+    ar->lists[slot] = (ag_input_list){ids_copy, local_copy, (uint32_t)n};
+    ar->list_bytes += n * (sizeof *ids_copy + (local ? sizeof *local_copy : 0));
     node->in[0] = slot;
     node->in[1] = (ag_id)n;
     for (size_t i = 0; i < n; i++)
         ag_retain(ids[i]);
     return AG_OK;
+
+out_of_memory:
+    free(ids_copy);
+    free(local_copy);
+    return AG_ENOMEM;
 }
 
 static void detach_list(ag_node *node)
 {
     ag_arena *ar = &ag_the_arena;
     ag_input_list *list = &ar->lists[node->in[0]];
-    ar->list_bytes -= list->n * sizeof *list->ids;
+    ar->list_bytes -= list->n * (sizeof *list->ids + (list->local ? sizeof *list->local : 0));
     free(list->ids);
-    list->ids = NULL;
-    list->n = ar->free_list_head;
+    free(list->local);
+    *list = (ag_input_list){NULL, NULL, ar->free_list_head};
     ar->free_list_head = node->in[0];
 }
 
-void ag_incref(ag_id id) { ag_retain(id); }
+/* ---- release ---- */
 
-/* Frees `id` if this was its last reference, then whatever dies with it. A chain of
- * 10^7 nodes dies here in one loop: the dying nodes wait in a list threaded through
- * their (no longer needed) data field, so freeing needs no memory and cannot fail. */
-void ag_release(ag_id id)
+static void give_back_blocks(ag_arena *ar);
+
+/* A pinned node that only its Value still holds stops keeping the Value alive. */
+static void unpin_if_only_its_value_holds_it(ag_node *node)
 {
-    ag_node *node = ag_node_at(id);
-    if (--node->refs > 0)
-        return;
-    ag_arena *ar = &ag_the_arena;
-    node->next_dying = 0;
-    ag_id dying = id;
-    while (dying) {
-        ag_id current = dying;
-        node = ag_node_at(current);
-        dying = node->next_dying;
+    if (node->refs == 1 && (node->flags & AG_FLAG_PINNED))
+        ag_hooks.unpin(node); /* may run Python code, even ag_release: see below */
+}
+
+/* Frees the nodes on the worklist and whatever dies with them. A chain of 10^7 nodes
+ * dies here in one loop: the dying nodes wait in a list threaded through their (no
+ * longer needed) data field, so freeing needs no memory and cannot fail. Unpinning a
+ * Value runs Python code, which may release more nodes: while the loop runs, those
+ * join the worklist (`releasing`), so nothing recurses. The node being freed is off
+ * the worklist and not yet on the free list, so that code never sees it. */
+static void run_worklist(ag_arena *ar)
+{
+    ar->releasing = 1;
+    while (ar->dying) {
+        ag_id current = ar->dying;
+        ag_node *node = ag_node_at(current);
+        ar->dying = node->next_dying;
 
         size_t n;
-        ag_id fixed_inputs[2];
-        const ag_id *inputs = ag_inputs_of(node, &n, fixed_inputs);
+        const ag_id *inputs = ag_inputs_of(node, &n);
         for (size_t i = 0; i < n; i++) {
             ag_node *input = ag_node_at(inputs[i]);
             if (--input->refs == 0) {
-                input->next_dying = dying;
-                dying = inputs[i];
+                input->next_dying = ar->dying;
+                ar->dying = inputs[i];
+            } else {
+                unpin_if_only_its_value_holds_it(input);
             }
         }
         if (ag_op_is_nary(node->op))
@@ -158,29 +236,94 @@ void ag_release(ag_id id)
         if (node->flags & AG_FLAG_ORDER)
             ag_order_cache_forget(current);
         node->op = AG_FREE;
+        node->flags = 0;
         node->in[0] = ar->free_head;
         ar->free_head = current;
         ar->live--;
     }
+    ar->releasing = 0;
+    give_back_blocks(ar);
 }
 
-void ag_decref(ag_id id) { ag_release(id); }
-
-void ag_decref_many(const ag_id *ids, size_t n)
+void ag_release(ag_id id)
 {
-    for (size_t i = 0; i < n; i++)
-        ag_release(ids[i]);
+    ag_arena *ar = &ag_the_arena;
+    ag_node *node = ag_node_at(id);
+    if (--node->refs > 0) {
+        unpin_if_only_its_value_holds_it(node);
+        return;
+    }
+    node->next_dying = ar->dying;
+    ar->dying = id;
+    if (!ar->releasing)
+        run_worklist(ar);
 }
+
+/* ---- giving memory back ----
+ * When more than give_back_at node slots are free, empty blocks beyond the reserve go
+ * back to the system and the free list is rebuilt in ascending id order over the
+ * blocks that stay (so the next graph's nodes come in creation order). A pass costs
+ * time in proportion to the blocks held; give_back_at is then set to at least twice
+ * the free slots left, so the passes cost O(1) per node freed even when scattered
+ * survivors keep every block partly used. */
+
+static size_t free_slots(const ag_arena *ar)
+{
+    size_t slots = ar->present_blocks * AG_BLOCK_NODES - (ar->n_blocks && ar->blocks[0] ? 1 : 0);
+    return slots - ar->live;
+}
+
+static void give_back_blocks(ag_arena *ar)
+{
+    if (free_slots(ar) <= ar->give_back_at)
+        return;
+    size_t kept_free = 0;
+    ag_id *tail = &ar->free_head; /* the list is rebuilt by appending: it pops ascending */
+    for (size_t b = 0; b < ar->n_blocks; b++) {
+        ag_node *block = ar->blocks[b];
+        if (!block)
+            continue;
+        size_t first = b == 0 ? 1 : 0, n_free = 0;
+        for (size_t i = first; i < AG_BLOCK_NODES; i++)
+            n_free += block[i].op == AG_FREE;
+        if (b != 0 && n_free == AG_BLOCK_NODES && kept_free + n_free > AG_RESERVE_NODES) {
+            block_unmap(block);
+            ar->blocks[b] = NULL;
+            ar->present_blocks--;
+            ar->released[ar->n_released++] = (uint32_t)b;
+            continue;
+        }
+        kept_free += n_free;
+        for (size_t i = first; i < AG_BLOCK_NODES; i++) {
+            if (block[i].op == AG_FREE) {
+                *tail = (ag_id)((b << AG_BLOCK_SHIFT) | i);
+                tail = &block[i].in[0];
+            }
+        }
+    }
+    *tail = 0;
+    while (ar->n_blocks && !ar->blocks[ar->n_blocks - 1]) { /* trailing holes: forget them */
+        ar->n_blocks--;
+        for (size_t i = 0; i < ar->n_released; i++)
+            if (ar->released[i] == ar->n_blocks) {
+                ar->released[i] = ar->released[--ar->n_released];
+                break;
+            }
+    }
+    ar->give_back_at = 2 * kept_free > AG_RESERVE_NODES ? 2 * kept_free : AG_RESERVE_NODES;
+}
+
+/* ---- introspection ---- */
 
 size_t ag_live_nodes(void) { return ag_the_arena.live; }
-size_t ag_capacity(void) { return ag_the_arena.n_blocks * AG_BLOCK_NODES; }
+size_t ag_capacity(void) { return ag_the_arena.present_blocks * AG_BLOCK_NODES; }
 size_t ag_node_size(void) { return sizeof(ag_node); }
 void ag_set_node_limit(size_t max_nodes) { ag_the_arena.node_limit = max_nodes; }
 
 size_t ag_arena_bytes(void)
 {
     const ag_arena *ar = &ag_the_arena;
-    return ar->n_blocks * AG_BLOCK_NODES * sizeof(ag_node) + ar->blocks_cap * sizeof(ag_node *)
+    return ar->present_blocks * AG_BLOCK_BYTES + ar->blocks_cap * (sizeof(ag_node *) + sizeof(uint32_t))
          + ar->lists_cap * sizeof(ag_input_list) + ar->list_bytes
          + ag_labels_bytes() + ag_order_cache_bytes();
 }

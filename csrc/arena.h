@@ -1,19 +1,27 @@
 /* The arena: where every node lives, and how nodes are born and freed.
  *
  * Nodes sit in fixed-size blocks, so a node's address never changes while it lives
- * (no realloc, no stale pointers) and the slack is at most one block. Ids index the
- * blocks; freed ids go on a free list and are reused.
+ * (no realloc, no stale pointers). Ids index the blocks; freed ids go on a free list
+ * and are reused, and whole free blocks go back to the system beyond a reserve.
  *
- * Invariants the rest of the core relies on:
+ * Invariants the rest of the core relies on (DESIGN.md numbers them the same way):
  *  1. A node's inputs exist before it and never change after it is made; the graph
  *     is an immutable DAG. Only data of leaves and every grad are written later.
- *  2. refs counts the Values (Python) and the live nodes that use this node as an
- *     input, once per use (a + a adds 2). A node is freed when refs reaches 0,
- *     through a worklist, never by recursion.
+ *  2. refs counts what holds the node: its Value (at most one, invariant 8), each
+ *     live node that uses it as an input (once per use: a + a adds 2) and each owned
+ *     id list (NodeList, optimizers, layer plans). A node is freed when refs reaches
+ *     0, through a worklist, never by recursion.
  *  3. AG_FLAG_SORTING is clear between calls; sweep.c sets it only for the length of
- *     one sort. The other flags say what side tables hold for the node, so freeing a
- *     node looks them up only when it has something there.
- *  4. Every call runs with the GIL held, so the arena needs no lock of its own.
+ *     one sort. STRINGS and ORDER say what side tables hold for the node, so freeing
+ *     a node looks them up only when it has something there.
+ *  4. Every call runs with the GIL held, so the arena needs no lock of its own. Only
+ *     the Python hooks below run Python code; every caller of ag_release and of the
+ *     sweep is ready for that (the arena is consistent whenever a hook runs).
+ *  7. Ownership: every id stored outside a node's own Value holds a reference.
+ *  8. Identity: `py` is the one Python Value of the node while one exists, else NULL.
+ *     A node whose Value carries Python state (attributes, a Python _backward, a
+ *     subclass) keeps that Value alive while anything else holds the node (PINNED),
+ *     so the state is there when the node comes back to Python through `_prev`.
  */
 #ifndef AG_ARENA_H
 #define AG_ARENA_H
@@ -24,47 +32,57 @@
 #include "ops.h"
 
 #define AG_BLOCK_SHIFT 12
-#define AG_MAX_NODES ((size_t)1 << 31) /* ids stay below 2^31: sweep.c uses the top bit */
 #define AG_BLOCK_NODES ((size_t)1 << AG_BLOCK_SHIFT)
+#define AG_MAX_NODES ((size_t)1 << 31) /* ids stay below 2^31: sweep.c uses the top bit */
 
-/* Packed to 2 bytes: 30 bytes a node instead of 32 keeps a node and its Value under
- * 100 bytes. Members are only read and written by name, never through pointers. */
-#pragma pack(push, 2)
+/* Whole free blocks beyond this many free node slots go back to the system once a
+ * graph dies, so one big graph does not pin its memory for the life of the process,
+ * while a training loop's graphs of up to this size keep reusing the same nodes. */
+#define AG_RESERVE_NODES ((size_t)1 << 19)
+
 typedef struct ag_node {
     union {
         double data;      /* forward value */
         ag_id next_dying; /* while waiting to be freed: the next node in the worklist */
     };
     double grad;          /* accumulated d root / d node */
+    void *py;             /* the node's Value (a PyObject *), or NULL: invariant 8 */
     ag_id in[2];          /* inputs; n-ary ops: in[0] indexes the input lists, in[1] the count;
                              free nodes: in[0] is the next free id */
     uint32_t refs;
     uint8_t op;           /* enum ag_op */
     uint8_t flags;        /* AG_FLAG_* */
 } ag_node;
-#pragma pack(pop)
 
 enum ag_flag {
     AG_FLAG_SORTING = 1, /* entered by the topological sort under way */
     AG_FLAG_STRINGS = 2, /* has a label or a custom op text (labels.c) */
-    AG_FLAG_ORDER = 4    /* is the root of a cached topological order (sweep.c) */
+    AG_FLAG_ORDER = 4,   /* is the root of a cached topological order (sweep.c) */
+    AG_FLAG_PYSTATE = 8, /* its Value carries Python state: pinned while others hold the node */
+    AG_FLAG_PINNED = 16, /* the node holds a reference to its Value (py) */
+    AG_FLAG_PYRULE = 32  /* backward calls its Value's Python _backward, not the op's rule */
 };
 
 typedef struct ag_input_list {
     ag_id *ids;            /* n ids, or the next free list index when unused */
+    double *local;         /* AG_LOCAL: n local derivatives; otherwise NULL */
     uint32_t n;
 } ag_input_list;
 
 typedef struct ag_arena {
-    ag_node **blocks;
-    size_t n_blocks, blocks_cap;
-    ag_id next_fresh;      /* ids >= next_fresh have never been handed out */
+    ag_node **blocks;      /* NULL where a block went back to the system */
+    size_t n_blocks, blocks_cap, present_blocks;
+    uint32_t *released;    /* indices of blocks given back, reused first */
+    size_t n_released;
     ag_id free_head;       /* 0: empty */
     size_t live;
     size_t node_limit;     /* 0: none */
+    size_t give_back_at;   /* free slots past which empty blocks are given back */
+    ag_id dying;           /* the free worklist (invariant 2), threaded through next_dying */
+    int releasing;         /* the worklist is being run: ag_release only adds to it */
     ag_input_list *lists;  /* n-ary inputs */
     size_t n_lists, lists_cap;
-    uint32_t free_list_head; /* UINT32_MAX: empty */
+    uint32_t free_list_head; /* 0: empty (list 0 is never used) */
     size_t list_bytes;
 } ag_arena;
 
@@ -75,33 +93,59 @@ static inline ag_node *ag_node_at(ag_id id)
     return &ag_the_arena.blocks[id >> AG_BLOCK_SHIFT][id & (AG_BLOCK_NODES - 1)];
 }
 
-static inline void ag_retain(ag_id id) { ag_node_at(id)->refs++; }
+/* The node `id` names if it is a live node, else NULL: for entry points that take ids
+ * from outside (cffi), which must never trust one (invariant 7). */
+ag_node *ag_node_checked(ag_id id);
+
+/* What the Python layer (value.c) does when the arena needs Python: taking and dropping
+ * the reference a node holds on its Value (invariant 8), and running a Python-written
+ * _backward. The C core never includes Python.h; these are set once at import. */
+typedef struct ag_python_hooks {
+    void (*pin)(ag_node *node);
+    void (*unpin)(ag_node *node);   /* may run any Python code (the Value may die) */
+    int (*run_rule)(ag_node *node); /* AG_OK, or AG_EPYTHON with the exception set */
+} ag_python_hooks;
+
+extern ag_python_hooks ag_hooks;
+
+/* Takes a reference to a node that is alive. A node whose Value carries Python state
+ * starts keeping that Value alive as soon as anything besides the Value holds it. */
+static inline void ag_retain(ag_id id)
+{
+    ag_node *node = ag_node_at(id);
+    node->refs++;
+    if ((node->flags & (AG_FLAG_PYSTATE | AG_FLAG_PINNED)) == AG_FLAG_PYSTATE && node->refs > 1)
+        ag_hooks.pin(node);
+}
+
+/* Drops a reference, freeing what dies. May run Python code through ag_hooks.unpin. */
+void ag_release(ag_id id);
 
 /* A new node with refs = 1 and the given op; its inputs are set by the caller,
- * which must incref them. NULL (and *id = 0) when memory runs out. */
+ * which must retain them. NULL (and *id = 0) when memory runs out. */
 ag_node *ag_alloc_node(int op, double data, ag_id *id);
 
-/* Inputs of any node, as a pointer and a count (valid until the arena changes).
- * A unary or binary node's inputs are copied into `fixed`: in[] sits at a 2-byte
- * boundary of the packed node, so a pointer to it would be a misaligned ag_id *
- * (undefined behaviour; UBSan in the CI's sanitizer build reports it). */
-static inline const ag_id *ag_inputs_of(const ag_node *node, size_t *n, ag_id fixed[2])
+/* Inputs of any node, as a pointer and a count (valid until the arena changes). */
+static inline const ag_id *ag_inputs_of(const ag_node *node, size_t *n)
 {
     if (ag_op_is_nary(node->op)) {
         const ag_input_list *list = &ag_the_arena.lists[node->in[0]];
         *n = list->n;
         return list->ids;
     }
-    *n = ag_fixed_arity(node->op);
-    fixed[0] = node->in[0];
-    fixed[1] = node->in[1];
-    return fixed;
+    *n = (size_t)ag_arity(node->op);
+    return node->in;
 }
 
-/* Store an n-ary input list on a fresh node; increfs the inputs. AG_ENOMEM on failure. */
-int ag_attach_list(ag_node *node, const ag_id *ids, size_t n);
+/* AG_LOCAL's numbers, one per input. */
+static inline const double *ag_local_grads_of(const ag_node *node)
+{
+    return ag_the_arena.lists[node->in[0]].local;
+}
 
-void ag_release(ag_id id);   /* decref, freeing what dies */
+/* Stores an n-ary input list (and AG_LOCAL's local derivatives, else NULL) on a fresh
+ * node and retains the inputs. AG_ENOMEM on failure, with nothing taken. */
+int ag_attach_list(ag_node *node, const ag_id *ids, size_t n, const double *local);
 
 /* Per-thread error state, set by failing calls. */
 void ag_fail(int status, ag_id node);

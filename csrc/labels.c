@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "arena.h"
+#include "core.h"
 
 typedef struct entry {
     ag_id id;

@@ -6,6 +6,7 @@
  * Not here: the parameters themselves (they are ordinary leaves) or any state.
  */
 #include "arena.h"
+#include "core.h"
 
 int ag_layer(const ag_id *ws, const ag_id *bs, const uint8_t *nonlin, size_t nout, size_t nin,
              const ag_id *xs, ag_id *out)
@@ -13,13 +14,14 @@ int ag_layer(const ag_id *ws, const ag_id *bs, const uint8_t *nonlin, size_t nou
     for (size_t j = 0; j < nout; j++) {
         ag_id act = ag_dot(ws + j * nin, xs, nin, bs[j]);
         if (act && nonlin[j]) {
-            ag_id activated = ag_apply1(AG_RELU, act);
-            ag_decref(act); /* the relu node holds it now */
+            ag_id activated = ag_apply(AG_RELU, act, 0);
+            ag_release(act); /* the relu node holds it now */
             act = activated;
         }
         if (!act) {
             int status = ag_last_error();
-            ag_decref_many(out, j);
+            for (size_t k = 0; k < j; k++)
+                ag_release(out[k]);
             return status ? status : AG_ENOMEM;
         }
         out[j] = act;

@@ -1,11 +1,12 @@
-/* Making nodes and reading them: the op table's C side, the ops Python calls,
- * node accessors and the per-thread modes (no_grad, detect_anomaly).
+/* Making nodes: the ops Python calls (through value.c and graph.c), the op table's
+ * names, and the per-thread modes (no_grad, detect_anomaly).
  * Not here: storage and freeing (arena.c), whole-graph sweeps (sweep.c). */
 #include <math.h>
 #include <stdlib.h>
 #include "arena.h"
-#include "ops.h"
 #include "nodes.h"
+#include "ops.h"
+#include "core.h"
 
 static _Thread_local int grad_disabled;  /* pyautograd.no_grad() */
 static _Thread_local int anomaly_mode;   /* pyautograd.detect_anomaly() */
@@ -15,47 +16,32 @@ int ag_grad_enabled(void) { return !grad_disabled; }
 void ag_set_anomaly_mode(int enabled) { anomaly_mode = enabled != 0; }
 int ag_anomaly_mode(void) { return anomaly_mode; }
 
-/* ---- the op table, as arrays indexed by enum ag_op ---- */
+/* ---- the op table's names, indexed by enum ag_op ---- */
 
-#define AG_NAME_E(E, name, sym, arity, fwd, da, db) [AG_##E] = name,
+#define AG_NAME_E(E, name, sym, arity, py, fwd, da, db) [AG_##E] = name,
 #define AG_NAME_S(E, name, sym, arity) [AG_##E] = name,
 static const char *const op_names[AG_OP_COUNT] = {
     AG_STRUCTURAL_OPS(AG_NAME_S) AG_ELEMENTWISE_OPS(AG_NAME_E)};
 
-#define AG_SYMBOL_E(E, name, sym, arity, fwd, da, db) [AG_##E] = sym,
+#define AG_SYMBOL_E(E, name, sym, arity, py, fwd, da, db) [AG_##E] = sym,
 #define AG_SYMBOL_S(E, name, sym, arity) [AG_##E] = sym,
 static const char *const op_symbols[AG_OP_COUNT] = {
     AG_STRUCTURAL_OPS(AG_SYMBOL_S) AG_ELEMENTWISE_OPS(AG_SYMBOL_E)};
 
-#define AG_ARITY_E(E, name, sym, arity, fwd, da, db) [AG_##E] = arity,
-#define AG_ARITY_S(E, name, sym, arity) [AG_##E] = arity,
-static const int op_arities[AG_OP_COUNT] = {
-    AG_STRUCTURAL_OPS(AG_ARITY_S) AG_ELEMENTWISE_OPS(AG_ARITY_E)};
+#define AG_PYTHON_E(E, name, sym, arity, py, fwd, da, db) [AG_##E] = #py,
+#define AG_PYTHON_S(E, name, sym, arity) [AG_##E] = "",
+static const char *const op_pythons[AG_OP_COUNT] = {
+    AG_STRUCTURAL_OPS(AG_PYTHON_S) AG_ELEMENTWISE_OPS(AG_PYTHON_E)};
 
 static int valid_op(int op) { return op >= 0 && op < AG_OP_COUNT; }
 
 int ag_op_count(void) { return AG_OP_COUNT; }
 const char *ag_op_name(int op) { return valid_op(op) ? op_names[op] : ""; }
 const char *ag_op_symbol(int op) { return valid_op(op) ? op_symbols[op] : ""; }
-int ag_op_arity(int op) { return valid_op(op) ? op_arities[op] : 0; }
+int ag_op_arity(int op) { return valid_op(op) ? ag_arity(op) : 0; }
+const char *ag_op_python(int op) { return valid_op(op) ? op_pythons[op] : ""; }
 
-/* ---- forward values ---- */
-
-/* The value of an n-ary op over inputs given by id (ag_value_from takes addresses).
- * AG_ENOMEM when a wide node's addresses find no memory. */
-static int nary_value(int op, const ag_id *inputs, size_t n, double *value)
-{
-    ag_node *small[64];
-    ag_node **in = n <= 64 ? small : malloc(n * sizeof *in);
-    if (!in)
-        return AG_ENOMEM;
-    for (size_t i = 0; i < n; i++)
-        in[i] = ag_node_at(inputs[i]);
-    *value = ag_value_from(op, in, n, *value);
-    if (in != small)
-        free(in);
-    return AG_OK;
-}
+/* ---- making nodes ---- */
 
 /* An op's result is rejected here, before any node exists, when anomaly mode sees
  * nan or inf. */
@@ -78,13 +64,10 @@ static ag_id new_node(int op, double data)
 
 ag_id ag_leaf(double data) { return new_node(AG_LEAF, data); }
 
-/* An elementwise op on existing nodes (b is 0 for unary ops). */
-static ag_id apply(int op, size_t arity, ag_id a, ag_id b)
+/* An elementwise op on existing nodes (b is ignored by unary ops). */
+ag_id ag_apply(int op, ag_id a, ag_id b)
 {
-    if (ag_op_arity(op) != (int)arity) {
-        ag_fail(AG_EINVALID, 0);
-        return 0;
-    }
+    int arity = ag_arity(op);
     double out = ag_forward_elementwise(op, ag_node_at(a)->data, arity == 2 ? ag_node_at(b)->data : 0.0);
     if (rejected(out))
         return 0;
@@ -103,17 +86,10 @@ static ag_id apply(int op, size_t arity, ag_id a, ag_id b)
     return id;
 }
 
-ag_id ag_apply1(int op, ag_id a) { return apply(op, 1, a, 0); }
-ag_id ag_apply2(int op, ag_id a, ag_id b) { return apply(op, 2, a, b); }
-
 /* v + 2.0 or 2.0 - v: the number becomes a CONST leaf, as micrograd makes Value(2.0),
  * so `_prev` shows it and the graph stays uniform. */
-ag_id ag_apply2_const(int op, ag_id a, double constant, int constant_first)
+ag_id ag_apply_const(int op, ag_id a, double constant, int constant_first)
 {
-    if (ag_op_arity(op) != 2) {
-        ag_fail(AG_EINVALID, 0);
-        return 0;
-    }
     double x = ag_node_at(a)->data;
     double out = constant_first ? ag_forward_elementwise(op, constant, x)
                                 : ag_forward_elementwise(op, x, constant);
@@ -136,43 +112,58 @@ ag_id ag_apply2_const(int op, ag_id a, double constant, int constant_first)
     return id;
 }
 
-static ag_id new_nary(int op, const ag_id *inputs, size_t n, double data)
+/* The value of an n-ary op over inputs given by id. AG_ENOMEM when a wide node's
+ * addresses find no memory. */
+static int nary_value(int op, const ag_id *inputs, size_t n, double *value)
 {
-    if (op != AG_CUSTOM) {
-        int status = nary_value(op, inputs, n, &data);
-        if (status != AG_OK) {
-            ag_fail(status, 0);
-            return 0;
-        }
+    ag_node *small[64];
+    ag_node **in = n <= 64 ? small : malloc(n * sizeof *in);
+    if (!in)
+        return AG_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        in[i] = ag_node_at(inputs[i]);
+    *value = ag_value_from(op, in, n, *value);
+    if (in != small)
+        free(in);
+    return AG_OK;
+}
+
+/* An n-ary node over inputs (ids the caller keeps alive); local: AG_LOCAL's numbers. */
+static ag_id new_nary(int op, const ag_id *inputs, size_t n, double data, const double *local)
+{
+    int status = nary_value(op, inputs, n, &data);
+    if (status != AG_OK) {
+        ag_fail(status, 0);
+        return 0;
     }
+    if (rejected(data))
+        return 0;
+    if (grad_disabled)
+        return new_node(AG_LEAF, data);
     ag_id id;
     ag_node *node = ag_alloc_node(op, data, &id);
     if (!node)
         return 0;
-    int status = ag_attach_list(node, inputs, n);
+    status = ag_attach_list(node, inputs, n, local);
     if (status != AG_OK) {
         node->op = AG_LEAF; /* no inputs were taken: free it as a plain leaf */
         ag_release(id);
         ag_fail(status, 0);
         return 0;
     }
-    if (rejected(node->data)) {
-        ag_release(id);
-        return 0;
-    }
-    if (grad_disabled) {
-        ag_id leaf = new_node(AG_LEAF, node->data);
-        ag_release(id);
-        return leaf;
-    }
     return id;
 }
 
-ag_id ag_sum(const ag_id *inputs, size_t n) { return new_nary(AG_SUM, inputs, n, 0.0); }
+ag_id ag_sum(const ag_id *inputs, size_t n) { return new_nary(AG_SUM, inputs, n, 0.0, NULL); }
 
 ag_id ag_custom(double data, const ag_id *inputs, size_t n)
 {
-    return new_nary(AG_CUSTOM, inputs, n, data);
+    return new_nary(AG_CUSTOM, inputs, n, data, NULL);
+}
+
+ag_id ag_local(double data, const ag_id *inputs, const double *local, size_t n)
+{
+    return new_nary(AG_LOCAL, inputs, n, data, local);
 }
 
 ag_id ag_dot(const ag_id *ws, const ag_id *xs, size_t n, ag_id bias)
@@ -194,38 +185,20 @@ ag_id ag_dot(const ag_id *ws, const ag_id *xs, size_t n, ag_id bias)
     }
     if (bias)
         interleaved[2 * n] = bias;
-    ag_id id = new_nary(AG_DOT, interleaved, count, 0.0);
+    ag_id id = new_nary(AG_DOT, interleaved, count, 0.0, NULL);
     if (interleaved != small)
         free(interleaved);
     return id;
 }
 
-/* ---- reading and writing one node ---- */
+/* ---- entry points that take ids from outside: checked (invariant 7) ---- */
 
-double ag_data(ag_id id) { return ag_node_at(id)->data; }
-void ag_set_data(ag_id id, double data) { ag_node_at(id)->data = data; }
-double ag_grad(ag_id id) { return ag_node_at(id)->grad; }
-void ag_set_grad(ag_id id, double grad) { ag_node_at(id)->grad = grad; }
-int ag_op(ag_id id) { return ag_node_at(id)->op; }
-
-size_t ag_input_count(ag_id id)
-{
-    size_t n;
-    ag_id fixed_inputs[2];
-    ag_inputs_of(ag_node_at(id), &n, fixed_inputs);
-    return n;
-}
-
-ag_id ag_input(ag_id id, size_t i)
-{
-    size_t n;
-    ag_id fixed_inputs[2];
-    const ag_id *in = ag_inputs_of(ag_node_at(id), &n, fixed_inputs);
-    return i < n ? in[i] : 0;
-}
-
-void ag_zero_grads(const ag_id *ids, size_t n)
+int ag_zero_grads(const ag_id *ids, size_t n)
 {
     for (size_t i = 0; i < n; i++)
+        if (!ag_node_checked(ids[i]))
+            return AG_EINVALID;
+    for (size_t i = 0; i < n; i++)
         ag_node_at(ids[i])->grad = 0.0;
+    return AG_OK;
 }

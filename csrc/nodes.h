@@ -1,35 +1,128 @@
-/* Internal: what sweep.c needs from nodes.c. */
+/* What every op computes, node by node: its forward value and its chain-rule step,
+ * side by side per op. Elementwise ops come from the table (ops.h); the n-ary ops are
+ * written out here. Making a node (nodes.c), replaying a graph and the backward sweep
+ * (sweep.c) all compute through these, which keeps replay bitwise equal to rebuilding.
+ * Inputs are reached by address (in[0..n)), as the sweep's tapes hold them. */
 #ifndef AG_NODES_H
 #define AG_NODES_H
 
+#include <math.h>
 #include "arena.h"
 
-/* The value of a node of op `op` from its inputs, reached by address (in[0..n)):
- * the one definition of every op's forward. Making a node (nodes.c) and replaying a
- * graph (sweep.c) both compute through it, which keeps replay bitwise equal to
- * rebuilding. Leaves, constants and custom nodes keep their own data (`own`). */
+/* ---- sum: inputs[0] + inputs[1] + ..., left to right ---- */
+
+static inline double ag_sum_forward(ag_node *const *in, size_t n)
+{
+    double acc = n ? in[0]->data : 0.0;
+    for (size_t i = 1; i < n; i++)
+        acc += in[i]->data;
+    return acc;
+}
+
+static inline int ag_sum_backward(double g, ag_node *const *in, size_t n, int check)
+{
+    for (size_t i = 0; i < n; i++)
+        in[i]->grad += g;
+    return !check || isfinite(g);
+}
+
+/* ---- dot: [bias] + w0*x0 + w1*x1 + ..., micrograd's sum(w*x for ..., b) order ---- */
+
+static inline double ag_dot_forward(ag_node *const *in, size_t n)
+{
+    double acc = (n & 1) ? in[n - 1]->data : 0.0;
+    for (size_t i = 0; i + 1 < n; i += 2)
+        acc += in[i]->data * in[i + 1]->data;
+    return acc;
+}
+
+static inline int ag_dot_backward(double g, ag_node *const *in, size_t n, int check)
+{
+    int ok = 1;
+    if (check) {
+        for (size_t i = 0; i + 1 < n; i += 2) {
+            double dw = g * in[i + 1]->data, dx = g * in[i]->data;
+            in[i]->grad += dw;
+            in[i + 1]->grad += dx;
+            ok &= isfinite(dw) && isfinite(dx);
+        }
+    } else { /* training's hottest loop: no checks to pay for */
+        for (size_t i = 0; i + 1 < n; i += 2) {
+            ag_node *w = in[i], *x = in[i + 1];
+            w->grad += g * x->data;
+            x->grad += g * w->data;
+        }
+    }
+    if (n & 1)
+        in[n - 1]->grad += g;
+    return !check || (ok && isfinite(g));
+}
+
+/* ---- local: Value(data, children, local_grads), derivatives given as numbers ---- */
+
+static inline int ag_local_backward(double g, const double *local, ag_node *const *in, size_t n,
+                                    int check)
+{
+    int ok = 1;
+    for (size_t i = 0; i < n; i++) {
+        double d = g * local[i];
+        in[i]->grad += d;
+        ok &= !check || isfinite(d);
+    }
+    return ok;
+}
+
+/* ---- elementwise ops: the table's rows ---- */
+
+/* A constant input (CONST, like micrograd's Value(2) in x * 2) gets no gradient:
+ * nothing reads it, and pow's d/d exponent of x ** 2.0 would cost a log and turn
+ * into nan for x < 0, which detect_anomaly would report for ordinary code. */
+static inline int ag_elementwise_backward(const ag_node *node, ag_node *a, ag_node *b, int check)
+{
+    double g = node->grad, da = 0.0, db = 0.0;
+    int want_a = a->op != AG_CONST, want_b = b && b->op != AG_CONST;
+    ag_local_grads(node->op, a->data, b ? b->data : 0.0, node->data, want_a ? &da : NULL,
+                   want_b ? &db : NULL);
+    double ga = g * da, gb = g * db;
+    if (want_a) {
+        if (ga != ga && ag_masks_first_input(node->op, b ? b->data : 0.0, node->data))
+            ga = 0.0;
+        a->grad += ga;
+    }
+    if (want_b)
+        b->grad += gb;
+    return !check || ((!want_a || isfinite(ga)) && (!want_b || isfinite(gb)));
+}
+
+/* ---- every op ---- */
+
+/* The value of a node of op `op` from its inputs. Sources and hand-made nodes keep
+ * their own data (`own`). */
 static inline double ag_value_from(int op, ag_node *const *in, size_t n, double own)
 {
     switch (op) {
-    case AG_LEAF:
-    case AG_CONST:
-    case AG_CUSTOM:
-        return own;
-    case AG_SUM: {
-        double acc = n ? in[0]->data : 0.0;
-        for (size_t i = 1; i < n; i++)
-            acc += in[i]->data;
-        return acc;
-    }
-    case AG_DOT: {
-        /* Same order as micrograd's sum(w*x for ..., b): bias first, then each product. */
-        double acc = (n & 1) ? in[n - 1]->data : 0.0;
-        for (size_t i = 0; i + 1 < n; i += 2)
-            acc += in[i]->data * in[i + 1]->data;
-        return acc;
-    }
+    case AG_SUM: return ag_sum_forward(in, n);
+    case AG_DOT: return ag_dot_forward(in, n);
     default:
+        if (ag_op_is_source(op) || ag_op_is_hand_made(op))
+            return own;
         return ag_forward_elementwise(op, in[0]->data, n > 1 ? in[1]->data : 0.0);
+    }
+}
+
+/* One node's chain-rule step: adds grad * d node / d input to each input's grad.
+ * Returns 0 when `check` (detect_anomaly) is on and a contribution is nan or inf.
+ * A Python-written _backward (AG_FLAG_PYRULE) is the sweep's business, not this. */
+static inline int ag_propagate(const ag_node *node, ag_node *const *in, size_t n, int check)
+{
+    switch (node->op) {
+    case AG_SUM: return ag_sum_backward(node->grad, in, n, check);
+    case AG_DOT: return ag_dot_backward(node->grad, in, n, check);
+    case AG_LOCAL: return ag_local_backward(node->grad, ag_local_grads_of(node), in, n, check);
+    default:
+        if (ag_op_is_source(node->op) || node->op == AG_CUSTOM)
+            return 1; /* nothing to pass on (micrograd's default _backward) */
+        return ag_elementwise_backward(node, in[0], n > 1 ? in[1] : NULL, check);
     }
 }
 

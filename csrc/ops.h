@@ -1,71 +1,74 @@
 /* The op table: every differentiable scalar op, defined once.
  *
  * One row per elementwise op: its enum name, its Python name, the symbol `_op` shows,
- * its arity, its forward value and its local derivatives. The C forward (ops_forward),
- * the C backward (sweep.c) and the Python facade (pyautograd/engine.py reads the
- * names and arities through ag_op_name/ag_op_arity) are all generated from this table:
- * adding an op is one row here plus its tests.
+ * its arity, where Python reaches it (a number slot such as nb_add, `method` for
+ * v.relu(), `internal` for ops only the engine makes), its forward value and its
+ * local derivatives. Everything else is generated from the rows: the C forward and
+ * the C backward (below), Value's operators and methods (csrc/value.c), the
+ * derivative graphs of pyautograd.grad(create_graph=True) (csrc/higher.c) and the
+ * names Python sees. Adding an op is one row here plus its tests.
  *
- * In the formulas, `a` and `b` are the input values and `out` is the op's result.
- * Domain errors follow IEEE like PyTorch: log(-1) is nan, 1/0 is inf, nothing traps.
- * Partial derivatives at the edges:
- *   relu: derivative 0 at 0 (micrograd's `out > 0`), nan passes through as nan.
+ * The forward is C on doubles: `a`, `b` are the input values. The derivatives are
+ * written in a small language read two ways: on doubles for backward(), and as new
+ * nodes for derivatives that are themselves differentiable. In it, A, B and OUT are
+ * the inputs and the result, ONE, ZERO and MINUS_ONE constants, ADD SUB MUL DIV NEG
+ * POW LOG STEP are ops of this table, and SELECT(condition, x, y) picks x or y by a
+ * condition on the current values a, b and out (C's ?:, so only the chosen side is
+ * computed or built). Domain errors follow IEEE like PyTorch: log(-1) is nan, 1/0
+ * is inf, nothing traps. Partial derivatives at the edges:
+ *   relu: STEP(OUT), so 0 at 0 (micrograd's `out > 0`) and 0 at nan; its own
+ *         derivative is 0 everywhere (STEP's row), so relu's second derivative is 0.
  *   pow:  d/da = b * a^(b-1), but 0 where b == 0 (x ** 0 is constant, PyTorch's rule);
- *         d/db = out * log(a), but 0 where a == 0 and b >= 0 (PyTorch's rule),
- *         so a constant exponent never gets a nan gradient from a zero base.
+ *         d/db = out * log(a), but 0 where a == 0 and b >= 0 (PyTorch's rule).
  *   log:  1/a, so d/da at 0 is inf and below 0 the value is already nan.
  *   div:  d/db = -(a/b)/b, not -a/(b*b): b*b overflows or underflows for |b| past
- *         1e154 or below 1e-154 (1e308/1e308 got 0 instead of -1e-308, 0/1e-200 got
- *         nan instead of 0). PyTorch's formula, so the results agree bitwise.
+ *         1e154 or below 1e-154. PyTorch's formula, so the results agree bitwise.
  */
 #ifndef AG_OPS_H
 #define AG_OPS_H
 
 #include <math.h>
+#include <stddef.h>
 
 static inline double ag_sigmoid(double a) { return 1.0 / (1.0 + exp(-a)); }
 
-/* x ** 0 is the constant 1, so its base derivative is 0 everywhere, x = 0 included
- * (PyTorch's rule), not 0 * pow(0, -1) = 0 * inf = nan. */
-static inline double ag_pow_base_grad(double a, double b)
-{
-    return b == 0.0 ? 0.0 : b * pow(a, b - 1.0);
-}
+#define AG_POW_BASE_GRAD SELECT(b == 0.0, ZERO, MUL(B, POW(A, SUB(B, ONE))))
+#define AG_POW_EXPONENT_GRAD SELECT(a == 0.0 && b >= 0.0, ZERO, MUL(OUT, LOG(A)))
 
-static inline double ag_pow_exponent_grad(double a, double b, double out)
-{
-    return (a == 0.0 && b >= 0.0) ? 0.0 : out * log(a);
-}
-
-/* X(ENUM, python name, symbol, arity, forward, d out/d a, d out/d b) */
+/* X(ENUM, python name, symbol, arity, python, forward, d out/d a, d out/d b) */
 #define AG_ELEMENTWISE_OPS(X)                                                                   \
-    X(ADD,     "add",     "+",       2, a + b,              1.0,                1.0)             \
-    X(SUB,     "sub",     "-",       2, a - b,              1.0,               -1.0)             \
-    X(MUL,     "mul",     "*",       2, a * b,              b,                  a)               \
-    X(DIV,     "truediv", "/",       2, a / b,              1.0 / b,           -out / b)         \
-    X(POW,     "pow",     "**",      2, pow(a, b),          ag_pow_base_grad(a, b),              \
-                                                            ag_pow_exponent_grad(a, b, out))     \
-    X(NEG,     "__neg__", "neg",     1, -a,                -1.0,                0.0)             \
-    X(RELU,    "relu",    "ReLU",    1, a < 0.0 ? 0.0 : a,  (double)(out > 0.0), 0.0)            \
-    X(TANH,    "tanh",    "tanh",    1, tanh(a),            1.0 - out * out,    0.0)             \
-    X(EXP,     "exp",     "exp",     1, exp(a),             out,                0.0)             \
-    X(LOG,     "log",     "log",     1, log(a),             1.0 / a,            0.0)             \
-    X(SIGMOID, "sigmoid", "sigmoid", 1, ag_sigmoid(a),      out * (1.0 - out),  0.0)
+    X(ADD,     "add",     "+",       2, nb_add,         a + b,              ONE,  ONE)         \
+    X(SUB,     "sub",     "-",       2, nb_subtract,    a - b,              ONE,  MINUS_ONE)   \
+    X(MUL,     "mul",     "*",       2, nb_multiply,    a * b,              B,    A)           \
+    X(DIV,     "truediv", "/",       2, nb_true_divide, a / b,              DIV(ONE, B),         \
+                                                                            NEG(DIV(OUT, B)))    \
+    X(POW,     "pow",     "**",      2, nb_power,       pow(a, b),          AG_POW_BASE_GRAD,    \
+                                                                            AG_POW_EXPONENT_GRAD) \
+    X(NEG,     "neg",     "neg",     1, nb_negative,    -a,                 MINUS_ONE, ZERO)   \
+    X(RELU,    "relu",    "ReLU",    1, method,         a < 0.0 ? 0.0 : a,  STEP(OUT), ZERO)   \
+    X(TANH,    "tanh",    "tanh",    1, method,         tanh(a),            SUB(ONE, MUL(OUT, OUT)), ZERO) \
+    X(EXP,     "exp",     "exp",     1, method,         exp(a),             OUT,  ZERO)        \
+    X(LOG,     "log",     "log",     1, method,         log(a),             DIV(ONE, A), ZERO) \
+    X(SIGMOID, "sigmoid", "sigmoid", 1, method,         ag_sigmoid(a),      MUL(OUT, SUB(ONE, OUT)), ZERO) \
+    X(STEP,    "step",    "step",    1, internal,       (double)(a > 0.0),  ZERO, ZERO)
 
-/* Ops that are not elementwise. Their forward and backward are written out in sweep.c.
- * X(ENUM, python name, symbol, arity); arity -1 means "any number of inputs". */
+/* Ops that are not elementwise: their forward and backward are written out in nodes.h.
+ * X(ENUM, python name, symbol, arity); arity -1: any number of inputs, kept in an
+ * input list beside the node (arena.h). */
 #define AG_STRUCTURAL_OPS(X)                                                                    \
     X(LEAF,    "leaf",    "",        0)  /* a Value the user made */                             \
-    X(CONST,   "const",   "",        0)  /* a number an op promoted, like micrograd's Value(2) */ \
+    X(CONST,   "const",   "",        0)  /* a number an op promoted, like micrograd's Value(2); \
+                                            nothing needs its gradient, so none is computed */   \
     X(SUM,     "sum",     "sum",    -1)  /* inputs[0] + inputs[1] + ..., left to right */         \
     X(DOT,     "dot",     "dot",    -1)  /* [bias] + w0*x0 + w1*x1 + ..., inputs are            \
                                             (w0, x0, w1, x1, ...) and an odd count means the     \
                                             last input is the bias, added first */               \
-    X(CUSTOM,  "custom",  "",       -1)  /* Value(data, _children, _op): keeps its inputs alive, \
-                                            passes no gradient, like micrograd's default          \
-                                            _backward */
+    X(CUSTOM,  "custom",  "",       -1)  /* Value(data, _children, _op): keeps its inputs alive; \
+                                            passes no gradient unless given a Python _backward */ \
+    X(LOCAL,   "local",   "",       -1)  /* Value(data, children, local_grads): its local       \
+                                            derivatives are numbers kept with its inputs */
 
-#define AG_ENUM_ELEMENTWISE(E, name, sym, arity, fwd, da, db) AG_##E,
+#define AG_ENUM_ELEMENTWISE(E, name, sym, arity, py, fwd, da, db) AG_##E,
 #define AG_ENUM_STRUCTURAL(E, name, sym, arity) AG_##E,
 enum ag_op {
     AG_STRUCTURAL_OPS(AG_ENUM_STRUCTURAL)
@@ -73,55 +76,101 @@ enum ag_op {
     AG_OP_COUNT,
     AG_FREE = 255 /* marks a node on the free list */
 };
+#undef AG_ENUM_ELEMENTWISE
+#undef AG_ENUM_STRUCTURAL
 
-static inline int ag_op_is_nary(int op) { return op == AG_SUM || op == AG_DOT || op == AG_CUSTOM; }
-
-/* How many inputs a node of this op has in its in[] (0 for leaves, n-ary ops, free nodes). */
-static inline size_t ag_fixed_arity(int op)
+static inline int ag_arity(int op)
 {
     switch (op) {
-#define AG_ARITY_CASE(E, name, sym, arity, fwd, da, db) \
-    case AG_##E: return arity;
-        AG_ELEMENTWISE_OPS(AG_ARITY_CASE)
-#undef AG_ARITY_CASE
+#define AG_ARITY_E(E, name, sym, arity, py, fwd, da, db) case AG_##E: return arity;
+#define AG_ARITY_S(E, name, sym, arity) case AG_##E: return arity;
+        AG_STRUCTURAL_OPS(AG_ARITY_S)
+        AG_ELEMENTWISE_OPS(AG_ARITY_E)
+#undef AG_ARITY_E
+#undef AG_ARITY_S
     default: return 0;
     }
 }
 
-/* The forward value of an elementwise op (b is ignored by unary ops). */
+/* Inputs kept in a list beside the node rather than in the node itself. */
+static inline int ag_op_is_nary(int op) { return ag_arity(op) < 0; }
+
+/* Sources (leaves and constants) have no inputs and nothing to recompute. */
+static inline int ag_op_is_source(int op) { return ag_arity(op) == 0; }
+
+/* Nodes whose value was computed in Python, so replay cannot recompute it. */
+static inline int ag_op_is_hand_made(int op) { return op == AG_CUSTOM || op == AG_LOCAL; }
+
+/* ---- forward ---- */
+
 static inline double ag_forward_elementwise(int op, double a, double b)
 {
     (void)b;
     switch (op) {
-#define AG_FORWARD_CASE(E, name, sym, arity, fwd, da, db) \
-    case AG_##E: return (fwd);
+#define AG_FORWARD_CASE(E, name, sym, arity, py, fwd, da, db) case AG_##E: return (fwd);
         AG_ELEMENTWISE_OPS(AG_FORWARD_CASE)
 #undef AG_FORWARD_CASE
     default: return NAN;
     }
 }
 
+/* ---- backward, on doubles ----
+ * The derivative language read as C arithmetic: the first-order sweep (sweep.c). */
+
+#define ONE 1.0
+#define ZERO 0.0
+#define MINUS_ONE (-1.0)
+#define A a
+#define B b
+#define OUT out
+#define ADD(x, y) ((x) + (y))
+#define SUB(x, y) ((x) - (y))
+#define MUL(x, y) ((x) * (y))
+#define DIV(x, y) ((x) / (y))
+#define NEG(x) (-(x))
+#define POW(x, y) pow((x), (y))
+#define LOG(x) log(x)
+#define STEP(x) ((double)((x) > 0.0))
+#define SELECT(condition, x, y) ((condition) ? (x) : (y))
+
+/* Local derivatives of an elementwise op: *da = d out/d a, *db = d out/d b, each
+ * computed only when asked for (a constant input needs none: pow's d/db is a log). */
+static inline void ag_local_grads(int op, double a, double b, double out, double *da, double *db)
+{
+    (void)a; (void)b; (void)out;
+    switch (op) {
+#define AG_GRAD_CASE(E, name, sym, arity, py, fwd, dA, dB) \
+    case AG_##E: if (da) *da = (dA); if (db) *db = (dB); return;
+        AG_ELEMENTWISE_OPS(AG_GRAD_CASE)
+#undef AG_GRAD_CASE
+    default: if (da) *da = NAN; if (db) *db = NAN; return;
+    }
+}
+
+#undef ONE
+#undef ZERO
+#undef MINUS_ONE
+#undef A
+#undef B
+#undef OUT
+#undef ADD
+#undef SUB
+#undef MUL
+#undef DIV
+#undef NEG
+#undef POW
+#undef LOG
+#undef STEP
+#undef SELECT
+
 /* Where relu is flat (out <= 0, or nan) and for x ** 0, the derivative is 0 by a branch,
  * and the input gets exactly 0 even from an inf or nan gradient: PyTorch selects there
  * (where) rather than multiplying 0 * inf = nan. Elsewhere a contribution is g * d as IEEE
- * has it (x * 0 with an inf gradient is nan, as in PyTorch). sweep.c asks only when the
- * product came out nan, so the common path pays one compare. */
+ * has it. The sweep asks only when the product came out nan, so the common path pays
+ * one compare. */
 static inline int ag_masks_first_input(int op, double b, double out)
 {
     return (op == AG_RELU && !(out > 0.0)) || (op == AG_POW && b == 0.0);
-}
-
-/* Local derivatives of an elementwise op: *da = d out/d a, *db = d out/d b. */
-static inline void ag_local_grads(int op, double a, double b, double out, double *da, double *db)
-{
-    (void)b; (void)out;
-    switch (op) {
-#define AG_GRAD_CASE(E, name, sym, arity, fwd, dA, dB) \
-    case AG_##E: *da = (dA); *db = (dB); return;
-        AG_ELEMENTWISE_OPS(AG_GRAD_CASE)
-#undef AG_GRAD_CASE
-    default: *da = NAN; *db = NAN; return;
-    }
 }
 
 #endif

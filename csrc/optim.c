@@ -9,6 +9,17 @@
 #include <math.h>
 #include "arena.h"
 
+/* AG_EINVALID when an id is not a live node: these take ids through cffi. */
+static int check_ids(const ag_id *params, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!ag_node_checked(params[i])) {
+            ag_fail(AG_EINVALID, 0);
+            return AG_EINVALID;
+        }
+    return AG_OK;
+}
+
 /* torch's lerp: start + weight * (end - start), computed from the nearer end. */
 static double lerp(double start, double end, double weight)
 {
@@ -25,6 +36,8 @@ int ag_sgd_step(const ag_id *params, size_t n, double lr, double momentum, doubl
         ag_fail(AG_EINVALID, 0);
         return AG_EINVALID;
     }
+    if (check_ids(params, n) != AG_OK)
+        return AG_EINVALID;
     for (size_t i = 0; i < n; i++) {
         ag_node *p = ag_node_at(params[i]);
         double d = p->grad;
@@ -51,6 +64,8 @@ int ag_adam_step(const ag_id *params, size_t n, double lr, double beta1, double 
         ag_fail(AG_EINVALID, 0);
         return AG_EINVALID;
     }
+    if (check_ids(params, n) != AG_OK)
+        return AG_EINVALID;
     double step_size = lr / (1.0 - pow(beta1, (double)step));
     double bias_correction2_sqrt = sqrt(1.0 - pow(beta2, (double)step));
     for (size_t i = 0; i < n; i++) {

@@ -5,6 +5,7 @@
  * reads the graph: no node flags, no shared scratch buffers, nothing cached. */
 #include <stdlib.h>
 #include "arena.h"
+#include "core.h"
 
 /* Two passes over the nodes reachable from root, both iterative (invariant 3):
  *  1. breadth-first from root: count each op and, for every node, how many uses it
@@ -15,7 +16,7 @@
  * cost follows the subgraph, not the arena. */
 int ag_graph_stats(ag_id root, size_t *op_counts, size_t *depth)
 {
-    size_t bound = (size_t)ag_the_arena.next_fresh; /* every id is below it */
+    size_t bound = ag_the_arena.n_blocks * AG_BLOCK_NODES; /* every id is below it */
     for (int op = 0; op < AG_OP_COUNT; op++)
         op_counts[op] = 0;
     *depth = 0;
@@ -35,8 +36,7 @@ int ag_graph_stats(ag_id root, size_t *op_counts, size_t *depth)
         const ag_node *node = ag_node_at(queue[head]);
         op_counts[node->op]++;
         size_t k;
-        ag_id fixed_inputs[2];
-        const ag_id *in = ag_inputs_of(node, &k, fixed_inputs);
+        const ag_id *in = ag_inputs_of(node, &k);
         for (size_t i = 0; i < k; i++) {
             ag_id v = in[i];
             uses[v]++;
@@ -62,8 +62,7 @@ int ag_graph_stats(ag_id root, size_t *op_counts, size_t *depth)
         ag_id u = queue[head];
         uint32_t below = distance[u] + 1;
         size_t k;
-        ag_id fixed_inputs[2];
-        const ag_id *in = ag_inputs_of(ag_node_at(u), &k, fixed_inputs);
+        const ag_id *in = ag_inputs_of(ag_node_at(u), &k);
         if (k && below > deepest)
             deepest = below;
         for (size_t i = 0; i < k; i++) {

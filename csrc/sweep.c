@@ -1,11 +1,14 @@
 /* Whole-graph work: the topological sort, the backward sweep, forward replay and
- * the cache of topological orders that replay reuses.
+ * the cache of topological orders (compiled to tapes) that replay reuses.
  *
  * Everything here costs time proportional to the subgraph reachable from the root,
- * never to the arena's size, and nothing recurses on graph depth. */
+ * never to the arena's size, and nothing recurses on graph depth. The backward sweep
+ * may call Python (a Value's own _backward, invariant 9), which may run any code,
+ * another sweep included: a sweep owns the buffers it works in for its whole length. */
 #include <math.h>
 #include <stdlib.h>
 #include "arena.h"
+#include "core.h"
 #include "nodes.h"
 #include "ops.h"
 
@@ -15,9 +18,10 @@ typedef struct ag_order {
 } ag_order;
 
 /* ---- scratch buffers ----
- * Reused from call to call (the GIL serialises calls), so a sweep over a big graph
- * does not fault its way through fresh pages every time. They only grow; a cached
- * order takes the order buffer with it. */
+ * Reused from call to call, so a sweep over a big graph does not fault its way
+ * through fresh pages every time. A sweep that calls Python takes the ones it keeps
+ * (take) and puts them back after (put_back): a sweep started meanwhile, nested or
+ * in another thread, finds them empty and makes its own. */
 
 typedef struct buffer {
     void *p;
@@ -39,6 +43,21 @@ static int reserve(buffer *b, size_t need, size_t elem)
     b->p = grown;
     b->cap = cap;
     return AG_OK;
+}
+
+static buffer take(buffer *shared)
+{
+    buffer mine = *shared;
+    *shared = (buffer){0};
+    return mine;
+}
+
+static void put_back(buffer *shared, buffer mine)
+{
+    if (shared->p)
+        free(mine.p); /* another sweep left its own there meanwhile */
+    else
+        *shared = mine;
 }
 
 /* Scratch grown for a far bigger graph than the one just swept goes back to the
@@ -71,7 +90,7 @@ static size_t scratch_bytes(void)
  * unfinished would be below its marker, a cycle, impossible in a DAG (invariant 1).
  * Markers keep the exit from touching the node again: on a deep chain the node has long
  * left the cache by then. Relies on invariant 3 (sort flags clear on entry) and
- * restores it before returning, on failure too. */
+ * restores it before returning, on failure too. Calls no Python. */
 #define AG_SORT_EXIT ((ag_id)1 << 31) /* ids stay below it: see AG_MAX_NODES */
 
 /* The order is written to order_buf (valid until the next sort). */
@@ -100,8 +119,7 @@ static int topo_sort(ag_id root, ag_order *out)
         if (node->flags & AG_FLAG_SORTING)
             continue;
         size_t n_inputs;
-        ag_id fixed_inputs[2];
-        const ag_id *inputs = ag_inputs_of(node, &n_inputs, fixed_inputs);
+        const ag_id *inputs = ag_inputs_of(node, &n_inputs);
         if (reserve(&stack_buf, depth + 1 + n_inputs, sizeof(ag_id)) != AG_OK) {
             status = AG_ENOMEM;
             break;
@@ -151,9 +169,8 @@ static void tape_free(ag_tape *tape)
 static int tape_make(const ag_order *order, ag_tape *tape)
 {
     size_t n_inputs = 0, n;
-    ag_id fixed[2];
     for (size_t i = 0; i < order->n; i++) {
-        ag_inputs_of(ag_node_at(order->ids[i]), &n, fixed);
+        ag_inputs_of(ag_node_at(order->ids[i]), &n);
         n_inputs += n;
     }
     *tape = (ag_tape){
@@ -170,7 +187,7 @@ static int tape_make(const ag_order *order, ag_tape *tape)
     size_t k = 0;
     for (size_t i = 0; i < order->n; i++) {
         ag_node *node = ag_node_at(order->ids[i]);
-        const ag_id *in = ag_inputs_of(node, &n, fixed);
+        const ag_id *in = ag_inputs_of(node, &n);
         tape->nodes[i] = node;
         tape->start[i] = k;
         for (size_t j = 0; j < n; j++)
@@ -183,7 +200,9 @@ static int tape_make(const ag_order *order, ag_tape *tape)
 /* ---- the cache of orders, for roots that replay with forward() ----
  * A cached order stays valid while its root lives: the root keeps every node in it
  * alive (invariant 2) and graphs never change shape (invariant 1). The cache holds the
- * most recently used roots; arena.c calls ag_order_cache_forget when any node dies. */
+ * most recently used roots; arena.c calls ag_order_cache_forget when a root dies. A
+ * slot that a sweep is using (in_use) is never evicted: the sweep may call Python,
+ * and Python may replay other roots meanwhile. */
 
 #define AG_ORDER_CACHE_SIZE 16
 
@@ -192,6 +211,7 @@ typedef struct cached_order {
     ag_order order;
     ag_tape tape;
     uint64_t last_used;
+    int in_use;
 } cached_order;
 
 static cached_order cache[AG_ORDER_CACHE_SIZE];
@@ -217,46 +237,67 @@ static void cache_drop(cached_order *slot)
     free(slot->order.ids);
     tape_free(&slot->tape);
     ag_node_at(slot->root)->flags &= (uint8_t)~AG_FLAG_ORDER;
-    slot->root = 0;
-    slot->order = (ag_order){0};
+    *slot = (cached_order){0};
     n_cached--;
 }
 
-static cached_order *cache_store(ag_id root, ag_order order, ag_tape tape)
+/* The slot for a new entry: an empty one, else the least recently used that no sweep
+ * is using (dropped first); NULL if every slot is in use. */
+static cached_order *cache_slot(void)
 {
-    cached_order *slot = &cache[0];
+    cached_order *victim = NULL;
     for (size_t i = 0; i < AG_ORDER_CACHE_SIZE; i++) {
-        if (!cache[i].root) {
-            slot = &cache[i];
-            break;
-        }
-        if (cache[i].last_used < slot->last_used)
-            slot = &cache[i];
+        if (!cache[i].root)
+            return &cache[i];
+        if (!cache[i].in_use && (!victim || cache[i].last_used < victim->last_used))
+            victim = &cache[i];
     }
-    if (slot->root)
-        cache_drop(slot);
-    *slot = (cached_order){root, order, tape, ++cache_clock};
-    ag_node_at(root)->flags |= AG_FLAG_ORDER;
-    cache_bytes += order.n * sizeof(ag_id) + tape.bytes;
-    n_cached++;
-    return slot;
+    if (victim)
+        cache_drop(victim);
+    return victim;
 }
 
-/* Sorts root's graph, compiles its tape and caches both. */
+/* A node whose value was computed in Python has no forward to replay. */
+static ag_id first_hand_made(const ag_order *order)
+{
+    for (size_t i = 0; i < order->n; i++) {
+        const ag_node *node = ag_node_at(order->ids[i]);
+        size_t n;
+        ag_inputs_of(node, &n);
+        if (ag_op_is_hand_made(node->op) && n > 0)
+            return order->ids[i];
+    }
+    return 0;
+}
+
+/* Sorts root's graph, checks it can be replayed, compiles its tape and caches both. */
 static int cache_add(ag_id root, cached_order **added)
 {
     ag_order order;
     ag_tape tape;
     int status = topo_sort(root, &order);
-    if (status == AG_OK)
-        status = tape_make(&order, &tape);
+    if (status != AG_OK)
+        return status;
+    ag_id hand_made = first_hand_made(&order);
+    if (hand_made) {
+        ag_fail(AG_ENOREPLAY, hand_made);
+        return AG_ENOREPLAY;
+    }
+    cached_order *slot = cache_slot();
+    if (!slot)
+        return AG_EINVALID; /* 16 replays nested inside Python _backward calls */
+    status = tape_make(&order, &tape);
     if (status != AG_OK)
         return status;
     order_buf = (buffer){0}; /* the cache owns this order now */
     ag_id *fitted = realloc(order.ids, (order.n ? order.n : 1) * sizeof(ag_id));
     if (fitted)
         order.ids = fitted;
-    *added = cache_store(root, order, tape);
+    *slot = (cached_order){root, order, tape, ++cache_clock, 0};
+    ag_node_at(root)->flags |= AG_FLAG_ORDER;
+    cache_bytes += order.n * sizeof(ag_id) + tape.bytes;
+    n_cached++;
+    *added = slot;
     return AG_OK;
 }
 
@@ -271,141 +312,122 @@ void ag_order_cache_forget(ag_id id)
 
 size_t ag_order_cache_bytes(void) { return cache_bytes + scratch_bytes(); }
 
+/* ---- walking an order ---- */
+
+/* An order and, when its root replays, its tape: the one view both sweeps walk. */
+typedef struct walk {
+    ag_order order;
+    const ag_tape *tape; /* NULL: look inputs up by id */
+} walk;
+
+static inline ag_node *walk_node(const walk *w, size_t i)
+{
+    return w->tape ? w->tape->nodes[i] : ag_node_at(w->order.ids[i]);
+}
+
+/* Node i's inputs by address. Without a tape they are looked up now, into `pair` for
+ * one or two inputs or into address_buf for an n-ary node (read before any Python
+ * runs: a nested sweep may move it). NULL when address_buf cannot grow. */
+static inline ag_node *const *walk_inputs(const walk *w, size_t i, const ag_node *node, size_t *n,
+                                          ag_node *pair[2])
+{
+    if (w->tape) {
+        size_t first = w->tape->start[i];
+        *n = w->tape->start[i + 1] - first;
+        return w->tape->inputs + first;
+    }
+    const ag_id *ids = ag_inputs_of(node, n);
+    ag_node **in = pair;
+    if (*n > 2) {
+        if (reserve(&address_buf, *n, sizeof(ag_node *)) != AG_OK)
+            return NULL;
+        in = address_buf.p;
+    }
+    for (size_t k = 0; k < *n; k++)
+        in[k] = ag_node_at(ids[k]);
+    return in;
+}
+
 /* ---- backward ---- */
 
-/* Adds this node's contributions g * d node / d input to its inputs' grads.
- * Returns 0 when anomaly mode is on and a contribution is nan or inf. */
-static inline int propagate_elementwise(const ag_node *node, ag_node *a, ag_node *b, int check)
+/* One node's chain-rule step: its Python _backward if it has one, else its op's. */
+static int step(const walk *w, size_t i, ag_node *node, int check)
 {
-    double g = node->grad, da, db;
-    ag_local_grads(node->op, a->data, b ? b->data : 0.0, node->data, &da, &db);
-    double ga = g * da, gb = b ? g * db : 0.0;
-    if (ga != ga && ag_masks_first_input(node->op, b ? b->data : 0.0, node->data))
-        ga = 0.0;
-    a->grad += ga;
-    if (b)
-        b->grad += gb;
-    return !check || (isfinite(ga) && isfinite(gb));
-}
-
-static int propagate(const ag_node *node, ag_node *const *in, size_t n, int check)
-{
-    double g = node->grad;
-    switch (node->op) {
-    case AG_LEAF:
-    case AG_CONST:
-    case AG_CUSTOM:
-        return 1;
-    case AG_SUM:
-        for (size_t i = 0; i < n; i++)
-            in[i]->grad += g;
-        return !check || isfinite(g);
-    case AG_DOT: {
-        int ok = 1;
-        if (check) {
-            for (size_t i = 0; i + 1 < n; i += 2) {
-                ag_node *w = in[i], *x = in[i + 1];
-                double dw = g * x->data, dx = g * w->data;
-                w->grad += dw;
-                x->grad += dx;
-                ok &= isfinite(dw) && isfinite(dx);
-            }
-        } else { /* training's hottest loop: no checks to pay for */
-            for (size_t i = 0; i + 1 < n; i += 2) {
-                ag_node *w = in[i], *x = in[i + 1];
-                w->grad += g * x->data;
-                x->grad += g * w->data;
-            }
-        }
-        if (n & 1)
-            in[n - 1]->grad += g;
-        return !check || (ok && isfinite(g));
-    }
-    default:
-        return propagate_elementwise(node, in[0], n > 1 ? in[1] : NULL, check);
-    }
-}
-
-/* Propagates one node of an order without a tape, looking its inputs' addresses up
- * now (an n-ary node's go to address_buf). Returns an AG_* status. */
-static int propagate_by_id(const ag_node *node, int check)
-{
+    if (node->flags & AG_FLAG_PYRULE)
+        return ag_hooks.run_rule(node);
     size_t n;
-    if (!ag_op_is_nary(node->op)) {
-        n = ag_fixed_arity(node->op);
-        if (n == 0)
-            return AG_OK;
-        ag_node *a = ag_node_at(node->in[0]), *b = n > 1 ? ag_node_at(node->in[1]) : NULL;
-        return propagate_elementwise(node, a, b, check) ? AG_OK : AG_EANOMALY;
-    }
-    ag_id fixed[2];
-    const ag_id *ids = ag_inputs_of(node, &n, fixed);
-    if (reserve(&address_buf, n, sizeof(ag_node *)) != AG_OK)
+    ag_node *pair[2];
+    ag_node *const *in = walk_inputs(w, i, node, &n, pair);
+    if (!in)
         return AG_ENOMEM;
-    ag_node **in = address_buf.p;
-    for (size_t i = 0; i < n; i++)
-        in[i] = ag_node_at(ids[i]);
-    return propagate(node, in, n, check) ? AG_OK : AG_EANOMALY;
+    return ag_propagate(node, in, n, check) ? AG_OK : AG_EANOMALY;
 }
 
 /* d root / d node for every node under root, added to grad once per call (root: +1),
  * like PyTorch. The sweep runs on zeroed grads so earlier grads never leak into the
  * chain rule: walking the order backwards, a node's adjoint is complete when it is
- * reached (all its users come after it in the order), so it passes its contributions on
- * and gets its earlier grad added back in the same step. A root that replays uses its
- * tape. If anomaly mode sees a non-finite contribution, or memory runs out, every grad
- * is restored. */
+ * reached (all its users come after it in the order), so it passes its contributions
+ * on and gets its earlier grad added back in the same step. If anything fails (an
+ * anomaly, memory, a Python _backward that raised), every grad is restored. */
 int ag_backward(ag_id root)
 {
-    ag_order order;
-    const ag_tape *tape = NULL;
-    int status = AG_OK;
+    walk w = {{NULL, 0}, NULL};
+    buffer my_order = {0}, earlier_buf = take(&grads_buf);
     cached_order *hit = cache_find(root);
+    int status = AG_OK;
     if (hit) {
-        order = hit->order;
-        tape = &hit->tape;
+        w.order = hit->order;
+        w.tape = &hit->tape;
+        hit->in_use++;
     } else {
-        status = topo_sort(root, &order);
+        status = topo_sort(root, &w.order);
+        my_order = take(&order_buf); /* w.order.ids points into it */
     }
     if (status == AG_OK)
-        status = reserve(&grads_buf, order.n, sizeof(double));
-    if (status != AG_OK) {
-        ag_fail(status, 0);
-        return status;
-    }
-    double *earlier = grads_buf.p;
-    for (size_t i = 0; i < order.n; i++) {
-        ag_node *node = tape ? tape->nodes[i] : ag_node_at(order.ids[i]);
-        earlier[i] = node->grad;
-        node->grad = 0.0;
-    }
-    ag_node_at(root)->grad = 1.0;
+        status = reserve(&earlier_buf, w.order.n, sizeof(double));
 
-    int check = ag_anomaly_mode();
+    size_t saved = 0;
     ag_id bad = 0;
-    for (size_t i = order.n; i-- > 0;) {
-        ag_node *node;
-        if (tape) {
-            node = tape->nodes[i];
-            size_t first = tape->start[i];
-            if (!propagate(node, tape->inputs + first, tape->start[i + 1] - first, check))
-                status = AG_EANOMALY;
-        } else {
-            node = ag_node_at(order.ids[i]);
-            status = propagate_by_id(node, check);
+    if (status == AG_OK) {
+        double *earlier = earlier_buf.p;
+        for (; saved < w.order.n; saved++) {
+            ag_node *node = walk_node(&w, saved);
+            earlier[saved] = node->grad;
+            node->grad = 0.0;
         }
-        if (status != AG_OK) {
-            bad = status == AG_EANOMALY ? order.ids[i] : 0;
-            break;
+        ag_node_at(root)->grad = 1.0;
+        int check = ag_anomaly_mode();
+        for (size_t i = w.order.n; i-- > 0;) {
+            ag_node *node = walk_node(&w, i);
+            status = step(&w, i, node, check);
+            if (status != AG_OK) {
+                bad = status == AG_EANOMALY ? w.order.ids[i] : 0;
+                break;
+            }
+            node->grad += earlier[i];
         }
-        node->grad += earlier[i];
+        if (status != AG_OK)
+            for (size_t i = 0; i < saved; i++)
+                walk_node(&w, i)->grad = earlier[i];
     }
-    if (status != AG_OK) {
-        for (size_t i = 0; i < order.n; i++)
-            (tape ? tape->nodes[i] : ag_node_at(order.ids[i]))->grad = earlier[i];
+    if (status != AG_OK && status != AG_EPYTHON)
         ag_fail(status, bad);
-    }
-    shrink_scratch(order.n);
+    if (hit)
+        hit->in_use--;
+    put_back(&order_buf, my_order);
+    put_back(&grads_buf, earlier_buf);
+    shrink_scratch(w.order.n);
+    return status;
+}
+
+/* Micrograd's v._backward() for a node made by a C op: its one chain-rule step, with
+ * the grad it has now. */
+int ag_backward_step(ag_id id)
+{
+    walk none = {{&id, 1}, NULL};
+    int status = step(&none, 0, ag_node_at(id), ag_anomaly_mode());
+    if (status != AG_OK && status != AG_EPYTHON)
+        ag_fail(status, status == AG_EANOMALY ? id : 0);
     return status;
 }
 
@@ -413,15 +435,17 @@ int ag_backward(ag_id root)
 
 /* Recomputes every node under root from the current data of its leaves, in the
  * cached order, through its tape (compiled on the first call). Control flow that ran
- * in Python is not re-run; branches inside ops (relu) are. With anomaly mode on, stops
- * at the first nan or inf. */
+ * in Python is not re-run; branches inside ops (relu) are. A graph holding a node made
+ * by hand (Value(data, children, ...)) is refused before anything changes. With
+ * anomaly mode on, stops at the first nan or inf. Calls no Python. */
 int ag_forward(ag_id root)
 {
     cached_order *hit = cache_find(root);
     if (!hit) {
         int status = cache_add(root, &hit);
         if (status != AG_OK) {
-            ag_fail(status, 0);
+            if (status != AG_ENOREPLAY)
+                ag_fail(status, 0);
             return status;
         }
     }
@@ -430,7 +454,7 @@ int ag_forward(ag_id root)
     for (size_t i = 0; i < hit->order.n; i++) {
         ag_node *node = tape->nodes[i];
         int op = node->op;
-        if (op == AG_LEAF || op == AG_CONST || op == AG_CUSTOM)
+        if (ag_op_is_source(op) || ag_op_is_hand_made(op))
             continue; /* their data is what the user set */
         size_t first = tape->start[i];
         node->data = ag_value_from(op, tape->inputs + first, tape->start[i + 1] - first, node->data);

@@ -1,7 +1,8 @@
 """What the C arena holds right now: for tests that prove nothing leaks, and for the curious."""
+from . import _ag
 from ._ag import lib
 
-__all__ = ["stats", "set_node_limit"]
+__all__ = ["stats", "set_node_limit", "graph_size"]
 
 
 def stats():
@@ -19,3 +20,9 @@ def set_node_limit(max_nodes):
     if not isinstance(max_nodes, int) or max_nodes < 0:
         raise ValueError(f"max_nodes must be an int >= 0, not {max_nodes!r}")
     lib.ag_set_node_limit(max_nodes)
+
+
+def graph_size(root):
+    """How many nodes root's graph has (root and everything it was computed from), in one
+    C call."""
+    return _ag.graph_size(root)

@@ -8,68 +8,22 @@ are bitwise those of the unfused expressions.
 import math
 import numbers
 
-from ._ag import lib
-from .engine import Value, _raise_failure, _wrap
+from . import _ag
+from .engine import Value
 
 __all__ = ["sum", "dot", "softmax", "log_softmax"]
 
 _FAST_NUMBERS = (float, int, bool)
 
 
-def _node_ids(items, what, temporaries):
-    """Node ids of items (Values or real numbers). A number becomes a new leaf, as
-    micrograd's Value(x) would; its id is also put in temporaries, whose reference the
-    caller drops once the fused node holds its own."""
-    ids = []
-    append = ids.append
-    for item in items:
-        if isinstance(item, Value):
-            append(item._id)
-        elif type(item) in _FAST_NUMBERS or isinstance(item, numbers.Real):
-            node = lib.ag_leaf(item)
-            if not node:
-                _raise_failure(what)
-            temporaries.append(node)
-            append(node)
-        else:
-            raise TypeError(f"{what}() takes Values or real numbers, not {type(item).__name__!r}")
-    return ids
-
-
-def _start_id(start, what, temporaries):
-    """The id of start, or 0 when start is the number 0 (adding it changes nothing)."""
-    if isinstance(start, Value):
-        return start._id
-    if type(start) in _FAST_NUMBERS or isinstance(start, numbers.Real):
-        if start == 0:
-            return 0
-        return _node_ids((start,), what, temporaries)[0]
-    raise TypeError(f"{what}() start must be a Value or a real number, not {type(start).__name__!r}")
-
-
 def sum(values, start=0):  # noqa: A001 - shadows builtins.sum on purpose: pyautograd.sum
     """start + values[0] + values[1] + ... as one node (Python's sum, fused).
 
-    values may hold Values and real numbers; the result is always a Value. Bitwise
-    equal to Python's sum(values, start) over micrograd-style Values.
+    values may hold Values and real numbers (any iterable, a generator of temporaries
+    included); the result is always a Value. Bitwise equal to Python's
+    sum(values, start) over micrograd-style Values.
     """
-    if not hasattr(values, "__iter__"):
-        raise TypeError(f"sum() values must be an iterable, not {type(values).__name__!r}")
-    temporaries = []
-    try:
-        ids = _node_ids(values, "sum", temporaries)
-        first = _start_id(start, "sum", temporaries)
-        if not ids:  # Python's sum([], start) is start
-            return start if isinstance(start, Value) else Value(start)
-        if first:
-            ids.insert(0, first)
-        node = lib.ag_sum(ids, len(ids))
-        if not node:
-            _raise_failure("sum", [lib.ag_data(i) for i in ids])
-        return _wrap(node)
-    finally:
-        if temporaries:
-            lib.ag_decref_many(temporaries, len(temporaries))
+    return _ag.sum(values, start)
 
 
 def dot(ws, xs, start=0):
@@ -78,24 +32,7 @@ def dot(ws, xs, start=0):
     Bitwise equal to micrograd's sum((w*x for w, x in zip(ws, xs)), start). ws and xs
     hold Values or real numbers and must have the same length.
     """
-    for name, seq in (("ws", ws), ("xs", xs)):
-        if not hasattr(seq, "__iter__"):
-            raise TypeError(f"dot() {name} must be an iterable, not {type(seq).__name__!r}")
-    temporaries = []
-    try:
-        w_ids = _node_ids(ws, "dot", temporaries)
-        x_ids = _node_ids(xs, "dot", temporaries)
-        if len(w_ids) != len(x_ids):
-            raise ValueError(f"dot() needs as many ws as xs, got {len(w_ids)} and {len(x_ids)}")
-        bias = _start_id(start, "dot", temporaries)
-        node = lib.ag_dot(w_ids, x_ids, len(w_ids), bias)
-        if not node:
-            pairs = [i for pair in zip(w_ids, x_ids) for i in pair] + ([bias] if bias else [])
-            _raise_failure("dot", [lib.ag_data(i) for i in pairs])  # the node's inputs, in order
-        return _wrap(node)
-    finally:
-        if temporaries:
-            lib.ag_decref_many(temporaries, len(temporaries))
+    return _ag.dot(ws, xs, start)
 
 
 def _as_values(values, what):

@@ -75,19 +75,15 @@ def _describe_all(inputs, shown=8):
     return text + (f", ... {len(inputs) - shown} more" if len(inputs) > shown else "")
 
 
-def anomaly_error(what, inputs):
-    """The FloatingPointError for a failed call under detect_anomaly()."""
-    from .engine import OP_NAMES
-    node = lib.ag_error_node()
-    if what in ("backward", "forward") and node:
-        op = OP_NAMES[lib.ag_op(node)]
-        # operand order, repeats kept (x * x shows x twice)
-        args = _describe_all(lib.ag_data(lib.ag_input(node, i)) for i in range(lib.ag_input_count(node)))
-        phase = "gradient" if what == "backward" else "value"
+def anomaly_error(what, inputs, node, node_op):
+    """The FloatingPointError for a failed call under detect_anomaly(): in backward or
+    forward, node is the node that went non-finite (node_op its op)."""
+    if what in ("backward", "forward", "_backward") and node is not None:
+        phase = "value" if what == "forward" else "gradient"
         return FloatingPointError(
-            f"detect_anomaly: {op!r} produced a non-finite {phase} in {what} "
-            f"(its value {lib.ag_data(node)!r}, its inputs ({args}))")
+            f"detect_anomaly: {node_op!r} produced a non-finite {phase} in {what} "
+            f"(its value {node.data!r}, its inputs ({_describe_all(node._inputs)}))")
     value = lib.ag_error_value()
-    args = _describe_all(inputs)
     kind = "nan" if math.isnan(value) else repr(value)
-    return FloatingPointError(f"detect_anomaly: {what!r} produced {kind} from inputs ({args})")
+    return FloatingPointError(f"detect_anomaly: {what!r} produced {kind} from inputs "
+                              f"({_describe_all(inputs)})")

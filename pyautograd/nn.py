@@ -4,18 +4,17 @@ The same initialisation in the same order (random.uniform(-1, 1) per weight, bia
 so random.seed(s) gives micrograd's exact parameters, and the same reprs. What differs
 is underneath: a neuron is one fused dot node (bias first, then w0*x0 + w1*x1 ...,
 micrograd's order, so the values are bitwise micrograd's) and one relu, not a chain of
-2*nin binary nodes; a whole layer is made in one C call (csrc/nn.c), an MLP passes node
-ids from layer to layer without making Values in between, and zero_grad is one C call.
+2*nin binary nodes; a whole layer is made in one C call (csrc/nn.c), an MLP passes its
+activations from layer to layer as a NodeList (node ids it owns) without making Values
+in between, and zero_grad is one C call.
 """
-import numbers
 import random
 
-from ._ag import ffi, lib
-from .engine import Value, _raise_failure, _wrap
+from . import _ag
+from .engine import Value
 
 __all__ = ["Module", "Neuron", "Layer", "MLP"]
 
-_FAST_NUMBERS = (float, int, bool)
 
 # A layer keeps its weights' node ids in a C array so that applying it is one C call.
 # Any change to what a layer is made of (a Neuron's w, b or nonlin, a w list, a Layer's
@@ -62,35 +61,11 @@ class _TrackedList(list):
         return _TrackedList, (list(self),)
 
 
-def _input_ids(x, temporaries):
-    """Node ids for a neuron's inputs: Values as they are, numbers as new leaves (as
-    micrograd's w*x makes Value(x)); the leaves' ids also go in temporaries."""
-    ids = []
-    for xi in x:
-        if isinstance(xi, Value):
-            ids.append(xi._id)
-        elif type(xi) in _FAST_NUMBERS or isinstance(xi, numbers.Real):
-            node = lib.ag_leaf(xi)
-            if not node:
-                _raise_failure("Neuron")
-            temporaries.append(node)
-            ids.append(node)
-        else:
-            raise TypeError(f"Neuron inputs must be Values or real numbers, not {type(xi).__name__!r}")
-    return ids
-
-
-def _release(temporaries):
-    if temporaries:
-        lib.ag_decref_many(temporaries, len(temporaries))
-
-
 class Module:
 
     def zero_grad(self):
         """Sets every parameter's grad to 0, in one C call."""
-        ids = [p._id for p in self.parameters()]
-        lib.ag_zero_grads(ids, len(ids))
+        _ag.zero_grad(self.parameters())
 
     def parameters(self):
         return []
@@ -108,17 +83,10 @@ class Neuron(Module):
         object.__setattr__(self, name, value)
 
     def __call__(self, x):
-        temporaries = []
-        try:
-            x_ids = _input_ids(x, temporaries)
-            n = min(len(self.w), len(x_ids))  # micrograd's zip: extra inputs or weights are ignored
-            act = lib.ag_dot([wi._id for wi in self.w[:n]], x_ids[:n], n, self.b._id)
-            if not act:
-                _raise_failure("Neuron")
-        finally:
-            _release(temporaries)
-        out = _wrap(act)
-        return out.relu() if self.nonlin else out
+        x = list(x)  # holds a generator's temporaries while the dot node is made
+        n = min(len(self.w), len(x))  # micrograd's zip: extra inputs or weights are ignored
+        act = _ag.dot(self.w[:n], x[:n], self.b)
+        return act.relu() if self.nonlin else act
 
     def parameters(self):
         return self.w + [self.b]
@@ -128,19 +96,18 @@ class Neuron(Module):
 
 
 class _LayerPlan:
-    """A Layer's weights as C arrays for ag_layer, valid while _structure_version is."""
+    """A Layer's weights as NodeLists (each holds its nodes) for one-call application,
+    valid while _structure_version is."""
 
-    __slots__ = ("version", "nin", "nout", "ws", "bs", "nonlin", "keep")
+    __slots__ = ("version", "nin", "nout", "ws", "bs", "nonlin")
 
     def __init__(self, neurons):
         self.version = _structure_version[0]
         self.nin = len(neurons[0].w)
         self.nout = len(neurons)
-        params = [p for n in neurons for p in n.w] + [n.b for n in neurons]
-        self.keep = params  # the Values keep the ids below alive
-        self.ws = ffi.new("ag_id[]", [w._id for n in neurons for w in n.w])
-        self.bs = ffi.new("ag_id[]", [n.b._id for n in neurons])
-        self.nonlin = ffi.new("uint8_t[]", [bool(n.nonlin) for n in neurons])
+        self.ws = _ag.NodeList([w for n in neurons for w in n.w])
+        self.bs = _ag.NodeList([n.b for n in neurons])
+        self.nonlin = bytes(bool(n.nonlin) for n in neurons)
 
 
 class Layer(Module):
@@ -168,27 +135,12 @@ class Layer(Module):
         object.__setattr__(self, "_plan_cache", plan or _NoPlan(_structure_version[0]))
         return plan
 
-    def _apply_ids(self, plan, x_ids):
-        """The layer's output node ids for input ids (a list or C array of plan.nin),
-        as a C array whose references the caller owns."""
-        out = ffi.new("ag_id[]", plan.nout)
-        status = lib.ag_layer(plan.ws, plan.bs, plan.nonlin, plan.nout, plan.nin, x_ids, out)
-        if status:
-            _raise_failure("Layer")
-        return out
-
     def __call__(self, x):
         plan = self._plan()
         if plan is None or not hasattr(x, "__len__") or len(x) < plan.nin:
             out = [n(x) for n in self.neurons]  # micrograd's way, one neuron at a time
         else:
-            temporaries = []
-            try:
-                x_ids = _input_ids(x, temporaries)[:plan.nin]
-                ids = self._apply_ids(plan, x_ids)
-            finally:
-                _release(temporaries)
-            out = [_wrap(node) for node in ids]
+            out = _ag.layer(plan.ws, plan.bs, plan.nonlin, x).values()
         return out[0] if len(out) == 1 else out
 
     def parameters(self):
@@ -245,21 +197,10 @@ class MLP(Module):
             for layer in self.layers:
                 x = layer(x)
             return x
-        # Ids go from layer to layer in C arrays; only the last layer's become Values.
-        temporaries = []
-        try:
-            ids = _input_ids(x, temporaries)[:plans[0].nin]
-            owned = None
-            for layer, plan in zip(self.layers, plans):
-                try:
-                    out = layer._apply_ids(plan, ids)
-                finally:
-                    if owned is not None:
-                        lib.ag_decref_many(owned, len(owned))
-                ids = owned = out
-        finally:
-            _release(temporaries)
-        out = [_wrap(node) for node in owned]
+        # Activations go from layer to layer as NodeLists; only the last become Values.
+        for plan in plans:
+            x = _ag.layer(plan.ws, plan.bs, plan.nonlin, x)
+        out = x.values()
         return out[0] if len(out) == 1 else out
 
     def parameters(self):

@@ -1,12 +1,14 @@
 """Optimizers: SGD and Adam (AdamW as an option), torch.optim's updates, one C call per step.
 
-Each optimizer keeps its parameters' node ids and its state buffers in cffi arrays of
-its own (csrc/optim.c updates them in place), so step() and zero_grad() cross into C
-once, however many parameters there are. The Values are kept too: they keep the
-parameters' nodes alive. lr is a plain attribute: set it between steps for a schedule.
+Each optimizer holds its parameters' nodes in a NodeList (a reference to each node, so
+they live as long as the optimizer, whatever happens to the `params` list) and its state
+buffers in cffi arrays of its own (csrc/optim.c updates them in place), so step() and
+zero_grad() cross into C once, however many parameters there are. lr is a plain
+attribute: set it between steps for a schedule.
 """
 import numbers
 
+from . import _ag
 from ._ag import ffi, lib
 from .engine import Value, _raise_failure
 
@@ -39,9 +41,10 @@ class Optimizer:
             raise ValueError("optimizer got an empty parameter list")
         if len(set(params)) != len(params):
             raise ValueError("a parameter appears more than once in params")
-        self.params = params  # keeps the nodes alive while the ids below are used
+        self.params = params
+        self._nodes = _ag.NodeList(params)  # owns the nodes the ids below name
         self._n = len(params)
-        self._ids = ffi.new("ag_id[]", [p._id for p in params])
+        self._ids = ffi.from_buffer("ag_id[]", self._nodes)
         self.lr = lr
 
     @property
@@ -54,7 +57,8 @@ class Optimizer:
 
     def zero_grad(self):
         """Sets every parameter's grad to 0, in one C call."""
-        lib.ag_zero_grads(self._ids, self._n)
+        if lib.ag_zero_grads(self._ids, self._n):
+            _raise_failure("zero_grad", (), None, "")
 
     def _buffer(self):
         return ffi.new("double[]", self._n)  # zeroed
@@ -75,7 +79,7 @@ class SGD(Optimizer):
         """Updates every parameter from its .grad, in one C call."""
         if lib.ag_sgd_step(self._ids, self._n, self._lr, self.momentum, self.weight_decay,
                            self._momentum_buffer, self._steps == 0):
-            _raise_failure("SGD.step")
+            _raise_failure("SGD.step", (), None, "")
         self._steps += 1
 
     def __repr__(self):
@@ -107,7 +111,7 @@ class Adam(Optimizer):
         if lib.ag_adam_step(self._ids, self._n, self._lr, beta1, beta2, self.eps,
                             self.weight_decay, self.decoupled, self._steps + 1,
                             self._exp_avg, self._exp_avg_sq):
-            _raise_failure("Adam.step")
+            _raise_failure("Adam.step", (), None, "")
         self._steps += 1
 
     def __repr__(self):

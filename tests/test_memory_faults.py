@@ -76,17 +76,17 @@ ADDRESS_SPACE_SCRIPT = textwrap.dedent("""
     assert math.isclose(a.grad, expected_a, rel_tol=1e-12), a.grad
     assert math.isclose(b.grad, expected_b, rel_tol=1e-12), b.grad
 
-    # with the limit lifted (the arena keeps its blocks, so little else fits under it), a
-    # new deep graph reuses the freed nodes and differentiates right
+    # the dead chain's blocks went back to the system, beyond a reserve of 2^19 nodes
+    assert arena.stats()["capacity"] < (1 << 19) + 3 * 4096, arena.stats()
+
+    # with the limit lifted, a new deep graph differentiates right
     resource.setrlimit(resource.RLIMIT_AS, unlimited)
-    capacity = arena.stats()["capacity"]
     x = Value(1.0)
     y = x
     for _ in range(n // 2):
         y = y + x
     y.backward()
     assert x.grad == n // 2 + 1
-    assert arena.stats()["capacity"] == capacity
     del x, y
     assert arena.stats()["live_nodes"] == base
     print("ok", n)

@@ -41,18 +41,13 @@ def test_label_round_trip_and_change():
     assert v.label == ""
 
 
-def input_named(node, existing):
-    """The Value that node._prev makes for `existing`: a new object for the same node."""
-    (found,) = [v for v in node._prev if v == existing]
-    return found
-
-
 def test_label_belongs_to_the_node():
     v = Value(1.0, label="x")
-    again = input_named(v * 2, v)
-    assert again is not v and again.label == "x"
+    y = v * 2
+    del v  # the node lives on under y; the label is the node's
+    (again,) = [c for c in y._prev if c.label == "x"]
     again.label = "renamed"
-    assert v.label == "renamed"
+    assert [c.label for c in y._prev if c.data == 1.0] == ["renamed"]
 
 
 def test_hand_made_node_keeps_children_alive_and_passes_no_gradient():
@@ -178,13 +173,13 @@ def test_repr_matches_micrograd_format():
     assert repr(mg.Value(1.0)) == "Value(data=1.0, grad=0)"
 
 
-# ---- identity: equality and hashing are by node ----
+# ---- identity: one Value per node, equality and hashing by identity, as micrograd ----
 
-def test_values_naming_one_node_are_equal_and_hash_alike():
+def test_prev_hands_back_the_very_objects():
     a = Value(1.0)
-    again = input_named(a * 2, a)
-    assert again is not a and again == a and hash(again) == hash(a)
-    assert len({a, again}) == 1
+    (again,) = [c for c in (a * 2)._prev if c.data == 1.0]
+    assert again is a and again == a and hash(again) == hash(a)
+    assert hash(a) == object.__hash__(a)
 
 
 def test_distinct_nodes_with_equal_data_are_not_equal():
@@ -311,9 +306,19 @@ def test_backward_after_forward_gives_the_new_gradient():
     assert y.data == 8.0 and x.grad == 12.0
 
 
-def test_forward_keeps_hand_set_constants_and_custom_nodes():
+def test_forward_refuses_hand_made_nodes_and_changes_nothing():
     x = Value(2.0)
     c = Value(7.0, (x,), "custom")
+    y = c + x * 3
+    x.data = 4.0
+    with pytest.raises(RuntimeError, match="made by hand.*'custom'"):
+        y.forward()
+    assert (y.data, c.data) == (13.0, 7.0)  # nothing was recomputed
+
+
+def test_forward_keeps_constants_and_leaves_made_with_an_op_text():
+    x = Value(2.0)
+    c = Value(7.0, (), "a constant")  # no children: a leaf with an _op text
     y = c + x * 3
     x.data = 4.0
     assert y.forward() == 7.0 + 12.0

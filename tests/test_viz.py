@@ -245,7 +245,7 @@ def random_graph(seed, size=60):
         elif op == "sum":
             pool.append(pyautograd.sum(rng.sample(pool, min(len(pool), 5))))
         else:
-            pool.append(getattr(a, {"neg": "__neg__"}.get(op, op))())
+            pool.append(-a if op == "neg" else getattr(a, op)())
     root = pool[-1]
     root.backward()
     return root
@@ -378,7 +378,27 @@ def test_a_million_deep_chain_draws_and_summarises():
 
 # ---- the notebook hook ----
 
-def test_mimebundle_falls_back_to_text_without_graphviz(monkeypatch):
+@pytest.fixture
+def graphs_in_notebooks():
+    """viz.display_graphs() for one test, then the default (the repr) again."""
+    viz.display_graphs()
+    yield
+    viz.display_graphs(False)
+
+
+def test_a_value_shows_its_repr_in_notebooks_unless_told_otherwise():
+    x = Value(2.0)
+    assert getattr(x, "_repr_mimebundle_", None) is None  # Jupyter falls back to repr
+    viz.display_graphs()
+    try:
+        assert callable(x._repr_mimebundle_)
+    finally:
+        viz.display_graphs(False)
+    assert getattr(x, "_repr_mimebundle_", None) is None
+    viz.display_graphs(False)  # twice is fine
+
+
+def test_mimebundle_falls_back_to_text_without_graphviz(monkeypatch, graphs_in_notebooks):
     monkeypatch.setitem(sys.modules, "graphviz", None)  # `import graphviz` now fails
     _, _, z = seed_graph()
     assert viz.mimebundle(z) == {"text/plain": repr(z)}
@@ -394,7 +414,7 @@ def test_mimebundle_falls_back_to_text_without_the_dot_program(monkeypatch, tmp_
     assert viz.mimebundle(z) == {"text/plain": repr(z)}
 
 
-def test_mimebundle_shows_the_graph_as_svg():
+def test_mimebundle_shows_the_graph_as_svg(graphs_in_notebooks):
     require_dot()
     x, y, z = seed_graph()
     bundle = z._repr_mimebundle_()

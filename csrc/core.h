@@ -1,0 +1,45 @@
+/* The core's functions for the Python layer (value.c, graph.c), not for cffi.
+ *
+ * These make nodes or take ids on trust, so Python never calls them directly: the
+ * Python layer calls them only with ids it owns, and hands each new node to its owner
+ * (a Value, a NodeList) before any bytecode runs (invariant 7). A function that
+ * returns an id returns a new node holding one reference, or 0 with ag_last_error()
+ * set. Under no_grad an op's result is a leaf with no inputs. */
+#ifndef AG_CORE_H
+#define AG_CORE_H
+
+#include "ag.h"
+
+/* Making nodes (nodes.c). */
+ag_id ag_leaf(double data);
+ag_id ag_apply(int op, ag_id a, ag_id b);  /* an elementwise op; b unused when unary */
+ag_id ag_apply_const(int op, ag_id a, double constant, int constant_first);
+ag_id ag_sum(const ag_id *inputs, size_t n);
+ag_id ag_dot(const ag_id *ws, const ag_id *xs, size_t n, ag_id bias);  /* bias 0: none */
+ag_id ag_custom(double data, const ag_id *inputs, size_t n);
+ag_id ag_local(double data, const ag_id *inputs, const double *local, size_t n);
+
+/* One Layer applied to one input (nn.c): for neuron j, act = bs[j] + ws[j*nin + i] * xs[i]
+ * summed over i (one dot node), then relu when nonlin[j]. out[j] gets the result,
+ * holding one reference for the caller. On failure nothing is left behind. */
+int ag_layer(const ag_id *ws, const ag_id *bs, const uint8_t *nonlin, size_t nout, size_t nin,
+             const ag_id *xs, ag_id *out);
+
+/* Whole-graph work (sweep.c). backward may run Python (AG_EPYTHON: the exception is set). */
+int ag_backward(ag_id root);       /* adds d root / d node to every reachable grad */
+int ag_backward_step(ag_id node);  /* one node's chain-rule step, micrograd's v._backward() */
+int ag_forward(ag_id root);        /* recomputes every node under root from its leaves */
+size_t ag_graph_size(ag_id root);  /* nodes reachable from root, root included; 0 on ENOMEM */
+/* op_counts[op] (AG_OP_COUNT entries) = nodes made by op, *depth = longest path from
+ * root to a leaf, in edges (stats.c). Reads only; AG_ENOMEM on failure. */
+int ag_graph_stats(ag_id root, size_t *op_counts, size_t *depth);
+
+/* Labels and hand-made ops' text (labels.c). */
+int ag_set_label(ag_id id, const char *label);  /* copies; "" removes */
+const char *ag_label(ag_id id);                /* "" when none; valid until the next change */
+int ag_set_custom_op(ag_id id, const char *op);
+const char *ag_custom_op(ag_id id);
+
+ag_id ag_error_node(void);  /* the node an AG_EANOMALY or AG_ENOREPLAY names */
+
+#endif

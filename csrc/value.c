@@ -1,0 +1,944 @@
+/* pyautograd.engine.Value, as a CPython type.
+ *
+ * Why in C: through cffi an op costs a Python method call, a cffi call, a Python object
+ * and a __del__ making a second cffi call (~330 ns for `a + b` made and freed); here a
+ * number slot calls the arena directly. Everything a micrograd program touches in its
+ * inner loops is here: construction, data/grad, the operators, backward.
+ *
+ * What makes it a Python object like micrograd's (DESIGN.md invariants 8 and 9):
+ *  - identity: a node has at most one Value (ag_node.py), so `_prev` hands back the
+ *    very objects the program made and `is`, id() and attributes behave;
+ *  - attributes and weak references; a Value that gets Python state (attributes, a
+ *    Python _backward, a subclass) is pinned by its node while anything else holds the
+ *    node, so the state survives while the node does, and it joins the cyclic GC (its
+ *    state can make cycles, e.g. a closure that refers to its own Value);
+ *  - a Python _backward set on a node runs in the sweep, in order with the C nodes.
+ * Every op's slot and method is generated from the op table (ops.h). */
+#include <string.h>
+#include "python.h"
+#include <structmember.h> /* T_PYSSIZET, READONLY (3.10, 3.11) */
+
+PyTypeObject *ag_value_type;
+static PyObject *failure_hook;   /* engine._raise_failure(what, inputs, node, node_op) */
+static PyObject *real_abc;       /* numbers.Real: numpy scalars, Fraction, ... */
+static PyObject *backward_name;  /* "_backward", interned */
+
+/* ---- Values for nodes (invariant 8) ---- */
+
+PyObject *ag_value_alloc(void)
+{
+    ValueObject *v = PyObject_GC_New(ValueObject, ag_value_type); /* untracked */
+    if (v) {
+        v->id = 0;
+        v->dict = NULL;
+        v->weakrefs = NULL;
+    }
+    return (PyObject *)v;
+}
+
+/* Allocating the Value before the node is made means nothing can run between the
+ * node's birth and its owner (invariant 7): not even a GC pass. */
+PyObject *ag_value_own(PyObject *v, ag_id id)
+{
+    if (!id) {
+        Py_DECREF(v);
+        return NULL;
+    }
+    VALUE_ID(v) = id;
+    ag_node_at(id)->py = v;
+    return v;
+}
+
+PyObject *ag_value_of(ag_id id)
+{
+    ag_node *node = ag_node_at(id);
+    if (node->py) {
+        Py_INCREF((PyObject *)node->py);
+        return node->py;
+    }
+    PyObject *v = ag_value_alloc();
+    if (!v)
+        return NULL;
+    ag_retain(id);
+    return ag_value_own(v, id);
+}
+
+/* ---- pins: a node keeping its Value (and so its Python state) alive ---- */
+
+static void pin(ag_node *node)
+{
+    node->flags |= AG_FLAG_PINNED;
+    Py_INCREF((PyObject *)node->py);
+}
+
+/* ---- garbage that only its own state holds ----
+ * A micrograd-style op makes a cycle: out -> its dict -> the _backward closure -> a cell
+ * -> out. While out's node has users, the node's pin keeps out alive; when the last
+ * user dies, out may be garbage that only that cycle holds. The cyclic GC would find it,
+ * but only in its next pass, and each pass would free one level of a graph of such ops
+ * (the level below is still pinned until the level above is freed). So when a pin
+ * goes, the few objects around the Value are checked the way the GC checks a
+ * generation: count the references each gets from inside the group; those with more
+ * are held from outside, and so is whatever they reach; if the Value is not among
+ * them, nothing outside holds it and clearing its dict frees the lot now. Checking a
+ * smaller group than the whole cycle can only fail to free, never free wrongly. */
+
+#define AG_GROUP_MAX 32     /* objects looked at around one Value */
+#define AG_GROUP_REFCNT 4   /* objects held this often are left outside the group */
+
+typedef struct group {
+    PyObject *members[AG_GROUP_MAX];
+    Py_ssize_t inside[AG_GROUP_MAX]; /* references from members */
+    int held[AG_GROUP_MAX];          /* held from outside, directly or through members */
+    int n;
+} group;
+
+static int group_index(const group *g, PyObject *o)
+{
+    for (int i = 0; i < g->n; i++)
+        if (g->members[i] == o)
+            return i;
+    return -1;
+}
+
+static int group_add(PyObject *o, void *arg)
+{
+    group *g = arg;
+    if (g->n < AG_GROUP_MAX && PyObject_GC_IsTracked(o) && Py_REFCNT(o) <= AG_GROUP_REFCNT
+        && group_index(g, o) < 0)
+        g->members[g->n++] = o;
+    return 0;
+}
+
+static int group_count(PyObject *o, void *arg)
+{
+    group *g = arg;
+    int i = group_index(g, o);
+    if (i >= 0)
+        g->inside[i]++;
+    return 0;
+}
+
+static int group_hold(PyObject *o, void *arg)
+{
+    group *g = arg;
+    int i = group_index(g, o);
+    if (i >= 0 && !g->held[i]) {
+        g->held[i] = 1;
+        Py_TYPE(o)->tp_traverse(o, group_hold, g);
+    }
+    return 0;
+}
+
+/* v (with one reference of the caller's) is held only by the objects its dict reaches. */
+static int held_only_by_its_state(PyObject *v)
+{
+    group g = {.members = {v}, .n = 1};
+    for (int i = 0; i < g.n; i++) /* grows while walked: breadth-first */
+        Py_TYPE(g.members[i])->tp_traverse(g.members[i], group_add, &g);
+    for (int i = 0; i < g.n; i++)
+        Py_TYPE(g.members[i])->tp_traverse(g.members[i], group_count, &g);
+    g.inside[0]++; /* the caller's reference */
+    for (int i = 0; i < g.n; i++)
+        if (Py_REFCNT(g.members[i]) > g.inside[i] && !g.held[i]) {
+            g.held[i] = 1;
+            Py_TYPE(g.members[i])->tp_traverse(g.members[i], group_hold, &g);
+        }
+    return !g.held[0];
+}
+
+static void unpin(ag_node *node)
+{
+    PyObject *v = node->py;
+    node->flags &= (uint8_t)~AG_FLAG_PINNED;
+    if (PyObject_GC_IsTracked(v) && held_only_by_its_state(v))
+        Py_CLEAR(((ValueObject *)v)->dict); /* breaks the cycle: the group is freed */
+    Py_DECREF(v); /* the Value may die here, and release the node */
+}
+
+/* The Value gets Python state: its node keeps it while anything else holds the node,
+ * and the cyclic GC now looks after it. */
+static void mark_state(PyObject *self)
+{
+    ag_node *node = ag_node_at(VALUE_ID(self));
+    if (node->flags & AG_FLAG_PYSTATE)
+        return;
+    node->flags |= AG_FLAG_PYSTATE;
+    if (!PyObject_GC_IsTracked(self))
+        PyObject_GC_Track(self);
+    if (node->refs > 1)
+        pin(node);
+}
+
+/* A Python _backward, called by the sweep (sweep.c) in the node's place in the order.
+ * The node is the root or has users, so its Value is alive (held or pinned). */
+static int run_rule(ag_node *node)
+{
+    PyObject *self = node->py, *rule = NULL;
+    ValueObject *v = (ValueObject *)self;
+    if (v && v->dict)
+        rule = PyDict_GetItemWithError(v->dict, backward_name);
+    if (!rule)
+        return PyErr_Occurred() ? AG_EPYTHON : AG_OK;
+    Py_INCREF(rule);
+    Py_INCREF(self); /* the rule may drop every other reference */
+    PyObject *result = PyObject_CallNoArgs(rule);
+    Py_DECREF(self);
+    Py_DECREF(rule);
+    if (!result)
+        return AG_EPYTHON;
+    Py_DECREF(result);
+    return AG_OK;
+}
+
+void ag_install_hooks(void)
+{
+    ag_hooks = (ag_python_hooks){pin, unpin, run_rule};
+}
+
+/* ---- errors ---- */
+
+int ag_set_failure_hook(PyObject *hook)
+{
+    Py_XINCREF(hook);
+    Py_XSETREF(failure_hook, hook);
+    return 0;
+}
+
+PyObject *ag_raise_failure(const char *what, PyObject *inputs)
+{
+    int status = ag_last_error();
+    ag_id bad = ag_error_node();
+    PyObject *node = NULL;
+    const char *node_op = "";
+    if ((status == AG_EANOMALY || status == AG_ENOREPLAY) && bad && ag_node_checked(bad)) {
+        node_op = ag_op_name(ag_node_at(bad)->op);
+        node = ag_value_of(bad);
+    }
+    if (!PyErr_Occurred() && failure_hook && inputs) {
+        PyObject *result = PyObject_CallFunction(failure_hook, "sOOs", what, inputs,
+                                                 node ? node : Py_None, node_op);
+        Py_XDECREF(result);
+    }
+    Py_XDECREF(node);
+    Py_XDECREF(inputs);
+    if (!PyErr_Occurred())
+        PyErr_Format(PyExc_RuntimeError, "pyautograd: %s failed", what);
+    return NULL;
+}
+
+/* ---- numbers ---- */
+
+int ag_as_double(PyObject *o, double *x)
+{
+    if (PyFloat_CheckExact(o)) {
+        *x = PyFloat_AS_DOUBLE(o);
+        return 1;
+    }
+    if (PyLong_Check(o)) {
+        *x = PyLong_AsDouble(o);
+    } else {
+        int real = PyObject_IsInstance(o, real_abc);
+        if (real <= 0)
+            return real;
+        *x = PyFloat_AsDouble(o);
+    }
+    return (*x == -1.0 && PyErr_Occurred()) ? -1 : 1;
+}
+
+/* ---- lifetime ---- */
+
+static void release_node(ValueObject *v)
+{
+    if (!v->id)
+        return;
+    ag_node *node = ag_node_at(v->id);
+    node->py = NULL;
+    node->flags &= (uint8_t)~(AG_FLAG_PYSTATE | AG_FLAG_PYRULE);
+    ag_release(v->id); /* may run Python code */
+    v->id = 0;
+}
+
+static void value_dealloc(PyObject *self)
+{
+    ValueObject *v = (ValueObject *)self;
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (v->weakrefs)
+        PyObject_ClearWeakRefs(self);
+    if (v->dict) {
+        /* Attributes can hold long chains of objects: let CPython's trashcan keep their
+         * release from recursing deep. The node goes first: the attributes' own clean-up
+         * may ask for this node's Value again and must get a fresh one. */
+        Py_TRASHCAN_BEGIN(self, value_dealloc)
+        if (v->id)
+            ag_node_at(v->id)->py = NULL;
+        Py_CLEAR(v->dict);
+        release_node(v);
+        type->tp_free(self);
+        Py_DECREF(type);
+        Py_TRASHCAN_END
+        return;
+    }
+    release_node(v);
+    type->tp_free(self);
+    Py_DECREF(type); /* instances of heap types hold their type */
+}
+
+static int value_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(((ValueObject *)self)->dict);
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static int value_clear(PyObject *self)
+{
+    ValueObject *v = (ValueObject *)self;
+    if (v->id)
+        ag_node_at(v->id)->flags &= (uint8_t)~AG_FLAG_PYRULE;
+    Py_CLEAR(v->dict);
+    return 0;
+}
+
+static int value_setattro(PyObject *self, PyObject *name, PyObject *value)
+{
+    if (PyObject_GenericSetAttr(self, name, value) < 0)
+        return -1;
+    if (((ValueObject *)self)->dict)
+        mark_state(self);
+    return 0;
+}
+
+static PyObject *get_dict(PyObject *self, void *unused)
+{
+    PyObject *dict = PyObject_GenericGetDict(self, unused);
+    if (dict)
+        mark_state(self); /* the program may fill it by hand */
+    return dict;
+}
+
+static int set_dict(PyObject *self, PyObject *dict, void *unused)
+{
+    if (PyObject_GenericSetDict(self, dict, unused) < 0)
+        return -1;
+    mark_state(self);
+    return 0;
+}
+
+/* ---- data, grad, label ---- */
+
+static int set_number(double *field, PyObject *value, const char *name)
+{
+    double x;
+    if (!value) {
+        PyErr_Format(PyExc_AttributeError, "Value.%s cannot be deleted", name);
+        return -1;
+    }
+    int found = ag_as_double(value, &x);
+    if (found == 0)
+        PyErr_Format(PyExc_TypeError, "Value.%s must be a real number, not '%.200s'", name,
+                     ag_type_name(value));
+    if (found <= 0)
+        return -1;
+    *field = x;
+    return 0;
+}
+
+static PyObject *get_data(PyObject *self, void *unused)
+{
+    (void)unused;
+    return PyFloat_FromDouble(ag_node_at(VALUE_ID(self))->data);
+}
+
+static int set_data(PyObject *self, PyObject *value, void *unused)
+{
+    (void)unused;
+    if (value && PyFloat_CheckExact(value)) { /* the optimizer loop's case */
+        ag_node_at(VALUE_ID(self))->data = PyFloat_AS_DOUBLE(value);
+        return 0;
+    }
+    return set_number(&ag_node_at(VALUE_ID(self))->data, value, "data");
+}
+
+static PyObject *get_grad(PyObject *self, void *unused)
+{
+    (void)unused;
+    return PyFloat_FromDouble(ag_node_at(VALUE_ID(self))->grad);
+}
+
+static int set_grad(PyObject *self, PyObject *value, void *unused)
+{
+    (void)unused;
+    if (value && PyFloat_CheckExact(value)) {
+        ag_node_at(VALUE_ID(self))->grad = PyFloat_AS_DOUBLE(value);
+        return 0;
+    }
+    return set_number(&ag_node_at(VALUE_ID(self))->grad, value, "grad");
+}
+
+static PyObject *get_label(PyObject *self, void *unused)
+{
+    (void)unused;
+    return PyUnicode_DecodeUTF8(ag_label(VALUE_ID(self)), (Py_ssize_t)strlen(ag_label(VALUE_ID(self))),
+                                "replace");
+}
+
+static int set_text(ag_id id, PyObject *value, int (*store)(ag_id, const char *))
+{
+    PyObject *text = value ? PyObject_Str(value) : PyUnicode_FromString("");
+    if (!text)
+        return -1;
+    const char *utf8 = PyUnicode_AsUTF8(text);
+    int status = utf8 ? store(id, utf8) : -1;
+    Py_DECREF(text);
+    if (status > 0)
+        PyErr_NoMemory();
+    return status ? -1 : 0;
+}
+
+static int set_label(PyObject *self, PyObject *value, void *unused)
+{
+    (void)unused;
+    return set_text(VALUE_ID(self), value, ag_set_label);
+}
+
+static PyObject *get_id(PyObject *self, void *unused)
+{
+    (void)unused;
+    return PyLong_FromUnsignedLong(VALUE_ID(self));
+}
+
+/* ---- the graph, as micrograd shows it: _prev, _op, _backward ---- */
+
+/* The inputs in operand order, repeats kept (a + a gives (a, a)). */
+static PyObject *get_inputs(PyObject *self, void *unused)
+{
+    (void)unused;
+    size_t n;
+    ag_inputs_of(ag_node_at(VALUE_ID(self)), &n);
+    PyObject *inputs = PyTuple_New((Py_ssize_t)n);
+    for (size_t i = 0; inputs && i < n; i++) {
+        /* looked up each time: making a Value may run Python code (a GC pass) */
+        PyObject *v = ag_value_of(ag_inputs_of(ag_node_at(VALUE_ID(self)), &n)[i]);
+        if (!v) {
+            Py_CLEAR(inputs);
+            break;
+        }
+        PyTuple_SET_ITEM(inputs, (Py_ssize_t)i, v);
+    }
+    return inputs;
+}
+
+static PyObject *get_prev(PyObject *self, void *unused)
+{
+    PyObject *inputs = get_inputs(self, unused);
+    if (!inputs)
+        return NULL;
+    PyObject *prev = PySet_New(inputs);
+    Py_DECREF(inputs);
+    return prev;
+}
+
+static PyObject *get_op(PyObject *self, void *unused)
+{
+    (void)unused;
+    ag_id id = VALUE_ID(self);
+    const ag_node *node = ag_node_at(id);
+    if (ag_op_is_hand_made(node->op))
+        return PyUnicode_DecodeUTF8(ag_custom_op(id), (Py_ssize_t)strlen(ag_custom_op(id)), "replace");
+    if (node->op == AG_POW && ag_node_at(node->in[1])->op == AG_CONST) { /* micrograd's '**2' */
+        double e = ag_node_at(node->in[1])->data;
+        PyObject *exponent = (e == floor(e) && fabs(e) < 1e15) ? PyLong_FromDouble(e) : PyFloat_FromDouble(e);
+        PyObject *text = exponent ? PyUnicode_FromFormat("**%S", exponent) : NULL;
+        Py_XDECREF(exponent);
+        return text;
+    }
+    return PyUnicode_FromString(ag_op_symbol(node->op));
+}
+
+/* v._backward() for a node with no Python _backward: the op's own chain-rule step. */
+static PyObject *backward_step(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    int status = ag_backward_step(VALUE_ID(self));
+    if (status)
+        return status == AG_EPYTHON ? NULL : ag_raise_failure("_backward", Py_BuildValue("(O)", self));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef backward_step_def = {"_backward", backward_step, METH_NOARGS,
+                                        "This node's chain-rule step: each input's grad += "
+                                        "local derivative * this grad."};
+
+static PyObject *get_backward(PyObject *self, void *unused)
+{
+    (void)unused;
+    ValueObject *v = (ValueObject *)self;
+    PyObject *rule = v->dict ? PyDict_GetItemWithError(v->dict, backward_name) : NULL;
+    if (rule) {
+        Py_INCREF(rule);
+        return rule;
+    }
+    return PyErr_Occurred() ? NULL : PyCFunction_New(&backward_step_def, self);
+}
+
+/* out._backward = fn: backward() calls fn in out's place, as micrograd does; None or
+ * del gives the node its op's own rule back. */
+static int set_backward(PyObject *self, PyObject *rule, void *unused)
+{
+    (void)unused;
+    ValueObject *v = (ValueObject *)self;
+    ag_node *node = ag_node_at(v->id);
+    if (!rule || rule == Py_None) {
+        if (v->dict && PyDict_DelItem(v->dict, backward_name) < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError))
+                return -1;
+            PyErr_Clear();
+        }
+        node->flags &= (uint8_t)~AG_FLAG_PYRULE;
+        return 0;
+    }
+    if (!PyCallable_Check(rule)) {
+        PyErr_Format(PyExc_TypeError, "Value._backward must be callable, not '%.200s'",
+                     ag_type_name(rule));
+        return -1;
+    }
+    if (!v->dict && !(v->dict = PyDict_New()))
+        return -1;
+    if (PyDict_SetItem(v->dict, backward_name, rule) < 0)
+        return -1;
+    mark_state(self);
+    node->flags |= AG_FLAG_PYRULE;
+    return 0;
+}
+
+static PyGetSetDef getset[] = {
+    {"data", get_data, set_data, "the value (a float)", NULL},
+    {"grad", get_grad, set_grad, "d root / d this value, filled by backward() (a float)", NULL},
+    {"label", get_label, set_label, "a name for drawings (pyautograd.viz)", NULL},
+    {"_prev", get_prev, NULL, "the Values this one was computed from, as a set (micrograd's)", NULL},
+    {"_inputs", get_inputs, NULL, "the Values this one was computed from, in operand order", NULL},
+    {"_op", get_op, NULL, "the op that made this Value, as micrograd shows it ('+', '**2', ...)", NULL},
+    {"_backward", get_backward, set_backward, "this node's chain-rule step (settable, as in micrograd)", NULL},
+    {"_id", get_id, NULL, "the id of this Value's node in the C arena", NULL},
+    {"__dict__", get_dict, set_dict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+/* ---- arithmetic: one slot or method per row of the op table ---- */
+
+static PyObject *inputs_of_failure(PyObject *a, PyObject *b)
+{
+    return b ? Py_BuildValue("(OO)", a, b) : Py_BuildValue("(O)", a);
+}
+
+static PyObject *apply_binary(int op, const char *symbol, PyObject *a, PyObject *b)
+{
+    int a_is_value = ag_is_value(a), b_is_value = ag_is_value(b);
+    double constant = 0.0;
+    if (!a_is_value || !b_is_value) {
+        int found = ag_as_double(a_is_value ? b : a, &constant);
+        if (found < 0)
+            return NULL;
+        if (found == 0)
+            Py_RETURN_NOTIMPLEMENTED;
+    }
+    PyObject *out = ag_value_alloc();
+    if (!out)
+        return NULL;
+    ag_id id = a_is_value && b_is_value ? ag_apply(op, VALUE_ID(a), VALUE_ID(b))
+             : ag_apply_const(op, VALUE_ID(a_is_value ? a : b), constant, !a_is_value);
+    return id ? ag_value_own(out, id) : (Py_DECREF(out), ag_raise_failure(symbol, inputs_of_failure(a, b)));
+}
+
+static PyObject *apply_unary(int op, const char *name, PyObject *a)
+{
+    PyObject *out = ag_value_alloc();
+    if (!out)
+        return NULL;
+    ag_id id = ag_apply(op, VALUE_ID(a), 0);
+    return id ? ag_value_own(out, id) : (Py_DECREF(out), ag_raise_failure(name, inputs_of_failure(a, NULL)));
+}
+
+/* Each row gets a binary, a ternary (for the power slot's pow(a, b, mod)), a unary and
+ * a method function; the table's `python` column says which one Python reaches. */
+#define AG_OP_FUNCTIONS(E, name, sym, arity, py, fwd, da, db)                                  \
+    static PyObject *binary_##E(PyObject *a, PyObject *b) { return apply_binary(AG_##E, sym, a, b); } \
+    static PyObject *ternary_##E(PyObject *a, PyObject *b, PyObject *mod)                      \
+    {                                                                                          \
+        if (mod != Py_None) {                                                                  \
+            PyErr_SetString(PyExc_TypeError, "pow() 3rd argument not allowed for Value");      \
+            return NULL;                                                                       \
+        }                                                                                      \
+        return binary_##E(a, b);                                                               \
+    }                                                                                          \
+    static PyObject *unary_##E(PyObject *a) { return apply_unary(AG_##E, name, a); }           \
+    static PyObject *method_##E(PyObject *a, PyObject *unused) { (void)unused; return unary_##E(a); }
+AG_ELEMENTWISE_OPS(AG_OP_FUNCTIONS)
+
+/* The table's `python` column, as type slot numbers (0: not a slot). */
+#define AG_SLOT_nb_add Py_nb_add
+#define AG_SLOT_nb_subtract Py_nb_subtract
+#define AG_SLOT_nb_multiply Py_nb_multiply
+#define AG_SLOT_nb_true_divide Py_nb_true_divide
+#define AG_SLOT_nb_power Py_nb_power
+#define AG_SLOT_nb_negative Py_nb_negative
+#define AG_SLOT_method 0
+#define AG_SLOT_internal 0
+#define AG_IS_METHOD_nb_add 0
+#define AG_IS_METHOD_nb_subtract 0
+#define AG_IS_METHOD_nb_multiply 0
+#define AG_IS_METHOD_nb_true_divide 0
+#define AG_IS_METHOD_nb_power 0
+#define AG_IS_METHOD_nb_negative 0
+#define AG_IS_METHOD_method 1
+#define AG_IS_METHOD_internal 0
+
+typedef struct op_entry {
+    const char *name;
+    int arity, slot, is_method;
+    binaryfunc binary;
+    ternaryfunc ternary;
+    unaryfunc unary;
+    PyCFunction method;
+} op_entry;
+
+#define AG_OP_ENTRY(E, name, sym, arity, py, fwd, da, db) \
+    {name, arity, AG_SLOT_##py, AG_IS_METHOD_##py, binary_##E, ternary_##E, unary_##E, method_##E},
+static const op_entry op_entries[] = {AG_ELEMENTWISE_OPS(AG_OP_ENTRY)};
+#define AG_N_ELEMENTWISE (sizeof op_entries / sizeof op_entries[0])
+
+/* ---- construction: Value(data, _children=(), _op='', label='', local_grads=None) ---- */
+
+/* The node a constructor call describes, holding one reference (0 with an exception). */
+static ag_id node_from_arguments(PyObject *data, PyObject *children, PyObject *op_or_grads,
+                                 PyObject *label, PyObject *local_grads)
+{
+    double x;
+    int found = ag_as_double(data, &x);
+    if (found == 0)
+        PyErr_Format(PyExc_TypeError, "Value() data must be a real number, not '%.200s'",
+                     ag_type_name(data));
+    if (found <= 0)
+        return 0;
+    /* micrograd's third argument is _op; microgpt's, local_grads (numbers) */
+    if (op_or_grads && !local_grads && op_or_grads != Py_None && !PyUnicode_Check(op_or_grads)
+        && PySequence_Check(op_or_grads)) {
+        local_grads = op_or_grads;
+        op_or_grads = NULL;
+    }
+    PyObject *kids = children && children != Py_None ? PySequence_Tuple(children) : PyTuple_New(0);
+    PyObject *grads = local_grads && local_grads != Py_None ? PySequence_Tuple(local_grads) : NULL;
+    PyObject *op_text = op_or_grads && op_or_grads != Py_None ? PyObject_Str(op_or_grads) : NULL;
+    PyObject *label_text = label && label != Py_None ? PyObject_Str(label) : NULL;
+    ag_id *ids = NULL, id = 0;
+    double *locals = NULL;
+    if (!kids || (local_grads && local_grads != Py_None && !grads)
+        || (op_or_grads && op_or_grads != Py_None && !op_text) || (label && label != Py_None && !label_text))
+        goto done;
+    Py_ssize_t n = PyTuple_GET_SIZE(kids);
+    if (grads && PyTuple_GET_SIZE(grads) != n) {
+        PyErr_Format(PyExc_ValueError, "Value() needs one local gradient per child, got %zd for %zd",
+                     PyTuple_GET_SIZE(grads), n);
+        goto done;
+    }
+    ids = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *ids);
+    locals = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *locals);
+    if (!ids || !locals) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *child = PyTuple_GET_ITEM(kids, i);
+        if (!ag_is_value(child)) {
+            PyErr_Format(PyExc_TypeError, "Value() _children must be Values, not '%.200s'",
+                         ag_type_name(child));
+            goto done;
+        }
+        ids[i] = VALUE_ID(child); /* kids keeps them alive */
+        if (grads) {
+            found = ag_as_double(PyTuple_GET_ITEM(grads, i), &locals[i]);
+            if (found == 0)
+                PyErr_Format(PyExc_TypeError, "Value() local_grads must be real numbers, not '%.200s'",
+                             ag_type_name(PyTuple_GET_ITEM(grads, i)));
+            if (found <= 0)
+                goto done;
+        }
+    }
+    const char *text = op_text ? PyUnicode_AsUTF8(op_text) : "";
+    const char *label_utf8 = label_text ? PyUnicode_AsUTF8(label_text) : "";
+    if (!text || !label_utf8)
+        goto done;
+    /* From here on no Python code runs until the caller owns the node. */
+    if (grads && n)
+        id = ag_local(x, ids, locals, (size_t)n);
+    else if (n || text[0])
+        id = ag_custom(x, ids, (size_t)n);
+    else
+        id = ag_leaf(x);
+    if (!id) {
+        ag_raise_failure("Value()", PyTuple_New(0));
+    } else if ((text[0] && ag_set_custom_op(id, text) != AG_OK)
+               || (label_utf8[0] && ag_set_label(id, label_utf8) != AG_OK)) {
+        ag_release(id);
+        id = 0;
+        PyErr_NoMemory();
+    }
+done:
+    PyMem_Free(ids);
+    PyMem_Free(locals);
+    Py_XDECREF(kids);
+    Py_XDECREF(grads);
+    Py_XDECREF(op_text);
+    Py_XDECREF(label_text);
+    return id;
+}
+
+static int parse_arguments(PyObject *args, PyObject *kwargs, PyObject **data, PyObject **children,
+                           PyObject **op_or_grads, PyObject **label, PyObject **local_grads)
+{
+    static char *names[] = {"data", "_children", "_op", "label", "local_grads", NULL};
+    *children = *op_or_grads = *label = *local_grads = NULL;
+    return PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOOO:Value", names, data, children,
+                                       op_or_grads, label, local_grads);
+}
+
+/* Value.__new__. A Value comes out whole, with its node. A subclass instance gets a
+ * placeholder leaf here (its own __init__ may take other arguments) that Value.__init__
+ * replaces; a subclass instance is Python state in itself (mark_state). */
+static PyObject *value_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *data, *children, *op_or_grads, *label, *local_grads;
+    if (type == ag_value_type) {
+        if (!parse_arguments(args, kwargs, &data, &children, &op_or_grads, &label, &local_grads))
+            return NULL;
+        PyObject *v = ag_value_alloc();
+        if (!v)
+            return NULL;
+        ag_id id = node_from_arguments(data, children, op_or_grads, label, local_grads);
+        return id ? ag_value_own(v, id) : (Py_DECREF(v), NULL);
+    }
+    double x = 0.0;
+    if (PyTuple_GET_SIZE(args) > 0 && ag_as_double(PyTuple_GET_ITEM(args, 0), &x) <= 0) {
+        PyErr_Clear();
+        x = 0.0;
+    }
+    PyObject *v = type->tp_alloc(type, 0); /* zeroed and GC-tracked, as subclasses need */
+    if (!v)
+        return NULL;
+    ag_id id = ag_leaf(x);
+    if (!id) {
+        Py_DECREF(v);
+        return ag_raise_failure("Value()", PyTuple_New(0));
+    }
+    VALUE_ID(v) = id;
+    ag_node_at(id)->py = v;
+    mark_state(v);
+    return v;
+}
+
+/* Moves self onto a freshly made node (holding its one reference): the state its
+ * Value carries goes with it. */
+static void replace_node(PyObject *self, ag_id id)
+{
+    ag_node *old = ag_node_at(VALUE_ID(self)), *node = ag_node_at(id);
+    uint8_t state = old->flags & (AG_FLAG_PYSTATE | AG_FLAG_PYRULE);
+    ag_id old_id = VALUE_ID(self);
+    node->py = self;
+    node->flags |= state;
+    VALUE_ID(self) = id;
+    old->py = NULL;
+    old->flags &= (uint8_t)~(AG_FLAG_PYSTATE | AG_FLAG_PYRULE);
+    if (old->flags & AG_FLAG_PINNED) {
+        old->flags &= (uint8_t)~AG_FLAG_PINNED;
+        Py_DECREF(self); /* the caller still holds self */
+    }
+    ag_release(old_id);
+}
+
+/* Value.__init__: for subclasses, whose __init__ calls super().__init__(data,
+ * _children, _op, label). A Value of the exact type was made whole by __new__. */
+static int value_init(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *data, *children, *op_or_grads, *label, *local_grads;
+    if (Py_TYPE(self) == ag_value_type)
+        return 0;
+    if (!parse_arguments(args, kwargs, &data, &children, &op_or_grads, &label, &local_grads))
+        return -1;
+    ag_id id = node_from_arguments(data, children, op_or_grads, label, local_grads);
+    if (!id)
+        return -1;
+    replace_node(self, id);
+    return 0;
+}
+
+/* Value(x): the call every input and parameter makes, without building argument
+ * tuples; anything else goes the general way (__new__, then __init__). */
+static PyObject *value_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames)
+{
+    PyTypeObject *type = (PyTypeObject *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (type == ag_value_type && nargs == 1 && !kwnames
+        && (PyFloat_CheckExact(args[0]) || PyLong_CheckExact(args[0]))) {
+        double x = PyFloat_CheckExact(args[0]) ? PyFloat_AS_DOUBLE(args[0]) : PyLong_AsDouble(args[0]);
+        if (x == -1.0 && PyErr_Occurred())
+            return NULL;
+        PyObject *v = ag_value_alloc();
+        if (!v)
+            return NULL;
+        ag_id id = ag_leaf(x);
+        return id ? ag_value_own(v, id) : (Py_DECREF(v), ag_raise_failure("Value()", PyTuple_New(0)));
+    }
+    PyObject *tuple = PyTuple_New(nargs), *kwargs = NULL, *self = NULL;
+    if (!tuple)
+        return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        Py_INCREF(args[i]);
+        PyTuple_SET_ITEM(tuple, i, args[i]);
+    }
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nkw && !(kwargs = PyDict_New()))
+        goto done;
+    for (Py_ssize_t i = 0; i < nkw; i++)
+        if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0)
+            goto done;
+    self = type->tp_new(type, tuple, kwargs);
+    if (self && PyObject_TypeCheck(self, type) && type->tp_init(self, tuple, kwargs) < 0)
+        Py_CLEAR(self);
+done:
+    Py_DECREF(tuple);
+    Py_XDECREF(kwargs);
+    return self;
+}
+
+/* ---- whole-graph work ---- */
+
+static PyObject *value_backward(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    int status = ag_backward(VALUE_ID(self));
+    if (status)
+        return status == AG_EPYTHON ? NULL : ag_raise_failure("backward", Py_BuildValue("(O)", self));
+    Py_RETURN_NONE;
+}
+
+static PyObject *value_forward(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (ag_forward(VALUE_ID(self)))
+        return ag_raise_failure("forward", Py_BuildValue("(O)", self));
+    return PyFloat_FromDouble(ag_node_at(VALUE_ID(self))->data);
+}
+
+/* The attributes a pickle or copy carries: a copy of the dict without _backward (a
+ * restored Value is a leaf: it has no graph to run a rule over), or None. */
+static PyObject *value_getstate(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *dict = ((ValueObject *)self)->dict;
+    if (!dict || PyDict_GET_SIZE(dict) == 0)
+        Py_RETURN_NONE;
+    PyObject *state = PyDict_Copy(dict);
+    if (state && PyDict_DelItem(state, backward_name) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_KeyError))
+            Py_CLEAR(state);
+        else
+            PyErr_Clear();
+    }
+    if (state && PyDict_GET_SIZE(state) == 0) {
+        Py_DECREF(state);
+        Py_RETURN_NONE;
+    }
+    return state;
+}
+
+static PyObject *value_repr(PyObject *self)
+{
+    const ag_node *node = ag_node_at(VALUE_ID(self));
+    PyObject *data = PyFloat_FromDouble(node->data), *grad = PyFloat_FromDouble(node->grad);
+    PyObject *text = data && grad ? PyUnicode_FromFormat("Value(data=%R, grad=%R)", data, grad) : NULL;
+    Py_XDECREF(data);
+    Py_XDECREF(grad);
+    return text;
+}
+
+/* ---- the type ---- */
+
+static PyMemberDef members[] = {
+    {"__dictoffset__", T_PYSSIZET, offsetof(ValueObject, dict), READONLY, NULL},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(ValueObject, weakrefs), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+PyTypeObject *ag_make_value_type(void)
+{
+    static PyMethodDef methods[AG_N_ELEMENTWISE + 4];
+    static PyType_Slot slots[AG_N_ELEMENTWISE + 16];
+    size_t n_methods = 0, n_slots = 0;
+
+    PyObject *numbers = PyImport_ImportModule("numbers");
+    if (!numbers)
+        return NULL;
+    real_abc = PyObject_GetAttrString(numbers, "Real");
+    Py_DECREF(numbers);
+    backward_name = PyUnicode_InternFromString("_backward");
+    if (!real_abc || !backward_name)
+        return NULL;
+
+    for (size_t i = 0; i < AG_N_ELEMENTWISE; i++) {
+        const op_entry *op = &op_entries[i];
+        if (op->slot == Py_nb_power)
+            slots[n_slots++] = (PyType_Slot){op->slot, (void *)op->ternary};
+        else if (op->slot && op->arity == 2)
+            slots[n_slots++] = (PyType_Slot){op->slot, (void *)op->binary};
+        else if (op->slot)
+            slots[n_slots++] = (PyType_Slot){op->slot, (void *)op->unary};
+        else if (op->is_method)
+            methods[n_methods++] = (PyMethodDef){op->name, op->method, METH_NOARGS,
+                                                 "an op of the table in csrc/ops.h"};
+    }
+    methods[n_methods++] = (PyMethodDef){"backward", value_backward, METH_NOARGS,
+        "Adds d(self)/d(node) to .grad of every node this Value depends on (self gets +1).\n\n"
+        "Like PyTorch, each call adds once; micrograd instead compounds interior grads when\n"
+        "called twice. Zero the grads (Module.zero_grad) between steps."};
+    methods[n_methods++] = (PyMethodDef){"forward", value_forward, METH_NOARGS,
+        "Recomputes this Value and everything under it from the current leaf data.\n\n"
+        "Replays the recorded graph in C: Python control flow is not re-run, branches\n"
+        "inside ops (relu) are. Returns self.data."};
+    methods[n_methods++] = (PyMethodDef){"__getstate__", value_getstate, METH_NOARGS,
+        "the attributes a pickle carries (without _backward), or None"};
+    methods[n_methods] = (PyMethodDef){NULL, NULL, 0, NULL};
+
+    slots[n_slots++] = (PyType_Slot){Py_tp_methods, methods};
+    slots[n_slots++] = (PyType_Slot){Py_tp_getset, getset};
+    slots[n_slots++] = (PyType_Slot){Py_tp_members, members};
+    slots[n_slots++] = (PyType_Slot){Py_tp_new, (void *)value_new};
+    slots[n_slots++] = (PyType_Slot){Py_tp_init, (void *)value_init};
+    slots[n_slots++] = (PyType_Slot){Py_tp_dealloc, (void *)value_dealloc};
+    slots[n_slots++] = (PyType_Slot){Py_tp_traverse, (void *)value_traverse};
+    slots[n_slots++] = (PyType_Slot){Py_tp_clear, (void *)value_clear};
+    slots[n_slots++] = (PyType_Slot){Py_tp_setattro, (void *)value_setattro};
+    slots[n_slots++] = (PyType_Slot){Py_tp_repr, (void *)value_repr};
+    slots[n_slots++] = (PyType_Slot){Py_tp_doc,
+        "Value(data, _children=(), _op='', label='', local_grads=None)\n\n"
+        "A scalar that remembers how it was computed, so backward() can differentiate it.\n"
+        "micrograd's signature: `_children` and `_op` make a hand-built node (give it a\n"
+        "`_backward` to pass gradients); with `local_grads` (or numbers as the third\n"
+        "argument, microgpt's way) its local derivatives are those numbers."};
+    slots[n_slots] = (PyType_Slot){0, NULL};
+
+    static PyType_Spec spec = {"pyautograd.engine.Value", sizeof(ValueObject), 0,
+                               Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC, NULL};
+    spec.slots = slots;
+    PyTypeObject *type = (PyTypeObject *)PyType_FromSpec(&spec);
+    if (!type)
+        return NULL;
+    type->tp_vectorcall = value_vectorcall;
+    /* Python's own messages print tp_name: "unsupported operand type(s) for +: 'Value'
+     * and 'str'", as for a class written in Python (__module__ keeps the full name). */
+    type->tp_name = "Value";
+    ag_value_type = type;
+    return type;
+}
