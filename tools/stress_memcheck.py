@@ -14,8 +14,10 @@ import sys
 import threading
 
 import pyautograd
-from pyautograd import arena, functional, losses, nn, optim
-from pyautograd._ag import ffi, lib
+import gc
+import weakref
+
+from pyautograd import arena, functional, losses, nn, optim, viz
 from pyautograd.engine import OP_NAMES, Value
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
@@ -56,12 +58,10 @@ def graphs_and_sweeps():
         v.data += 0.1
     total.forward()               # compiles and caches the order and tape
     total.backward()              # through the tape
-    size = lib.ag_graph_size(total._id)
-    counts = ffi.new("size_t[]", lib.ag_op_count())
-    depth = ffi.new("size_t *")
-    assert lib.ag_graph_stats(total._id, counts, depth) == 0 and sum(counts) == size
+    size = arena.graph_size(total)
+    assert viz.summary(total).nodes == size and len(viz.to_dot(total, max_nodes=None)) > size
     _ = [v._prev for v in nodes] + [v._op for v in nodes] + [repr(total), hand_made._op]
-    lib.ag_zero_grads([v._id for v in nodes], len(nodes))
+    nn.Module.zero_grad(type("Params", (nn.Module,), {"parameters": lambda self: nodes})())
     softmax = functional.softmax([x, y, total])
     log_softmax = functional.log_softmax([x, y, 2.0])
     (softmax[0] + log_softmax[1]).backward()
@@ -163,6 +163,40 @@ def threads():
     handoff.clear()
 
 
+def python_side():
+    """Identity, attributes, weak references, Python-written ops, local-grad nodes,
+    subclasses: the Values that carry Python state, pinned by their nodes."""
+    class Sub(Value):
+        def __init__(self, data, name=""):
+            super().__init__(data, label=name)
+            self.name = name
+
+        def square(self):
+            out = Value(self.data ** 2, (self,), "square")
+
+            def _backward():
+                self.grad += 2 * self.data * out.grad
+            out._backward = _backward  # a cycle: out -> dict -> closure -> cell -> out
+            return out
+
+    x = Sub(0.5, "x")
+    h = x.square() * 3.0
+    h.tag = "h"
+    ref = weakref.ref(h)
+    local = Value(h.data + x.data, (h, x), (1.0, 1.0))
+    out = (local * x).tanh() + functional.sum(y for y in [h * 2, x * 1.0])  # a generator of temporaries
+    del h
+    assert [c.tag for c in local._prev if getattr(c, "tag", None)] == ["h"] and ref() is not None
+    out.backward()
+    out._backward()
+    local._backward()
+    nodes = optim.SGD([x], lr=0.1)
+    nodes.step()
+    del out, local, nodes
+    gc.collect()
+    assert ref() is None
+
+
 def pickling():
     v = Value(1.5, label="v")
     w = (v * 2).exp()
@@ -180,6 +214,7 @@ def main():
         training()
         modes_and_failures()
         threads()
+        python_side()
         pickling()
     live = arena.stats()["live_nodes"]
     print(f"stress_memcheck: {ROUNDS} rounds over {len(OP_NAMES)} ops, live nodes {base} -> {live}")
