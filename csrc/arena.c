@@ -70,8 +70,9 @@ static void thread_free_ids(ag_arena *ar, size_t b)
 }
 
 /* One more block of free nodes: a released index if there is one, else a new one. */
-static int add_block(ag_arena *ar)
+int ag_add_block(void)
 {
+    ag_arena *ar = &ag_the_arena;
     size_t b;
     if (ar->n_released) {
         b = ar->released[ar->n_released - 1];
@@ -113,28 +114,6 @@ ag_node *ag_node_checked(ag_id id)
         return NULL;
     ag_node *node = ag_node_at(id);
     return node->op == AG_FREE ? NULL : node;
-}
-
-ag_node *ag_alloc_node(int op, double data, ag_id *id)
-{
-    ag_arena *ar = &ag_the_arena;
-    *id = 0;
-    if ((ar->node_limit && ar->live >= ar->node_limit) || (!ar->free_head && add_block(ar) != AG_OK)) {
-        ag_fail(AG_ENOMEM, 0);
-        return NULL;
-    }
-    *id = ar->free_head;
-    ag_node *node = ag_node_at(*id);
-    ar->free_head = node->in[0];
-    ar->live++;
-    node->data = data;
-    node->grad = 0.0;
-    node->py = NULL;
-    node->in[0] = node->in[1] = 0;
-    node->refs = 1;
-    node->op = (uint8_t)op;
-    node->flags = 0;
-    return node;
 }
 
 /* ---- n-ary input lists ---- */
@@ -197,13 +176,6 @@ static void detach_list(ag_node *node)
 
 static void give_back_blocks(ag_arena *ar);
 
-/* A pinned node that only its Value still holds stops keeping the Value alive. */
-static void unpin_if_only_its_value_holds_it(ag_node *node)
-{
-    if (node->refs == 1 && (node->flags & AG_FLAG_PINNED))
-        ag_hooks.unpin(node); /* may run Python code, even ag_release: see below */
-}
-
 /* Frees the nodes on the worklist and whatever dies with them. A chain of 10^7 nodes
  * dies here in one loop: the dying nodes wait in a list threaded through their (no
  * longer needed) data field, so freeing needs no memory and cannot fail. Unpinning a
@@ -225,8 +197,8 @@ static void run_worklist(ag_arena *ar)
             if (--input->refs == 0) {
                 input->next_dying = ar->dying;
                 ar->dying = inputs[i];
-            } else {
-                unpin_if_only_its_value_holds_it(input);
+            } else if (input->refs == 1 && (input->flags & AG_FLAG_PINNED)) {
+                ag_hooks.unpin(input); /* may run Python code, even ag_release: see above */
             }
         }
         if (ag_op_is_nary(node->op))
@@ -245,15 +217,10 @@ static void run_worklist(ag_arena *ar)
     give_back_blocks(ar);
 }
 
-void ag_release(ag_id id)
+void ag_free_dead(ag_id id)
 {
     ag_arena *ar = &ag_the_arena;
-    ag_node *node = ag_node_at(id);
-    if (--node->refs > 0) {
-        unpin_if_only_its_value_holds_it(node);
-        return;
-    }
-    node->next_dying = ar->dying;
+    ag_node_at(id)->next_dying = ar->dying;
     ar->dying = id;
     if (!ar->releasing)
         run_worklist(ar);

@@ -88,6 +88,10 @@ typedef struct ag_arena {
 
 extern ag_arena ag_the_arena;
 
+/* Per-thread error state, set by failing calls. */
+void ag_fail(int status, ag_id node);
+void ag_fail_value(double value);  /* the nan or inf an op produced, for AG_EANOMALY */
+
 static inline ag_node *ag_node_at(ag_id id)
 {
     return &ag_the_arena.blocks[id >> AG_BLOCK_SHIFT][id & (AG_BLOCK_NODES - 1)];
@@ -118,12 +122,45 @@ static inline void ag_retain(ag_id id)
         ag_hooks.pin(node);
 }
 
-/* Drops a reference, freeing what dies. May run Python code through ag_hooks.unpin. */
-void ag_release(ag_id id);
+/* Frees a node whose last reference just went, and whatever dies with it (arena.c). */
+void ag_free_dead(ag_id id);
+
+/* Drops a reference, freeing what dies. May run Python code through ag_hooks.unpin:
+ * a pinned node that only its Value still holds stops keeping the Value alive. */
+static inline void ag_release(ag_id id)
+{
+    ag_node *node = ag_node_at(id);
+    if (--node->refs == 0)
+        ag_free_dead(id);
+    else if (node->refs == 1 && (node->flags & AG_FLAG_PINNED))
+        ag_hooks.unpin(node);
+}
+
+int ag_add_block(void); /* arena.c: more free nodes, AG_OK or AG_ENOMEM */
 
 /* A new node with refs = 1 and the given op; its inputs are set by the caller,
  * which must retain them. NULL (and *id = 0) when memory runs out. */
-ag_node *ag_alloc_node(int op, double data, ag_id *id);
+static inline ag_node *ag_alloc_node(int op, double data, ag_id *id)
+{
+    ag_arena *ar = &ag_the_arena;
+    if ((ar->node_limit && ar->live >= ar->node_limit) || (!ar->free_head && ag_add_block() != AG_OK)) {
+        ag_fail(AG_ENOMEM, 0);
+        *id = 0;
+        return NULL;
+    }
+    *id = ar->free_head;
+    ag_node *node = ag_node_at(*id);
+    ar->free_head = node->in[0];
+    ar->live++;
+    node->data = data;
+    node->grad = 0.0;
+    node->py = NULL;
+    node->in[0] = node->in[1] = 0;
+    node->refs = 1;
+    node->op = (uint8_t)op;
+    node->flags = 0;
+    return node;
+}
 
 /* Inputs of any node, as a pointer and a count (valid until the arena changes). */
 static inline const ag_id *ag_inputs_of(const ag_node *node, size_t *n)
@@ -147,9 +184,6 @@ static inline const double *ag_local_grads_of(const ag_node *node)
  * node and retains the inputs. AG_ENOMEM on failure, with nothing taken. */
 int ag_attach_list(ag_node *node, const ag_id *ids, size_t n, const double *local);
 
-/* Per-thread error state, set by failing calls. */
-void ag_fail(int status, ag_id node);
-void ag_fail_value(double value);  /* the nan or inf an op produced, for AG_EANOMALY */
 
 /* Hooks run when a node with AG_FLAG_STRINGS / AG_FLAG_ORDER dies. */
 void ag_labels_forget(ag_id id);

@@ -10,10 +10,7 @@
 
 #include "ag.h"
 
-/* Making nodes (nodes.c). */
-ag_id ag_leaf(double data);
-ag_id ag_apply(int op, ag_id a, ag_id b);  /* an elementwise op; b unused when unary */
-ag_id ag_apply_const(int op, ag_id a, double constant, int constant_first);
+/* Making nodes (nodes.c; ag_leaf, ag_apply and ag_apply_const are inline in nodes.h). */
 ag_id ag_sum(const ag_id *inputs, size_t n);
 ag_id ag_dot(const ag_id *ws, const ag_id *xs, size_t n, ag_id bias);  /* bias 0: none */
 ag_id ag_custom(double data, const ag_id *inputs, size_t n);

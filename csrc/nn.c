@@ -7,6 +7,7 @@
  */
 #include "arena.h"
 #include "core.h"
+#include "nodes.h"
 
 int ag_layer(const ag_id *ws, const ag_id *bs, const uint8_t *nonlin, size_t nout, size_t nin,
              const ag_id *xs, ag_id *out)

@@ -8,12 +8,23 @@
 #include "ops.h"
 #include "core.h"
 
+/* Per-thread modes, like torch.no_grad. Reading a thread-local from a shared object
+ * costs a library call, so ag_threads_in_modes counts the threads that have any mode
+ * on, and the ops read their thread's flags only when it is not 0. */
 static _Thread_local int grad_disabled;  /* pyautograd.no_grad() */
 static _Thread_local int anomaly_mode;   /* pyautograd.detect_anomaly() */
+int ag_threads_in_modes;
 
-void ag_set_grad_enabled(int enabled) { grad_disabled = !enabled; }
+static void set_modes(int disabled, int anomaly)
+{
+    ag_threads_in_modes += (disabled || anomaly) - (grad_disabled || anomaly_mode);
+    grad_disabled = disabled;
+    anomaly_mode = anomaly;
+}
+
+void ag_set_grad_enabled(int enabled) { set_modes(!enabled, anomaly_mode); }
 int ag_grad_enabled(void) { return !grad_disabled; }
-void ag_set_anomaly_mode(int enabled) { anomaly_mode = enabled != 0; }
+void ag_set_anomaly_mode(int enabled) { set_modes(grad_disabled, enabled != 0); }
 int ag_anomaly_mode(void) { return anomaly_mode; }
 
 /* ---- the op table's names, indexed by enum ag_op ---- */
@@ -41,76 +52,7 @@ const char *ag_op_symbol(int op) { return valid_op(op) ? op_symbols[op] : ""; }
 int ag_op_arity(int op) { return valid_op(op) ? ag_arity(op) : 0; }
 const char *ag_op_python(int op) { return valid_op(op) ? op_pythons[op] : ""; }
 
-/* ---- making nodes ---- */
-
-/* An op's result is rejected here, before any node exists, when anomaly mode sees
- * nan or inf. */
-static int rejected(double out)
-{
-    if (anomaly_mode && !isfinite(out)) {
-        ag_fail(AG_EANOMALY, 0);
-        ag_fail_value(out);
-        return 1;
-    }
-    return 0;
-}
-
-static ag_id new_node(int op, double data)
-{
-    ag_id id;
-    ag_alloc_node(op, data, &id);
-    return id;
-}
-
-ag_id ag_leaf(double data) { return new_node(AG_LEAF, data); }
-
-/* An elementwise op on existing nodes (b is ignored by unary ops). */
-ag_id ag_apply(int op, ag_id a, ag_id b)
-{
-    int arity = ag_arity(op);
-    double out = ag_forward_elementwise(op, ag_node_at(a)->data, arity == 2 ? ag_node_at(b)->data : 0.0);
-    if (rejected(out))
-        return 0;
-    if (grad_disabled)
-        return new_node(AG_LEAF, out);
-    ag_id id;
-    ag_node *node = ag_alloc_node(op, out, &id);
-    if (node) {
-        node->in[0] = a;
-        ag_retain(a);
-        if (arity == 2) {
-            node->in[1] = b;
-            ag_retain(b);
-        }
-    }
-    return id;
-}
-
-/* v + 2.0 or 2.0 - v: the number becomes a CONST leaf, as micrograd makes Value(2.0),
- * so `_prev` shows it and the graph stays uniform. */
-ag_id ag_apply_const(int op, ag_id a, double constant, int constant_first)
-{
-    double x = ag_node_at(a)->data;
-    double out = constant_first ? ag_forward_elementwise(op, constant, x)
-                                : ag_forward_elementwise(op, x, constant);
-    if (rejected(out))
-        return 0;
-    if (grad_disabled)
-        return new_node(AG_LEAF, out);
-    ag_id c = new_node(AG_CONST, constant);
-    if (!c)
-        return 0;
-    ag_id id;
-    ag_node *node = ag_alloc_node(op, out, &id);
-    if (!node) {
-        ag_release(c);
-        return 0;
-    }
-    node->in[0] = constant_first ? c : a;
-    node->in[1] = constant_first ? a : c;
-    ag_retain(a); /* c's one reference passes to the node */
-    return id;
-}
+/* ---- making nodes (the one- and two-input ops are inline, in nodes.h) ---- */
 
 /* The value of an n-ary op over inputs given by id. AG_ENOMEM when a wide node's
  * addresses find no memory. */
@@ -136,10 +78,10 @@ static ag_id new_nary(int op, const ag_id *inputs, size_t n, double data, const 
         ag_fail(status, 0);
         return 0;
     }
-    if (rejected(data))
+    if (ag_rejected(data))
         return 0;
-    if (grad_disabled)
-        return new_node(AG_LEAF, data);
+    if (!ag_recording())
+        return ag_leaf(data);
     ag_id id;
     ag_node *node = ag_alloc_node(op, data, &id);
     if (!node)

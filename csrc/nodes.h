@@ -9,6 +9,15 @@
 #include <math.h>
 #include "arena.h"
 
+/* ---- modes (nodes.c) ---- */
+
+extern int ag_threads_in_modes;  /* threads with no_grad or detect_anomaly on */
+int ag_grad_enabled(void);       /* this thread's flags (thread-local: slower to read) */
+int ag_anomaly_mode(void);
+
+static inline int ag_recording(void) { return !ag_threads_in_modes || ag_grad_enabled(); }
+static inline int ag_checking(void) { return ag_threads_in_modes && ag_anomaly_mode(); }
+
 /* ---- sum: inputs[0] + inputs[1] + ..., left to right ---- */
 
 static inline double ag_sum_forward(ag_node *const *in, size_t n)
@@ -124,6 +133,77 @@ static inline int ag_propagate(const ag_node *node, ag_node *const *in, size_t n
             return 1; /* nothing to pass on (micrograd's default _backward) */
         return ag_elementwise_backward(node, in[0], n > 1 ? in[1] : NULL, check);
     }
+}
+
+/* ---- making nodes: the ops Python calls most, inline so each op's row folds in ---- */
+
+/* An op's result is rejected here, before any node exists, when detect_anomaly sees
+ * nan or inf. */
+static inline int ag_rejected(double out)
+{
+    if (ag_checking() && !isfinite(out)) {
+        ag_fail(AG_EANOMALY, 0);
+        ag_fail_value(out);
+        return 1;
+    }
+    return 0;
+}
+
+static inline ag_id ag_leaf(double data)
+{
+    ag_id id;
+    ag_alloc_node(AG_LEAF, data, &id);
+    return id;
+}
+
+/* An elementwise op on existing nodes (b is ignored by unary ops). Under no_grad the
+ * result is a leaf. */
+AG_INLINE ag_id ag_apply(int op, ag_id a, ag_id b)
+{
+    int arity = ag_arity(op);
+    double out = ag_forward_elementwise(op, ag_node_at(a)->data, arity == 2 ? ag_node_at(b)->data : 0.0);
+    if (ag_rejected(out))
+        return 0;
+    if (!ag_recording())
+        return ag_leaf(out);
+    ag_id id;
+    ag_node *node = ag_alloc_node(op, out, &id);
+    if (node) {
+        node->in[0] = a;
+        ag_retain(a);
+        if (arity == 2) {
+            node->in[1] = b;
+            ag_retain(b);
+        }
+    }
+    return id;
+}
+
+/* v + 2.0 or 2.0 - v: the number becomes a CONST leaf, as micrograd makes Value(2.0),
+ * so `_prev` shows it and the graph stays uniform. */
+AG_INLINE ag_id ag_apply_const(int op, ag_id a, double constant, int constant_first)
+{
+    double x = ag_node_at(a)->data;
+    double out = constant_first ? ag_forward_elementwise(op, constant, x)
+                                : ag_forward_elementwise(op, x, constant);
+    if (ag_rejected(out))
+        return 0;
+    if (!ag_recording())
+        return ag_leaf(out);
+    ag_id c = ag_leaf(constant);
+    if (!c)
+        return 0;
+    ag_node_at(c)->op = AG_CONST;
+    ag_id id;
+    ag_node *node = ag_alloc_node(op, out, &id);
+    if (!node) {
+        ag_release(c);
+        return 0;
+    }
+    node->in[0] = constant_first ? c : a;
+    node->in[1] = constant_first ? a : c;
+    ag_retain(a); /* c's one reference passes to the node */
+    return id;
 }
 
 #endif

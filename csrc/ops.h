@@ -30,6 +30,15 @@
 #include <math.h>
 #include <stddef.h>
 
+/* For the few functions the per-op path must not call: each op's row folds into them. */
+#if defined(__GNUC__) || defined(__clang__)
+#define AG_INLINE static inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define AG_INLINE static __forceinline
+#else
+#define AG_INLINE static inline
+#endif
+
 static inline double ag_sigmoid(double a) { return 1.0 / (1.0 + exp(-a)); }
 
 #define AG_POW_BASE_GRAD SELECT(b == 0.0, ZERO, MUL(B, POW(A, SUB(B, ONE))))

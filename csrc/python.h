@@ -10,6 +10,7 @@
 #include <Python.h>
 #include "arena.h"
 #include "core.h"
+#include "nodes.h"
 
 /* A Value: its node's id, and the Python side a micrograd Value has (attributes,
  * weak references). 56 bytes with the GC header; a Value that carries no attributes is

@@ -22,17 +22,31 @@ PyTypeObject *ag_value_type;
 static PyObject *failure_hook;   /* engine._raise_failure(what, inputs, node, node_op) */
 static PyObject *real_abc;       /* numbers.Real: numpy scalars, Fraction, ... */
 static PyObject *backward_name;  /* "_backward", interned */
+static PyObject *data_name, *grad_name;
 
 /* ---- Values for nodes (invariant 8) ---- */
 
+/* Values of the exact type with no attributes go back to a small free list when they
+ * die and come from it first, as floats do: an op makes and drops one each. A Value on
+ * the list keeps its reference to the type. */
+#define AG_FREE_VALUES 256
+static ValueObject *free_values[AG_FREE_VALUES];
+static int n_free_values;
+
 PyObject *ag_value_alloc(void)
 {
-    ValueObject *v = PyObject_GC_New(ValueObject, ag_value_type); /* untracked */
-    if (v) {
-        v->id = 0;
+    ValueObject *v;
+    if (n_free_values) {
+        v = free_values[--n_free_values];
+        _Py_NewReference((PyObject *)v);
+    } else {
+        v = PyObject_GC_New(ValueObject, ag_value_type); /* untracked */
+        if (!v)
+            return NULL;
         v->dict = NULL;
         v->weakrefs = NULL;
     }
+    v->id = 0;
     return (PyObject *)v;
 }
 
@@ -263,6 +277,16 @@ static void value_dealloc(PyObject *self)
 {
     ValueObject *v = (ValueObject *)self;
     PyTypeObject *type = Py_TYPE(self);
+    if (type == ag_value_type && !v->dict && !v->weakrefs && n_free_values < AG_FREE_VALUES
+        && !PyObject_GC_IsTracked(self)) {
+        /* the common case, an op's result made and dropped: never tracked, no state */
+        if (v->id) {
+            ag_node_at(v->id)->py = NULL;
+            ag_release(v->id); /* may run Python code */
+        }
+        free_values[n_free_values++] = v;
+        return;
+    }
     PyObject_GC_UnTrack(self);
     if (v->weakrefs)
         PyObject_ClearWeakRefs(self);
@@ -301,8 +325,33 @@ static int value_clear(PyObject *self)
     return 0;
 }
 
+/* v.data and v.grad are what micrograd programs touch most (an optimizer loop reads and
+ * writes both for every parameter), so a Value of the exact type answers them before
+ * the generic lookup: the names in code are interned, so one pointer compare does it.
+ * Everything else, and every subclass (which may override data), goes the generic way. */
+static PyObject *value_getattro(PyObject *self, PyObject *name)
+{
+    if (Py_IS_TYPE(self, ag_value_type)) {
+        if (name == data_name)
+            return PyFloat_FromDouble(ag_node_at(VALUE_ID(self))->data);
+        if (name == grad_name)
+            return PyFloat_FromDouble(ag_node_at(VALUE_ID(self))->grad);
+    }
+    return PyObject_GenericGetAttr(self, name);
+}
+
 static int value_setattro(PyObject *self, PyObject *name, PyObject *value)
 {
+    if (Py_IS_TYPE(self, ag_value_type) && value && PyFloat_CheckExact(value)) {
+        if (name == data_name) {
+            ag_node_at(VALUE_ID(self))->data = PyFloat_AS_DOUBLE(value);
+            return 0;
+        }
+        if (name == grad_name) {
+            ag_node_at(VALUE_ID(self))->grad = PyFloat_AS_DOUBLE(value);
+            return 0;
+        }
+    }
     if (PyObject_GenericSetAttr(self, name, value) < 0)
         return -1;
     if (((ValueObject *)self)->dict)
@@ -533,7 +582,7 @@ static PyObject *inputs_of_failure(PyObject *a, PyObject *b)
     return b ? Py_BuildValue("(OO)", a, b) : Py_BuildValue("(O)", a);
 }
 
-static PyObject *apply_binary(int op, const char *symbol, PyObject *a, PyObject *b)
+AG_INLINE PyObject *apply_binary(int op, const char *symbol, PyObject *a, PyObject *b)
 {
     int a_is_value = ag_is_value(a), b_is_value = ag_is_value(b);
     double constant = 0.0;
@@ -552,7 +601,7 @@ static PyObject *apply_binary(int op, const char *symbol, PyObject *a, PyObject 
     return id ? ag_value_own(out, id) : (Py_DECREF(out), ag_raise_failure(symbol, inputs_of_failure(a, b)));
 }
 
-static PyObject *apply_unary(int op, const char *name, PyObject *a)
+AG_INLINE PyObject *apply_unary(int op, const char *name, PyObject *a)
 {
     PyObject *out = ag_value_alloc();
     if (!out)
@@ -884,7 +933,9 @@ PyTypeObject *ag_make_value_type(void)
     real_abc = PyObject_GetAttrString(numbers, "Real");
     Py_DECREF(numbers);
     backward_name = PyUnicode_InternFromString("_backward");
-    if (!real_abc || !backward_name)
+    data_name = PyUnicode_InternFromString("data");
+    grad_name = PyUnicode_InternFromString("grad");
+    if (!real_abc || !backward_name || !data_name || !grad_name)
         return NULL;
 
     for (size_t i = 0; i < AG_N_ELEMENTWISE; i++) {
@@ -919,6 +970,7 @@ PyTypeObject *ag_make_value_type(void)
     slots[n_slots++] = (PyType_Slot){Py_tp_dealloc, (void *)value_dealloc};
     slots[n_slots++] = (PyType_Slot){Py_tp_traverse, (void *)value_traverse};
     slots[n_slots++] = (PyType_Slot){Py_tp_clear, (void *)value_clear};
+    slots[n_slots++] = (PyType_Slot){Py_tp_getattro, (void *)value_getattro};
     slots[n_slots++] = (PyType_Slot){Py_tp_setattro, (void *)value_setattro};
     slots[n_slots++] = (PyType_Slot){Py_tp_repr, (void *)value_repr};
     slots[n_slots++] = (PyType_Slot){Py_tp_doc,
