@@ -25,7 +25,8 @@ enum ag_status {
     AG_EANOMALY = 2,   /* detect_anomaly: an op produced nan or inf */
     AG_EINVALID = 3,   /* bad arguments (e.g. an id that is not a live node) */
     AG_EPYTHON = 4,    /* a Python _backward raised; its exception is set */
-    AG_ENOREPLAY = 5   /* forward(): the graph holds a node made by hand */
+    AG_ENOREPLAY = 5,  /* forward(): the graph holds a node made by hand */
+    AG_EPYRULE = 6     /* grad(create_graph=True): a node's derivative is a Python function */
 };
 
 /* The op table (csrc/ops.h), for the Python facade. */

@@ -26,6 +26,8 @@ int ag_layer(const ag_id *ws, const ag_id *bs, const uint8_t *nonlin, size_t nou
 int ag_backward(ag_id root);       /* adds d root / d node to every reachable grad */
 int ag_backward_step(ag_id node);  /* one node's chain-rule step, micrograd's v._backward() */
 int ag_forward(ag_id root);        /* recomputes every node under root from its leaves */
+/* d root / d inputs[k] into out[k], new nodes (create_graph: differentiable again). */
+int ag_grad(ag_id root, const ag_id *inputs, size_t n_inputs, int create_graph, ag_id *out);
 size_t ag_graph_size(ag_id root);  /* nodes reachable from root, root included; 0 on ENOMEM */
 /* op_counts[op] (AG_OP_COUNT entries) = nodes made by op, *depth = longest path from
  * root to a leaf, in edges (stats.c). Reads only; AG_ENOMEM on failure. */

@@ -414,6 +414,60 @@ static PyObject *apply_layer(PyObject *module, PyObject *args)
     return (PyObject *)out;
 }
 
+/* grad(output, inputs, create_graph) -> list of Values: d output / d input for each. */
+static PyObject *grad(PyObject *module, PyObject *args)
+{
+    PyObject *output, *inputs_arg, *result = NULL;
+    int create_graph;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "OOp:grad", &output, &inputs_arg, &create_graph))
+        return NULL;
+    if (!ag_is_value(output)) {
+        PyErr_Format(PyExc_TypeError, "grad() output must be a Value, not '%.200s'", ag_type_name(output));
+        return NULL;
+    }
+    gathered g;
+    if (gather(inputs_arg, "grad", 1, &g) < 0)
+        return NULL;
+    size_t n = (size_t)g.n;
+    ag_id *ids = PyMem_Malloc((n ? n : 1) * sizeof *ids), *out = PyMem_Malloc((n ? n : 1) * sizeof *out);
+    PyObject *values = PyList_New(g.n); /* the results' Values, made before their nodes */
+    for (Py_ssize_t i = 0; values && i < g.n; i++) {
+        PyObject *v = ag_value_alloc();
+        if (!v) {
+            Py_CLEAR(values);
+            break;
+        }
+        PyList_SET_ITEM(values, i, v);
+    }
+    if (!ids || !out || !values) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++)
+        ids[i] = VALUE_ID(PyTuple_GET_ITEM(g.items, (Py_ssize_t)i));
+    Py_INCREF(output); /* a Python _backward run by the sweep may drop every other reference */
+    int status = ag_grad(VALUE_ID(output), ids, n, create_graph, out);
+    if (status == AG_OK) {
+        for (size_t i = 0; i < n; i++) { /* no Python code runs until each node has its Value */
+            VALUE_ID(PyList_GET_ITEM(values, (Py_ssize_t)i)) = out[i];
+            ag_node_at(out[i])->py = PyList_GET_ITEM(values, (Py_ssize_t)i);
+        }
+        result = values;
+        values = NULL;
+    } else if (status != AG_EPYTHON) {
+        ag_raise_failure("grad", Py_BuildValue("(O)", output));
+    }
+    Py_DECREF(output);
+done:
+    Py_XDECREF(values);
+    PyMem_Free(ids);
+    PyMem_Free(out);
+    gathered_free(&g);
+    return result;
+}
+
 /* zero_grad(values): every Value's grad set to 0. */
 static PyObject *zero_grad(PyObject *module, PyObject *values)
 {
@@ -647,6 +701,7 @@ PyMethodDef ag_graph_functions[] = {
     {"sum", fused_sum, METH_VARARGS, "sum(values, start): one node"},
     {"dot", fused_dot, METH_VARARGS, "dot(ws, xs, start): one node"},
     {"layer", apply_layer, METH_VARARGS, "layer(ws, bs, nonlin, xs) -> NodeList"},
+    {"grad", grad, METH_VARARGS, "grad(output, inputs, create_graph) -> list of Values"},
     {"zero_grad", zero_grad, METH_O, "zero_grad(values): every grad set to 0"},
     {"graph_size", graph_size, METH_O, "graph_size(value): nodes reachable from value"},
     {"graph_stats", graph_stats, METH_O, "graph_stats(value) -> (counts by op code, depth)"},

@@ -7,8 +7,10 @@
  * another sweep included: a sweep owns the buffers it works in for its whole length. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include "arena.h"
 #include "core.h"
+#include "higher.h"
 #include "nodes.h"
 #include "ops.h"
 
@@ -75,10 +77,43 @@ static void shrink_scratch(size_t used)
         }
 }
 
+typedef struct earlier_grad earlier_grad;
+
 static size_t scratch_bytes(void)
 {
-    return stack_buf.cap * sizeof(ag_id) + order_buf.cap * sizeof(ag_id) + grads_buf.cap * sizeof(double)
+    return (stack_buf.cap + order_buf.cap) * sizeof(ag_id) + grads_buf.cap * (sizeof(ag_id) + sizeof(double))
            + address_buf.cap * sizeof(ag_node *);
+}
+
+/* The grads a backward call found before it zeroed them, to add back after the sweep
+ * (or to restore if it fails). Most are 0 (fresh graphs, or after zero_grad), so only
+ * the others are kept. */
+struct earlier_grad {
+    ag_id id;
+    double grad;
+};
+
+typedef struct grads_kept {
+    buffer list; /* earlier_grad */
+    size_t n;
+} grads_kept;
+
+static int zero_and_keep(ag_id id, ag_node *node, grads_kept *kept)
+{
+    if (node->grad != 0.0) {
+        if (reserve(&kept->list, kept->n + 1, sizeof(earlier_grad)) != AG_OK)
+            return AG_ENOMEM;
+        ((earlier_grad *)kept->list.p)[kept->n++] = (earlier_grad){id, node->grad};
+        node->grad = 0.0;
+    }
+    return AG_OK;
+}
+
+static void add_back(const grads_kept *kept)
+{
+    const earlier_grad *e = kept->list.p;
+    for (size_t i = 0; i < kept->n; i++)
+        ag_node_at(e[i].id)->grad += e[i].grad;
 }
 
 /* ---- topological sort ---- */
@@ -93,8 +128,9 @@ static size_t scratch_bytes(void)
  * restores it before returning, on failure too. Calls no Python. */
 #define AG_SORT_EXIT ((ag_id)1 << 31) /* ids stay below it: see AG_MAX_NODES */
 
-/* The order is written to order_buf (valid until the next sort). */
-static int topo_sort(ag_id root, ag_order *out)
+/* The order is written to order_buf (valid until the next sort). With kept, each node
+ * also has its grad zeroed when entered (backward: the node is in cache then). */
+static int topo_sort(ag_id root, ag_order *out, grads_kept *kept)
 {
     size_t depth = 0, n = 0;
     int status = AG_OK;
@@ -121,6 +157,10 @@ static int topo_sort(ag_id root, ag_order *out)
         size_t n_inputs;
         const ag_id *inputs = ag_inputs_of(node, &n_inputs);
         if (reserve(&stack_buf, depth + 1 + n_inputs, sizeof(ag_id)) != AG_OK) {
+            status = AG_ENOMEM;
+            break;
+        }
+        if (kept && zero_and_keep(top, node, kept) != AG_OK) {
             status = AG_ENOMEM;
             break;
         }
@@ -275,7 +315,7 @@ static int cache_add(ag_id root, cached_order **added)
 {
     ag_order order;
     ag_tape tape;
-    int status = topo_sort(root, &order);
+    int status = topo_sort(root, &order, NULL);
     if (status != AG_OK)
         return status;
     ag_id hand_made = first_hand_made(&order);
@@ -363,60 +403,216 @@ static int step(const walk *w, size_t i, ag_node *node, int check)
     return ag_propagate(node, in, n, check) ? AG_OK : AG_EANOMALY;
 }
 
+/* The sweep over an order (a cached tape, or a sort), in reverse. May call Python. */
+#if defined(__GNUC__) || defined(__clang__)
+#define AG_PREFETCH(address) __builtin_prefetch(address, 1)
+#else
+#define AG_PREFETCH(address) ((void)0)
+#endif
+#define AG_AHEAD 8 /* nodes fetched ahead of the sweep: a node far down the order is
+                      somewhere else in memory, so each one's wait overlaps the others' */
+
+/* Asks for node i of the order and, a few steps later, its inputs, before the sweep
+ * gets there. Changes nothing: the order and the arithmetic are the same. */
+static inline void fetch_ahead(const walk *w, size_t i)
+{
+    if (w->tape || i < 2 * AG_AHEAD)
+        return;
+    const ag_node *soon = ag_node_at(w->order.ids[i - AG_AHEAD]);
+    AG_PREFETCH(ag_node_at(w->order.ids[i - 2 * AG_AHEAD]));
+    if (!ag_op_is_nary(soon->op) && soon->in[0]) {
+        AG_PREFETCH(ag_node_at(soon->in[0]));
+        if (soon->in[1])
+            AG_PREFETCH(ag_node_at(soon->in[1]));
+    }
+}
+
+static int sweep_order(const walk *w, int check, ag_id *bad)
+{
+    for (size_t i = w->order.n; i-- > 0;) {
+        fetch_ahead(w, i);
+        int status = step(w, i, walk_node(w, i), check);
+        if (status != AG_OK) {
+            *bad = w->order.ids[i];
+            return status;
+        }
+    }
+    return AG_OK;
+}
+
 /* d root / d node for every node under root, added to grad once per call (root: +1),
  * like PyTorch. The sweep runs on zeroed grads so earlier grads never leak into the
  * chain rule: walking the order backwards, a node's adjoint is complete when it is
  * reached (all its users come after it in the order), so it passes its contributions
- * on and gets its earlier grad added back in the same step. If anything fails (an
- * anomaly, memory, a Python _backward that raised), every grad is restored. */
+ * on; the earlier grads are added back at the end. The order is the sort's, which
+ * depends on the graph alone (not on where its nodes happen to sit), so the same
+ * program always gives the same bits, and replay sweeps the same order. If anything
+ * fails (an anomaly, memory, a Python _backward that raised), every grad is restored. */
 int ag_backward(ag_id root)
 {
+    int check = ag_anomaly_mode(), status = AG_OK;
+    ag_id bad = 0;
+    grads_kept kept = {take(&grads_buf), 0};
+    buffer my_order = {0};
     walk w = {{NULL, 0}, NULL};
-    buffer my_order = {0}, earlier_buf = take(&grads_buf);
     cached_order *hit = cache_find(root);
-    int status = AG_OK;
-    if (hit) {
+    if (hit) { /* a root that replays: its tape */
         w.order = hit->order;
         w.tape = &hit->tape;
         hit->in_use++;
+        for (size_t i = 0; i < w.order.n && status == AG_OK; i++)
+            status = zero_and_keep(w.order.ids[i], walk_node(&w, i), &kept);
     } else {
-        status = topo_sort(root, &w.order);
+        status = topo_sort(root, &w.order, &kept);
         my_order = take(&order_buf); /* w.order.ids points into it */
     }
-    if (status == AG_OK)
-        status = reserve(&earlier_buf, w.order.n, sizeof(double));
-
-    size_t saved = 0;
-    ag_id bad = 0;
     if (status == AG_OK) {
-        double *earlier = earlier_buf.p;
-        for (; saved < w.order.n; saved++) {
-            ag_node *node = walk_node(&w, saved);
-            earlier[saved] = node->grad;
-            node->grad = 0.0;
-        }
         ag_node_at(root)->grad = 1.0;
-        int check = ag_anomaly_mode();
-        for (size_t i = w.order.n; i-- > 0;) {
-            ag_node *node = walk_node(&w, i);
-            status = step(&w, i, node, check);
-            if (status != AG_OK) {
-                bad = status == AG_EANOMALY ? w.order.ids[i] : 0;
-                break;
-            }
-            node->grad += earlier[i];
-        }
-        if (status != AG_OK)
-            for (size_t i = 0; i < saved; i++)
-                walk_node(&w, i)->grad = earlier[i];
+        status = sweep_order(&w, check, &bad);
+        if (status != AG_OK) /* every grad under the root was zeroed: zero, then restore */
+            for (size_t i = 0; i < w.order.n; i++)
+                walk_node(&w, i)->grad = 0.0;
     }
+    add_back(&kept); /* after a failed sort: the grads zeroed so far */
     if (status != AG_OK && status != AG_EPYTHON)
-        ag_fail(status, bad);
+        ag_fail(status, status == AG_EANOMALY ? bad : 0);
     if (hit)
         hit->in_use--;
     put_back(&order_buf, my_order);
-    put_back(&grads_buf, earlier_buf);
+    put_back(&grads_buf, kept.list);
     shrink_scratch(w.order.n);
+    return status;
+}
+
+/* ---- grad(): derivatives as new nodes, no .grad touched ---- */
+
+/* While grad() runs, each node of the order holds its position in its grad field (the
+ * grads were zeroed into `kept` and are restored after): the position of any node, or
+ * SIZE_MAX if it is not in the order, in O(1). */
+static void write_positions(const ag_order *order)
+{
+    for (size_t i = 0; i < order->n; i++) {
+        uint64_t bits = i;
+        memcpy(&ag_node_at(order->ids[i])->grad, &bits, sizeof bits);
+    }
+}
+
+static size_t position_of(const ag_order *order, ag_id id)
+{
+    uint64_t bits;
+    memcpy(&bits, &ag_node_at(id)->grad, sizeof bits);
+    return bits < order->n && order->ids[bits] == id ? (size_t)bits : SIZE_MAX;
+}
+
+/* The adjoint of every node of the order as a term, swept backwards from root = 1:
+ * each node's chain-rule step built of nodes (higher.c), so the adjoints are graphs. */
+static int sweep_terms(const ag_order *order, ag_term *adjoint, ag_id *bad)
+{
+    ag_term small[2], *contribution = small;
+    size_t capacity = 2;
+    int status = AG_OK;
+    adjoint[order->n - 1] = ag_term_number(1.0);
+    for (size_t i = order->n; i-- > 0 && status == AG_OK;) {
+        ag_id id = order->ids[i];
+        ag_term g = adjoint[i];
+        if (!g.node && g.constant == 0.0)
+            continue;
+        if (ag_node_at(id)->flags & AG_FLAG_PYRULE) {
+            *bad = id;
+            status = AG_EPYRULE; /* a Python function is no graph: nothing to differentiate */
+            break;
+        }
+        size_t n;
+        const ag_id *inputs = ag_inputs_of(ag_node_at(id), &n);
+        if (n > capacity) {
+            ag_term *grown = realloc(contribution == small ? NULL : contribution, n * sizeof *grown);
+            if (!grown) {
+                status = AG_ENOMEM;
+                break;
+            }
+            contribution = grown;
+            capacity = n;
+        }
+        if ((status = ag_chain_terms(id, ag_term_copy(g), contribution, n)) != AG_OK)
+            break;
+        inputs = ag_inputs_of(ag_node_at(id), &n); /* the same list: nodes never change */
+        for (size_t k = 0; k < n; k++) {
+            size_t p = position_of(order, inputs[k]);
+            adjoint[p] = ag_term_add(adjoint[p], contribution[k]);
+            if (ag_term_failed(adjoint[p]))
+                status = AG_ENOMEM;
+        }
+    }
+    if (contribution != small)
+        free(contribution);
+    return status;
+}
+
+/* d root / d inputs[k] into out[k], a new node holding one reference each: with
+ * create_graph a node whose graph depends on the inputs (differentiable again), else a
+ * leaf. An input root does not depend on gets a leaf 0. No grad changes: the sweep runs
+ * in the grad fields, which are put back as they were. The first-order sweep may call
+ * Python (a Python _backward), create_graph refuses those (AG_EPYRULE). */
+int ag_grad(ag_id root, const ag_id *inputs, size_t n_inputs, int create_graph, ag_id *out)
+{
+    grads_kept kept = {take(&grads_buf), 0};
+    ag_order order = {NULL, 0};
+    ag_term *adjoint = NULL;
+    double *value = malloc((n_inputs ? n_inputs : 1) * sizeof *value);
+    ag_id bad = 0;
+    int status = value ? topo_sort(root, &order, &kept) : AG_ENOMEM;
+    buffer my_order = take(&order_buf); /* order.ids points into it */
+    for (size_t k = 0; k < n_inputs; k++)
+        out[k] = 0;
+    if (status == AG_OK && !create_graph) {
+        ag_node_at(root)->grad = 1.0;
+        walk w = {order, NULL};
+        status = sweep_order(&w, ag_anomaly_mode(), &bad);
+        for (size_t k = 0; k < n_inputs; k++)
+            value[k] = ag_node_at(inputs[k])->grad;
+        write_positions(&order);
+        for (size_t k = 0; status == AG_OK && k < n_inputs; k++)
+            if (position_of(&order, inputs[k]) == SIZE_MAX)
+                value[k] = 0.0; /* not under root: its grad was never this sweep's */
+    } else if (status == AG_OK) {
+        adjoint = malloc(order.n * sizeof *adjoint);
+        status = adjoint ? AG_OK : AG_ENOMEM;
+        for (size_t i = 0; adjoint && i < order.n; i++)
+            adjoint[i] = ag_term_number(0.0);
+        write_positions(&order);
+        if (status == AG_OK)
+            status = sweep_terms(&order, adjoint, &bad);
+        for (size_t k = 0; status == AG_OK && k < n_inputs; k++) {
+            size_t p = position_of(&order, inputs[k]);
+            ag_term t = p == SIZE_MAX ? ag_term_number(0.0) : ag_term_copy(adjoint[p]);
+            value[k] = t.constant;
+            out[k] = t.node; /* its reference passes to out */
+        }
+    }
+    if (status == AG_OK) /* the numbers become leaves */
+        for (size_t k = 0; k < n_inputs && status == AG_OK; k++)
+            if (!out[k] && !(out[k] = ag_leaf(value[k])))
+                status = AG_ENOMEM;
+    for (size_t i = 0; status == AG_OK && i < order.n; i++) /* restore every grad */
+        ag_node_at(order.ids[i])->grad = 0.0;
+    if (status != AG_OK && order.ids)
+        for (size_t i = 0; i < order.n; i++)
+            ag_node_at(order.ids[i])->grad = 0.0;
+    add_back(&kept);
+    for (size_t i = 0; adjoint && i < order.n; i++)
+        ag_term_release(adjoint[i]); /* may free nodes: after the grads are back */
+    if (status != AG_OK) {
+        for (size_t k = 0; k < n_inputs; k++)
+            if (out[k])
+                ag_release(out[k]);
+        if (status != AG_EPYTHON)
+            ag_fail(status, bad);
+    }
+    free(adjoint);
+    free(value);
+    put_back(&order_buf, my_order);
+    put_back(&grads_buf, kept.list);
+    shrink_scratch(order.n);
     return status;
 }
 
@@ -473,7 +669,7 @@ size_t ag_graph_size(ag_id root)
     if (hit)
         return hit->order.n;
     ag_order order;
-    if (topo_sort(root, &order) != AG_OK) {
+    if (topo_sort(root, &order, NULL) != AG_OK) {
         ag_fail(AG_ENOMEM, 0);
         return 0;
     }

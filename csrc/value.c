@@ -225,7 +225,8 @@ PyObject *ag_raise_failure(const char *what, PyObject *inputs)
     ag_id bad = ag_error_node();
     PyObject *node = NULL;
     const char *node_op = "";
-    if ((status == AG_EANOMALY || status == AG_ENOREPLAY) && bad && ag_node_checked(bad)) {
+    if ((status == AG_EANOMALY || status == AG_ENOREPLAY || status == AG_EPYRULE) && bad
+        && ag_node_checked(bad)) {
         node_op = ag_op_name(ag_node_at(bad)->op);
         node = ag_value_of(bad);
     }

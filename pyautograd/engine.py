@@ -75,6 +75,11 @@ def _raise_failure(what, inputs, node, node_op):
             f"forward() cannot replay this graph: it holds a node made by hand ({op}, "
             f"data {node.data!r}), whose value was computed in Python, so there is no "
             f"forward function to run again. Rebuild the graph instead.")
+    if status == lib.AG_EPYRULE:
+        raise RuntimeError(
+            f"grad(create_graph=True) cannot differentiate a node whose _backward is written "
+            f"in Python (_op {node._op!r}, data {node.data!r}): a Python function is no graph. "
+            f"Use create_graph=False, or build the op from Value operations.")
     raise ValueError(f"pyautograd: invalid arguments to {what}")
 
 

@@ -1,0 +1,205 @@
+/* Derivatives that are themselves graphs: the op table's derivative language read as
+ * node-building, for pyautograd.grad(create_graph=True).
+ *
+ * ops.h writes each op's local derivatives once, in a small language (A, B, OUT, ONE,
+ * ADD, MUL, SELECT, ...). Read as C arithmetic it is the first-order sweep; read here,
+ * each word builds nodes instead, so a gradient becomes a Value whose graph depends on
+ * the inputs and can be differentiated again, to any order. Nothing about derivatives
+ * is written a second time.
+ *
+ * A term is a node or a plain number. Numbers fold (ONE * x is x, no node), which keeps
+ * a derivative graph about as small as the graph it came from. Terms own their node's
+ * reference, and the operations take their operands' references (so the nested
+ * formulas of the table free everything they no longer need). A failed allocation
+ * makes a failed term, which every operation passes on. Calls no Python.
+ * Not here: the sweep that uses this (sweep.c, ag_grad). */
+#include <math.h>
+#include "arena.h"
+#include "higher.h"
+#include "nodes.h"
+
+#define FAILED ((ag_id)UINT32_MAX)
+
+static const ag_term failed_term = {FAILED, 0.0};
+
+ag_term ag_term_number(double x) { return (ag_term){0, x}; }
+
+ag_term ag_term_node(ag_id id)
+{
+    ag_retain(id);
+    return (ag_term){id, 0.0};
+}
+
+int ag_term_failed(ag_term t) { return t.node == FAILED; }
+
+ag_term ag_term_copy(ag_term t)
+{
+    if (t.node && t.node != FAILED)
+        ag_retain(t.node);
+    return t;
+}
+
+void ag_term_release(ag_term t)
+{
+    if (t.node && t.node != FAILED)
+        ag_release(t.node);
+}
+
+/* A new node's term (its one reference), or the failed term. */
+static ag_term made(ag_id id) { return id ? (ag_term){id, 0.0} : failed_term; }
+
+/* op applied to two terms, taking their references. */
+static ag_term binary(int op, ag_term a, ag_term b)
+{
+    ag_term out;
+    if (ag_term_failed(a) || ag_term_failed(b))
+        out = failed_term;
+    else if (!a.node && !b.node)
+        out = ag_term_number(ag_forward_elementwise(op, a.constant, b.constant));
+    else if (!a.node)
+        out = made(ag_apply_const(op, b.node, a.constant, 1));
+    else if (!b.node)
+        out = made(ag_apply_const(op, a.node, b.constant, 0));
+    else
+        out = made(ag_apply(op, a.node, b.node));
+    ag_term_release(a);
+    ag_term_release(b);
+    return out;
+}
+
+static ag_term unary(int op, ag_term a)
+{
+    ag_term out;
+    if (ag_term_failed(a))
+        out = failed_term;
+    else if (!a.node)
+        out = ag_term_number(ag_forward_elementwise(op, a.constant, 0.0));
+    else
+        out = made(ag_apply(op, a.node, 0));
+    ag_term_release(a);
+    return out;
+}
+
+static int is_number(ag_term t, double x) { return !t.node && t.constant == x; }
+
+/* Products and sums with 0 and 1 fold away: g * 1 is g, g + 0 is g. (0 * g is not
+ * folded: it is nan where g is inf, as IEEE and the first-order sweep have it.) */
+ag_term ag_term_mul(ag_term a, ag_term b)
+{
+    if (is_number(a, 1.0))
+        return b;
+    if (is_number(b, 1.0))
+        return a;
+    if (is_number(a, -1.0))
+        return unary(AG_NEG, b);
+    if (is_number(b, -1.0))
+        return unary(AG_NEG, a);
+    return binary(AG_MUL, a, b);
+}
+
+ag_term ag_term_add(ag_term a, ag_term b)
+{
+    if (is_number(a, 0.0))
+        return b;
+    if (is_number(b, 0.0))
+        return a;
+    return binary(AG_ADD, a, b);
+}
+
+/* ---- the derivative language, building nodes ---- */
+
+#define ONE ag_term_number(1.0)
+#define ZERO ag_term_number(0.0)
+#define MINUS_ONE ag_term_number(-1.0)
+#define A ag_term_node(a_id)
+#define B ag_term_node(b_id)
+#define OUT ag_term_node(out_id)
+#define ADD(x, y) ag_term_add((x), (y))
+#define SUB(x, y) binary(AG_SUB, (x), (y))
+#define MUL(x, y) ag_term_mul((x), (y))
+#define DIV(x, y) binary(AG_DIV, (x), (y))
+#define NEG(x) unary(AG_NEG, (x))
+#define POW(x, y) binary(AG_POW, (x), (y))
+#define LOG(x) unary(AG_LOG, (x))
+#define STEP(x) unary(AG_STEP, (x))
+#define SELECT(condition, x, y) ((condition) ? (x) : (y))
+
+/* d out / d a (which 0) or d out / d b (which 1) of an elementwise node, as a term. */
+static ag_term local_derivative(ag_id out_id, const ag_node *node, int which)
+{
+    ag_id a_id = node->in[0], b_id = node->in[1];
+    double a = ag_node_at(a_id)->data, b = b_id ? ag_node_at(b_id)->data : 0.0, out = node->data;
+    (void)a; (void)b; (void)out; (void)b_id;
+    switch (node->op) {
+#define AG_TERM_CASE(E, name, sym, arity, py, fwd, dA, dB) \
+    case AG_##E: return which == 0 ? (dA) : (dB);
+        AG_ELEMENTWISE_OPS(AG_TERM_CASE)
+#undef AG_TERM_CASE
+    default: return failed_term;
+    }
+}
+
+#undef ONE
+#undef ZERO
+#undef MINUS_ONE
+#undef A
+#undef B
+#undef OUT
+#undef ADD
+#undef SUB
+#undef MUL
+#undef DIV
+#undef NEG
+#undef POW
+#undef LOG
+#undef STEP
+#undef SELECT
+
+/* contribution[k] = g * d node / d input k for each of the node's n inputs (numbers 0
+ * where nothing passes: a constant input, or a derivative that is 0 by a rule, like
+ * x ** 0's and flat relu's in the first-order sweep). Takes g's reference.
+ * AG_ENOMEM, with nothing left owned, on failure. */
+int ag_chain_terms(ag_id id, ag_term g, ag_term *contribution, size_t n)
+{
+    const ag_node *node = ag_node_at(id);
+    const ag_id *inputs = ag_inputs_of(node, &n);
+    for (size_t k = 0; k < n; k++)
+        contribution[k] = ag_term_number(0.0);
+    switch (node->op) {
+    case AG_SUM:
+        for (size_t k = 0; k < n; k++)
+            contribution[k] = ag_term_copy(g);
+        break;
+    case AG_DOT: /* (w0, x0, w1, x1, ..., [bias]) */
+        for (size_t k = 0; k + 1 < n; k += 2) {
+            contribution[k] = ag_term_mul(ag_term_copy(g), ag_term_node(inputs[k + 1]));
+            contribution[k + 1] = ag_term_mul(ag_term_copy(g), ag_term_node(inputs[k]));
+        }
+        if (n & 1)
+            contribution[n - 1] = ag_term_copy(g);
+        break;
+    case AG_LOCAL:
+        for (size_t k = 0; k < n; k++)
+            contribution[k] = ag_term_mul(ag_term_copy(g), ag_term_number(ag_local_grads_of(node)[k]));
+        break;
+    default:
+        if (ag_op_is_source(node->op) || node->op == AG_CUSTOM)
+            break;
+        for (size_t k = 0; k < n; k++) {
+            if (ag_node_at(inputs[k])->op == AG_CONST)
+                continue; /* nothing needs a constant's gradient */
+            ag_term d = local_derivative(id, node, (int)k);
+            if (is_number(d, 0.0))
+                continue; /* 0 by a rule (x ** 0): exactly 0 passes, as in the first-order sweep */
+            contribution[k] = ag_term_mul(ag_term_copy(g), d);
+        }
+    }
+    ag_term_release(g);
+    for (size_t k = 0; k < n; k++)
+        if (ag_term_failed(contribution[k])) {
+            for (size_t j = 0; j < n; j++)
+                ag_term_release(contribution[j]);
+            return AG_ENOMEM;
+        }
+    return AG_OK;
+}

@@ -1,0 +1,108 @@
+"""Gradients as Values: pyautograd.grad, to any order, and numerical checks of them.
+
+grad(output, inputs) returns d output / d input for each input without touching any
+.grad. With create_graph=True each result is a Value whose graph depends on the inputs,
+built from the op table's derivative formulas (csrc/ops.h, read as graph ops by
+csrc/higher.c), so it can be differentiated again: Hessians, Hessian-vector products,
+Newton's method, gradient penalties.
+
+gradcheck and gradgradcheck compare first and second derivatives with central finite
+differences, as torch.autograd's do.
+"""
+import math
+
+from . import _ag
+from .engine import Value
+
+__all__ = ["grad", "gradcheck", "gradgradcheck", "GradcheckError"]
+
+
+def grad(output, inputs, *, create_graph=False):
+    """d output / d input for each of inputs (a Value or an iterable of Values), as a list
+    of Values; 0.0 for an input output does not depend on.
+
+    No .grad changes. With create_graph=True the results are Values computed by graphs
+    of the inputs, so grad() can be applied to them again (to any order); otherwise they
+    are leaves holding the numbers. Like backward(), a Python-written _backward runs in
+    its node's place; with create_graph=True it cannot (a Python function is no graph to
+    differentiate) and grad() raises RuntimeError naming the node.
+    """
+    if isinstance(inputs, Value):
+        inputs = [inputs]
+    return _ag.grad(output, inputs, create_graph)
+
+
+class GradcheckError(RuntimeError):
+    """A derivative disagrees with finite differences (as torch.autograd's)."""
+
+
+def _as_values(inputs, what):
+    inputs = [inputs] if isinstance(inputs, Value) else list(inputs)
+    for x in inputs:
+        if not isinstance(x, Value):
+            raise TypeError(f"{what}() inputs must be Values, not {type(x).__name__!r}")
+    if not inputs:
+        raise ValueError(f"{what}() needs at least one input")
+    return inputs
+
+
+def _output_of(fn, inputs, what):
+    out = fn(*inputs)
+    if not isinstance(out, Value):
+        raise TypeError(f"{what}() needs fn to return a Value, not {type(out).__name__!r}")
+    return out
+
+
+def _numerical(fn, inputs, eps):
+    """Central differences of fn's output data in each input's data."""
+    slopes = []
+    for x in inputs:
+        saved = x.data
+        x.data = saved + eps
+        up = fn(*inputs).data
+        x.data = saved - eps
+        down = fn(*inputs).data
+        x.data = saved
+        slopes.append((up - down) / (2 * eps))
+    return slopes
+
+
+def _compare(analytical, numerical, atol, rtol, what, names):
+    worst, worst_i = -1.0, None
+    for i, (a, n) in enumerate(zip(analytical, numerical)):
+        if math.isnan(a) and math.isnan(n):
+            continue
+        excess = abs(a - n) - (atol + rtol * abs(n))
+        if not excess <= 0 and (worst_i is None or not excess <= worst):  # nan counts as worst
+            worst, worst_i = excess, i
+    if worst_i is not None:
+        a, n = analytical[worst_i], numerical[worst_i]
+        raise GradcheckError(
+            f"{what}: the derivative in {names[worst_i]} is {a!r}, finite differences give "
+            f"{n!r} (off by {abs(a - n)!r}; allowed {atol} + {rtol} * |numerical|)")
+    return True
+
+
+def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3):
+    """True if grad(fn(*inputs), inputs) agrees with central finite differences of fn
+    (step eps) within atol + rtol * |numerical| for every input; else GradcheckError
+    naming the worst input. fn takes the inputs (Values) and returns one Value."""
+    inputs = _as_values(inputs, "gradcheck")
+    analytical = [g.data for g in grad(_output_of(fn, inputs, "gradcheck"), inputs)]
+    numerical = _numerical(fn, inputs, eps)
+    names = [f"input {i} (data {x.data!r})" for i, x in enumerate(inputs)]
+    return _compare(analytical, numerical, atol, rtol, "gradcheck", names)
+
+
+def gradgradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3):
+    """True if the second derivatives of fn (grad of grad, with create_graph=True) agree
+    with central finite differences of its first derivatives; else GradcheckError
+    naming the worst (row, column) of the Hessian."""
+    inputs = _as_values(inputs, "gradgradcheck")
+    first = grad(_output_of(fn, inputs, "gradgradcheck"), inputs, create_graph=True)
+    analytical, numerical, names = [], [], []
+    for i, g in enumerate(first):
+        analytical += [h.data for h in grad(g, inputs)]
+        numerical += _numerical(lambda *xs, i=i: grad(fn(*xs), xs)[i], inputs, eps)
+        names += [f"d2/(d input {i} d input {j})" for j in range(len(inputs))]
+    return _compare(analytical, numerical, atol, rtol, "gradgradcheck", names)
