@@ -4,8 +4,8 @@
 #     venv, and the whole test suite (stress included) run against that build;
 #  2. LeakSanitizer over tools/stress_memcheck.py on that build, CPython's and cffi's own
 #     leaks suppressed (tools/lsan-python.supp), so only blocks our C code lost are reported;
-#  3. the same workload under valgrind memcheck on the normal build (.venv from the test
-#     command): invalid accesses, uninitialised reads, definite leaks.
+#  3. the same workload under valgrind memcheck on the normal build (the venv of the
+#     README's test command): invalid accesses, uninitialised reads, definite leaks.
 # Usage: bash ci/harden.sh [path of the normal build's venv, default .venv]
 set -euo pipefail
 cd "$(dirname "$0")/.."

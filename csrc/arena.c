@@ -278,6 +278,7 @@ static void give_back_blocks(ag_arena *ar)
             }
     }
     ar->give_back_at = 2 * kept_free > AG_RESERVE_NODES ? 2 * kept_free : AG_RESERVE_NODES;
+    ag_scratch_fit(ar->live);
 }
 
 /* ---- introspection ---- */

@@ -190,5 +190,6 @@ void ag_labels_forget(ag_id id);
 void ag_order_cache_forget(ag_id id);
 size_t ag_labels_bytes(void);
 size_t ag_order_cache_bytes(void);
+void ag_scratch_fit(size_t live);  /* sweep.c: frees scratch sized for far more nodes */
 
 #endif

@@ -414,6 +414,105 @@ static PyObject *apply_layer(PyObject *module, PyObject *args)
     return (PyObject *)out;
 }
 
+/* layers(plans, xs) -> list of Values: a whole MLP, each plan (ws, bs, nonlin) applied to
+ * what the one before gave (the first to xs: a NodeList, or Values and numbers). The
+ * activations in between are ids this call owns; only the last layer's become Values,
+ * allocated before any of its nodes exists. */
+static PyObject *apply_layers(PyObject *module, PyObject *args)
+{
+    PyObject *plans, *xs_arg;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "O!O:layers", &PyTuple_Type, &plans, &xs_arg))
+        return NULL;
+    Py_ssize_t n_layers = PyTuple_GET_SIZE(plans), width = 0;
+    for (Py_ssize_t l = 0; l < n_layers; l++) {
+        PyObject *plan = PyTuple_GET_ITEM(plans, l);
+        if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) != 3
+            || !Py_IS_TYPE(PyTuple_GET_ITEM(plan, 0), node_list_type)
+            || !Py_IS_TYPE(PyTuple_GET_ITEM(plan, 1), node_list_type)
+            || !PyBytes_Check(PyTuple_GET_ITEM(plan, 2))) {
+            PyErr_SetString(PyExc_TypeError, "layers(): each plan is (ws, bs, nonlin)");
+            return NULL;
+        }
+        Py_ssize_t nout = Py_SIZE(PyTuple_GET_ITEM(plan, 1)), ws = Py_SIZE(PyTuple_GET_ITEM(plan, 0));
+        Py_ssize_t nin = nout ? ws / nout : 0;
+        if (nout == 0 || nin * nout != ws || PyBytes_GET_SIZE(PyTuple_GET_ITEM(plan, 2)) != nout
+            || (l > 0 && nin > width)) {
+            PyErr_SetString(PyExc_ValueError, "layers(): inconsistent weights, biases and widths");
+            return NULL;
+        }
+        width = nout;
+    }
+    if (n_layers == 0) {
+        PyErr_SetString(PyExc_ValueError, "layers(): no layers");
+        return NULL;
+    }
+    PyObject *xs = node_list_from(xs_arg, "MLP", 0);
+    if (!xs)
+        return NULL;
+    PyObject *first = PyTuple_GET_ITEM(plans, 0);
+    Py_ssize_t first_nin = Py_SIZE(PyTuple_GET_ITEM(first, 0)) / Py_SIZE(PyTuple_GET_ITEM(first, 1));
+    PyObject *out = NULL;
+    ag_id *current = NULL, *next = NULL;
+    if (Py_SIZE(xs) < first_nin) {
+        PyErr_Format(PyExc_ValueError, "MLP takes %zd inputs, got %zd", first_nin, Py_SIZE(xs));
+        goto done;
+    }
+    out = PyList_New(width);
+    for (Py_ssize_t i = 0; out && i < width; i++) {
+        PyObject *v = ag_value_alloc();
+        if (!v)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, i, v);
+    }
+    if (!out)
+        goto done;
+    /* no Python code from here until the Values own the last layer's nodes */
+    const ag_id *inputs = ((NodeListObject *)xs)->ids;
+    Py_ssize_t current_n = 0;
+    int status = AG_OK;
+    for (Py_ssize_t l = 0; l < n_layers && status == AG_OK; l++) {
+        PyObject *plan = PyTuple_GET_ITEM(plans, l);
+        size_t nout = (size_t)Py_SIZE(PyTuple_GET_ITEM(plan, 1));
+        size_t nin = (size_t)Py_SIZE(PyTuple_GET_ITEM(plan, 0)) / nout;
+        next = PyMem_Malloc(nout * sizeof *next);
+        status = next ? ag_layer(((NodeListObject *)PyTuple_GET_ITEM(plan, 0))->ids,
+                                 ((NodeListObject *)PyTuple_GET_ITEM(plan, 1))->ids,
+                                 (const uint8_t *)PyBytes_AS_STRING(PyTuple_GET_ITEM(plan, 2)),
+                                 nout, nin, inputs, next)
+                      : AG_ENOMEM;
+        if (status != AG_OK) {
+            PyMem_Free(next);
+            next = NULL;
+        }
+        if (current) { /* the layer's nodes hold the activations they use now */
+            release_all(current, (size_t)current_n);
+            PyMem_Free(current);
+        }
+        current = next;
+        current_n = (Py_ssize_t)nout;
+        inputs = next;
+        next = NULL;
+    }
+    if (status == AG_OK) {
+        for (Py_ssize_t i = 0; i < width; i++) {
+            VALUE_ID(PyList_GET_ITEM(out, i)) = current[i];
+            ag_node_at(current[i])->py = PyList_GET_ITEM(out, i);
+        }
+    } else {
+        Py_CLEAR(out);
+        if (!PyErr_Occurred()) {
+            ag_fail(status, 0);
+            ag_raise_failure("MLP", PyTuple_New(0));
+        }
+    }
+done:
+    PyMem_Free(current);
+    Py_DECREF(xs);
+    return out;
+}
+
 /* grad(output, inputs, create_graph) -> list of Values: d output / d input for each. */
 static PyObject *grad(PyObject *module, PyObject *args)
 {
@@ -701,6 +800,7 @@ PyMethodDef ag_graph_functions[] = {
     {"sum", fused_sum, METH_VARARGS, "sum(values, start): one node"},
     {"dot", fused_dot, METH_VARARGS, "dot(ws, xs, start): one node"},
     {"layer", apply_layer, METH_VARARGS, "layer(ws, bs, nonlin, xs) -> NodeList"},
+    {"layers", apply_layers, METH_VARARGS, "layers(plans, xs) -> list of the last layer's Values"},
     {"grad", grad, METH_VARARGS, "grad(output, inputs, create_graph) -> list of Values"},
     {"zero_grad", zero_grad, METH_O, "zero_grad(values): every grad set to 0"},
     {"graph_size", graph_size, METH_O, "graph_size(value): nodes reachable from value"},

@@ -67,6 +67,11 @@ static void put_back(buffer *shared, buffer mine)
  * while sweeping graphs of one size keeps reusing the same pages. */
 #define AG_SCRATCH_KEEP ((size_t)1 << 20) /* elements always worth keeping */
 
+static void shrink_scratch(size_t used);
+
+/* arena.c, when it gives blocks back: scratch sized for a dead graph goes too. */
+void ag_scratch_fit(size_t live) { shrink_scratch(live); }
+
 static void shrink_scratch(size_t used)
 {
     buffer *all[] = {&stack_buf, &order_buf, &grads_buf, &address_buf};

@@ -1,7 +1,7 @@
 """Draws the README's example graph: docs/seed_graph.svg and docs/seed_graph.png.
 
 The seed example, labelled, after backward(), drawn as in the micrograd lecture: one box
-per Value (label | data | grad), one oval per op. Needs pip install 'pyautograd[viz]'
+per Value (label | data | grad), one oval per op. Needs pip install 'pyautograd-arena[viz]'
 and Graphviz's dot program. Run: python examples/draw_graph.py [--out DIR]
 """
 import argparse

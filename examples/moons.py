@@ -8,7 +8,7 @@ to a PNG. With --replay the loss graph is built once and re-run in C every step.
     python examples/moons.py [--steps N] [--out moons.png] [--no-plot] [--replay] [--verbose]
 
 The progress bar (tqdm) and the plot (matplotlib) are the [examples] extra:
-pip install "pyautograd[examples]".
+pip install "pyautograd-arena[examples]".
 """
 import argparse
 import math
@@ -135,8 +135,8 @@ def main(argv=None):
         try:
             plot_decision_boundary(model, X, y, args.out)
         except ImportError:
-            print("the plot needs matplotlib: pip install 'pyautograd[examples]', or pass --no-plot",
-                  file=sys.stderr)
+            print("the plot needs matplotlib: pip install 'pyautograd-arena[examples]', "
+                  "or pass --no-plot", file=sys.stderr)
             return 2
         print(f"decision boundary written to {args.out}")
     return 0

@@ -7,7 +7,7 @@ Adam (pyautograd.optim). Writes the decision regions to a PNG.
     python examples/multiclass.py [--steps N] [--out spirals.png] [--no-plot] [--verbose]
 
 The progress bar (tqdm) and the plot (matplotlib) are the [examples] extra:
-pip install "pyautograd[examples]".
+pip install "pyautograd-arena[examples]".
 """
 import argparse
 import math
@@ -102,8 +102,8 @@ def main(argv=None):
         try:
             plot_regions(model, X, y, args.out)
         except ImportError:
-            print("the plot needs matplotlib: pip install 'pyautograd[examples]', or pass --no-plot",
-                  file=sys.stderr)
+            print("the plot needs matplotlib: pip install 'pyautograd-arena[examples]', "
+                  "or pass --no-plot", file=sys.stderr)
             return 2
         print(f"decision regions written to {args.out}")
     return 0

@@ -1,11 +1,12 @@
 """What the C arena holds right now: for tests that prove nothing leaks, and for the curious."""
 from . import _ag
 from ._ag import lib
+from .engine import Value
 
 __all__ = ["stats", "set_node_limit", "graph_size"]
 
 
-def stats():
+def stats() -> dict[str, int]:
     """Live nodes, node slots allocated, bytes held, and the size of one node."""
     return {
         "live_nodes": lib.ag_live_nodes(),
@@ -15,14 +16,14 @@ def stats():
     }
 
 
-def set_node_limit(max_nodes):
+def set_node_limit(max_nodes: int) -> None:
     """Caps live nodes (0: no cap). Past it, ops raise MemoryError as if memory ran out."""
     if not isinstance(max_nodes, int) or max_nodes < 0:
         raise ValueError(f"max_nodes must be an int >= 0, not {max_nodes!r}")
     lib.ag_set_node_limit(max_nodes)
 
 
-def graph_size(root):
+def graph_size(root: Value) -> int:
     """How many nodes root's graph has (root and everything it was computed from), in one
     C call."""
     return _ag.graph_size(root)

@@ -7,6 +7,7 @@ are bitwise those of the unfused expressions.
 """
 import math
 import numbers
+from collections.abc import Iterable
 
 from . import _ag
 from .engine import Value
@@ -16,7 +17,8 @@ __all__ = ["sum", "dot", "softmax", "log_softmax"]
 _FAST_NUMBERS = (float, int, bool)
 
 
-def sum(values, start=0):  # noqa: A001 - shadows builtins.sum on purpose: pyautograd.sum
+# Shadows builtins.sum on purpose: pyautograd.sum.
+def sum(values: Iterable[Value | float], start: Value | float = 0) -> Value:  # noqa: A001
     """start + values[0] + values[1] + ... as one node (Python's sum, fused).
 
     values may hold Values and real numbers (any iterable, a generator of temporaries
@@ -26,7 +28,8 @@ def sum(values, start=0):  # noqa: A001 - shadows builtins.sum on purpose: pyaut
     return _ag.sum(values, start)
 
 
-def dot(ws, xs, start=0):
+def dot(ws: Iterable[Value | float], xs: Iterable[Value | float],
+        start: Value | float = 0) -> Value:
     """start + ws[0]*xs[0] + ws[1]*xs[1] + ... as one node.
 
     Bitwise equal to micrograd's sum((w*x for w, x in zip(ws, xs)), start). ws and xs
@@ -62,14 +65,14 @@ def _shifted(values):
     return [v - top for v in values]
 
 
-def softmax(values):
+def softmax(values: Iterable[Value | float]) -> list[Value]:
     """exp(v_i) / sum_j exp(v_j) for each value, as a list of Values (stable for large v)."""
     exps = [s.exp() for s in _shifted(_as_values(values, "softmax"))]
     total = sum(exps)
     return [e / total for e in exps]
 
 
-def log_softmax(values):
+def log_softmax(values: Iterable[Value | float]) -> list[Value]:
     """v_i - log(sum_j exp(v_j)) for each value, as a list of Values (stable for large v)."""
     shifted = _shifted(_as_values(values, "log_softmax"))
     log_total = sum([s.exp() for s in shifted]).log()

@@ -5,11 +5,16 @@ in their numerically stable forms (like torch's BCEWithLogitsLoss and cross_entr
 Each takes a batch (a sequence) or a single prediction.
 """
 import numbers
+from collections.abc import Iterable
+from typing import overload
 
 from . import functional
 from .engine import Value
 
 __all__ = ["mse", "hinge", "binary_cross_entropy_with_logits", "cross_entropy"]
+
+# A batch, or one prediction (or target) on its own.
+_Batch = Value | float | Iterable[Value | float]
 
 
 def _is_scalar(x):
@@ -40,14 +45,14 @@ def _batch(predictions, targets, what):
     return predictions, targets
 
 
-def mse(predictions, targets):
+def mse(predictions: _Batch, targets: _Batch) -> Value:
     """mean((prediction - target)**2), as torch's mse_loss."""
     predictions, targets = _batch(predictions, targets, "mse")
     diffs = [p - t for p, t in zip(predictions, targets)]
     return functional.dot(diffs, diffs) / len(diffs)
 
 
-def hinge(scores, labels):
+def hinge(scores: _Batch, labels: _Batch) -> Value:
     """micrograd's max-margin loss: mean of relu(1 - label*score), labels in {-1, +1}.
 
     Written as micrograd's demo writes it, (1 + -yi*scorei).relu() and
@@ -58,7 +63,7 @@ def hinge(scores, labels):
     return functional.sum(losses) * (1.0 / len(losses))
 
 
-def binary_cross_entropy_with_logits(logits, targets):
+def binary_cross_entropy_with_logits(logits: _Batch, targets: _Batch) -> Value:
     """mean of -[t*log(sigmoid(x)) + (1-t)*log(1-sigmoid(x))] for logits x, targets t in [0, 1].
 
     Stable form (torch's): relu(x) - x*t + log(1 + exp(-|x|)), with -|x| = x - 2*relu(x),
@@ -74,7 +79,14 @@ def binary_cross_entropy_with_logits(logits, targets):
     return functional.sum(losses) / len(losses)
 
 
-def cross_entropy(logits, targets):
+@overload
+def cross_entropy(logits: Iterable[Iterable[Value | float]], targets: Iterable[int]) -> Value: ...
+@overload
+def cross_entropy(logits: Iterable[Value | float], targets: int) -> Value: ...
+
+
+def cross_entropy(logits: Iterable[Iterable[Value | float]] | Iterable[Value | float],
+                  targets: Iterable[int] | int) -> Value:
     """mean of -log_softmax(row)[target] over the batch, as torch's cross_entropy.
 
     logits is one row (a sequence of Values, one per class) with one int target, or a

@@ -5,13 +5,18 @@ pays nothing for them.
 """
 import contextlib
 import math
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar, overload
 
 from ._ag import lib
 
 __all__ = ["no_grad", "detect_anomaly", "is_grad_enabled"]
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+_M = TypeVar("_M", bound="_Mode")
 
-def is_grad_enabled():
+
+def is_grad_enabled() -> bool:
     return bool(lib.ag_grad_enabled())
 
 
@@ -22,7 +27,12 @@ class _Mode(contextlib.ContextDecorator):
     _get = _set = None
     _inside = 0
 
-    def __new__(cls, func=None):
+    @overload
+    def __new__(cls: type[_M], func: None = None) -> _M: ...
+    @overload
+    def __new__(cls, func: _F) -> _F: ...  # type: ignore[misc]
+
+    def __new__(cls, func: Callable[..., Any] | None = None) -> Any:
         # `@no_grad` without parentheses, as torch allows, decorates func at once.
         self = super().__new__(cls)
         if func is None:
@@ -31,12 +41,12 @@ class _Mode(contextlib.ContextDecorator):
             raise TypeError(f"{cls.__name__}() takes no arguments, or a function to decorate")
         return self(func)
 
-    def __enter__(self):
+    def __enter__(self: _M) -> _M:
         self._saved = self._get()
         self._set(self._inside)
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> Literal[False]:
         self._set(self._saved)
         return False
 

@@ -9,6 +9,8 @@ activations from layer to layer as a NodeList (node ids it owns) without making 
 in between, and zero_grad is one C call.
 """
 import random
+from collections.abc import Iterable
+from typing import Any
 
 from . import _ag
 from .engine import Value
@@ -63,18 +65,18 @@ class _TrackedList(list):
 
 class Module:
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Sets every parameter's grad to 0, in one C call."""
         _ag.zero_grad(self.parameters())
 
-    def parameters(self):
+    def parameters(self) -> list[Value]:
         return []
 
 
 class Neuron(Module):
 
-    def __init__(self, nin, nonlin=True):
-        self.w = _TrackedList(Value(random.uniform(-1, 1)) for _ in range(nin))
+    def __init__(self, nin: int, nonlin: bool = True) -> None:
+        self.w: list[Value] = _TrackedList(Value(random.uniform(-1, 1)) for _ in range(nin))
         self.b = Value(0)
         self.nonlin = nonlin
 
@@ -82,16 +84,16 @@ class Neuron(Module):
         _structure_changed()
         object.__setattr__(self, name, value)
 
-    def __call__(self, x):
+    def __call__(self, x: Iterable[Value | float]) -> Value:
         x = list(x)  # holds a generator's temporaries while the dot node is made
         n = min(len(self.w), len(x))  # micrograd's zip: extra inputs or weights are ignored
         act = _ag.dot(self.w[:n], x[:n], self.b)
         return act.relu() if self.nonlin else act
 
-    def parameters(self):
+    def parameters(self) -> list[Value]:
         return self.w + [self.b]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{'ReLU' if self.nonlin else 'Linear'}Neuron({len(self.w)})"
 
 
@@ -112,8 +114,8 @@ class _LayerPlan:
 
 class Layer(Module):
 
-    def __init__(self, nin, nout, **kwargs):
-        self.neurons = _TrackedList(Neuron(nin, **kwargs) for _ in range(nout))
+    def __init__(self, nin: int, nout: int, **kwargs: Any) -> None:
+        self.neurons: list[Neuron] = _TrackedList(Neuron(nin, **kwargs) for _ in range(nout))
 
     def __setattr__(self, name, value):
         _structure_changed()
@@ -135,15 +137,18 @@ class Layer(Module):
         object.__setattr__(self, "_plan_cache", plan or _NoPlan(_structure_version[0]))
         return plan
 
-    def __call__(self, x):
+    # One output: a bare Value, as micrograd's Layer returns; else a list.
+    def __call__(self, x: Iterable[Value | float]) -> Value | list[Value]:
+        if not hasattr(x, "__len__"):
+            x = list(x)  # a generator is read once, for every neuron
         plan = self._plan()
-        if plan is None or not hasattr(x, "__len__") or len(x) < plan.nin:
+        if plan is None or len(x) < plan.nin:
             out = [n(x) for n in self.neurons]  # micrograd's way, one neuron at a time
         else:
             out = _ag.layer(plan.ws, plan.bs, plan.nonlin, x).values()
         return out[0] if len(out) == 1 else out
 
-    def parameters(self):
+    def parameters(self) -> list[Value]:
         return [p for n in self.neurons for p in n.parameters()]
 
     def __getstate__(self):
@@ -156,7 +161,7 @@ class Layer(Module):
             object.__setattr__(self, name, value)
         _structure_changed()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Layer of [{', '.join(str(n) for n in self.neurons)}]"
 
 
@@ -171,40 +176,60 @@ class _NoPlan:
 
 class MLP(Module):
 
-    def __init__(self, nin, nouts):
+    def __init__(self, nin: int, nouts: list[int]) -> None:
         sz = [nin] + nouts
-        self.layers = [Layer(sz[i], sz[i+1], nonlin=i != len(nouts)-1) for i in range(len(nouts))]
+        self.layers: list[Layer] = _TrackedList(Layer(sz[i], sz[i+1], nonlin=i != len(nouts)-1)
+                                                for i in range(len(nouts)))
+
+    def __setattr__(self, name, value):
+        _structure_changed()
+        object.__setattr__(self, name, value)
 
     def _plans(self):
-        """Every layer's plan when they chain (each takes what the one before gives, and
-        no hidden layer gives a bare Value), else None."""
+        """Every layer's plan as (ws, bs, nonlin) when they chain (each takes what the one
+        before gives, and no hidden layer gives a bare Value), else None; remembered for
+        the structure version it was made in."""
+        cached = self.__dict__.get("_plans_cache")
+        if cached is not None and cached[0] == _structure_version[0]:
+            return cached[1]
         layers = self.layers
         plans = []
         for i, layer in enumerate(layers):
-            if type(layer) is not Layer:
-                return None
-            plan = layer._plan()
-            if plan is None or (plans and plans[-1].nout != plan.nin):
-                return None
-            if plan.nout == 1 and i != len(layers) - 1:
-                return None
+            plan = layer._plan() if type(layer) is Layer else None
+            if plan is None or (plans and plans[-1].nout != plan.nin) or (
+                    plan.nout == 1 and i != len(layers) - 1):
+                plans = None
+                break
             plans.append(plan)
-        return plans or None
+        chain = tuple((p.ws, p.bs, p.nonlin) for p in plans) if plans else None
+        nin = plans[0].nin if plans else 0
+        object.__setattr__(self, "_plans_cache", (_structure_version[0], (chain, nin)))
+        return chain, nin
 
-    def __call__(self, x):
-        plans = self._plans()
-        if plans is None or not hasattr(x, "__len__") or len(x) < plans[0].nin:
+    # One output: a bare Value, as micrograd's MLP returns; else a list.
+    def __call__(self, x: Iterable[Value | float]) -> Value | list[Value]:
+        if not hasattr(x, "__len__"):
+            x = list(x)  # a generator is read once
+        chain, nin = self._plans()
+        if chain is None or len(x) < nin:
             for layer in self.layers:
                 x = layer(x)
             return x
-        # Activations go from layer to layer as NodeLists; only the last become Values.
-        for plan in plans:
-            x = _ag.layer(plan.ws, plan.bs, plan.nonlin, x)
-        out = x.values()
+        out = _ag.layers(chain, x)  # the whole MLP in one C call
         return out[0] if len(out) == 1 else out
 
-    def parameters(self):
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_plans_cache", None)  # rebuilt on first use
+        return state
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        _structure_changed()
+
+    def parameters(self) -> list[Value]:
         return [p for layer in self.layers for p in layer.parameters()]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"MLP of [{', '.join(str(layer) for layer in self.layers)}]"

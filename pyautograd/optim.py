@@ -7,6 +7,7 @@ zero_grad() cross into C once, however many parameters there are. lr is a plain
 attribute: set it between steps for a schedule.
 """
 import numbers
+from collections.abc import Iterable, Sequence
 
 from . import _ag
 from ._ag import ffi, lib
@@ -15,7 +16,8 @@ from .engine import Value, _raise_failure
 __all__ = ["Optimizer", "SGD", "Adam"]
 
 
-def _check_real(name, value, low=0.0, high=None, open_high=False):
+def _check_real(name: str, value: float, low: float = 0.0, high: float | None = None,
+                open_high: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, not {type(value).__name__!r}")
     value = float(value)
@@ -29,7 +31,7 @@ def _check_real(name, value, low=0.0, high=None, open_high=False):
 class Optimizer:
     """What SGD and Adam share: the parameters, their ids in a C array, zero_grad, lr."""
 
-    def __init__(self, params, lr):
+    def __init__(self, params: Iterable[Value], lr: float) -> None:
         if isinstance(params, Value):
             raise TypeError("params must be an iterable of Values (e.g. model.parameters()), "
                             "not one Value")
@@ -48,14 +50,14 @@ class Optimizer:
         self.lr = lr
 
     @property
-    def lr(self):
+    def lr(self) -> float:
         return self._lr
 
     @lr.setter
-    def lr(self, value):
+    def lr(self, value: float) -> None:
         self._lr = _check_real("lr", value)
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Sets every parameter's grad to 0, in one C call."""
         if lib.ag_zero_grads(self._ids, self._n):
             _raise_failure("zero_grad", (), None, "")
@@ -68,21 +70,22 @@ class SGD(Optimizer):
     """Stochastic gradient descent, as torch.optim.SGD (dampening 0, no nesterov):
     d = grad + weight_decay * p; buf = d, then momentum * buf + d; p -= lr * buf."""
 
-    def __init__(self, params, lr, momentum=0, weight_decay=0):
+    def __init__(self, params: Iterable[Value], lr: float, momentum: float = 0,
+                 weight_decay: float = 0) -> None:
         super().__init__(params, lr)
         self.momentum = _check_real("momentum", momentum)
         self.weight_decay = _check_real("weight_decay", weight_decay)
         self._momentum_buffer = self._buffer() if self.momentum else ffi.NULL
         self._steps = 0
 
-    def step(self):
+    def step(self) -> None:
         """Updates every parameter from its .grad, in one C call."""
         if lib.ag_sgd_step(self._ids, self._n, self._lr, self.momentum, self.weight_decay,
                            self._momentum_buffer, self._steps == 0):
             _raise_failure("SGD.step", (), None, "")
         self._steps += 1
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"SGD({self._n} parameters, lr={self._lr}, momentum={self.momentum}, "
                 f"weight_decay={self.weight_decay})")
 
@@ -91,8 +94,9 @@ class Adam(Optimizer):
     """Adam, as torch.optim.Adam; with decoupled=True, AdamW (torch.optim.AdamW): the
     weight decay shrinks the parameters directly instead of joining the gradient."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 decoupled=False):
+    def __init__(self, params: Iterable[Value], lr: float = 1e-3,
+                 betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0, decoupled: bool = False) -> None:
         super().__init__(params, lr)
         if not hasattr(betas, "__len__") or len(betas) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), not {betas!r}")
@@ -105,7 +109,7 @@ class Adam(Optimizer):
         self._exp_avg_sq = self._buffer()
         self._steps = 0
 
-    def step(self):
+    def step(self) -> None:
         """Updates every parameter from its .grad, in one C call."""
         beta1, beta2 = self.betas
         if lib.ag_adam_step(self._ids, self._n, self._lr, beta1, beta2, self.eps,
@@ -114,6 +118,6 @@ class Adam(Optimizer):
             _raise_failure("Adam.step", (), None, "")
         self._steps += 1
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"Adam({self._n} parameters, lr={self._lr}, betas={self.betas}, eps={self.eps}, "
                 f"weight_decay={self.weight_decay}, decoupled={self.decoupled})")

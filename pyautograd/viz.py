@@ -1,7 +1,8 @@
 """Seeing a graph: DOT source, a graphviz drawing, the notebook picture and a text summary.
 
 to_dot() and summary() need nothing beyond pyautograd; draw_dot() and the notebook picture
-need the `graphviz` package (pip install 'pyautograd[viz]') and Graphviz's `dot` program.
+need the `graphviz` package (pip install 'pyautograd-arena[viz]') and Graphviz's `dot`
+program.
 The walks run in C (csrc/graph.c, csrc/stats.c) and never recurse, and a drawing makes
 Values only for the nodes it draws: a graph can be millions of nodes wide or deep.
 
@@ -10,9 +11,13 @@ show its graph instead.
 """
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import _ag
 from .engine import _SYMBOLS, OP_NAMES, Value
+
+if TYPE_CHECKING:
+    import graphviz
 
 __all__ = ["to_dot", "draw_dot", "summary", "GraphSummary", "mimebundle", "display_graphs",
            "DEFAULT_MAX_NODES"]
@@ -107,7 +112,7 @@ def _statements(root, max_nodes):
     return lines
 
 
-def to_dot(root, rankdir="LR", max_nodes=DEFAULT_MAX_NODES):
+def to_dot(root: Value, rankdir: str = "LR", max_nodes: int | None = DEFAULT_MAX_NODES) -> str:
     """The graph under root as DOT source (a str), needing no graphviz install.
 
     Nodes nearest the root come first; past max_nodes (None: no cap) a note node says
@@ -120,7 +125,8 @@ def to_dot(root, rankdir="LR", max_nodes=DEFAULT_MAX_NODES):
     return f"digraph {{\n\tgraph [rankdir={rankdir}]\n{body}}}\n"
 
 
-def draw_dot(root, format="svg", rankdir="LR", max_nodes=DEFAULT_MAX_NODES):
+def draw_dot(root: Value, format: str = "svg", rankdir: str = "LR",
+             max_nodes: int | None = DEFAULT_MAX_NODES) -> "graphviz.Digraph":
     """The graph under root as a graphviz.Digraph, as in the micrograd lecture:
     .render() writes a file, and a notebook shows it inline. Needs `graphviz`."""
     _check_root(root, "draw_dot")
@@ -129,13 +135,13 @@ def draw_dot(root, format="svg", rankdir="LR", max_nodes=DEFAULT_MAX_NODES):
         import graphviz
     except ImportError as error:
         raise ImportError("pyautograd.viz.draw_dot needs the graphviz package: "
-                          "pip install 'pyautograd[viz]' (and Graphviz's dot program, "
+                          "pip install 'pyautograd-arena[viz]' (and Graphviz's dot program, "
                           "e.g. apt install graphviz)") from error
     return graphviz.Digraph(format=format, graph_attr={"rankdir": rankdir},
                             body=_statements(root, max_nodes))
 
 
-def mimebundle(value, max_nodes=DEFAULT_MAX_NODES):
+def mimebundle(value: Value, max_nodes: int | None = DEFAULT_MAX_NODES) -> dict[str, str]:
     """A Value's graph for a notebook: SVG when graphviz and `dot` are installed, its repr
     otherwise. A display hook, so it never raises."""
     try:
@@ -153,7 +159,7 @@ def _repr_mimebundle_(self, include=None, exclude=None):
     return mimebundle(self)
 
 
-def display_graphs(enabled=True):
+def display_graphs(enabled: bool = True) -> None:
     """Makes every Value show its graph in a notebook (enabled=False: its repr again,
     the default, as micrograd's Value shows)."""
     if enabled:
@@ -167,18 +173,18 @@ def display_graphs(enabled=True):
 @dataclass(frozen=True)
 class GraphSummary:
     """The shape of the graph under a root. str() gives a small table."""
-    nodes: int   # reachable from the root, root included
-    depth: int   # longest path from the root to a leaf, in edges (a leaf alone: 0)
-    ops: dict    # op ('+', 'tanh', 'leaf', 'const', ...) -> how many nodes it made, most first
+    nodes: int            # reachable from the root, root included
+    depth: int            # longest path from the root to a leaf, in edges (a leaf alone: 0)
+    ops: dict[str, int]   # op ('+', 'tanh', 'leaf', ...) -> how many nodes it made, most first
 
-    def __str__(self):
+    def __str__(self) -> str:
         lines = [f"{self.nodes:,} nodes, depth {self.depth:,}"]
         width = max(map(len, self.ops), default=0)
         lines += [f"  {op:<{width}}  {count:,}" for op, count in self.ops.items()]
         return "\n".join(lines)
 
 
-def summary(root):
+def summary(root: Value) -> GraphSummary:
     """Node count, depth and op histogram of the graph under root, in one C pass
     (milliseconds for a million nodes)."""
     _check_root(root, "summary")

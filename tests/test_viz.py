@@ -403,7 +403,7 @@ def test_mimebundle_falls_back_to_text_without_graphviz(monkeypatch, graphs_in_n
     _, _, z = seed_graph()
     assert viz.mimebundle(z) == {"text/plain": repr(z)}
     assert z._repr_mimebundle_() == {"text/plain": repr(z)}
-    with pytest.raises(ImportError, match=r"pip install 'pyautograd\[viz\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'pyautograd-arena\[viz\]'"):
         viz.draw_dot(z)
 
 
