@@ -116,14 +116,48 @@ ag_node *ag_node_checked(ag_id id)
     return node->op == AG_FREE ? NULL : node;
 }
 
-/* ---- n-ary input lists ---- */
+/* ---- n-ary input lists ----
+ * A layer's neurons all have input lists of one length, made and freed by the thousand
+ * every training step, so freed id arrays of up to AG_POOLED_LENGTH ids wait in a pool
+ * per length (a list threaded through the arrays themselves) instead of going back to
+ * malloc; the pool holds at most AG_POOL_IDS ids in all. */
+
+#define AG_POOLED_LENGTH 256
+#define AG_POOL_IDS ((size_t)1 << 20)
+
+static void *pool[AG_POOLED_LENGTH + 1];
+static size_t pooled_ids;
+
+static ag_id *ids_alloc(size_t n)
+{
+    if (n >= 2 && n <= AG_POOLED_LENGTH && pool[n]) {
+        void *p = pool[n];
+        memcpy(&pool[n], p, sizeof(void *)); /* the next array of this length */
+        pooled_ids -= n;
+        return p;
+    }
+    return malloc(n >= 2 ? n * sizeof(ag_id) : 2 * sizeof(ag_id)); /* room for the link */
+}
+
+static void ids_free(ag_id *ids, size_t n)
+{
+    if (n >= 2 && n <= AG_POOLED_LENGTH && pooled_ids + n <= AG_POOL_IDS) {
+        memcpy(ids, &pool[n], sizeof(void *));
+        pool[n] = ids;
+        pooled_ids += n;
+        return;
+    }
+    free(ids);
+}
+
+size_t ag_pool_bytes(void) { return pooled_ids * sizeof(ag_id); }
 
 int ag_attach_list(ag_node *node, const ag_id *ids, size_t n, const double *local)
 {
     ag_arena *ar = &ag_the_arena;
     if (n > UINT32_MAX)
         return AG_EINVALID;
-    ag_id *ids_copy = malloc(n ? n * sizeof *ids_copy : 1);
+    ag_id *ids_copy = ids_alloc(n);
     double *local_copy = local ? malloc(n ? n * sizeof *local_copy : 1) : NULL;
     if (!ids_copy || (local && !local_copy))
         goto out_of_memory;
@@ -156,7 +190,8 @@ int ag_attach_list(ag_node *node, const ag_id *ids, size_t n, const double *loca
     return AG_OK;
 
 out_of_memory:
-    free(ids_copy);
+    if (ids_copy)
+        ids_free(ids_copy, n);
     free(local_copy);
     return AG_ENOMEM;
 }
@@ -166,7 +201,7 @@ static void detach_list(ag_node *node)
     ag_arena *ar = &ag_the_arena;
     ag_input_list *list = &ar->lists[node->in[0]];
     ar->list_bytes -= list->n * (sizeof *list->ids + (list->local ? sizeof *list->local : 0));
-    free(list->ids);
+    ids_free(list->ids, list->n);
     free(list->local);
     *list = (ag_input_list){NULL, NULL, ar->free_list_head};
     ar->free_list_head = node->in[0];
@@ -292,6 +327,6 @@ size_t ag_arena_bytes(void)
 {
     const ag_arena *ar = &ag_the_arena;
     return ar->present_blocks * AG_BLOCK_BYTES + ar->blocks_cap * (sizeof(ag_node *) + sizeof(uint32_t))
-         + ar->lists_cap * sizeof(ag_input_list) + ar->list_bytes
+         + ar->lists_cap * sizeof(ag_input_list) + ar->list_bytes + ag_pool_bytes()
          + ag_labels_bytes() + ag_order_cache_bytes();
 }
