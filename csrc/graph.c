@@ -39,7 +39,7 @@ static int gather(PyObject *iterable, const char *what, int values_only, gathere
 {
     *g = (gathered){0};
     if (!PyTuple_Check(iterable) && !PyList_Check(iterable) && !PyObject_HasAttrString(iterable, "__iter__")) {
-        PyErr_Format(PyExc_TypeError, "%s() takes an iterable of Values, not '%.200s'", what,
+        PyErr_Format(PyExc_TypeError, "%s takes an iterable of Values, not '%.200s'", what,
                      ag_type_name(iterable));
         return -1;
     }
@@ -59,7 +59,7 @@ static int gather(PyObject *iterable, const char *what, int values_only, gathere
             continue;
         int found = values_only ? 0 : ag_as_double(item, &g->numbers[i]);
         if (found == 0)
-            PyErr_Format(PyExc_TypeError, "%s() takes Values%s, not '%.200s'", what,
+            PyErr_Format(PyExc_TypeError, "%s takes Values%s, not '%.200s'", what,
                          values_only ? "" : " or real numbers", ag_type_name(item));
         if (found <= 0)
             goto fail;
@@ -140,7 +140,9 @@ static PyObject *node_list_from(PyObject *iterable, const char *what, int values
         return iterable;
     }
     gathered g;
-    if (gather(iterable, what, values_only, &g) < 0)
+    char role[64];
+    snprintf(role, sizeof role, "%s()", what);
+    if (gather(iterable, role, values_only, &g) < 0)
         return NULL;
     NodeListObject *list = node_list_alloc(g.n);
     ag_id *leaves = PyMem_Malloc((g.n_numbers ? g.n_numbers : 1) * sizeof *leaves);
@@ -269,7 +271,7 @@ static PyObject *fused_sum(PyObject *module, PyObject *args)
     double start_number;
     int start_is_number;
     gathered g;
-    if (start_id(start, "sum", &start_number, &start_is_number) < 0 || gather(values, "sum", 0, &g) < 0)
+    if (start_id(start, "sum", &start_number, &start_is_number) < 0 || gather(values, "sum()", 0, &g) < 0)
         return NULL;
     if (g.n == 0) { /* Python's sum([], start) is start */
         gathered_free(&g);
@@ -322,9 +324,9 @@ static PyObject *fused_dot(PyObject *module, PyObject *args)
     double start_number;
     int start_is_number;
     gathered gw, gx;
-    if (start_id(start, "dot", &start_number, &start_is_number) < 0 || gather(ws, "dot", 0, &gw) < 0)
+    if (start_id(start, "dot", &start_number, &start_is_number) < 0 || gather(ws, "dot() ws", 0, &gw) < 0)
         return NULL;
-    if (gather(xs, "dot", 0, &gx) < 0) {
+    if (gather(xs, "dot() xs", 0, &gx) < 0) {
         gathered_free(&gw);
         return NULL;
     }
@@ -526,7 +528,7 @@ static PyObject *grad(PyObject *module, PyObject *args)
         return NULL;
     }
     gathered g;
-    if (gather(inputs_arg, "grad", 1, &g) < 0)
+    if (gather(inputs_arg, "grad() inputs", 1, &g) < 0)
         return NULL;
     size_t n = (size_t)g.n;
     ag_id *ids = PyMem_Malloc((n ? n : 1) * sizeof *ids), *out = PyMem_Malloc((n ? n : 1) * sizeof *out);
@@ -549,9 +551,21 @@ static PyObject *grad(PyObject *module, PyObject *args)
     Py_INCREF(output); /* a Python _backward run by the sweep may drop every other reference */
     int status = ag_grad(VALUE_ID(output), ids, n, create_graph, out);
     if (status == AG_OK) {
-        for (size_t i = 0; i < n; i++) { /* no Python code runs until each node has its Value */
-            VALUE_ID(PyList_GET_ITEM(values, (Py_ssize_t)i)) = out[i];
-            ag_node_at(out[i])->py = PyList_GET_ITEM(values, (Py_ssize_t)i);
+        /* No Python code runs until each node has its Value. A result may be a node that
+         * has one already (d(a*b)/da is b itself, and an input may be asked for twice):
+         * then that Value is the result (invariant 8). */
+        for (size_t i = 0; i < n; i++) {
+            PyObject *made = PyList_GET_ITEM(values, (Py_ssize_t)i);
+            ag_node *node = ag_node_at(out[i]);
+            if (node->py) {
+                Py_INCREF((PyObject *)node->py);
+                PyList_SET_ITEM(values, (Py_ssize_t)i, (PyObject *)node->py);
+                Py_DECREF(made);     /* a Value with no node yet: freed, no Python code runs */
+                ag_release(out[i]);  /* the existing Value holds the node */
+            } else {
+                VALUE_ID(made) = out[i];
+                node->py = made;
+            }
         }
         result = values;
         values = NULL;

@@ -108,11 +108,19 @@ ag_term ag_term_add(ag_term a, ag_term b)
 
 /* ---- the derivative language, building nodes ---- */
 
+/* A node's input as a term: a constant (CONST, like the 2 in x ** 2) is read as its
+ * number, so derivative graphs hold no nodes for numbers and never differentiate them. */
+static ag_term input_term(ag_id id)
+{
+    const ag_node *node = ag_node_at(id);
+    return node->op == AG_CONST ? ag_term_number(node->data) : ag_term_node(id);
+}
+
+#define G ag_term_copy(g)
 #define ONE ag_term_number(1.0)
 #define ZERO ag_term_number(0.0)
-#define MINUS_ONE ag_term_number(-1.0)
-#define A ag_term_node(a_id)
-#define B ag_term_node(b_id)
+#define A input_term(a_id)
+#define B input_term(b_id)
 #define OUT ag_term_node(out_id)
 #define ADD(x, y) ag_term_add((x), (y))
 #define SUB(x, y) binary(AG_SUB, (x), (y))
@@ -122,26 +130,28 @@ ag_term ag_term_add(ag_term a, ag_term b)
 #define POW(x, y) binary(AG_POW, (x), (y))
 #define LOG(x) unary(AG_LOG, (x))
 #define STEP(x) unary(AG_STEP, (x))
+#define GATE(x, s) binary(AG_GATE, (x), (s))
 #define SELECT(condition, x, y) ((condition) ? (x) : (y))
 
-/* d out / d a (which 0) or d out / d b (which 1) of an elementwise node, as a term. */
-static ag_term local_derivative(ag_id out_id, const ag_node *node, int which)
+/* What an elementwise node passes back to input a (which 0) or b (which 1), given the
+ * gradient g arriving at it (borrowed), as a term. */
+static ag_term contribution(ag_id out_id, const ag_node *node, int which, ag_term g)
 {
     ag_id a_id = node->in[0], b_id = node->in[1];
     double a = ag_node_at(a_id)->data, b = b_id ? ag_node_at(b_id)->data : 0.0, out = node->data;
     (void)a; (void)b; (void)out; (void)b_id;
     switch (node->op) {
-#define AG_TERM_CASE(E, name, sym, arity, py, fwd, dA, dB) \
-    case AG_##E: return which == 0 ? (dA) : (dB);
+#define AG_TERM_CASE(E, name, sym, arity, py, fwd, toA, toB) \
+    case AG_##E: return which == 0 ? (toA) : (toB);
         AG_ELEMENTWISE_OPS(AG_TERM_CASE)
 #undef AG_TERM_CASE
     default: return failed_term;
     }
 }
 
+#undef G
 #undef ONE
 #undef ZERO
-#undef MINUS_ONE
 #undef A
 #undef B
 #undef OUT
@@ -153,53 +163,50 @@ static ag_term local_derivative(ag_id out_id, const ag_node *node, int which)
 #undef POW
 #undef LOG
 #undef STEP
+#undef GATE
 #undef SELECT
 
-/* contribution[k] = g * d node / d input k for each of the node's n inputs (numbers 0
- * where nothing passes: a constant input, or a derivative that is 0 by a rule, like
- * x ** 0's and flat relu's in the first-order sweep). Takes g's reference.
- * AG_ENOMEM, with nothing left owned, on failure. */
-int ag_chain_terms(ag_id id, ag_term g, ag_term *contribution, size_t n)
+/* contribution[k] = what the node passes back to input k given the gradient g arriving
+ * at it (taking g's reference), for each of its n inputs; the number 0 for a constant
+ * input (nothing needs its gradient). AG_ENOMEM (or the anomaly that stopped an op),
+ * with nothing left owned, on failure. */
+int ag_chain_terms(ag_id id, ag_term g, ag_term *contributions, size_t n)
 {
     const ag_node *node = ag_node_at(id);
     const ag_id *inputs = ag_inputs_of(node, &n);
     for (size_t k = 0; k < n; k++)
-        contribution[k] = ag_term_number(0.0);
+        contributions[k] = ag_term_number(0.0);
     switch (node->op) {
     case AG_SUM:
         for (size_t k = 0; k < n; k++)
-            contribution[k] = ag_term_copy(g);
+            contributions[k] = ag_term_copy(g);
         break;
     case AG_DOT: /* (w0, x0, w1, x1, ..., [bias]) */
         for (size_t k = 0; k + 1 < n; k += 2) {
-            contribution[k] = ag_term_mul(ag_term_copy(g), ag_term_node(inputs[k + 1]));
-            contribution[k + 1] = ag_term_mul(ag_term_copy(g), ag_term_node(inputs[k]));
+            contributions[k] = ag_term_mul(ag_term_copy(g), input_term(inputs[k + 1]));
+            contributions[k + 1] = ag_term_mul(ag_term_copy(g), input_term(inputs[k]));
         }
         if (n & 1)
-            contribution[n - 1] = ag_term_copy(g);
+            contributions[n - 1] = ag_term_copy(g);
         break;
     case AG_LOCAL:
         for (size_t k = 0; k < n; k++)
-            contribution[k] = ag_term_mul(ag_term_copy(g), ag_term_number(ag_local_grads_of(node)[k]));
+            contributions[k] = ag_term_mul(ag_term_copy(g), ag_term_number(ag_local_grads_of(node)[k]));
         break;
     default:
         if (ag_op_is_source(node->op) || node->op == AG_CUSTOM)
             break;
-        for (size_t k = 0; k < n; k++) {
-            if (ag_node_at(inputs[k])->op == AG_CONST)
-                continue; /* nothing needs a constant's gradient */
-            ag_term d = local_derivative(id, node, (int)k);
-            if (is_number(d, 0.0))
-                continue; /* 0 by a rule (x ** 0): exactly 0 passes, as in the first-order sweep */
-            contribution[k] = ag_term_mul(ag_term_copy(g), d);
-        }
+        for (size_t k = 0; k < n; k++)
+            if (ag_node_at(inputs[k])->op != AG_CONST)
+                contributions[k] = contribution(id, node, (int)k, g);
     }
     ag_term_release(g);
     for (size_t k = 0; k < n; k++)
-        if (ag_term_failed(contribution[k])) {
+        if (ag_term_failed(contributions[k])) {
+            int status = ag_last_error();
             for (size_t j = 0; j < n; j++)
-                ag_term_release(contribution[j]);
-            return AG_ENOMEM;
+                ag_term_release(contributions[j]);
+            return status ? status : AG_ENOMEM;
         }
     return AG_OK;
 }

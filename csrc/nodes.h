@@ -88,16 +88,12 @@ static inline int ag_local_backward(double g, const double *local, ag_node *cons
  * into nan for x < 0, which detect_anomaly would report for ordinary code. */
 static inline int ag_elementwise_backward(const ag_node *node, ag_node *a, ag_node *b, int check)
 {
-    double g = node->grad, da = 0.0, db = 0.0;
+    double ga = 0.0, gb = 0.0;
     int want_a = a->op != AG_CONST, want_b = b && b->op != AG_CONST;
-    ag_local_grads(node->op, a->data, b ? b->data : 0.0, node->data, want_a ? &da : NULL,
-                   want_b ? &db : NULL);
-    double ga = g * da, gb = g * db;
-    if (want_a) {
-        if (ga != ga && ag_masks_first_input(node->op, b ? b->data : 0.0, node->data))
-            ga = 0.0;
+    ag_contributions(node->op, node->grad, a->data, b ? b->data : 0.0, node->data,
+                     want_a ? &ga : NULL, want_b ? &gb : NULL);
+    if (want_a)
         a->grad += ga;
-    }
     if (want_b)
         b->grad += gb;
     return !check || ((!want_a || isfinite(ga)) && (!want_b || isfinite(gb)));

@@ -2,27 +2,32 @@
  *
  * One row per elementwise op: its enum name, its Python name, the symbol `_op` shows,
  * its arity, where Python reaches it (a number slot such as nb_add, `method` for
- * v.relu(), `internal` for ops only the engine makes), its forward value and its
- * local derivatives. Everything else is generated from the rows: the C forward and
- * the C backward (below), Value's operators and methods (csrc/value.c), the
+ * v.relu(), `internal` for ops only the engine makes), its forward value and what it
+ * passes back to each input. Everything else is generated from the rows: the C forward
+ * and the C backward (below), Value's operators and methods (csrc/value.c), the
  * derivative graphs of pyautograd.grad(create_graph=True) (csrc/higher.c) and the
  * names Python sees. Adding an op is one row here plus its tests.
  *
- * The forward is C on doubles: `a`, `b` are the input values. The derivatives are
- * written in a small language read two ways: on doubles for backward(), and as new
- * nodes for derivatives that are themselves differentiable. In it, A, B and OUT are
- * the inputs and the result, ONE, ZERO and MINUS_ONE constants, ADD SUB MUL DIV NEG
- * POW LOG STEP are ops of this table, and SELECT(condition, x, y) picks x or y by a
- * condition on the current values a, b and out (C's ?:, so only the chosen side is
- * computed or built). Domain errors follow IEEE like PyTorch: log(-1) is nan, 1/0
- * is inf, nothing traps. Partial derivatives at the edges:
- *   relu: STEP(OUT), so 0 at 0 (micrograd's `out > 0`) and 0 at nan; its own
- *         derivative is 0 everywhere (STEP's row), so relu's second derivative is 0.
- *   pow:  d/da = b * a^(b-1), but 0 where b == 0 (x ** 0 is constant, PyTorch's rule);
- *         d/db = out * log(a), but 0 where a == 0 and b >= 0 (PyTorch's rule).
- *   log:  1/a, so d/da at 0 is inf and below 0 the value is already nan.
- *   div:  d/db = -(a/b)/b, not -a/(b*b): b*b overflows or underflows for |b| past
- *         1e154 or below 1e-154. PyTorch's formula, so the results agree bitwise.
+ * The forward is C on doubles: `a`, `b` are the input values. What an op passes back
+ * is written like PyTorch's derivatives.yaml, in terms of G, the gradient arriving at
+ * its result: for MUL, input a gets G * b. It is written in a small language read two
+ * ways: on doubles for backward(), and as new nodes for derivatives that are themselves
+ * differentiable. In it, G, A, B and OUT are the incoming gradient, the inputs and the
+ * result, ONE and ZERO numbers, ADD SUB MUL DIV NEG POW LOG STEP GATE ops of this table,
+ * and SELECT(condition, x, y) picks x or y by a condition on the current values a, b
+ * and out (C's ?:, so only the chosen side is computed or built). Domain errors follow
+ * IEEE like PyTorch: log(-1) is nan, 1/0 is inf, nothing traps. At the edges:
+ *   relu: GATE(G, OUT): G where out > 0, else exactly 0, even from an inf or nan G
+ *         (PyTorch's where, not 0 * inf = nan); so 0 at 0 (micrograd's `out > 0`) and
+ *         at nan, and relu's second derivative is 0 (GATE's own row).
+ *   pow:  to the base G * b * a^(b-1), but exactly 0 where b == 0 (x ** 0 is constant,
+ *         PyTorch's rule); to the exponent G * out * log(a), but G * 0 where a == 0 and
+ *         b >= 0 (PyTorch's rule: nan only from a nan or inf G, as in PyTorch).
+ *   log:  G * (1/a), so at 0 it is inf and below 0 the value is already nan.
+ *   div:  to b, -(G * ((a/b)/b)), not -a/(b*b): b*b overflows or underflows for |b| past
+ *         1e154 or below 1e-154. PyTorch's formula, so the results agree.
+ * The products are written G * (derivative), in the order backward() has always
+ * computed them, so its results stay bitwise what they were.
  */
 #ifndef AG_OPS_H
 #define AG_OPS_H
@@ -41,25 +46,26 @@
 
 static inline double ag_sigmoid(double a) { return 1.0 / (1.0 + exp(-a)); }
 
-#define AG_POW_BASE_GRAD SELECT(b == 0.0, ZERO, MUL(B, POW(A, SUB(B, ONE))))
-#define AG_POW_EXPONENT_GRAD SELECT(a == 0.0 && b >= 0.0, ZERO, MUL(OUT, LOG(A)))
+#define AG_POW_TO_BASE SELECT(b == 0.0, ZERO, MUL(G, MUL(B, POW(A, SUB(B, ONE)))))
+#define AG_POW_TO_EXPONENT MUL(G, SELECT(a == 0.0 && b >= 0.0, ZERO, MUL(OUT, LOG(A))))
 
-/* X(ENUM, python name, symbol, arity, python, forward, d out/d a, d out/d b) */
+/* X(ENUM, python name, symbol, arity, python, forward, to a, to b) */
 #define AG_ELEMENTWISE_OPS(X)                                                                   \
-    X(ADD,     "add",     "+",       2, nb_add,         a + b,              ONE,  ONE)         \
-    X(SUB,     "sub",     "-",       2, nb_subtract,    a - b,              ONE,  MINUS_ONE)   \
-    X(MUL,     "mul",     "*",       2, nb_multiply,    a * b,              B,    A)           \
-    X(DIV,     "truediv", "/",       2, nb_true_divide, a / b,              DIV(ONE, B),         \
-                                                                            NEG(DIV(OUT, B)))    \
-    X(POW,     "pow",     "**",      2, nb_power,       pow(a, b),          AG_POW_BASE_GRAD,    \
-                                                                            AG_POW_EXPONENT_GRAD) \
-    X(NEG,     "neg",     "neg",     1, nb_negative,    -a,                 MINUS_ONE, ZERO)   \
-    X(RELU,    "relu",    "ReLU",    1, method,         a < 0.0 ? 0.0 : a,  STEP(OUT), ZERO)   \
-    X(TANH,    "tanh",    "tanh",    1, method,         tanh(a),            SUB(ONE, MUL(OUT, OUT)), ZERO) \
-    X(EXP,     "exp",     "exp",     1, method,         exp(a),             OUT,  ZERO)        \
-    X(LOG,     "log",     "log",     1, method,         log(a),             DIV(ONE, A), ZERO) \
-    X(SIGMOID, "sigmoid", "sigmoid", 1, method,         ag_sigmoid(a),      MUL(OUT, SUB(ONE, OUT)), ZERO) \
-    X(STEP,    "step",    "step",    1, internal,       (double)(a > 0.0),  ZERO, ZERO)
+    X(ADD,     "add",     "+",       2, nb_add,         a + b,              G,  G)             \
+    X(SUB,     "sub",     "-",       2, nb_subtract,    a - b,              G,  NEG(G))        \
+    X(MUL,     "mul",     "*",       2, nb_multiply,    a * b,              MUL(G, B), MUL(G, A)) \
+    X(DIV,     "truediv", "/",       2, nb_true_divide, a / b,              MUL(G, DIV(ONE, B)), \
+                                                                            NEG(MUL(G, DIV(OUT, B)))) \
+    X(POW,     "pow",     "**",      2, nb_power,       pow(a, b),          AG_POW_TO_BASE,      \
+                                                                            AG_POW_TO_EXPONENT)  \
+    X(NEG,     "neg",     "neg",     1, nb_negative,    -a,                 NEG(G), ZERO)      \
+    X(RELU,    "relu",    "ReLU",    1, method,         a < 0.0 ? 0.0 : a,  GATE(G, OUT), ZERO) \
+    X(TANH,    "tanh",    "tanh",    1, method,         tanh(a),            MUL(G, SUB(ONE, MUL(OUT, OUT))), ZERO) \
+    X(EXP,     "exp",     "exp",     1, method,         exp(a),             MUL(G, OUT), ZERO) \
+    X(LOG,     "log",     "log",     1, method,         log(a),             MUL(G, DIV(ONE, A)), ZERO) \
+    X(SIGMOID, "sigmoid", "sigmoid", 1, method,         ag_sigmoid(a),      MUL(G, MUL(OUT, SUB(ONE, OUT))), ZERO) \
+    X(STEP,    "step",    "step",    1, internal,       (double)(a > 0.0),  ZERO, ZERO)        \
+    X(GATE,    "gate",    "gate",    2, internal,       b > 0.0 ? a : 0.0,  GATE(G, B), ZERO)
 
 /* Ops that are not elementwise: their forward and backward are written out in nodes.h.
  * X(ENUM, python name, symbol, arity); arity -1: any number of inputs, kept in an
@@ -124,11 +130,11 @@ static inline double ag_forward_elementwise(int op, double a, double b)
 }
 
 /* ---- backward, on doubles ----
- * The derivative language read as C arithmetic: the first-order sweep (sweep.c). */
+ * The language read as C arithmetic: the first-order sweep (nodes.h). */
 
+#define G g
 #define ONE 1.0
 #define ZERO 0.0
-#define MINUS_ONE (-1.0)
 #define A a
 #define B b
 #define OUT out
@@ -140,25 +146,27 @@ static inline double ag_forward_elementwise(int op, double a, double b)
 #define POW(x, y) pow((x), (y))
 #define LOG(x) log(x)
 #define STEP(x) ((double)((x) > 0.0))
+#define GATE(x, s) ((s) > 0.0 ? (x) : 0.0)
 #define SELECT(condition, x, y) ((condition) ? (x) : (y))
 
-/* Local derivatives of an elementwise op: *da = d out/d a, *db = d out/d b, each
- * computed only when asked for (a constant input needs none: pow's d/db is a log). */
-static inline void ag_local_grads(int op, double a, double b, double out, double *da, double *db)
+/* What an elementwise node passes back: *ga to input a, *gb to input b, each computed
+ * only when asked for (a constant input needs none: pow's is a log). */
+static inline void ag_contributions(int op, double g, double a, double b, double out, double *ga,
+                                    double *gb)
 {
     (void)a; (void)b; (void)out;
     switch (op) {
-#define AG_GRAD_CASE(E, name, sym, arity, py, fwd, dA, dB) \
-    case AG_##E: if (da) *da = (dA); if (db) *db = (dB); return;
+#define AG_GRAD_CASE(E, name, sym, arity, py, fwd, toA, toB) \
+    case AG_##E: if (ga) *ga = (toA); if (gb) *gb = (toB); return;
         AG_ELEMENTWISE_OPS(AG_GRAD_CASE)
 #undef AG_GRAD_CASE
-    default: if (da) *da = NAN; if (db) *db = NAN; return;
+    default: if (ga) *ga = NAN; if (gb) *gb = NAN; return;
     }
 }
 
+#undef G
 #undef ONE
 #undef ZERO
-#undef MINUS_ONE
 #undef A
 #undef B
 #undef OUT
@@ -170,16 +178,7 @@ static inline void ag_local_grads(int op, double a, double b, double out, double
 #undef POW
 #undef LOG
 #undef STEP
+#undef GATE
 #undef SELECT
-
-/* Where relu is flat (out <= 0, or nan) and for x ** 0, the derivative is 0 by a branch,
- * and the input gets exactly 0 even from an inf or nan gradient: PyTorch selects there
- * (where) rather than multiplying 0 * inf = nan. Elsewhere a contribution is g * d as IEEE
- * has it. The sweep asks only when the product came out nan, so the common path pays
- * one compare. */
-static inline int ag_masks_first_input(int op, double b, double out)
-{
-    return (op == AG_RELU && !(out > 0.0)) || (op == AG_POW && b == 0.0);
-}
 
 #endif

@@ -510,17 +510,21 @@ static size_t position_of(const ag_order *order, ag_id id)
 }
 
 /* The adjoint of every node of the order as a term, swept backwards from root = 1:
- * each node's chain-rule step built of nodes (higher.c), so the adjoints are graphs. */
-static int sweep_terms(const ag_order *order, ag_term *adjoint, ag_id *bad)
+ * each node's chain-rule step built of nodes (higher.c), so the adjoints are graphs.
+ * reached[i]: something passed node i a gradient (even the number 0, which still
+ * passes on as 0 * derivative, nan where the derivative is inf, as in backward()). */
+static int sweep_terms(const ag_order *order, ag_term *adjoint, uint8_t *reached, ag_id *bad)
 {
-    ag_term small[2], *contribution = small;
+    ag_term small[2], *contributions = small;
     size_t capacity = 2;
     int status = AG_OK;
+    if (order->n == 0)
+        return AG_OK; /* not reached: the order always holds its root */
     adjoint[order->n - 1] = ag_term_number(1.0);
+    reached[order->n - 1] = 1;
     for (size_t i = order->n; i-- > 0 && status == AG_OK;) {
         ag_id id = order->ids[i];
-        ag_term g = adjoint[i];
-        if (!g.node && g.constant == 0.0)
+        if (!reached[i])
             continue;
         if (ag_node_at(id)->flags & AG_FLAG_PYRULE) {
             *bad = id;
@@ -528,28 +532,31 @@ static int sweep_terms(const ag_order *order, ag_term *adjoint, ag_id *bad)
             break;
         }
         size_t n;
-        const ag_id *inputs = ag_inputs_of(ag_node_at(id), &n);
+        ag_inputs_of(ag_node_at(id), &n);
         if (n > capacity) {
-            ag_term *grown = realloc(contribution == small ? NULL : contribution, n * sizeof *grown);
+            ag_term *grown = realloc(contributions == small ? NULL : contributions, n * sizeof *grown);
             if (!grown) {
                 status = AG_ENOMEM;
                 break;
             }
-            contribution = grown;
+            contributions = grown;
             capacity = n;
         }
-        if ((status = ag_chain_terms(id, ag_term_copy(g), contribution, n)) != AG_OK)
+        if ((status = ag_chain_terms(id, ag_term_copy(adjoint[i]), contributions, n)) != AG_OK)
             break;
-        inputs = ag_inputs_of(ag_node_at(id), &n); /* the same list: nodes never change */
+        const ag_id *inputs = ag_inputs_of(ag_node_at(id), &n); /* nodes never change */
         for (size_t k = 0; k < n; k++) {
+            if (ag_node_at(inputs[k])->op == AG_CONST)
+                continue; /* sources pass nothing on: no need to sum into them */
             size_t p = position_of(order, inputs[k]);
-            adjoint[p] = ag_term_add(adjoint[p], contribution[k]);
+            adjoint[p] = reached[p] ? ag_term_add(adjoint[p], contributions[k]) : contributions[k];
+            reached[p] = 1;
             if (ag_term_failed(adjoint[p]))
-                status = AG_ENOMEM;
+                status = ag_last_error() ? ag_last_error() : AG_ENOMEM;
         }
     }
-    if (contribution != small)
-        free(contribution);
+    if (contributions != small)
+        free(contributions);
     return status;
 }
 
@@ -563,6 +570,7 @@ int ag_grad(ag_id root, const ag_id *inputs, size_t n_inputs, int create_graph, 
     grads_kept kept = {take(&grads_buf), 0};
     ag_order order = {NULL, 0};
     ag_term *adjoint = NULL;
+    uint8_t *reached = NULL;
     double *value = malloc((n_inputs ? n_inputs : 1) * sizeof *value);
     ag_id bad = 0;
     int status = value ? topo_sort(root, &order, &kept) : AG_ENOMEM;
@@ -581,12 +589,13 @@ int ag_grad(ag_id root, const ag_id *inputs, size_t n_inputs, int create_graph, 
                 value[k] = 0.0; /* not under root: its grad was never this sweep's */
     } else if (status == AG_OK) {
         adjoint = malloc(order.n * sizeof *adjoint);
-        status = adjoint ? AG_OK : AG_ENOMEM;
+        reached = calloc(order.n, 1);
+        status = adjoint && reached ? AG_OK : AG_ENOMEM;
         for (size_t i = 0; adjoint && i < order.n; i++)
             adjoint[i] = ag_term_number(0.0);
         write_positions(&order);
         if (status == AG_OK)
-            status = sweep_terms(&order, adjoint, &bad);
+            status = sweep_terms(&order, adjoint, reached, &bad);
         for (size_t k = 0; status == AG_OK && k < n_inputs; k++) {
             size_t p = position_of(&order, inputs[k]);
             ag_term t = p == SIZE_MAX ? ag_term_number(0.0) : ag_term_copy(adjoint[p]);
@@ -614,6 +623,7 @@ int ag_grad(ag_id root, const ag_id *inputs, size_t n_inputs, int create_graph, 
             ag_fail(status, bad);
     }
     free(adjoint);
+    free(reached);
     free(value);
     put_back(&order_buf, my_order);
     put_back(&grads_buf, kept.list);

@@ -1,6 +1,7 @@
 """The examples run as a user runs them (subprocesses): moons reaches 100% training
 accuracy in its 100 steps, --replay prints the same losses as rebuilding, the plots are
-written, and --help and --no-plot work without the [examples] extra installed.
+written, and --help and --no-plot work without the [examples] extra installed; newton
+reaches Rosenbrock's minimum within 1e-10 and says so in its exit code.
 """
 import os
 import re
@@ -84,3 +85,26 @@ def test_without_the_examples_extra(script, tmp_path):
 def test_bad_arguments_are_refused():
     result = run(MOONS, "--steps", "0", check=False)
     assert result.returncode == 2 and "--steps" in result.stderr
+
+
+NEWTON = os.path.join(EXAMPLES, "newton.py")
+
+
+def test_newton_reaches_the_rosenbrock_minimum():
+    out = run(NEWTON).stdout
+    steps = [re.match(r"step (\d+): x = (\S+), y = (\S+), f = (\S+), \|grad\| = (\S+), Hessian", line)
+             for line in step_lines(out)]
+    assert steps and all(steps)
+    assert [int(s.group(1)) for s in steps] == list(range(len(steps)))
+    assert (float(steps[0].group(2)), float(steps[0].group(3))) == (-1.2, 1.0)
+    assert "Hessian [[1330, 480], [480, 200]]" in step_lines(out)[0]  # the exact Hessian at the start
+    x, y = float(steps[-1].group(2)), float(steps[-1].group(3))
+    assert abs(x - 1) <= 1e-10 and abs(y - 1) <= 1e-10
+    assert len(steps) <= 15  # Newton's quadratic convergence, not a crawl
+    assert out.splitlines()[-1].startswith("converged in")
+
+
+def test_newton_exit_code_says_whether_it_converged():
+    assert run(NEWTON, "--max-steps", "2", check=False).returncode == 1
+    assert run(NEWTON, "--start", "2", "-1").returncode == 0
+    assert run(NEWTON, "--max-steps", "0", check=False).returncode == 2

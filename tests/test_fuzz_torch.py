@@ -64,9 +64,9 @@ UNARY = ["neg", "relu", "tanh", "exp", "log", "sigmoid"]
 BINARY = ["add", "sub", "mul", "truediv", "pow"]
 NARY = ["sum", "dot"]
 ALL_OPS = UNARY + BINARY + NARY
-# custom passes no gradient; local's derivatives are numbers the program gives; step is
-# internal (relu's derivative in derivative graphs: test_higher_order.py)
-NOT_DIFFERENTIABLE_AGAINST_TORCH = {"leaf", "const", "custom", "local", "step"}
+# custom passes no gradient; local's derivatives are numbers the program gives; step
+# and gate are internal (relu's derivatives in derivative graphs: test_higher_order.py)
+NOT_DIFFERENTIABLE_AGAINST_TORCH = {"leaf", "const", "custom", "local", "step", "gate"}
 
 CONSTANTS = [0.0, 1.0, -1.0, 2.0, -2.0, 3.0, 0.5, -0.5, 2.5, 0.1, 1e-3, 100.0]
 EDGES = [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, 1e-200, -1e-200, 1e200, 750.0, -750.0,

@@ -42,7 +42,7 @@ nary_dot = pyautograd.dot
 
 # Ops the engine makes only inside derivative graphs (OP_PYTHON "internal") are left out.
 UNARY = [n for c, n in enumerate(OP_NAMES) if lib.ag_op_arity(c) == 1 and OP_PYTHON[c] != "internal"]
-BINARY = [n for c, n in enumerate(OP_NAMES) if lib.ag_op_arity(c) == 2]
+BINARY = [n for c, n in enumerate(OP_NAMES) if lib.ag_op_arity(c) == 2 and OP_PYTHON[c] != "internal"]
 KINDS = ([("unary", n) for n in UNARY]
          + [(form, n) for n in BINARY for form in ("binary", "value_op_number", "number_op_value")]
          + [("sum", ""), ("dot", ""), ("dot_bias", "")])
