@@ -209,7 +209,7 @@ static void detach_list(ag_node *node)
 
 /* ---- release ---- */
 
-static void give_back_blocks(ag_arena *ar);
+static void tidy_free_nodes(ag_arena *ar, size_t freed);
 
 /* Frees the nodes on the worklist and whatever dies with them. A chain of 10^7 nodes
  * dies here in one loop: the dying nodes wait in a list threaded through their (no
@@ -219,6 +219,7 @@ static void give_back_blocks(ag_arena *ar);
  * the worklist and not yet on the free list, so that code never sees it. */
 static void run_worklist(ag_arena *ar)
 {
+    size_t freed = 0;
     ar->releasing = 1;
     while (ar->dying) {
         ag_id current = ar->dying;
@@ -247,9 +248,10 @@ static void run_worklist(ag_arena *ar)
         node->in[0] = ar->free_head;
         ar->free_head = current;
         ar->live--;
+        freed++;
     }
     ar->releasing = 0;
-    give_back_blocks(ar);
+    tidy_free_nodes(ar, freed);
 }
 
 void ag_free_dead(ag_id id)
@@ -261,13 +263,17 @@ void ag_free_dead(ag_id id)
         run_worklist(ar);
 }
 
-/* ---- giving memory back ----
- * When more than give_back_at node slots are free, empty blocks beyond the reserve go
- * back to the system and the free list is rebuilt in ascending id order over the
- * blocks that stay (so the next graph's nodes come in creation order). A pass costs
- * time in proportion to the blocks held; give_back_at is then set to at least twice
- * the free slots left, so the passes cost O(1) per node freed even when scattered
- * survivors keep every block partly used. */
+/* ---- tidying the free nodes: giving memory back, and keeping them in order ----
+ * Freeing pushes nodes on the free list in the order a graph dies, scattered over
+ * memory, and the next graph would be made of them in that order: every sort and sweep
+ * over it would then jump around memory. So when a graph a quarter of the arena's size
+ * (or more) has died, the free list is rebuilt in ascending id order: the next graph is
+ * made in memory order, as a fresh one is (and its ids ascend with its creation).
+ * And when more than give_back_at node slots are free, empty blocks beyond the reserve
+ * go back to the system on the same pass. A pass costs time in proportion to the
+ * blocks held, so it runs only after that many nodes died; give_back_at is set to at
+ * least twice the free slots left after giving back, so those passes cost O(1) per node
+ * freed even when scattered survivors keep every block partly used. */
 
 static size_t free_slots(const ag_arena *ar)
 {
@@ -275,9 +281,10 @@ static size_t free_slots(const ag_arena *ar)
     return slots - ar->live;
 }
 
-static void give_back_blocks(ag_arena *ar)
+static void tidy_free_nodes(ag_arena *ar, size_t freed)
 {
-    if (free_slots(ar) <= ar->give_back_at)
+    int give_back = free_slots(ar) > ar->give_back_at;
+    if (!give_back && (freed < AG_BLOCK_NODES || 4 * freed < ar->present_blocks * AG_BLOCK_NODES))
         return;
     size_t kept_free = 0;
     ag_id *tail = &ar->free_head; /* the list is rebuilt by appending: it pops ascending */
@@ -288,7 +295,7 @@ static void give_back_blocks(ag_arena *ar)
         size_t first = b == 0 ? 1 : 0, n_free = 0;
         for (size_t i = first; i < AG_BLOCK_NODES; i++)
             n_free += block[i].op == AG_FREE;
-        if (b != 0 && n_free == AG_BLOCK_NODES && kept_free + n_free > AG_RESERVE_NODES) {
+        if (give_back && b != 0 && n_free == AG_BLOCK_NODES && kept_free + n_free > AG_RESERVE_NODES) {
             block_unmap(block);
             ar->blocks[b] = NULL;
             ar->present_blocks--;
@@ -312,8 +319,10 @@ static void give_back_blocks(ag_arena *ar)
                 break;
             }
     }
-    ar->give_back_at = 2 * kept_free > AG_RESERVE_NODES ? 2 * kept_free : AG_RESERVE_NODES;
-    ag_scratch_fit(ar->live);
+    if (give_back) {
+        ar->give_back_at = 2 * kept_free > AG_RESERVE_NODES ? 2 * kept_free : AG_RESERVE_NODES;
+        ag_scratch_fit(ar->live);
+    }
 }
 
 /* ---- introspection ---- */

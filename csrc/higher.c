@@ -9,44 +9,95 @@
  *
  * A term is a node or a plain number. Numbers fold (ONE * x is x, no node), which keeps
  * a derivative graph about as small as the graph it came from. Terms own their node's
- * reference, and the operations take their operands' references (so the nested
+ * reference (but for the differentiated graph's own nodes, borrowed: its root keeps
+ * them alive), and the operations take their operands' references (so the nested
  * formulas of the table free everything they no longer need). A failed allocation
  * makes a failed term, which every operation passes on. Calls no Python.
  * Not here: the sweep that uses this (sweep.c, ag_grad). */
 #include <math.h>
+#include <string.h>
 #include "arena.h"
 #include "higher.h"
 #include "nodes.h"
 
 #define FAILED ((ag_id)UINT32_MAX)
 
-static const ag_term failed_term = {FAILED, 0.0};
+static const ag_term failed_term = {FAILED, 1, 0.0};
 
-ag_term ag_term_number(double x) { return (ag_term){0, x}; }
+ag_term ag_term_number(double x) { return (ag_term){0, 1, x}; }
 
 ag_term ag_term_node(ag_id id)
 {
     ag_retain(id);
-    return (ag_term){id, 0.0};
+    return (ag_term){id, 0, 0.0};
 }
+
+ag_term ag_term_borrowed(ag_id id) { return (ag_term){id, 1, 0.0}; }
 
 int ag_term_failed(ag_term t) { return t.node == FAILED; }
 
+ag_term ag_term_failure(void) { return failed_term; }
+
 ag_term ag_term_copy(ag_term t)
 {
-    if (t.node && t.node != FAILED)
+    if (!t.borrowed)
         ag_retain(t.node);
     return t;
 }
 
+ag_id ag_term_own(ag_term t)
+{
+    if (t.node)
+        ag_retain(t.node);
+    return t.node;
+}
+
 void ag_term_release(ag_term t)
 {
-    if (t.node && t.node != FAILED)
+    if (!t.borrowed)
         ag_release(t.node);
 }
 
 /* A new node's term (its one reference), or the failed term. */
-static ag_term made(ag_id id) { return id ? (ag_term){id, 0.0} : failed_term; }
+static ag_term made(ag_id id) { return id ? (ag_term){id, 0, 0.0} : failed_term; }
+
+/* ---- numbers as nodes ----
+ * An op between a node and a number needs the number as a node (a CONST, as x * 2
+ * makes). A derivative graph uses a few numbers (1 in 1 - out*out, an exponent) over
+ * and over, so each one's node is made once per grad() call and shared. */
+
+#define AG_SHARED_CONSTANTS 16
+
+static struct { double value; ag_id node; } shared[AG_SHARED_CONSTANTS];
+static size_t n_shared;
+
+/* The CONST node for x (a new reference), 0 when memory runs out. */
+ag_id ag_constant_node(double x)
+{
+    for (size_t i = 0; i < n_shared; i++)
+        if (memcmp(&shared[i].value, &x, sizeof x) == 0) { /* bitwise: 0.0 and -0.0 differ */
+            ag_retain(shared[i].node);
+            return shared[i].node;
+        }
+    ag_id id = ag_leaf(x);
+    if (!id)
+        return 0;
+    ag_node_at(id)->op = AG_CONST;
+    if (n_shared < AG_SHARED_CONSTANTS) {
+        shared[n_shared].value = x;
+        shared[n_shared++].node = id;
+        ag_retain(id); /* the table's own reference */
+    }
+    return id;
+}
+
+/* Drops the shared numbers' nodes: at the end of each grad() call. */
+void ag_constant_nodes_done(void)
+{
+    for (size_t i = 0; i < n_shared; i++)
+        ag_release(shared[i].node);
+    n_shared = 0;
+}
 
 /* op applied to two terms, taking their references. */
 static ag_term binary(int op, ag_term a, ag_term b)
@@ -56,11 +107,12 @@ static ag_term binary(int op, ag_term a, ag_term b)
         out = failed_term;
     else if (!a.node && !b.node)
         out = ag_term_number(ag_forward_elementwise(op, a.constant, b.constant));
-    else if (!a.node)
-        out = made(ag_apply_const(op, b.node, a.constant, 1));
-    else if (!b.node)
-        out = made(ag_apply_const(op, a.node, b.constant, 0));
-    else
+    else if (!a.node || !b.node) {
+        ag_id c = ag_constant_node(a.node ? b.constant : a.constant);
+        out = made(c ? ag_apply(op, a.node ? a.node : c, b.node ? b.node : c) : 0);
+        if (c)
+            ag_release(c); /* the op's node holds it */
+    } else
         out = made(ag_apply(op, a.node, b.node));
     ag_term_release(a);
     ag_term_release(b);
@@ -113,7 +165,7 @@ ag_term ag_term_add(ag_term a, ag_term b)
 static ag_term input_term(ag_id id)
 {
     const ag_node *node = ag_node_at(id);
-    return node->op == AG_CONST ? ag_term_number(node->data) : ag_term_node(id);
+    return node->op == AG_CONST ? ag_term_number(node->data) : ag_term_borrowed(id);
 }
 
 #define G ag_term_copy(g)
@@ -121,7 +173,7 @@ static ag_term input_term(ag_id id)
 #define ZERO ag_term_number(0.0)
 #define A input_term(a_id)
 #define B input_term(b_id)
-#define OUT ag_term_node(out_id)
+#define OUT ag_term_borrowed(out_id)
 #define ADD(x, y) ag_term_add((x), (y))
 #define SUB(x, y) binary(AG_SUB, (x), (y))
 #define MUL(x, y) ag_term_mul((x), (y))

@@ -44,6 +44,13 @@
 #define AG_INLINE static inline
 #endif
 
+/* Asks the memory system for an address about to be used (a no-op where unsupported). */
+#if defined(__GNUC__) || defined(__clang__)
+#define AG_PREFETCH(address) __builtin_prefetch((address), 1)
+#else
+#define AG_PREFETCH(address) ((void)0)
+#endif
+
 static inline double ag_sigmoid(double a) { return 1.0 / (1.0 + exp(-a)); }
 
 #define AG_POW_TO_BASE SELECT(b == 0.0, ZERO, MUL(G, MUL(B, POW(A, SUB(B, ONE)))))

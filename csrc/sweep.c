@@ -134,8 +134,11 @@ static void add_back(const grads_kept *kept)
 #define AG_SORT_EXIT ((ag_id)1 << 31) /* ids stay below it: see AG_MAX_NODES */
 
 /* The order is written to order_buf (valid until the next sort). With kept, each node
- * also has its grad zeroed when entered (backward: the node is in cache then). */
-static int topo_sort(ag_id root, ag_order *out, grads_kept *kept)
+ * also has its grad zeroed when entered (backward: the node is in cache then). With
+ * keep_marks, the nodes keep their AG_FLAG_SORTING after a successful sort: the caller
+ * (grad) clears them in a pass it makes anyway, before anything else can sort
+ * (invariant 3). */
+static int topo_sort(ag_id root, ag_order *out, grads_kept *kept, int keep_marks)
 {
     size_t depth = 0, n = 0;
     int status = AG_OK;
@@ -177,11 +180,12 @@ static int topo_sort(ag_id root, ag_order *out, grads_kept *kept)
                 stack[depth++] = inputs[i];
     }
 
+    /* The marks stay until the sort is done: they are also how it knows what it has seen. */
     ag_id *ids = order_buf.p;
-    for (size_t i = 0; i < depth; i++)
+    for (size_t i = 0; i < depth; i++) /* after a failure: the nodes entered, not left */
         if (stack[i] & AG_SORT_EXIT)
             ag_node_at(stack[i] & ~AG_SORT_EXIT)->flags &= (uint8_t)~AG_FLAG_SORTING;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n && !(keep_marks && status == AG_OK); i++)
         ag_node_at(ids[i])->flags &= (uint8_t)~AG_FLAG_SORTING;
     out->ids = ids;
     out->n = n;
@@ -320,7 +324,7 @@ static int cache_add(ag_id root, cached_order **added)
 {
     ag_order order;
     ag_tape tape;
-    int status = topo_sort(root, &order, NULL);
+    int status = topo_sort(root, &order, NULL, 0);
     if (status != AG_OK)
         return status;
     ag_id hand_made = first_hand_made(&order);
@@ -409,11 +413,6 @@ static int step(const walk *w, size_t i, ag_node *node, int check)
 }
 
 /* The sweep over an order (a cached tape, or a sort), in reverse. May call Python. */
-#if defined(__GNUC__) || defined(__clang__)
-#define AG_PREFETCH(address) __builtin_prefetch(address, 1)
-#else
-#define AG_PREFETCH(address) ((void)0)
-#endif
 #define AG_AHEAD 8 /* nodes fetched ahead of the sweep: a node far down the order is
                       somewhere else in memory, so each one's wait overlaps the others' */
 
@@ -468,7 +467,7 @@ int ag_backward(ag_id root)
         for (size_t i = 0; i < w.order.n && status == AG_OK; i++)
             status = zero_and_keep(w.order.ids[i], walk_node(&w, i), &kept);
     } else {
-        status = topo_sort(root, &w.order, &kept);
+        status = topo_sort(root, &w.order, &kept, 0);
         my_order = take(&order_buf); /* w.order.ids points into it */
     }
     if (status == AG_OK) {
@@ -489,50 +488,131 @@ int ag_backward(ag_id root)
     return status;
 }
 
-/* ---- grad(): derivatives as new nodes, no .grad touched ---- */
+/* ---- grad(): derivatives as new nodes, no .grad touched ----
+ * grad() runs its sweep in the grad fields of the graph's nodes (zeroed into `kept` by
+ * the sort, and put back at the end), so what it keeps per node sits in the node the
+ * sweep reads anyway: the first-order sweep adds numbers there as backward() does; the
+ * create_graph sweep keeps there the indices of the node's first and last
+ * contributions, terms waiting in a pool. */
 
-/* While grad() runs, each node of the order holds its position in its grad field (the
- * grads were zeroed into `kept` and are restored after): the position of any node, or
- * SIZE_MAX if it is not in the order, in O(1). */
-static void write_positions(const ag_order *order)
-{
-    for (size_t i = 0; i < order->n; i++) {
-        uint64_t bits = i;
-        memcpy(&ag_node_at(order->ids[i])->grad, &bits, sizeof bits);
-    }
-}
-
-static size_t position_of(const ag_order *order, ag_id id)
+static uint64_t field_bits(const ag_node *node)
 {
     uint64_t bits;
-    memcpy(&bits, &ag_node_at(id)->grad, sizeof bits);
-    return bits < order->n && order->ids[bits] == id ? (size_t)bits : SIZE_MAX;
+    memcpy(&bits, &node->grad, sizeof bits);
+    return bits;
 }
 
-/* The adjoint of every node of the order as a term, swept backwards from root = 1:
- * each node's chain-rule step built of nodes (higher.c), so the adjoints are graphs.
- * reached[i]: something passed node i a gradient (even the number 0, which still
- * passes on as 0 * derivative, nan where the derivative is inf, as in backward()). */
-static int sweep_terms(const ag_order *order, ag_term *adjoint, uint8_t *reached, ag_id *bad)
+static void set_field_bits(ag_node *node, uint64_t bits) { memcpy(&node->grad, &bits, sizeof bits); }
+
+/* What has been passed back to each node, while grad(create_graph=True) sweeps: its
+ * contributions in the order they came, chained through the pool (node->grad holds the
+ * first's and the last's index + 1), summed into one term (one SUM node over them) when
+ * the sweep reaches the node; the sum then takes the first's place. One SUM node instead
+ * of a chain of ADD nodes keeps derivative graphs small, and its left-to-right sum is the
+ * order backward() adds in, so the numbers are the same. */
+typedef struct passed {
+    ag_term term;
+    uint32_t next; /* the next contribution to the same node, + 1; 0: none */
+} passed;
+
+typedef struct pool {
+    passed *entries;
+    size_t n, capacity;
+} pool;
+
+static int pass_back(pool *pool, ag_node *node, ag_term t)
+{
+    if (pool->n == pool->capacity) {
+        size_t capacity = pool->capacity ? 2 * pool->capacity : 1024;
+        passed *grown = capacity < UINT32_MAX ? realloc(pool->entries, capacity * sizeof *grown) : NULL;
+        if (!grown) {
+            ag_term_release(t);
+            return AG_ENOMEM;
+        }
+        pool->entries = grown;
+        pool->capacity = capacity;
+    }
+    pool->entries[pool->n] = (passed){t, 0};
+    uint64_t index = ++pool->n, bits = field_bits(node);
+    if (bits) /* append after its last contribution */
+        pool->entries[(bits >> 32) - 1].next = (uint32_t)index;
+    set_field_bits(node, (bits ? (bits & 0xffffffffu) : index) | index << 32);
+    return AG_OK;
+}
+
+/* The sum of the contributions from entry `first` on, as one term, left in that entry
+ * (the others become the number 0). AG_OK or the status of a failed SUM node. */
+static int sum_in_place(pool *pool, uint32_t first)
+{
+    passed *e = pool->entries;
+    if (!e[first - 1].next)
+        return AG_OK;
+    size_t k = 0, numbers = 0;
+    for (uint32_t i = first; i; i = e[i - 1].next, k++)
+        numbers += !e[i - 1].term.node;
+    ag_term sum;
+    if (numbers == k) { /* all numbers: add them as backward() would */
+        double total = 0.0;
+        for (uint32_t i = first; i; i = e[i - 1].next)
+            total += e[i - 1].term.constant;
+        sum = ag_term_number(total);
+    } else {
+        ag_id small[16], *ids = k <= 16 ? small : malloc(k * sizeof *ids);
+        size_t made = 0;
+        for (uint32_t i = first; ids && i; i = e[i - 1].next) {
+            ag_term t = e[i - 1].term;
+            ids[made] = t.node ? ag_term_own(t) : ag_constant_node(t.constant);
+            if (!ids[made])
+                break;
+            made++;
+        }
+        ag_id node = ids && made == k ? ag_sum(ids, k) : 0;
+        for (size_t i = 0; i < made; i++)
+            ag_release(ids[i]); /* the sum holds them now */
+        if (ids != small)
+            free(ids);
+        sum = node ? (ag_term){node, 0, 0.0} : ag_term_failure();
+    }
+    for (uint32_t i = first, next; i; i = next) {
+        next = e[i - 1].next;
+        ag_term_release(e[i - 1].term);
+        e[i - 1] = (passed){ag_term_number(0.0), 0};
+    }
+    e[first - 1].term = sum;
+    return ag_term_failed(sum) ? (ag_last_error() ? ag_last_error() : AG_ENOMEM) : AG_OK;
+}
+
+/* The create_graph sweep: every node's adjoint as a term, from root = 1 back, each
+ * node's chain-rule step built of nodes (higher.c), so the adjoints are graphs. A node
+ * something passed a gradient to (even the number 0, which still passes on as
+ * 0 * derivative, nan where the derivative is inf, as in backward()) is swept. */
+static int sweep_terms(const ag_order *order, pool *pool, ag_id *bad)
 {
     ag_term small[2], *contributions = small;
     size_t capacity = 2;
-    int status = AG_OK;
-    if (order->n == 0)
-        return AG_OK; /* not reached: the order always holds its root */
-    adjoint[order->n - 1] = ag_term_number(1.0);
-    reached[order->n - 1] = 1;
+    int status = order->n ? pass_back(pool, ag_node_at(order->ids[order->n - 1]), ag_term_number(1.0))
+                          : AG_OK;
     for (size_t i = order->n; i-- > 0 && status == AG_OK;) {
+        if (i >= 2 * AG_AHEAD) { /* the nodes coming up, and what waits for them in the pool */
+            AG_PREFETCH(ag_node_at(order->ids[i - 2 * AG_AHEAD]));
+            uint32_t soon = (uint32_t)field_bits(ag_node_at(order->ids[i - AG_AHEAD]));
+            if (soon)
+                AG_PREFETCH(&pool->entries[soon - 1]);
+        }
         ag_id id = order->ids[i];
-        if (!reached[i])
-            continue;
-        if (ag_node_at(id)->flags & AG_FLAG_PYRULE) {
+        ag_node *node = ag_node_at(id);
+        uint32_t first = (uint32_t)field_bits(node);
+        if (!first)
+            continue; /* nothing came to it */
+        if ((status = sum_in_place(pool, first)) != AG_OK)
+            break;
+        if (node->flags & AG_FLAG_PYRULE) {
             *bad = id;
             status = AG_EPYRULE; /* a Python function is no graph: nothing to differentiate */
             break;
         }
         size_t n;
-        ag_inputs_of(ag_node_at(id), &n);
+        ag_inputs_of(node, &n);
         if (n > capacity) {
             ag_term *grown = realloc(contributions == small ? NULL : contributions, n * sizeof *grown);
             if (!grown) {
@@ -542,17 +622,15 @@ static int sweep_terms(const ag_order *order, ag_term *adjoint, uint8_t *reached
             contributions = grown;
             capacity = n;
         }
-        if ((status = ag_chain_terms(id, ag_term_copy(adjoint[i]), contributions, n)) != AG_OK)
+        if ((status = ag_chain_terms(id, ag_term_copy(pool->entries[first - 1].term), contributions, n)) != AG_OK)
             break;
-        const ag_id *inputs = ag_inputs_of(ag_node_at(id), &n); /* nodes never change */
+        const ag_id *inputs = ag_inputs_of(node, &n); /* nodes never change */
         for (size_t k = 0; k < n; k++) {
-            if (ag_node_at(inputs[k])->op == AG_CONST)
-                continue; /* sources pass nothing on: no need to sum into them */
-            size_t p = position_of(order, inputs[k]);
-            adjoint[p] = reached[p] ? ag_term_add(adjoint[p], contributions[k]) : contributions[k];
-            reached[p] = 1;
-            if (ag_term_failed(adjoint[p]))
-                status = ag_last_error() ? ag_last_error() : AG_ENOMEM;
+            ag_node *input = ag_node_at(inputs[k]);
+            if (status != AG_OK || input->op == AG_CONST)
+                ag_term_release(contributions[k]); /* sources pass nothing on */
+            else
+                status = pass_back(pool, input, contributions[k]);
         }
     }
     if (contributions != small)
@@ -569,52 +647,54 @@ int ag_grad(ag_id root, const ag_id *inputs, size_t n_inputs, int create_graph, 
 {
     grads_kept kept = {take(&grads_buf), 0};
     ag_order order = {NULL, 0};
-    ag_term *adjoint = NULL;
-    uint8_t *reached = NULL;
+    pool pool = {NULL, 0, 0};
     double *value = malloc((n_inputs ? n_inputs : 1) * sizeof *value);
     ag_id bad = 0;
-    int status = value ? topo_sort(root, &order, &kept) : AG_ENOMEM;
+    int status = value ? topo_sort(root, &order, &kept, create_graph) : AG_ENOMEM;
     buffer my_order = take(&order_buf); /* order.ids points into it */
-    for (size_t k = 0; k < n_inputs; k++)
+    for (size_t k = 0; k < n_inputs; k++) {
         out[k] = 0;
+        if (value)
+            value[k] = 0.0;
+    }
     if (status == AG_OK && !create_graph) {
         ag_node_at(root)->grad = 1.0;
         walk w = {order, NULL};
         status = sweep_order(&w, ag_anomaly_mode(), &bad);
-        for (size_t k = 0; k < n_inputs; k++)
-            value[k] = ag_node_at(inputs[k])->grad;
-        write_positions(&order);
-        for (size_t k = 0; status == AG_OK && k < n_inputs; k++)
-            if (position_of(&order, inputs[k]) == SIZE_MAX)
-                value[k] = 0.0; /* not under root: its grad was never this sweep's */
-    } else if (status == AG_OK) {
-        adjoint = malloc(order.n * sizeof *adjoint);
-        reached = calloc(order.n, 1);
-        status = adjoint && reached ? AG_OK : AG_ENOMEM;
-        for (size_t i = 0; adjoint && i < order.n; i++)
-            adjoint[i] = ag_term_number(0.0);
-        write_positions(&order);
-        if (status == AG_OK)
-            status = sweep_terms(&order, adjoint, reached, &bad);
+        for (size_t i = 0; i < order.n; i++) /* marks what is under root (see below) */
+            ag_node_at(order.ids[i])->flags |= AG_FLAG_SORTING;
         for (size_t k = 0; status == AG_OK && k < n_inputs; k++) {
-            size_t p = position_of(&order, inputs[k]);
-            ag_term t = p == SIZE_MAX ? ag_term_number(0.0) : ag_term_copy(adjoint[p]);
-            value[k] = t.constant;
-            out[k] = t.node; /* its reference passes to out */
+            const ag_node *input = ag_node_at(inputs[k]);
+            if (input->flags & AG_FLAG_SORTING) /* else not under root: its grad is not ours */
+                value[k] = input->grad;
+        }
+    } else if (status == AG_OK) {
+        status = sweep_terms(&order, &pool, &bad);
+        for (size_t k = 0; status == AG_OK && k < n_inputs; k++) {
+            const ag_node *input = ag_node_at(inputs[k]);
+            uint32_t first = input->flags & AG_FLAG_SORTING ? (uint32_t)field_bits(input) : 0;
+            if (first)
+                out[k] = ag_term_own(pool.entries[first - 1].term);
+            if (!out[k] && first)
+                value[k] = pool.entries[first - 1].term.constant; /* a number */
         }
     }
+    /* The sort left its marks (create_graph), or the first-order path made them: they
+     * are cleared here, with the grads put back, in one pass (invariant 3). */
+    for (size_t i = 0; i < order.n; i++) {
+        ag_node *node = ag_node_at(order.ids[i]);
+        node->grad = 0.0;
+        node->flags &= (uint8_t)~AG_FLAG_SORTING;
+    }
+    add_back(&kept);
     if (status == AG_OK) /* the numbers become leaves */
         for (size_t k = 0; k < n_inputs && status == AG_OK; k++)
             if (!out[k] && !(out[k] = ag_leaf(value[k])))
                 status = AG_ENOMEM;
-    for (size_t i = 0; status == AG_OK && i < order.n; i++) /* restore every grad */
-        ag_node_at(order.ids[i])->grad = 0.0;
-    if (status != AG_OK && order.ids)
-        for (size_t i = 0; i < order.n; i++)
-            ag_node_at(order.ids[i])->grad = 0.0;
-    add_back(&kept);
-    for (size_t i = 0; adjoint && i < order.n; i++)
-        ag_term_release(adjoint[i]); /* may free nodes: after the grads are back */
+    for (size_t i = 0; i < pool.n; i++)
+        ag_term_release(pool.entries[i].term); /* may free nodes: after the grads are back */
+    free(pool.entries);
+    ag_constant_nodes_done();
     if (status != AG_OK) {
         for (size_t k = 0; k < n_inputs; k++)
             if (out[k])
@@ -622,8 +702,6 @@ int ag_grad(ag_id root, const ag_id *inputs, size_t n_inputs, int create_graph, 
         if (status != AG_EPYTHON)
             ag_fail(status, bad);
     }
-    free(adjoint);
-    free(reached);
     free(value);
     put_back(&order_buf, my_order);
     put_back(&grads_buf, kept.list);
@@ -684,7 +762,7 @@ size_t ag_graph_size(ag_id root)
     if (hit)
         return hit->order.n;
     ag_order order;
-    if (topo_sort(root, &order, NULL) != AG_OK) {
+    if (topo_sort(root, &order, NULL, 0) != AG_OK) {
         ag_fail(AG_ENOMEM, 0);
         return 0;
     }
