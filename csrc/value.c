@@ -678,14 +678,15 @@ static ag_id node_from_arguments(PyObject *data, PyObject *children, PyObject *o
         local_grads = op_or_grads;
         op_or_grads = NULL;
     }
-    PyObject *kids = children && children != Py_None ? PySequence_Tuple(children) : PyTuple_New(0);
-    PyObject *grads = local_grads && local_grads != Py_None ? PySequence_Tuple(local_grads) : NULL;
-    PyObject *op_text = op_or_grads && op_or_grads != Py_None ? PyObject_Str(op_or_grads) : NULL;
-    PyObject *label_text = label && label != Py_None ? PyObject_Str(label) : NULL;
+    /* Each of these may run Python code (iteration, __str__), which may raise: each
+     * runs only if the one before succeeded, never with an exception set. */
+    PyObject *kids = NULL, *grads = NULL, *op_text = NULL, *label_text = NULL;
     ag_id *ids = NULL, id = 0;
     double *locals = NULL;
-    if (!kids || (local_grads && local_grads != Py_None && !grads)
-        || (op_or_grads && op_or_grads != Py_None && !op_text) || (label && label != Py_None && !label_text))
+    if (!(kids = children && children != Py_None ? PySequence_Tuple(children) : PyTuple_New(0))
+        || (local_grads && local_grads != Py_None && !(grads = PySequence_Tuple(local_grads)))
+        || (op_or_grads && op_or_grads != Py_None && !(op_text = PyObject_Str(op_or_grads)))
+        || (label && label != Py_None && !(label_text = PyObject_Str(label))))
         goto done;
     Py_ssize_t n = PyTuple_GET_SIZE(kids);
     if (grads && PyTuple_GET_SIZE(grads) != n) {
