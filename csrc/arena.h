@@ -37,7 +37,8 @@
 
 /* Whole free blocks beyond this many free node slots go back to the system once a
  * graph dies, so one big graph does not pin its memory for the life of the process,
- * while a training loop's graphs of up to this size keep reusing the same nodes. */
+ * while a training loop's graphs of up to this size keep reusing the same nodes. (A
+ * graph that dies a node at a time can leave up to about twice this: see arena.c.) */
 #define AG_RESERVE_NODES ((size_t)1 << 19)
 
 typedef struct ag_node {

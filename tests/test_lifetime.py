@@ -220,9 +220,10 @@ def test_scratch_memory_of_a_huge_backward_is_given_back():
     small = Value(2.0) * 3.0
     small.backward()
     grown_and_shrunk = arena.stats()["bytes"]
-    # the node blocks beyond a reserve of 2^19 nodes go back to the system, and so does
-    # the scratch (> 3e6 * 16 bytes)
-    assert grown_and_shrunk - before < (1 << 19) * 40 + 4_000_000
+    # the node blocks beyond about twice the reserve of 2^19 nodes go back to the system
+    # (the leaves die one at a time, and the passes that give memory back space out as
+    # it goes: see arena.c), and so does the scratch (> 3e6 * 16 bytes)
+    assert grown_and_shrunk - before < 2 * (1 << 19) * 40 + 4_000_000
 
 
 def test_values_without_python_state_are_left_out_of_the_cyclic_gc():

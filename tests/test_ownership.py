@@ -277,7 +277,7 @@ def test_a_big_graph_gives_its_memory_back_when_it_dies():
         del y
         after = rss()
         assert peak - start_bytes > 200e6, peak
-        assert arena.stats()["bytes"] - start_bytes < 40e6, arena.stats()
+        assert arena.stats()["bytes"] - start_bytes < 2 * 21e6 + 4e6, arena.stats()  # 2x the reserve
         assert after - start < 80e6, (start, after)
         print("ok", (after - start) / 1e6)
     """)
