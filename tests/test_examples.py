@@ -108,3 +108,27 @@ def test_newton_exit_code_says_whether_it_converged():
     assert run(NEWTON, "--max-steps", "2", check=False).returncode == 1
     assert run(NEWTON, "--start", "2", "-1").returncode == 0
     assert run(NEWTON, "--max-steps", "0", check=False).returncode == 2
+
+
+MICROGPT = os.path.join(EXAMPLES, "microgpt.py")
+
+
+def test_microgpt_trains_the_same_on_pyautograd_and_on_its_pure_python_value():
+    # the same program, written for micrograd-style Values, on both engines: the same
+    # losses (every op is an IEEE operation done in the same order on both)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("microgpt", MICROGPT)
+    microgpt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(microgpt)
+    from pyautograd.engine import Value
+    ours = microgpt.train(Value, 3)
+    theirs = microgpt.train(microgpt.PyValue, 3)
+    assert all(abs(a - b) <= 1e-12 * abs(b) for a, b in zip(ours, theirs)), (ours, theirs)
+    assert 3.0 < ours[0] < 3.6  # about ln(27): a fresh model guesses uniformly
+
+
+def test_microgpt_runs_as_a_script():
+    lines = run(MICROGPT, "--steps", "3", "--samples", "2").stdout.splitlines()
+    assert len([line for line in lines if re.match(r"step +\d+ / 3 \| loss \d+\.\d+$", line)]) == 3
+    samples = lines[lines.index("samples (temperature 0.5):") + 1:]
+    assert len(samples) == 2 and all(s.strip().isalpha() for s in samples)
