@@ -201,22 +201,7 @@ static ag_term contribution(ag_id out_id, const ag_node *node, int which, ag_ter
     }
 }
 
-#undef G
-#undef ONE
-#undef ZERO
-#undef A
-#undef B
-#undef OUT
-#undef ADD
-#undef SUB
-#undef MUL
-#undef DIV
-#undef NEG
-#undef POW
-#undef LOG
-#undef STEP
-#undef GATE
-#undef SELECT
+#include "derivative_language_end.h"
 
 /* contribution[k] = what the node passes back to input k given the gradient g arriving
  * at it (taking g's reference), for each of its n inputs; the number 0 for a constant

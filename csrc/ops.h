@@ -171,21 +171,6 @@ static inline void ag_contributions(int op, double g, double a, double b, double
     }
 }
 
-#undef G
-#undef ONE
-#undef ZERO
-#undef A
-#undef B
-#undef OUT
-#undef ADD
-#undef SUB
-#undef MUL
-#undef DIV
-#undef NEG
-#undef POW
-#undef LOG
-#undef STEP
-#undef GATE
-#undef SELECT
+#include "derivative_language_end.h"
 
 #endif

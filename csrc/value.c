@@ -507,14 +507,20 @@ static PyObject *get_op(PyObject *self, void *unused)
     return PyUnicode_FromString(ag_op_symbol(node->op));
 }
 
+/* None, or the exception for a whole-graph call on self that failed (a Python _backward
+ * that raised has set its own). */
+static PyObject *none_or_raise(int status, const char *what, PyObject *self)
+{
+    if (status)
+        return status == AG_EPYTHON ? NULL : ag_raise_failure(what, Py_BuildValue("(O)", self));
+    Py_RETURN_NONE;
+}
+
 /* v._backward() for a node with no Python _backward: the op's own chain-rule step. */
 static PyObject *backward_step(PyObject *self, PyObject *unused)
 {
     (void)unused;
-    int status = ag_backward_step(VALUE_ID(self));
-    if (status)
-        return status == AG_EPYTHON ? NULL : ag_raise_failure("_backward", Py_BuildValue("(O)", self));
-    Py_RETURN_NONE;
+    return none_or_raise(ag_backward_step(VALUE_ID(self)), "_backward", self);
 }
 
 static PyMethodDef backward_step_def = {"_backward", backward_step, METH_NOARGS,
@@ -869,10 +875,7 @@ done:
 static PyObject *value_backward(PyObject *self, PyObject *unused)
 {
     (void)unused;
-    int status = ag_backward(VALUE_ID(self));
-    if (status)
-        return status == AG_EPYTHON ? NULL : ag_raise_failure("backward", Py_BuildValue("(O)", self));
-    Py_RETURN_NONE;
+    return none_or_raise(ag_backward(VALUE_ID(self)), "backward", self);
 }
 
 static PyObject *value_forward(PyObject *self, PyObject *unused)
