@@ -39,8 +39,8 @@ static int gather(PyObject *iterable, const char *what, int values_only, gathere
 {
     *g = (gathered){0};
     if (!PyTuple_Check(iterable) && !PyList_Check(iterable) && !PyObject_HasAttrString(iterable, "__iter__")) {
-        PyErr_Format(PyExc_TypeError, "%s takes an iterable of Values, not '%.200s'", what,
-                     ag_type_name(iterable));
+        PyErr_Format(PyExc_TypeError, "%s takes an iterable of Values%s, not '%.200s'", what,
+                     values_only ? "" : " or real numbers", ag_type_name(iterable));
         return -1;
     }
     g->items = PySequence_Tuple(iterable);

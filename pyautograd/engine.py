@@ -64,8 +64,9 @@ def _raise_failure(what, inputs, node, node_op):
     its operands, node (or None) the node the failure happened at and node_op its op."""
     status = lib.ag_last_error()
     if status == lib.AG_ENOMEM:
+        live = lib.ag_live_nodes()
         raise MemoryError(f"pyautograd: out of memory in {what} "
-                          f"({lib.ag_live_nodes():,} nodes live)")
+                          f"({live:,} node{'' if live == 1 else 's'} live)")
     if status == lib.AG_EANOMALY:
         from .modes import anomaly_error
         raise anomaly_error(what, inputs, node, node_op)

@@ -1,10 +1,20 @@
-"""Prints the README's table of bad inputs: each one is run here, and the table shows what
-it really gets (the exception's type and message, or the IEEE value and gradient), so the
-README never drifts from the code. Usage: python tools/bad_input_table.py > table.md
+"""The table of bad inputs in docs/errors.md: each input is run here, and the table shows
+what it really gets (the exception's type and message, or the IEEE value and gradient),
+so the page never drifts from the code (tests/test_docs.py checks that it has not).
+
+    python tools/bad_input_table.py                        prints the table
+    python tools/bad_input_table.py --write docs/errors.md  rewrites the table in place
+
+--write replaces what lies between the lines <!-- bad-input-table --> and
+<!-- /bad-input-table --> in the file, and nothing else. Run it in a fresh process:
+the memory rows show how many nodes are live.
 """
+import argparse
 import decimal
 import fractions
 import math
+import sys
+from pathlib import Path
 
 import pyautograd
 from pyautograd import arena, functional, nn
@@ -119,12 +129,44 @@ def outcome(make):
     return f"accepted: {result!r}"
 
 
-def main():
-    print("| input | what it gets |")
-    print("| --- | --- |")
-    for text, make in CASES:
-        print(f"| {text} | {outcome(make)} |")
+START, END = "<!-- bad-input-table -->", "<!-- /bad-input-table -->"
+
+
+def table():
+    """The markdown table, one line per case, ending in a newline."""
+    lines = ["| input | what it gets |", "| --- | --- |"]
+    lines += [f"| {text} | {outcome(make)} |" for text, make in CASES]
+    return "\n".join(lines) + "\n"
+
+
+def write_into(path, text):
+    """Replaces the lines between START and END in the file at path with text. Returns
+    False (and changes nothing) when the markers are missing or out of order."""
+    page = Path(path).read_text(encoding="utf-8")
+    start, end = page.find(START + "\n"), page.find(END)
+    if start < 0 or end < start:
+        return False
+    start += len(START) + 1
+    Path(path).write_text(page[:start] + text + page[end:], encoding="utf-8")
+    return True
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="The table of bad inputs and what they get.")
+    parser.add_argument("--write", metavar="FILE",
+                        help=f"rewrite the table between {START} and {END} in FILE")
+    args = parser.parse_args(argv)
+    text = table()
+    if args.write is None:
+        sys.stdout.write(text)
+        return 0
+    if not write_into(args.write, text):
+        print(f"{args.write}: no lines {START} and {END} to write the table between",
+              file=sys.stderr)
+        return 1
+    print(f"wrote the table ({len(CASES)} inputs) into {args.write}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
