@@ -135,13 +135,14 @@ static void add_back(const grads_kept *kept)
 
 /* The order is written to order_buf (valid until the next sort). With kept, each node
  * also has its grad zeroed when entered (backward: the node is in cache then). With
- * keep_marks, the nodes keep their AG_FLAG_SORTING after a successful sort: the caller
- * (grad) clears them in a pass it makes anyway, before anything else can sort
- * (invariant 3). */
-static int topo_sort(ag_id root, ag_order *out, grads_kept *kept, int keep_marks)
+ * keep_marks, the nodes keep their AG_FLAG_SORTING after a successful sort when none
+ * of them has a Python _backward (*kept_marks says whether they did): the caller
+ * clears them in a pass it makes anyway, and no Python code can run before (Python
+ * could start another sort, which needs them clear: invariant 3). */
+static int topo_sort(ag_id root, ag_order *out, grads_kept *kept, int keep_marks, int *kept_marks)
 {
     size_t depth = 0, n = 0;
-    int status = AG_OK;
+    int status = AG_OK, python = 0;
 
     if (reserve(&stack_buf, 1, sizeof(ag_id)) != AG_OK)
         return AG_ENOMEM;
@@ -173,6 +174,7 @@ static int topo_sort(ag_id root, ag_order *out, grads_kept *kept, int keep_marks
             break;
         }
         stack = stack_buf.p;
+        python |= node->flags & AG_FLAG_PYRULE;
         node->flags |= AG_FLAG_SORTING;
         stack[depth++] = top | AG_SORT_EXIT;
         for (size_t i = 0; i < n_inputs; i++)
@@ -185,8 +187,11 @@ static int topo_sort(ag_id root, ag_order *out, grads_kept *kept, int keep_marks
     for (size_t i = 0; i < depth; i++) /* after a failure: the nodes entered, not left */
         if (stack[i] & AG_SORT_EXIT)
             ag_node_at(stack[i] & ~AG_SORT_EXIT)->flags &= (uint8_t)~AG_FLAG_SORTING;
-    for (size_t i = 0; i < n && !(keep_marks && status == AG_OK); i++)
+    keep_marks = keep_marks && status == AG_OK && !python;
+    for (size_t i = 0; i < n && !keep_marks; i++)
         ag_node_at(ids[i])->flags &= (uint8_t)~AG_FLAG_SORTING;
+    if (kept_marks)
+        *kept_marks = keep_marks;
     out->ids = ids;
     out->n = n;
     return status;
@@ -324,7 +329,7 @@ static int cache_add(ag_id root, cached_order **added)
 {
     ag_order order;
     ag_tape tape;
-    int status = topo_sort(root, &order, NULL, 0);
+    int status = topo_sort(root, &order, NULL, 0, NULL);
     if (status != AG_OK)
         return status;
     ag_id hand_made = first_hand_made(&order);
@@ -431,13 +436,20 @@ static inline void fetch_ahead(const walk *w, size_t i)
     }
 }
 
-static int sweep_order(const walk *w, int check, ag_id *bad)
+/* With unmark, each node's sort mark is cleared as it is swept (it is in cache then),
+ * which saves backward a pass over the graph; on failure the rest are cleared. */
+static int sweep_order(const walk *w, int check, int unmark, ag_id *bad)
 {
     for (size_t i = w->order.n; i-- > 0;) {
         fetch_ahead(w, i);
-        int status = step(w, i, walk_node(w, i), check);
+        ag_node *node = walk_node(w, i);
+        if (unmark)
+            node->flags &= (uint8_t)~AG_FLAG_SORTING;
+        int status = step(w, i, node, check);
         if (status != AG_OK) {
             *bad = w->order.ids[i];
+            for (size_t k = 0; unmark && k < i; k++)
+                walk_node(w, k)->flags &= (uint8_t)~AG_FLAG_SORTING;
             return status;
         }
     }
@@ -466,13 +478,15 @@ int ag_backward(ag_id root)
         hit->in_use++;
         for (size_t i = 0; i < w.order.n && status == AG_OK; i++)
             status = zero_and_keep(w.order.ids[i], walk_node(&w, i), &kept);
-    } else {
-        status = topo_sort(root, &w.order, &kept, 0);
+    }
+    int marked = 0; /* the sort left its marks for the sweep to clear */
+    if (!hit) {
+        status = topo_sort(root, &w.order, &kept, 1, &marked);
         my_order = take(&order_buf); /* w.order.ids points into it */
     }
     if (status == AG_OK) {
         ag_node_at(root)->grad = 1.0;
-        status = sweep_order(&w, check, &bad);
+        status = sweep_order(&w, check, marked, &bad);
         if (status != AG_OK) /* every grad under the root was zeroed: zero, then restore */
             for (size_t i = 0; i < w.order.n; i++)
                 walk_node(&w, i)->grad = 0.0;
@@ -650,18 +664,22 @@ int ag_grad(ag_id root, const ag_id *inputs, size_t n_inputs, int create_graph, 
     pool pool = {NULL, 0, 0};
     double *value = malloc((n_inputs ? n_inputs : 1) * sizeof *value);
     ag_id bad = 0;
-    int status = value ? topo_sort(root, &order, &kept, create_graph) : AG_ENOMEM;
+    int marked = 0;
+    int status = value ? topo_sort(root, &order, &kept, 1, &marked) : AG_ENOMEM;
     buffer my_order = take(&order_buf); /* order.ids points into it */
     for (size_t k = 0; k < n_inputs; k++) {
         out[k] = 0;
         if (value)
             value[k] = 0.0;
     }
+    if (status == AG_OK && create_graph && !marked) /* the sweep calls no Python: mark them */
+        for (size_t i = 0; i < order.n; i++)
+            ag_node_at(order.ids[i])->flags |= AG_FLAG_SORTING;
     if (status == AG_OK && !create_graph) {
         ag_node_at(root)->grad = 1.0;
         walk w = {order, NULL};
-        status = sweep_order(&w, ag_anomaly_mode(), &bad);
-        for (size_t i = 0; i < order.n; i++) /* marks what is under root (see below) */
+        status = sweep_order(&w, ag_anomaly_mode(), 0, &bad);
+        for (size_t i = 0; i < order.n && !marked; i++) /* marks what is under root (below) */
             ag_node_at(order.ids[i])->flags |= AG_FLAG_SORTING;
         for (size_t k = 0; status == AG_OK && k < n_inputs; k++) {
             const ag_node *input = ag_node_at(inputs[k]);
@@ -762,7 +780,7 @@ size_t ag_graph_size(ag_id root)
     if (hit)
         return hit->order.n;
     ag_order order;
-    if (topo_sort(root, &order, NULL, 0) != AG_OK) {
+    if (topo_sort(root, &order, NULL, 0, NULL) != AG_OK) {
         ag_fail(AG_ENOMEM, 0);
         return 0;
     }
