@@ -357,7 +357,8 @@ def main():
           f"{collect_ns['add']:.0f} ns per `a + b` and {collect_ns['mul']:.0f} ns per `a * 2.0` "
           f"(not in the table's GC-off column).")
     print(f"pyautograd memory with every Value alive: {ag_mem['alive_python']:.1f} bytes/node of "
-          f"Python objects (the Value object, no GC header) + {ag_mem['alive_arena']:.1f} in the arena.")
+          f"Python objects (the 56-byte Value, its GC header included) + {ag_mem['alive_arena']:.1f} "
+          f"in the arena.")
     print(f"pyautograd node size: {ag_mem['node_size']} bytes; backward's scratch buffers, "
           f"kept for reuse after it: {ag_mem['scratch_after_backward']:.1f} bytes/node; "
           f"busy-thread slowdown: pyautograd {busy_ag / quiet_ag:.1f}x, "
