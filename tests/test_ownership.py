@@ -15,6 +15,7 @@ import os
 import pickle
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -224,7 +225,8 @@ def test_a_sub_interpreter_gets_an_import_error_and_the_main_one_still_imports()
         try:
             interpreters.run_string(sub, "import pyautograd")
         except Exception as error:
-            assert "sub-interpreter" in str(error), error
+            # ours on 3.11; from 3.12 cffi's own module refuses first, as clearly
+            assert "sub-interpreter" in str(error) or "subinterpreters" in str(error), error
         else:
             raise AssertionError("the sub-interpreter imported pyautograd")
         interpreters.destroy(sub)
@@ -237,8 +239,7 @@ def test_a_sub_interpreter_gets_an_import_error_and_the_main_one_still_imports()
     if sys.version_info >= (3, 13):
         script = script.replace("_xxsubinterpreters", "_interpreters")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=os.path.dirname(os.path.abspath(__file__)) + "/..", timeout=60,
-                            env={**os.environ, "PYTHONSAFEPATH": "1"})
+                            cwd=tempfile.gettempdir(), timeout=60)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr
 
 
@@ -282,7 +283,7 @@ def test_a_big_graph_gives_its_memory_back_when_it_dies():
         print("ok", (after - start) / 1e6)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "PYTHONSAFEPATH": "1"})
+                            timeout=300, cwd=tempfile.gettempdir())
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr
 
 
