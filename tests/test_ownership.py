@@ -279,7 +279,9 @@ def test_a_big_graph_gives_its_memory_back_when_it_dies():
         after = rss()
         assert peak - start_bytes > 200e6, peak
         assert arena.stats()["bytes"] - start_bytes < 2 * 21e6 + 4e6, arena.stats()  # 2x the reserve
-        assert after - start < 80e6, (start, after)
+        with open("/proc/self/maps") as maps:
+            sanitized = "libasan" in maps.read()  # AddressSanitizer keeps freed memory a while
+        assert sanitized or after - start < 80e6, (start, after)
         print("ok", (after - start) / 1e6)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
