@@ -33,6 +33,7 @@ static inline int ag_is_value(PyObject *o) { return PyObject_TypeCheck(o, ag_val
 static inline const char *ag_type_name(PyObject *o) { return _PyType_Name(Py_TYPE(o)); }
 
 /* value.c: Values for nodes. */
+extern PyObject *ag_backward_name;        /* "_backward", interned */
 PyObject *ag_value_alloc(void);           /* a Value with no node yet, for ag_value_own */
 PyObject *ag_value_own(PyObject *v, ag_id id); /* v takes the new node id's reference; on
                                               id 0 (a failed op) drops v and returns NULL */
@@ -46,11 +47,20 @@ PyObject *ag_raise_failure(const char *what, PyObject *inputs);
  * -1 when converting it raised (e.g. OverflowError). */
 int ag_as_double(PyObject *o, double *x);
 
-/* value.c and graph.c: their types and functions, made and published by python.c. */
+/* pins.c: the Value gets Python state (attributes, a Python _backward, a subclass):
+ * its node pins it while used, and the cyclic GC looks after it (invariant 8). */
+void ag_mark_state(PyObject *self);
+void ag_install_hooks(void);  /* ag_hooks (arena.h): pins and Python rules */
+
+/* value_new.c: Value.__new__, Value.__init__ and the Value(x) fast path. */
+PyObject *ag_value_new(PyTypeObject *type, PyObject *args, PyObject *kwargs);
+int ag_value_init(PyObject *self, PyObject *args, PyObject *kwargs);
+PyObject *ag_value_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+
+/* value.c, graph.c: their types and functions, made and published by python.c. */
 PyTypeObject *ag_make_value_type(void);
 PyTypeObject *ag_make_node_list_type(void);
 extern PyMethodDef ag_graph_functions[];
-void ag_install_hooks(void);
 int ag_set_failure_hook(PyObject *hook);
 
 #endif

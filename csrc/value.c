@@ -13,7 +13,8 @@
  *    node, so the state survives while the node does, and it joins the cyclic GC (its
  *    state can make cycles, e.g. a closure that refers to its own Value);
  *  - a Python _backward set on a node runs in the sweep, in order with the C nodes.
- * Every op's slot and method is generated from the op table (ops.h). */
+ * Every op's slot and method is generated from the op table (ops.h). Not here: making
+ * Values from Python (value_new.c), pins and the Python rules the sweep runs (pins.c). */
 #include <string.h>
 #include "python.h"
 #include <structmember.h> /* T_PYSSIZET, READONLY (3.10, 3.11) */
@@ -21,7 +22,7 @@
 PyTypeObject *ag_value_type;
 static PyObject *failure_hook;   /* engine._raise_failure(what, inputs, node, node_op) */
 static PyObject *real_abc;       /* numbers.Real: numpy scalars, Fraction, ... */
-static PyObject *backward_name;  /* "_backward", interned */
+PyObject *ag_backward_name;       /* "_backward", interned */
 static PyObject *data_name, *grad_name;
 
 /* ---- Values for nodes (invariant 8) ---- */
@@ -75,139 +76,6 @@ PyObject *ag_value_of(ag_id id)
         return NULL;
     ag_retain(id);
     return ag_value_own(v, id);
-}
-
-/* ---- pins: a node keeping its Value (and so its Python state) alive ---- */
-
-static void pin(ag_node *node)
-{
-    node->flags |= AG_FLAG_PINNED;
-    Py_INCREF((PyObject *)node->py);
-}
-
-/* ---- garbage that only its own state holds ----
- * A micrograd-style op makes a cycle: out -> its dict -> the _backward closure -> a cell
- * -> out. While out's node has users, the node's pin keeps out alive; when the last
- * user dies, out may be garbage that only that cycle holds. The cyclic GC would find it,
- * but only in its next pass, and each pass would free one level of a graph of such ops
- * (the level below is still pinned until the level above is freed). So when a pin
- * goes, the few objects around the Value are checked the way the GC checks a
- * generation: count the references each gets from inside the group; those with more
- * are held from outside, and so is whatever they reach; if the Value is not among
- * them, nothing outside holds it and clearing its dict frees the lot now. Checking a
- * smaller group than the whole cycle can only fail to free, never free wrongly. */
-
-#define AG_GROUP_MAX 32     /* objects looked at around one Value */
-#define AG_GROUP_REFCNT 4   /* objects held this often are left outside the group */
-
-typedef struct group {
-    PyObject *members[AG_GROUP_MAX];
-    Py_ssize_t inside[AG_GROUP_MAX]; /* references from members */
-    int held[AG_GROUP_MAX];          /* held from outside, directly or through members */
-    int n;
-} group;
-
-static int group_index(const group *g, PyObject *o)
-{
-    for (int i = 0; i < g->n; i++)
-        if (g->members[i] == o)
-            return i;
-    return -1;
-}
-
-static int group_add(PyObject *o, void *arg)
-{
-    group *g = arg;
-    if (g->n < AG_GROUP_MAX && PyObject_GC_IsTracked(o) && Py_REFCNT(o) <= AG_GROUP_REFCNT
-        && group_index(g, o) < 0)
-        g->members[g->n++] = o;
-    return 0;
-}
-
-static int group_count(PyObject *o, void *arg)
-{
-    group *g = arg;
-    int i = group_index(g, o);
-    if (i >= 0)
-        g->inside[i]++;
-    return 0;
-}
-
-static int group_hold(PyObject *o, void *arg)
-{
-    group *g = arg;
-    int i = group_index(g, o);
-    if (i >= 0 && !g->held[i]) {
-        g->held[i] = 1;
-        Py_TYPE(o)->tp_traverse(o, group_hold, g);
-    }
-    return 0;
-}
-
-/* v (with one reference of the caller's) is held only by the objects its dict reaches. */
-static int held_only_by_its_state(PyObject *v)
-{
-    group g = {.members = {v}, .n = 1};
-    for (int i = 0; i < g.n; i++) /* grows while walked: breadth-first */
-        Py_TYPE(g.members[i])->tp_traverse(g.members[i], group_add, &g);
-    for (int i = 0; i < g.n; i++)
-        Py_TYPE(g.members[i])->tp_traverse(g.members[i], group_count, &g);
-    g.inside[0]++; /* the caller's reference */
-    for (int i = 0; i < g.n; i++)
-        if (Py_REFCNT(g.members[i]) > g.inside[i] && !g.held[i]) {
-            g.held[i] = 1;
-            Py_TYPE(g.members[i])->tp_traverse(g.members[i], group_hold, &g);
-        }
-    return !g.held[0];
-}
-
-static void unpin(ag_node *node)
-{
-    PyObject *v = node->py;
-    node->flags &= (uint8_t)~AG_FLAG_PINNED;
-    if (PyObject_GC_IsTracked(v) && held_only_by_its_state(v))
-        Py_CLEAR(((ValueObject *)v)->dict); /* breaks the cycle: the group is freed */
-    Py_DECREF(v); /* the Value may die here, and release the node */
-}
-
-/* The Value gets Python state: its node keeps it while anything else holds the node,
- * and the cyclic GC now looks after it. */
-static void mark_state(PyObject *self)
-{
-    ag_node *node = ag_node_at(VALUE_ID(self));
-    if (node->flags & AG_FLAG_PYSTATE)
-        return;
-    node->flags |= AG_FLAG_PYSTATE;
-    if (!PyObject_GC_IsTracked(self))
-        PyObject_GC_Track(self);
-    if (node->refs > 1)
-        pin(node);
-}
-
-/* A Python _backward, called by the sweep (sweep.c) in the node's place in the order.
- * The node is the root or has users, so its Value is alive (held or pinned). */
-static int run_rule(ag_node *node)
-{
-    PyObject *self = node->py, *rule = NULL;
-    ValueObject *v = (ValueObject *)self;
-    if (v && v->dict)
-        rule = PyDict_GetItemWithError(v->dict, backward_name);
-    if (!rule)
-        return PyErr_Occurred() ? AG_EPYTHON : AG_OK;
-    Py_INCREF(rule);
-    Py_INCREF(self); /* the rule may drop every other reference */
-    PyObject *result = PyObject_CallNoArgs(rule);
-    Py_DECREF(self);
-    Py_DECREF(rule);
-    if (!result)
-        return AG_EPYTHON;
-    Py_DECREF(result);
-    return AG_OK;
-}
-
-void ag_install_hooks(void)
-{
-    ag_hooks = (ag_python_hooks){pin, unpin, run_rule};
 }
 
 /* ---- errors ---- */
@@ -356,7 +224,7 @@ static int value_setattro(PyObject *self, PyObject *name, PyObject *value)
     if (PyObject_GenericSetAttr(self, name, value) < 0)
         return -1;
     if (((ValueObject *)self)->dict)
-        mark_state(self);
+        ag_mark_state(self);
     return 0;
 }
 
@@ -364,7 +232,7 @@ static PyObject *get_dict(PyObject *self, void *unused)
 {
     PyObject *dict = PyObject_GenericGetDict(self, unused);
     if (dict)
-        mark_state(self); /* the program may fill it by hand */
+        ag_mark_state(self); /* the program may fill it by hand */
     return dict;
 }
 
@@ -372,7 +240,7 @@ static int set_dict(PyObject *self, PyObject *dict, void *unused)
 {
     if (PyObject_GenericSetDict(self, dict, unused) < 0)
         return -1;
-    mark_state(self);
+    ag_mark_state(self);
     return 0;
 }
 
@@ -434,23 +302,18 @@ static PyObject *get_label(PyObject *self, void *unused)
                                 "replace");
 }
 
-static int set_text(ag_id id, PyObject *value, int (*store)(ag_id, const char *))
+static int set_label(PyObject *self, PyObject *value, void *unused)
 {
+    (void)unused;
     PyObject *text = value ? PyObject_Str(value) : PyUnicode_FromString("");
     if (!text)
         return -1;
     const char *utf8 = PyUnicode_AsUTF8(text);
-    int status = utf8 ? store(id, utf8) : -1;
+    int status = utf8 ? ag_set_label(VALUE_ID(self), utf8) : -1;
     Py_DECREF(text);
     if (status > 0)
         PyErr_NoMemory();
     return status ? -1 : 0;
-}
-
-static int set_label(PyObject *self, PyObject *value, void *unused)
-{
-    (void)unused;
-    return set_text(VALUE_ID(self), value, ag_set_label);
 }
 
 static PyObject *get_id(PyObject *self, void *unused)
@@ -531,7 +394,7 @@ static PyObject *get_backward(PyObject *self, void *unused)
 {
     (void)unused;
     ValueObject *v = (ValueObject *)self;
-    PyObject *rule = v->dict ? PyDict_GetItemWithError(v->dict, backward_name) : NULL;
+    PyObject *rule = v->dict ? PyDict_GetItemWithError(v->dict, ag_backward_name) : NULL;
     if (rule) {
         Py_INCREF(rule);
         return rule;
@@ -547,7 +410,7 @@ static int set_backward(PyObject *self, PyObject *rule, void *unused)
     ValueObject *v = (ValueObject *)self;
     ag_node *node = ag_node_at(v->id);
     if (!rule || rule == Py_None) {
-        if (v->dict && PyDict_DelItem(v->dict, backward_name) < 0) {
+        if (v->dict && PyDict_DelItem(v->dict, ag_backward_name) < 0) {
             if (!PyErr_ExceptionMatches(PyExc_KeyError))
                 return -1;
             PyErr_Clear();
@@ -562,9 +425,9 @@ static int set_backward(PyObject *self, PyObject *rule, void *unused)
     }
     if (!v->dict && !(v->dict = PyDict_New()))
         return -1;
-    if (PyDict_SetItem(v->dict, backward_name, rule) < 0)
+    if (PyDict_SetItem(v->dict, ag_backward_name, rule) < 0)
         return -1;
-    mark_state(self);
+    ag_mark_state(self);
     node->flags |= AG_FLAG_PYRULE;
     return 0;
 }
@@ -665,211 +528,6 @@ typedef struct op_entry {
 static const op_entry op_entries[] = {AG_ELEMENTWISE_OPS(AG_OP_ENTRY)};
 #define AG_N_ELEMENTWISE (sizeof op_entries / sizeof op_entries[0])
 
-/* ---- construction: Value(data, _children=(), _op='', label='', local_grads=None) ---- */
-
-/* The node a constructor call describes, holding one reference (0 with an exception). */
-static ag_id node_from_arguments(PyObject *data, PyObject *children, PyObject *op_or_grads,
-                                 PyObject *label, PyObject *local_grads)
-{
-    double x;
-    int found = ag_as_double(data, &x);
-    if (found == 0)
-        PyErr_Format(PyExc_TypeError, "Value() data must be a real number, not '%.200s'",
-                     ag_type_name(data));
-    if (found <= 0)
-        return 0;
-    /* micrograd's third argument is _op; microgpt's, local_grads (numbers) */
-    if (op_or_grads && !local_grads && op_or_grads != Py_None && !PyUnicode_Check(op_or_grads)
-        && PySequence_Check(op_or_grads)) {
-        local_grads = op_or_grads;
-        op_or_grads = NULL;
-    }
-    /* Each of these may run Python code (iteration, __str__), which may raise: each
-     * runs only if the one before succeeded, never with an exception set. */
-    PyObject *kids = NULL, *grads = NULL, *op_text = NULL, *label_text = NULL;
-    ag_id *ids = NULL, id = 0;
-    double *locals = NULL;
-    if (!(kids = children && children != Py_None ? PySequence_Tuple(children) : PyTuple_New(0))
-        || (local_grads && local_grads != Py_None && !(grads = PySequence_Tuple(local_grads)))
-        || (op_or_grads && op_or_grads != Py_None && !(op_text = PyObject_Str(op_or_grads)))
-        || (label && label != Py_None && !(label_text = PyObject_Str(label))))
-        goto done;
-    Py_ssize_t n = PyTuple_GET_SIZE(kids);
-    if (grads && PyTuple_GET_SIZE(grads) != n) {
-        PyErr_Format(PyExc_ValueError, "Value() needs one local gradient per child, got %zd for %zd",
-                     PyTuple_GET_SIZE(grads), n);
-        goto done;
-    }
-    ids = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *ids);
-    locals = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *locals);
-    if (!ids || !locals) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *child = PyTuple_GET_ITEM(kids, i);
-        if (!ag_is_value(child)) {
-            PyErr_Format(PyExc_TypeError, "Value() _children must be Values, not '%.200s'",
-                         ag_type_name(child));
-            goto done;
-        }
-        ids[i] = VALUE_ID(child); /* kids keeps them alive */
-        if (grads) {
-            found = ag_as_double(PyTuple_GET_ITEM(grads, i), &locals[i]);
-            if (found == 0)
-                PyErr_Format(PyExc_TypeError, "Value() local_grads must be real numbers, not '%.200s'",
-                             ag_type_name(PyTuple_GET_ITEM(grads, i)));
-            if (found <= 0)
-                goto done;
-        }
-    }
-    const char *text = op_text ? PyUnicode_AsUTF8(op_text) : "";
-    const char *label_utf8 = label_text ? PyUnicode_AsUTF8(label_text) : "";
-    if (!text || !label_utf8)
-        goto done;
-    /* From here on no Python code runs until the caller owns the node. */
-    if (grads && n)
-        id = ag_local(x, ids, locals, (size_t)n);
-    else if (n || text[0])
-        id = ag_custom(x, ids, (size_t)n);
-    else
-        id = ag_leaf(x);
-    if (!id) {
-        ag_raise_failure("Value()", PyTuple_New(0));
-    } else if ((text[0] && ag_set_custom_op(id, text) != AG_OK)
-               || (label_utf8[0] && ag_set_label(id, label_utf8) != AG_OK)) {
-        ag_release(id);
-        id = 0;
-        PyErr_NoMemory();
-    }
-done:
-    PyMem_Free(ids);
-    PyMem_Free(locals);
-    Py_XDECREF(kids);
-    Py_XDECREF(grads);
-    Py_XDECREF(op_text);
-    Py_XDECREF(label_text);
-    return id;
-}
-
-static int parse_arguments(PyObject *args, PyObject *kwargs, PyObject **data, PyObject **children,
-                           PyObject **op_or_grads, PyObject **label, PyObject **local_grads)
-{
-    static char *names[] = {"data", "_children", "_op", "label", "local_grads", NULL};
-    *children = *op_or_grads = *label = *local_grads = NULL;
-    return PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOOO:Value", names, data, children,
-                                       op_or_grads, label, local_grads);
-}
-
-/* Value.__new__. A Value comes out whole, with its node. A subclass instance gets a
- * placeholder leaf here (its own __init__ may take other arguments) that Value.__init__
- * replaces; a subclass instance is Python state in itself (mark_state). */
-static PyObject *value_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
-{
-    PyObject *data, *children, *op_or_grads, *label, *local_grads;
-    if (type == ag_value_type) {
-        if (!parse_arguments(args, kwargs, &data, &children, &op_or_grads, &label, &local_grads))
-            return NULL;
-        PyObject *v = ag_value_alloc();
-        if (!v)
-            return NULL;
-        ag_id id = node_from_arguments(data, children, op_or_grads, label, local_grads);
-        return id ? ag_value_own(v, id) : (Py_DECREF(v), NULL);
-    }
-    double x = 0.0;
-    if (PyTuple_GET_SIZE(args) > 0 && ag_as_double(PyTuple_GET_ITEM(args, 0), &x) <= 0) {
-        PyErr_Clear();
-        x = 0.0;
-    }
-    PyObject *v = type->tp_alloc(type, 0); /* zeroed and GC-tracked, as subclasses need */
-    if (!v)
-        return NULL;
-    ag_id id = ag_leaf(x);
-    if (!id) {
-        Py_DECREF(v);
-        return ag_raise_failure("Value()", PyTuple_New(0));
-    }
-    VALUE_ID(v) = id;
-    ag_node_at(id)->py = v;
-    mark_state(v);
-    return v;
-}
-
-/* Moves self onto a freshly made node (holding its one reference): the state its
- * Value carries goes with it. */
-static void replace_node(PyObject *self, ag_id id)
-{
-    ag_node *old = ag_node_at(VALUE_ID(self)), *node = ag_node_at(id);
-    uint8_t state = old->flags & (AG_FLAG_PYSTATE | AG_FLAG_PYRULE);
-    ag_id old_id = VALUE_ID(self);
-    node->py = self;
-    node->flags |= state;
-    VALUE_ID(self) = id;
-    old->py = NULL;
-    old->flags &= (uint8_t)~(AG_FLAG_PYSTATE | AG_FLAG_PYRULE);
-    if (old->flags & AG_FLAG_PINNED) {
-        old->flags &= (uint8_t)~AG_FLAG_PINNED;
-        Py_DECREF(self); /* the caller still holds self */
-    }
-    ag_release(old_id);
-}
-
-/* Value.__init__: for subclasses, whose __init__ calls super().__init__(data,
- * _children, _op, label). A Value of the exact type was made whole by __new__. */
-static int value_init(PyObject *self, PyObject *args, PyObject *kwargs)
-{
-    PyObject *data, *children, *op_or_grads, *label, *local_grads;
-    if (Py_TYPE(self) == ag_value_type)
-        return 0;
-    if (!parse_arguments(args, kwargs, &data, &children, &op_or_grads, &label, &local_grads))
-        return -1;
-    ag_id id = node_from_arguments(data, children, op_or_grads, label, local_grads);
-    if (!id)
-        return -1;
-    replace_node(self, id);
-    return 0;
-}
-
-/* Value(x): the call every input and parameter makes, without building argument
- * tuples; anything else goes the general way (__new__, then __init__). */
-static PyObject *value_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
-                                  PyObject *kwnames)
-{
-    PyTypeObject *type = (PyTypeObject *)callable;
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (type == ag_value_type && nargs == 1 && !kwnames
-        && (PyFloat_CheckExact(args[0]) || PyLong_CheckExact(args[0]))) {
-        double x = PyFloat_CheckExact(args[0]) ? PyFloat_AS_DOUBLE(args[0]) : PyLong_AsDouble(args[0]);
-        if (x == -1.0 && PyErr_Occurred())
-            return NULL;
-        PyObject *v = ag_value_alloc();
-        if (!v)
-            return NULL;
-        ag_id id = ag_leaf(x);
-        return id ? ag_value_own(v, id) : (Py_DECREF(v), ag_raise_failure("Value()", PyTuple_New(0)));
-    }
-    PyObject *tuple = PyTuple_New(nargs), *kwargs = NULL, *self = NULL;
-    if (!tuple)
-        return NULL;
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        Py_INCREF(args[i]);
-        PyTuple_SET_ITEM(tuple, i, args[i]);
-    }
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (nkw && !(kwargs = PyDict_New()))
-        goto done;
-    for (Py_ssize_t i = 0; i < nkw; i++)
-        if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0)
-            goto done;
-    self = type->tp_new(type, tuple, kwargs);
-    if (self && PyObject_TypeCheck(self, type) && type->tp_init(self, tuple, kwargs) < 0)
-        Py_CLEAR(self);
-done:
-    Py_DECREF(tuple);
-    Py_XDECREF(kwargs);
-    return self;
-}
-
 /* ---- whole-graph work ---- */
 
 static PyObject *value_backward(PyObject *self, PyObject *unused)
@@ -895,7 +553,7 @@ static PyObject *value_getstate(PyObject *self, PyObject *unused)
     if (!dict || PyDict_GET_SIZE(dict) == 0)
         Py_RETURN_NONE;
     PyObject *state = PyDict_Copy(dict);
-    if (state && PyDict_DelItem(state, backward_name) < 0) {
+    if (state && PyDict_DelItem(state, ag_backward_name) < 0) {
         if (!PyErr_ExceptionMatches(PyExc_KeyError))
             Py_CLEAR(state);
         else
@@ -937,10 +595,10 @@ PyTypeObject *ag_make_value_type(void)
         return NULL;
     real_abc = PyObject_GetAttrString(numbers, "Real");
     Py_DECREF(numbers);
-    backward_name = PyUnicode_InternFromString("_backward");
+    ag_backward_name = PyUnicode_InternFromString("_backward");
     data_name = PyUnicode_InternFromString("data");
     grad_name = PyUnicode_InternFromString("grad");
-    if (!real_abc || !backward_name || !data_name || !grad_name)
+    if (!real_abc || !ag_backward_name || !data_name || !grad_name)
         return NULL;
 
     for (size_t i = 0; i < AG_N_ELEMENTWISE; i++) {
@@ -970,8 +628,8 @@ PyTypeObject *ag_make_value_type(void)
     slots[n_slots++] = (PyType_Slot){Py_tp_methods, methods};
     slots[n_slots++] = (PyType_Slot){Py_tp_getset, getset};
     slots[n_slots++] = (PyType_Slot){Py_tp_members, members};
-    slots[n_slots++] = (PyType_Slot){Py_tp_new, (void *)value_new};
-    slots[n_slots++] = (PyType_Slot){Py_tp_init, (void *)value_init};
+    slots[n_slots++] = (PyType_Slot){Py_tp_new, (void *)ag_value_new};
+    slots[n_slots++] = (PyType_Slot){Py_tp_init, (void *)ag_value_init};
     slots[n_slots++] = (PyType_Slot){Py_tp_dealloc, (void *)value_dealloc};
     slots[n_slots++] = (PyType_Slot){Py_tp_traverse, (void *)value_traverse};
     slots[n_slots++] = (PyType_Slot){Py_tp_clear, (void *)value_clear};
@@ -992,7 +650,7 @@ PyTypeObject *ag_make_value_type(void)
     PyTypeObject *type = (PyTypeObject *)PyType_FromSpec(&spec);
     if (!type)
         return NULL;
-    type->tp_vectorcall = value_vectorcall;
+    type->tp_vectorcall = ag_value_vectorcall;
     /* Python's own messages print tp_name: "unsupported operand type(s) for +: 'Value'
      * and 'str'", as for a class written in Python (__module__ keeps the full name). */
     type->tp_name = "Value";

@@ -1,0 +1,211 @@
+/* Making Values from Python: Value(data, _children=(), _op='', label='', local_grads=None),
+ * micrograd's signature with microgpt's local gradients, for the Value type (value.c).
+ * A Value of the exact type is made whole by __new__ (and by a vectorcall fast path
+ * for Value(x)); a subclass instance gets a placeholder leaf in __new__ that
+ * Value.__init__, called through super().__init__(...), replaces. */
+#include "python.h"
+
+/* ---- construction: Value(data, _children=(), _op='', label='', local_grads=None) ---- */
+
+/* The node a constructor call describes, holding one reference (0 with an exception). */
+static ag_id node_from_arguments(PyObject *data, PyObject *children, PyObject *op_or_grads,
+                                 PyObject *label, PyObject *local_grads)
+{
+    double x;
+    int found = ag_as_double(data, &x);
+    if (found == 0)
+        PyErr_Format(PyExc_TypeError, "Value() data must be a real number, not '%.200s'",
+                     ag_type_name(data));
+    if (found <= 0)
+        return 0;
+    /* micrograd's third argument is _op; microgpt's, local_grads (numbers) */
+    if (op_or_grads && !local_grads && op_or_grads != Py_None && !PyUnicode_Check(op_or_grads)
+        && PySequence_Check(op_or_grads)) {
+        local_grads = op_or_grads;
+        op_or_grads = NULL;
+    }
+    /* Each of these may run Python code (iteration, __str__), which may raise: each
+     * runs only if the one before succeeded, never with an exception set. */
+    PyObject *kids = NULL, *grads = NULL, *op_text = NULL, *label_text = NULL;
+    ag_id *ids = NULL, id = 0;
+    double *locals = NULL;
+    if (!(kids = children && children != Py_None ? PySequence_Tuple(children) : PyTuple_New(0))
+        || (local_grads && local_grads != Py_None && !(grads = PySequence_Tuple(local_grads)))
+        || (op_or_grads && op_or_grads != Py_None && !(op_text = PyObject_Str(op_or_grads)))
+        || (label && label != Py_None && !(label_text = PyObject_Str(label))))
+        goto done;
+    Py_ssize_t n = PyTuple_GET_SIZE(kids);
+    if (grads && PyTuple_GET_SIZE(grads) != n) {
+        PyErr_Format(PyExc_ValueError, "Value() needs one local gradient per child, got %zd for %zd",
+                     PyTuple_GET_SIZE(grads), n);
+        goto done;
+    }
+    ids = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *ids);
+    locals = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *locals);
+    if (!ids || !locals) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *child = PyTuple_GET_ITEM(kids, i);
+        if (!ag_is_value(child)) {
+            PyErr_Format(PyExc_TypeError, "Value() _children must be Values, not '%.200s'",
+                         ag_type_name(child));
+            goto done;
+        }
+        ids[i] = VALUE_ID(child); /* kids keeps them alive */
+        if (grads) {
+            found = ag_as_double(PyTuple_GET_ITEM(grads, i), &locals[i]);
+            if (found == 0)
+                PyErr_Format(PyExc_TypeError, "Value() local_grads must be real numbers, not '%.200s'",
+                             ag_type_name(PyTuple_GET_ITEM(grads, i)));
+            if (found <= 0)
+                goto done;
+        }
+    }
+    const char *text = op_text ? PyUnicode_AsUTF8(op_text) : "";
+    const char *label_utf8 = label_text ? PyUnicode_AsUTF8(label_text) : "";
+    if (!text || !label_utf8)
+        goto done;
+    /* From here on no Python code runs until the caller owns the node. */
+    if (grads && n)
+        id = ag_local(x, ids, locals, (size_t)n);
+    else if (n || text[0])
+        id = ag_custom(x, ids, (size_t)n);
+    else
+        id = ag_leaf(x);
+    if (!id) {
+        ag_raise_failure("Value()", PyTuple_New(0));
+    } else if ((text[0] && ag_set_custom_op(id, text) != AG_OK)
+               || (label_utf8[0] && ag_set_label(id, label_utf8) != AG_OK)) {
+        ag_release(id);
+        id = 0;
+        PyErr_NoMemory();
+    }
+done:
+    PyMem_Free(ids);
+    PyMem_Free(locals);
+    Py_XDECREF(kids);
+    Py_XDECREF(grads);
+    Py_XDECREF(op_text);
+    Py_XDECREF(label_text);
+    return id;
+}
+
+static int parse_arguments(PyObject *args, PyObject *kwargs, PyObject **data, PyObject **children,
+                           PyObject **op_or_grads, PyObject **label, PyObject **local_grads)
+{
+    static char *names[] = {"data", "_children", "_op", "label", "local_grads", NULL};
+    *children = *op_or_grads = *label = *local_grads = NULL;
+    return PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOOO:Value", names, data, children,
+                                       op_or_grads, label, local_grads);
+}
+
+/* Value.__new__. A Value comes out whole, with its node. A subclass instance gets a
+ * placeholder leaf here (its own __init__ may take other arguments) that Value.__init__
+ * replaces; a subclass instance is Python state in itself (ag_mark_state). */
+PyObject *ag_value_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *data, *children, *op_or_grads, *label, *local_grads;
+    if (type == ag_value_type) {
+        if (!parse_arguments(args, kwargs, &data, &children, &op_or_grads, &label, &local_grads))
+            return NULL;
+        PyObject *v = ag_value_alloc();
+        if (!v)
+            return NULL;
+        ag_id id = node_from_arguments(data, children, op_or_grads, label, local_grads);
+        return id ? ag_value_own(v, id) : (Py_DECREF(v), NULL);
+    }
+    double x = 0.0;
+    if (PyTuple_GET_SIZE(args) > 0 && ag_as_double(PyTuple_GET_ITEM(args, 0), &x) <= 0) {
+        PyErr_Clear();
+        x = 0.0;
+    }
+    PyObject *v = type->tp_alloc(type, 0); /* zeroed and GC-tracked, as subclasses need */
+    if (!v)
+        return NULL;
+    ag_id id = ag_leaf(x);
+    if (!id) {
+        Py_DECREF(v);
+        return ag_raise_failure("Value()", PyTuple_New(0));
+    }
+    VALUE_ID(v) = id;
+    ag_node_at(id)->py = v;
+    ag_mark_state(v);
+    return v;
+}
+
+/* Moves self onto a freshly made node (holding its one reference): the state its
+ * Value carries goes with it. */
+static void replace_node(PyObject *self, ag_id id)
+{
+    ag_node *old = ag_node_at(VALUE_ID(self)), *node = ag_node_at(id);
+    uint8_t state = old->flags & (AG_FLAG_PYSTATE | AG_FLAG_PYRULE);
+    ag_id old_id = VALUE_ID(self);
+    node->py = self;
+    node->flags |= state;
+    VALUE_ID(self) = id;
+    old->py = NULL;
+    old->flags &= (uint8_t)~(AG_FLAG_PYSTATE | AG_FLAG_PYRULE);
+    if (old->flags & AG_FLAG_PINNED) {
+        old->flags &= (uint8_t)~AG_FLAG_PINNED;
+        Py_DECREF(self); /* the caller still holds self */
+    }
+    ag_release(old_id);
+}
+
+/* Value.__init__: for subclasses, whose __init__ calls super().__init__(data,
+ * _children, _op, label). A Value of the exact type was made whole by __new__. */
+int ag_value_init(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *data, *children, *op_or_grads, *label, *local_grads;
+    if (Py_TYPE(self) == ag_value_type)
+        return 0;
+    if (!parse_arguments(args, kwargs, &data, &children, &op_or_grads, &label, &local_grads))
+        return -1;
+    ag_id id = node_from_arguments(data, children, op_or_grads, label, local_grads);
+    if (!id)
+        return -1;
+    replace_node(self, id);
+    return 0;
+}
+
+/* Value(x): the call every input and parameter makes, without building argument
+ * tuples; anything else goes the general way (__new__, then __init__). */
+PyObject *ag_value_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames)
+{
+    PyTypeObject *type = (PyTypeObject *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (type == ag_value_type && nargs == 1 && !kwnames
+        && (PyFloat_CheckExact(args[0]) || PyLong_CheckExact(args[0]))) {
+        double x = PyFloat_CheckExact(args[0]) ? PyFloat_AS_DOUBLE(args[0]) : PyLong_AsDouble(args[0]);
+        if (x == -1.0 && PyErr_Occurred())
+            return NULL;
+        PyObject *v = ag_value_alloc();
+        if (!v)
+            return NULL;
+        ag_id id = ag_leaf(x);
+        return id ? ag_value_own(v, id) : (Py_DECREF(v), ag_raise_failure("Value()", PyTuple_New(0)));
+    }
+    PyObject *tuple = PyTuple_New(nargs), *kwargs = NULL, *self = NULL;
+    if (!tuple)
+        return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        Py_INCREF(args[i]);
+        PyTuple_SET_ITEM(tuple, i, args[i]);
+    }
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nkw && !(kwargs = PyDict_New()))
+        goto done;
+    for (Py_ssize_t i = 0; i < nkw; i++)
+        if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0)
+            goto done;
+    self = type->tp_new(type, tuple, kwargs);
+    if (self && PyObject_TypeCheck(self, type) && type->tp_init(self, tuple, kwargs) < 0)
+        Py_CLEAR(self);
+done:
+    Py_DECREF(tuple);
+    Py_XDECREF(kwargs);
+    return self;
+}
