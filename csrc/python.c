@@ -1,7 +1,7 @@
 /* The glue between cffi and the Python C-API, in one place.
  *
  * pyautograd._ag is a cffi extension: cffi compiles csrc/ and generates a wrapper per
- * function of ag.h. Three things make the C-API files (value.c, graph.c) live in it:
+ * function of ag.h. Three things make the C-API files (python.h lists them) live in it:
  *  1. The GIL. cffi's wrappers release the GIL around every call; build_ext.py's
  *     preamble (glue.h) turns that off, so the GIL is held in every call. That makes
  *     the GIL the arena's lock (arena.h, invariant 4) and lets C code call the C-API.
@@ -67,6 +67,7 @@ int ag_python_init(void)
     if (node_list && PyModule_AddObjectRef(module, "Value", (PyObject *)value) == 0
         && PyModule_AddObjectRef(module, "NodeList", (PyObject *)node_list) == 0
         && PyModule_AddFunctions(module, ag_graph_functions) == 0
+        && PyModule_AddFunctions(module, ag_walk_functions) == 0
         && PyModule_AddFunctions(module, glue_functions) == 0) {
         ag_install_hooks();
         done = 1;

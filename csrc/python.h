@@ -1,6 +1,7 @@
-/* What the files that speak the Python C-API share: the Value object and how nodes
- * become Values. Included by value.c (the Value type), graph.c (NodeList, fused ops,
- * graph walks) and python.c (the glue that publishes them); never by the C core.
+/* What the files that speak the Python C-API share: the Value object, how nodes become
+ * Values, and taking many Values at once. Included by value.c, value_new.c, pins.c
+ * (the Value type), node_list.c, graph.c, walks.c (many Values at once) and python.c
+ * (the glue that publishes them); never by the C core.
  *
  * Every function here runs with the GIL held (build_ext.py keeps it in cffi calls). */
 #ifndef AG_PYTHON_H
@@ -47,6 +48,36 @@ PyObject *ag_raise_failure(const char *what, PyObject *inputs);
  * -1 when converting it raised (e.g. OverflowError). */
 int ag_as_double(PyObject *o, double *x);
 
+/* node_list.c: taking many Values at once (invariant 7). What a caller passed, held by
+ * us: items (a tuple) and, for each, either a Value (kept alive by items) or a number
+ * to become a leaf. */
+typedef struct gathered {
+    PyObject *items;
+    Py_ssize_t n;
+    double *numbers;    /* numbers[i] when is_number[i] */
+    uint8_t *is_number;
+    size_t n_numbers;
+} gathered;
+
+/* Copies an iterable of Values and real numbers (only Values if values_only): -1 with a
+ * TypeError naming `what` otherwise. Runs Python code; makes no node. */
+int ag_gather(PyObject *iterable, const char *what, int values_only, gathered *g);
+void ag_gathered_free(gathered *g);
+/* ids[i] for every item (a Value's node, borrowed, or a new leaf whose reference also
+ * goes in leaves[]). Runs no Python code; on failure releases what it made. */
+int ag_make_ids(const gathered *g, ag_id *ids, ag_id *leaves);
+void ag_release_all(const ag_id *ids, size_t n);
+
+/* An immutable list of nodes owning a reference to each. */
+typedef struct {
+    PyObject_VAR_HEAD
+    ag_id ids[1];
+} NodeListObject;
+
+extern PyTypeObject *ag_node_list_type;
+NodeListObject *ag_node_list_alloc(Py_ssize_t n);    /* ids all 0 */
+PyObject *ag_node_list_from(PyObject *iterable, const char *what, int values_only);
+
 /* pins.c: the Value gets Python state (attributes, a Python _backward, a subclass):
  * its node pins it while used, and the cyclic GC looks after it (invariant 8). */
 void ag_mark_state(PyObject *self);
@@ -57,10 +88,11 @@ PyObject *ag_value_new(PyTypeObject *type, PyObject *args, PyObject *kwargs);
 int ag_value_init(PyObject *self, PyObject *args, PyObject *kwargs);
 PyObject *ag_value_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 
-/* value.c, graph.c: their types and functions, made and published by python.c. */
+/* value.c, node_list.c, graph.c, walks.c: their types and functions, made and
+ * published by python.c. */
 PyTypeObject *ag_make_value_type(void);
 PyTypeObject *ag_make_node_list_type(void);
-extern PyMethodDef ag_graph_functions[];
+extern PyMethodDef ag_graph_functions[], ag_walk_functions[];
 int ag_set_failure_hook(PyObject *hook);
 
 #endif
