@@ -13,22 +13,13 @@
 #include "higher.h"
 #include "nodes.h"
 #include "ops.h"
-
-typedef struct ag_order {
-    ag_id *ids;  /* inputs before the nodes that use them; the root is last */
-    size_t n;
-} ag_order;
+#include "sweep.h"
 
 /* ---- scratch buffers ----
  * Reused from call to call, so a sweep over a big graph does not fault its way
  * through fresh pages every time. A sweep that calls Python takes the ones it keeps
  * (take) and puts them back after (put_back): a sweep started meanwhile, nested or
  * in another thread, finds them empty and makes its own. */
-
-typedef struct buffer {
-    void *p;
-    size_t cap; /* in elements */
-} buffer;
 
 static buffer stack_buf, order_buf, grads_buf, address_buf;
 
@@ -98,11 +89,6 @@ struct earlier_grad {
     double grad;
 };
 
-typedef struct grads_kept {
-    buffer list; /* earlier_grad */
-    size_t n;
-} grads_kept;
-
 static int zero_and_keep(ag_id id, ag_node *node, grads_kept *kept)
 {
     if (node->grad != 0.0) {
@@ -114,7 +100,7 @@ static int zero_and_keep(ag_id id, ag_node *node, grads_kept *kept)
     return AG_OK;
 }
 
-static void add_back(const grads_kept *kept)
+void ag_add_back(const grads_kept *kept)
 {
     const earlier_grad *e = kept->list.p;
     for (size_t i = 0; i < kept->n; i++)
@@ -417,10 +403,6 @@ static int step(const walk *w, size_t i, ag_node *node, int check)
     return ag_propagate(node, in, n, check) ? AG_OK : AG_EANOMALY;
 }
 
-/* The sweep over an order (a cached tape, or a sort), in reverse. May call Python. */
-#define AG_AHEAD 8 /* nodes fetched ahead of the sweep: a node far down the order is
-                      somewhere else in memory, so each one's wait overlaps the others' */
-
 /* Asks for node i of the order and, a few steps later, its inputs, before the sweep
  * gets there. Changes nothing: the order and the arithmetic are the same. */
 static inline void fetch_ahead(const walk *w, size_t i)
@@ -436,7 +418,8 @@ static inline void fetch_ahead(const walk *w, size_t i)
     }
 }
 
-/* With unmark, each node's sort mark is cleared as it is swept (it is in cache then),
+/* The sweep over an order (a cached tape, or a sort), in reverse. May call Python.
+ * With unmark, each node's sort mark is cleared as it is swept (it is in cache then),
  * which saves backward a pass over the graph; on failure the rest are cleared. */
 static int sweep_order(const walk *w, int check, int unmark, ag_id *bad)
 {
@@ -491,7 +474,7 @@ int ag_backward(ag_id root)
             for (size_t i = 0; i < w.order.n; i++)
                 walk_node(&w, i)->grad = 0.0;
     }
-    add_back(&kept); /* after a failed sort: the grads zeroed so far */
+    ag_add_back(&kept); /* after a failed sort: the grads zeroed so far */
     if (status != AG_OK && status != AG_EPYTHON)
         ag_fail(status, status == AG_EANOMALY ? bad : 0);
     if (hit)
@@ -502,229 +485,28 @@ int ag_backward(ag_id root)
     return status;
 }
 
-/* ---- grad(): derivatives as new nodes, no .grad touched ----
- * grad() runs its sweep in the grad fields of the graph's nodes (zeroed into `kept` by
- * the sort, and put back at the end), so what it keeps per node sits in the node the
- * sweep reads anyway: the first-order sweep adds numbers there as backward() does; the
- * create_graph sweep keeps there the indices of the node's first and last
- * contributions, terms waiting in a pool. */
+/* ---- what grad() (grad.c) runs on ---- */
 
-static uint64_t field_bits(const ag_node *node)
+int ag_sort_for_grad(ag_id root, ag_sorted *sorted)
 {
-    uint64_t bits;
-    memcpy(&bits, &node->grad, sizeof bits);
-    return bits;
-}
-
-static void set_field_bits(ag_node *node, uint64_t bits) { memcpy(&node->grad, &bits, sizeof bits); }
-
-/* What has been passed back to each node, while grad(create_graph=True) sweeps: its
- * contributions in the order they came, chained through the pool (node->grad holds the
- * first's and the last's index + 1), summed into one term (one SUM node over them) when
- * the sweep reaches the node; the sum then takes the first's place. One SUM node instead
- * of a chain of ADD nodes keeps derivative graphs small, and its left-to-right sum is the
- * order backward() adds in, so the numbers are the same. */
-typedef struct passed {
-    ag_term term;
-    uint32_t next; /* the next contribution to the same node, + 1; 0: none */
-} passed;
-
-typedef struct pool {
-    passed *entries;
-    size_t n, capacity;
-} pool;
-
-static int pass_back(pool *pool, ag_node *node, ag_term t)
-{
-    if (pool->n == pool->capacity) {
-        size_t capacity = pool->capacity ? 2 * pool->capacity : 1024;
-        passed *grown = capacity < UINT32_MAX ? realloc(pool->entries, capacity * sizeof *grown) : NULL;
-        if (!grown) {
-            ag_term_release(t);
-            return AG_ENOMEM;
-        }
-        pool->entries = grown;
-        pool->capacity = capacity;
-    }
-    pool->entries[pool->n] = (passed){t, 0};
-    uint64_t index = ++pool->n, bits = field_bits(node);
-    if (bits) /* append after its last contribution */
-        pool->entries[(bits >> 32) - 1].next = (uint32_t)index;
-    set_field_bits(node, (bits ? (bits & 0xffffffffu) : index) | index << 32);
-    return AG_OK;
-}
-
-/* The sum of the contributions from entry `first` on, as one term, left in that entry
- * (the others become the number 0). AG_OK or the status of a failed SUM node. */
-static int sum_in_place(pool *pool, uint32_t first)
-{
-    passed *e = pool->entries;
-    if (!e[first - 1].next)
-        return AG_OK;
-    size_t k = 0, numbers = 0;
-    for (uint32_t i = first; i; i = e[i - 1].next, k++)
-        numbers += !e[i - 1].term.node;
-    ag_term sum;
-    if (numbers == k) { /* all numbers: add them as backward() would */
-        double total = 0.0;
-        for (uint32_t i = first; i; i = e[i - 1].next)
-            total += e[i - 1].term.constant;
-        sum = ag_term_number(total);
-    } else {
-        ag_id small[16], *ids = k <= 16 ? small : malloc(k * sizeof *ids);
-        size_t made = 0;
-        for (uint32_t i = first; ids && i; i = e[i - 1].next) {
-            ag_term t = e[i - 1].term;
-            ids[made] = t.node ? ag_term_own(t) : ag_constant_node(t.constant);
-            if (!ids[made])
-                break;
-            made++;
-        }
-        ag_id node = ids && made == k ? ag_sum(ids, k) : 0;
-        for (size_t i = 0; i < made; i++)
-            ag_release(ids[i]); /* the sum holds them now */
-        if (ids != small)
-            free(ids);
-        sum = node ? (ag_term){node, 0, 0.0} : ag_term_failure();
-    }
-    for (uint32_t i = first, next; i; i = next) {
-        next = e[i - 1].next;
-        ag_term_release(e[i - 1].term);
-        e[i - 1] = (passed){ag_term_number(0.0), 0};
-    }
-    e[first - 1].term = sum;
-    return ag_term_failed(sum) ? (ag_last_error() ? ag_last_error() : AG_ENOMEM) : AG_OK;
-}
-
-/* The create_graph sweep: every node's adjoint as a term, from root = 1 back, each
- * node's chain-rule step built of nodes (higher.c), so the adjoints are graphs. A node
- * something passed a gradient to (even the number 0, which still passes on as
- * 0 * derivative, nan where the derivative is inf, as in backward()) is swept. */
-static int sweep_terms(const ag_order *order, pool *pool, ag_id *bad)
-{
-    ag_term small[2], *contributions = small;
-    size_t capacity = 2;
-    int status = order->n ? pass_back(pool, ag_node_at(order->ids[order->n - 1]), ag_term_number(1.0))
-                          : AG_OK;
-    for (size_t i = order->n; i-- > 0 && status == AG_OK;) {
-        if (i >= 2 * AG_AHEAD) { /* the nodes coming up, and what waits for them in the pool */
-            AG_PREFETCH(ag_node_at(order->ids[i - 2 * AG_AHEAD]));
-            uint32_t soon = (uint32_t)field_bits(ag_node_at(order->ids[i - AG_AHEAD]));
-            if (soon)
-                AG_PREFETCH(&pool->entries[soon - 1]);
-        }
-        ag_id id = order->ids[i];
-        ag_node *node = ag_node_at(id);
-        uint32_t first = (uint32_t)field_bits(node);
-        if (!first)
-            continue; /* nothing came to it */
-        if ((status = sum_in_place(pool, first)) != AG_OK)
-            break;
-        if (node->flags & AG_FLAG_PYRULE) {
-            *bad = id;
-            status = AG_EPYRULE; /* a Python function is no graph: nothing to differentiate */
-            break;
-        }
-        size_t n;
-        ag_inputs_of(node, &n);
-        if (n > capacity) {
-            ag_term *grown = realloc(contributions == small ? NULL : contributions, n * sizeof *grown);
-            if (!grown) {
-                status = AG_ENOMEM;
-                break;
-            }
-            contributions = grown;
-            capacity = n;
-        }
-        if ((status = ag_chain_terms(id, ag_term_copy(pool->entries[first - 1].term), contributions, n)) != AG_OK)
-            break;
-        const ag_id *inputs = ag_inputs_of(node, &n); /* nodes never change */
-        for (size_t k = 0; k < n; k++) {
-            ag_node *input = ag_node_at(inputs[k]);
-            if (status != AG_OK || input->op == AG_CONST)
-                ag_term_release(contributions[k]); /* sources pass nothing on */
-            else
-                status = pass_back(pool, input, contributions[k]);
-        }
-    }
-    if (contributions != small)
-        free(contributions);
+    sorted->kept = (grads_kept){take(&grads_buf), 0};
+    sorted->marked = 0;
+    int status = topo_sort(root, &sorted->order, &sorted->kept, 1, &sorted->marked);
+    sorted->order_buffer = take(&order_buf); /* order.ids points into it */
     return status;
 }
 
-/* d root / d inputs[k] into out[k], a new node holding one reference each: with
- * create_graph a node whose graph depends on the inputs (differentiable again), else a
- * leaf. An input root does not depend on gets a leaf 0. No grad changes: the sweep runs
- * in the grad fields, which are put back as they were. The first-order sweep may call
- * Python (a Python _backward), create_graph refuses those (AG_EPYRULE). */
-int ag_grad(ag_id root, const ag_id *inputs, size_t n_inputs, int create_graph, ag_id *out)
+void ag_sorted_done(ag_sorted *sorted)
 {
-    grads_kept kept = {take(&grads_buf), 0};
-    ag_order order = {NULL, 0};
-    pool pool = {NULL, 0, 0};
-    double *value = malloc((n_inputs ? n_inputs : 1) * sizeof *value);
-    ag_id bad = 0;
-    int marked = 0;
-    int status = value ? topo_sort(root, &order, &kept, 1, &marked) : AG_ENOMEM;
-    buffer my_order = take(&order_buf); /* order.ids points into it */
-    for (size_t k = 0; k < n_inputs; k++) {
-        out[k] = 0;
-        if (value)
-            value[k] = 0.0;
-    }
-    if (status == AG_OK && create_graph && !marked) /* the sweep calls no Python: mark them */
-        for (size_t i = 0; i < order.n; i++)
-            ag_node_at(order.ids[i])->flags |= AG_FLAG_SORTING;
-    if (status == AG_OK && !create_graph) {
-        ag_node_at(root)->grad = 1.0;
-        walk w = {order, NULL};
-        status = sweep_order(&w, ag_anomaly_mode(), 0, &bad);
-        for (size_t i = 0; i < order.n && !marked; i++) /* marks what is under root (below) */
-            ag_node_at(order.ids[i])->flags |= AG_FLAG_SORTING;
-        for (size_t k = 0; status == AG_OK && k < n_inputs; k++) {
-            const ag_node *input = ag_node_at(inputs[k]);
-            if (input->flags & AG_FLAG_SORTING) /* else not under root: its grad is not ours */
-                value[k] = input->grad;
-        }
-    } else if (status == AG_OK) {
-        status = sweep_terms(&order, &pool, &bad);
-        for (size_t k = 0; status == AG_OK && k < n_inputs; k++) {
-            const ag_node *input = ag_node_at(inputs[k]);
-            uint32_t first = input->flags & AG_FLAG_SORTING ? (uint32_t)field_bits(input) : 0;
-            if (first)
-                out[k] = ag_term_own(pool.entries[first - 1].term);
-            if (!out[k] && first)
-                value[k] = pool.entries[first - 1].term.constant; /* a number */
-        }
-    }
-    /* The sort left its marks (create_graph), or the first-order path made them: they
-     * are cleared here, with the grads put back, in one pass (invariant 3). */
-    for (size_t i = 0; i < order.n; i++) {
-        ag_node *node = ag_node_at(order.ids[i]);
-        node->grad = 0.0;
-        node->flags &= (uint8_t)~AG_FLAG_SORTING;
-    }
-    add_back(&kept);
-    if (status == AG_OK) /* the numbers become leaves */
-        for (size_t k = 0; k < n_inputs && status == AG_OK; k++)
-            if (!out[k] && !(out[k] = ag_leaf(value[k])))
-                status = AG_ENOMEM;
-    for (size_t i = 0; i < pool.n; i++)
-        ag_term_release(pool.entries[i].term); /* may free nodes: after the grads are back */
-    free(pool.entries);
-    ag_constant_nodes_done();
-    if (status != AG_OK) {
-        for (size_t k = 0; k < n_inputs; k++)
-            if (out[k])
-                ag_release(out[k]);
-        if (status != AG_EPYTHON)
-            ag_fail(status, bad);
-    }
-    free(value);
-    put_back(&order_buf, my_order);
-    put_back(&grads_buf, kept.list);
-    shrink_scratch(order.n);
-    return status;
+    put_back(&order_buf, sorted->order_buffer);
+    put_back(&grads_buf, sorted->kept.list);
+    shrink_scratch(sorted->order.n);
+}
+
+int ag_sweep_first_order(const ag_order *order, ag_id *bad)
+{
+    walk w = {*order, NULL};
+    return sweep_order(&w, ag_anomaly_mode(), 0, bad);
 }
 
 /* Micrograd's v._backward() for a node made by a C op: its one chain-rule step, with
