@@ -11,9 +11,11 @@
  *     live node that uses it as an input (once per use: a + a adds 2) and each owned
  *     id list (NodeList, optimizers, layer plans). A node is freed when refs reaches
  *     0, through a worklist, never by recursion.
- *  3. AG_FLAG_SORTING is clear between calls; sweep.c sets it only for the length of
- *     one sort. STRINGS and ORDER say what side tables hold for the node, so freeing
- *     a node looks them up only when it has something there.
+ *  3. AG_FLAG_SORTING is clear between calls, and whenever Python code may run: the
+ *     sort sets it, and it is cleared by the end of the sort, or (when no node under
+ *     the root has a Python _backward) by the sweep or grad() pass that follows it in
+ *     the same call. STRINGS and ORDER say what side tables hold for the node, so
+ *     freeing a node looks them up only when it has something there.
  *  4. Every call runs with the GIL held, so the arena needs no lock of its own. Only
  *     the Python hooks below run Python code; every caller of ag_release and of the
  *     sweep is ready for that (the arena is consistent whenever a hook runs).

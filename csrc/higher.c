@@ -13,7 +13,7 @@
  * them alive), and the operations take their operands' references (so the nested
  * formulas of the table free everything they no longer need). A failed allocation
  * makes a failed term, which every operation passes on. Calls no Python.
- * Not here: the sweep that uses this (sweep.c, ag_grad). */
+ * Not here: the sweep that uses this (grad.c, ag_grad). */
 #include <math.h>
 #include <string.h>
 #include "arena.h"

@@ -1,4 +1,4 @@
-/* Terms of derivative graphs (higher.c), for the create_graph sweep (sweep.c). */
+/* Terms of derivative graphs (higher.c), for the create_graph sweep (grad.c). */
 #ifndef AG_HIGHER_H
 #define AG_HIGHER_H
 
