@@ -51,8 +51,9 @@ static PyObject *fused_sum(PyObject *module, PyObject *args)
         goto done;
     }
     /* no Python code from here until out owns the node */
-    size_t n_leaves = g.n_numbers, first = 1;
-    int status = ag_make_ids(&g, ids + 1, leaves);
+    size_t first = 1;
+    int status = ag_make_ids(&g, ids + 1, leaves); /* on failure it released its leaves */
+    size_t n_leaves = status == AG_OK ? g.n_numbers : 0;
     if (status == AG_OK) {
         if (ag_is_value(start))
             ids[0] = VALUE_ID(start);
@@ -62,8 +63,7 @@ static PyObject *fused_sum(PyObject *module, PyObject *args)
             status = ag_last_error(), n_leaves--;
     }
     ag_id node = status == AG_OK ? ag_sum(ids + 1 - first, n - 1 + first) : 0;
-    if (status == AG_OK || n_leaves > g.n_numbers)
-        ag_release_all(leaves, n_leaves); /* the sum holds them now */
+    ag_release_all(leaves, n_leaves); /* the sum holds them now */
     result = ag_value_own(out, node);
     out = NULL;
     if (!result)

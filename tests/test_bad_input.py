@@ -10,7 +10,7 @@ import operator
 import pytest
 
 import pyautograd
-from pyautograd import arena
+from pyautograd import arena, nn
 from pyautograd.engine import Value
 
 NOT_NUMBERS = ["abc", None, 1j, [1.0], (1.0,), {}, object(), decimal.Decimal(1), b"1"]
@@ -164,6 +164,37 @@ def test_every_way_of_making_a_node_fails_cleanly_when_full(node_limit, make):
     assert make(v) is not None
     del v
     assert live() == base
+
+
+MANY_LEAVES = {
+    "sum": lambda v: pyautograd.sum([v, 2.0, 3.0], start=5.0),
+    "dot": lambda v: pyautograd.dot([v, 2.0], [3.0, v], start=4.0),
+    "Layer": lambda v: nn.Layer(3, 2)([v, 2.0, 3.0]),
+    "MLP": lambda v: nn.MLP(3, [2, 1])([v, 2.0, 3.0]),
+    "grad": lambda v: pyautograd.grad(v * v + 1.0, [v, v], create_graph=True),
+    "local": lambda v: Value(1.0, (v, v), (2.0, 3.0)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MANY_LEAVES))
+def test_ops_that_make_several_nodes_leave_none_behind_wherever_memory_runs_out(node_limit, name):
+    # each call makes leaves for its numbers, then the result: the limit is hit at every
+    # point in turn, and whatever was made before it must go
+    make = MANY_LEAVES[name]
+    v = Value(3.0)
+    keep = make(v)  # models and their parameters are made outside the limit
+    del keep
+    base = live()
+    for headroom in range(12):
+        node_limit(base + headroom)
+        try:
+            result = make(v)
+        except MemoryError:
+            pass
+        else:
+            del result
+        node_limit(0)
+        assert live() == base, (name, headroom)
 
 
 def test_constant_is_released_when_the_result_cannot_be_made(node_limit):
