@@ -152,58 +152,129 @@ static void ids_free(ag_id *ids, size_t n)
 
 size_t ag_pool_bytes(void) { return pooled_ids * sizeof(ag_id); }
 
-int ag_attach_list(ag_node *node, const ag_id *ids, size_t n, const double *local)
+/* A free slot in the lists array, or 0 when it cannot grow. */
+static uint32_t take_list_slot(ag_arena *ar)
+{
+    uint32_t slot = ar->free_list_head;
+    if (slot) {
+        ar->free_list_head = ar->lists[slot].n;
+        return slot;
+    }
+    if (ar->n_lists == 0)
+        ar->n_lists = 1;
+    if (ar->n_lists >= ar->lists_cap) { /* >=: the first list makes n_lists 1 while lists_cap is 0 */
+        size_t cap = ar->lists_cap ? 2 * ar->lists_cap : 64;
+        ag_input_list *grown = realloc(ar->lists, cap * sizeof *grown);
+        if (!grown)
+            return 0;
+        ar->lists = grown;
+        ar->lists_cap = cap;
+    }
+    return (uint32_t)ar->n_lists++;
+}
+
+/* Stores a copy of ids as node's input list (local or row set by the caller), without
+ * retaining anything. AG_ENOMEM with nothing stored. */
+static int store_list(ag_node *node, const ag_id *ids, size_t n, ag_input_list **stored)
 {
     ag_arena *ar = &ag_the_arena;
     if (n > UINT32_MAX)
         return AG_EINVALID;
     ag_id *ids_copy = ids_alloc(n);
-    double *local_copy = local ? malloc(n ? n * sizeof *local_copy : 1) : NULL;
-    if (!ids_copy || (local && !local_copy))
-        goto out_of_memory;
-    uint32_t slot = ar->free_list_head;
-    if (slot) {
-        ar->free_list_head = ar->lists[slot].n;
-    } else {
-        if (ar->n_lists == 0)
-            ar->n_lists = 1;
-        if (ar->n_lists >= ar->lists_cap) { /* >=: the first list makes n_lists 1 while lists_cap is 0 */
-            size_t cap = ar->lists_cap ? 2 * ar->lists_cap : 64;
-            ag_input_list *grown = realloc(ar->lists, cap * sizeof *grown);
-            if (!grown)
-                goto out_of_memory;
-            ar->lists = grown;
-            ar->lists_cap = cap;
-        }
-        slot = (uint32_t)ar->n_lists++;
+    uint32_t slot = ids_copy ? take_list_slot(ar) : 0;
+    if (!slot) {
+        if (ids_copy)
+            ids_free(ids_copy, n);
+        return AG_ENOMEM;
     }
     if (n)
         memcpy(ids_copy, ids, n * sizeof *ids_copy);
-    if (local && n)
-        memcpy(local_copy, local, n * sizeof *local_copy);
-    ar->lists[slot] = (ag_input_list){ids_copy, local_copy, (uint32_t)n};
-    ar->list_bytes += n * (sizeof *ids_copy + (local ? sizeof *local_copy : 0));
+    ar->lists[slot] = (ag_input_list){.ids = ids_copy, .local = NULL, .n = (uint32_t)n};
+    ar->list_bytes += n * sizeof *ids_copy;
     node->in[0] = slot;
     node->in[1] = (ag_id)n;
+    *stored = &ar->lists[slot];
+    return AG_OK;
+}
+
+int ag_attach_list(ag_node *node, const ag_id *ids, size_t n, const double *local)
+{
+    double *local_copy = local ? malloc(n ? n * sizeof *local_copy : 1) : NULL;
+    if (local && !local_copy)
+        return AG_ENOMEM;
+    ag_input_list *list;
+    int status = store_list(node, ids, n, &list);
+    if (status != AG_OK) {
+        free(local_copy);
+        return status;
+    }
+    if (local) {
+        if (n)
+            memcpy(local_copy, local, n * sizeof *local_copy);
+        list->local = local_copy;
+        ag_the_arena.list_bytes += n * sizeof *local_copy;
+    }
     for (size_t i = 0; i < n; i++)
         ag_retain(ids[i]);
     return AG_OK;
-
-out_of_memory:
-    if (ids_copy)
-        ids_free(ids_copy, n);
-    free(local_copy);
-    return AG_ENOMEM;
 }
 
+int ag_attach_row_list(ag_node *node, const ag_id *ids, size_t n, ag_row *row)
+{
+    ag_input_list *list;
+    int status = store_list(node, ids, n, &list);
+    if (status != AG_OK)
+        return status;
+    list->row = row;
+    row->refs++;
+    for (size_t i = 1; i < n; i += 2) /* the x's; the weights and the bias are the row's */
+        ag_retain(ids[i]);
+    return AG_OK;
+}
+
+/* ---- weight rows ---- */
+
+ag_row *ag_row_new(const ag_id *ws, size_t n, ag_id bias)
+{
+    if (n >= UINT32_MAX)
+        return NULL;
+    ag_row *row = malloc(sizeof *row + (n + 1) * sizeof(ag_id));
+    if (!row)
+        return NULL;
+    row->sorted_in = 0;
+    row->refs = 1;
+    row->n = (uint32_t)(n + 1);
+    memcpy(row->ids, ws, n * sizeof(ag_id));
+    row->ids[n] = bias;
+    for (size_t i = 0; i <= n; i++)
+        ag_retain(row->ids[i]);
+    ag_the_arena.list_bytes += sizeof *row + (n + 1) * sizeof(ag_id);
+    return row;
+}
+
+void ag_row_release(ag_row *row)
+{
+    if (--row->refs)
+        return;
+    ag_the_arena.list_bytes -= sizeof *row + row->n * sizeof(ag_id);
+    /* inside the free worklist these only join it (ag_free_dead) */
+    for (uint32_t i = 0; i < row->n; i++)
+        ag_release(row->ids[i]);
+    free(row);
+}
+
+/* Frees node's input list; the row it holds, if any, is the caller's to release. */
 static void detach_list(ag_node *node)
 {
     ag_arena *ar = &ag_the_arena;
     ag_input_list *list = &ar->lists[node->in[0]];
-    ar->list_bytes -= list->n * (sizeof *list->ids + (list->local ? sizeof *list->local : 0));
+    ar->list_bytes -= list->n * sizeof *list->ids;
     ids_free(list->ids, list->n);
-    free(list->local);
-    *list = (ag_input_list){NULL, NULL, ar->free_list_head};
+    if (node->op == AG_LOCAL) {
+        ar->list_bytes -= list->n * sizeof *list->local;
+        free(list->local);
+    }
+    *list = (ag_input_list){.ids = NULL, .local = NULL, .n = ar->free_list_head};
     ar->free_list_head = node->in[0];
 }
 
@@ -228,7 +299,8 @@ static void run_worklist(ag_arena *ar)
 
         size_t n;
         const ag_id *inputs = ag_inputs_of(node, &n);
-        for (size_t i = 0; i < n; i++) {
+        ag_row *row = ag_row_of(node);
+        for (size_t i = row ? 1 : 0; i < n; i += row ? 2 : 1) { /* a row's dot: the x's */
             ag_node *input = ag_node_at(inputs[i]);
             if (--input->refs == 0) {
                 input->next_dying = ar->dying;
@@ -239,6 +311,8 @@ static void run_worklist(ag_arena *ar)
         }
         if (ag_op_is_nary(node->op))
             detach_list(node);
+        if (row)
+            ag_row_release(row); /* may run Python code too (unpinning) */
         if (node->flags & AG_FLAG_STRINGS)
             ag_labels_forget(current);
         if (node->flags & AG_FLAG_ORDER)

@@ -8,9 +8,10 @@
  *  1. A node's inputs exist before it and never change after it is made; the graph
  *     is an immutable DAG. Only data of leaves and every grad are written later.
  *  2. refs counts what holds the node: its Value (at most one, invariant 8), each
- *     live node that uses it as an input (once per use: a + a adds 2) and each owned
- *     id list (NodeList, optimizers, layer plans). A node is freed when refs reaches
- *     0, through a worklist, never by recursion.
+ *     live node that uses it as an input (once per use: a + a adds 2), each owned
+ *     id list (NodeList, optimizers) and each weight row (ag_row) it is in. A dot node
+ *     made from a row holds the row instead of the weights and bias it has from it.
+ *     A node is freed when refs reaches 0, through a worklist, never by recursion.
  *  3. AG_FLAG_SORTING is clear between calls, and whenever Python code may run: the
  *     sort sets it, and it is cleared by the end of the sort, or (when no node under
  *     the root has a Python _backward) by the sweep or grad() pass that follows it in
@@ -66,9 +67,25 @@ enum ag_flag {
     AG_FLAG_PYRULE = 32  /* backward calls its Value's Python _backward, not the op's rule */
 };
 
+/* A neuron's weights and bias, for the dot nodes a layer makes (nn.c). A layer run
+ * over a batch makes one dot node per sample and neuron, all over the same weights:
+ * each of them holds the row, one reference, instead of one on every weight and the
+ * bias (invariant 2), so making and freeing it touches half as many nodes. And the
+ * sort looks at a row's nodes once per sort, not once per dot node (sweep.c). */
+typedef struct ag_row {
+    uint64_t sorted_in; /* the number of the sort that found every id here marked */
+    uint32_t refs;      /* the LayerWeights that made it, and each dot node using it */
+    uint32_t n;         /* ids: the n - 1 weights, then the bias */
+    ag_id ids[];
+} ag_row;
+
 typedef struct ag_input_list {
     ag_id *ids;            /* n ids, or the next free list index when unused */
-    double *local;         /* AG_LOCAL: n local derivatives; otherwise NULL */
+    union {
+        double *local;     /* AG_LOCAL: n local derivatives */
+        ag_row *row;       /* AG_DOT: the row its weights (ids[0], ids[2], ...) and its
+                              bias (the last id) come from, or NULL */
+    };
     uint32_t n;
 } ag_input_list;
 
@@ -183,6 +200,12 @@ static inline const ag_id *ag_inputs_of(const ag_node *node, size_t *n)
     return node->in;
 }
 
+/* The weight row a dot node holds its weights and bias through, or NULL. */
+static inline ag_row *ag_row_of(const ag_node *node)
+{
+    return node->op == AG_DOT ? ag_the_arena.lists[node->in[0]].row : NULL;
+}
+
 /* AG_LOCAL's numbers, one per input. */
 static inline const double *ag_local_grads_of(const ag_node *node)
 {
@@ -192,6 +215,15 @@ static inline const double *ag_local_grads_of(const ag_node *node)
 /* Stores an n-ary input list (and AG_LOCAL's local derivatives, else NULL) on a fresh
  * node and retains the inputs. AG_ENOMEM on failure, with nothing taken. */
 int ag_attach_list(ag_node *node, const ag_id *ids, size_t n, const double *local);
+/* The same for a dot node over a row (ids: w0, x0, w1, x1, ..., bias, the w's and the
+ * bias the row's): retains the x's and the row. */
+int ag_attach_row_list(ag_node *node, const ag_id *ids, size_t n, ag_row *row);
+
+/* A row of n weights and a bias, retained, with one reference for the caller; NULL
+ * when memory runs out. Releasing its last reference releases them (may run Python,
+ * as ag_release). */
+ag_row *ag_row_new(const ag_id *ws, size_t n, ag_id bias);
+void ag_row_release(ag_row *row);
 
 
 /* Hooks run when a node with AG_FLAG_STRINGS / AG_FLAG_ORDER dies. */

@@ -142,32 +142,39 @@ done:
 
 /* ---- nn: a whole Layer in one call ---- */
 
-/* layer(ws, bs, nonlin, xs) -> NodeList: nout = len(bs) neurons over nin = len(ws) / nout
- * inputs, the first nin of xs (a NodeList, or Values and numbers). */
+/* A plan (weights, nonlin): a LayerWeights and one nonlinearity flag per neuron. */
+static int read_plan(PyObject *weights, PyObject *nonlin, const char *what, ag_row *const **rows,
+                     size_t *nout, size_t *nin)
+{
+    if (ag_layer_weights_rows(weights, what, rows, nout, nin) < 0)
+        return -1;
+    if (!PyBytes_Check(nonlin) || (size_t)PyBytes_GET_SIZE(nonlin) != *nout) {
+        PyErr_Format(PyExc_ValueError, "%s: one nonlinearity flag (bytes) per neuron", what);
+        return -1;
+    }
+    return 0;
+}
+
+/* layer(weights, nonlin, xs) -> NodeList: a LayerWeights' neurons over the first nin of
+ * xs (a NodeList, or Values and numbers). */
 static PyObject *apply_layer(PyObject *module, PyObject *args)
 {
-    PyObject *ws, *bs, *xs_arg;
-    const char *nonlin;
-    Py_ssize_t n_nonlin;
+    PyObject *weights, *nonlin, *xs_arg;
+    ag_row *const *rows;
+    size_t nout, nin;
     (void)module;
-    if (!PyArg_ParseTuple(args, "O!O!y#O:layer", ag_node_list_type, &ws, ag_node_list_type, &bs, &nonlin,
-                          &n_nonlin, &xs_arg))
+    if (!PyArg_ParseTuple(args, "OOO:layer", &weights, &nonlin, &xs_arg)
+        || read_plan(weights, nonlin, "layer()", &rows, &nout, &nin) < 0)
         return NULL;
-    Py_ssize_t nout = Py_SIZE(bs), nin = nout ? Py_SIZE(ws) / nout : 0;
-    if (nout == 0 || nin * nout != Py_SIZE(ws) || n_nonlin != nout) {
-        PyErr_SetString(PyExc_ValueError, "layer(): inconsistent weights, biases and nonlinearities");
-        return NULL;
-    }
     PyObject *xs = ag_node_list_from(xs_arg, "Layer", 0);
     if (!xs)
         return NULL;
     NodeListObject *out = NULL;
-    if (Py_SIZE(xs) < nin) {
-        PyErr_Format(PyExc_ValueError, "Layer takes %zd inputs, got %zd", nin, Py_SIZE(xs));
-    } else if ((out = ag_node_list_alloc(nout))) {
+    if ((size_t)Py_SIZE(xs) < nin) {
+        PyErr_Format(PyExc_ValueError, "Layer takes %zu inputs, got %zd", nin, Py_SIZE(xs));
+    } else if ((out = ag_node_list_alloc((Py_ssize_t)nout))) {
         /* no Python code from here until out owns the nodes */
-        int status = ag_layer(((NodeListObject *)ws)->ids, ((NodeListObject *)bs)->ids,
-                              (const uint8_t *)nonlin, (size_t)nout, (size_t)nin,
+        int status = ag_layer(rows, (const uint8_t *)PyBytes_AS_STRING(nonlin), nout,
                               ((NodeListObject *)xs)->ids, out->ids);
         if (status != AG_OK) {
             Py_CLEAR(out);
@@ -178,33 +185,33 @@ static PyObject *apply_layer(PyObject *module, PyObject *args)
     return (PyObject *)out;
 }
 
-/* layers(plans, xs) -> list of Values: a whole MLP, each plan (ws, bs, nonlin) applied to
- * what the one before gave (the first to xs: a NodeList, or Values and numbers). The
+/* layers(plans, xs) -> list of Values: a whole MLP, each plan (weights, nonlin) applied
+ * to what the one before gave (the first to xs: a NodeList, or Values and numbers). The
  * activations in between are ids this call owns; only the last layer's become Values,
  * allocated before any of its nodes exists. */
 static PyObject *apply_layers(PyObject *module, PyObject *args)
 {
     PyObject *plans, *xs_arg;
+    ag_row *const *rows;
+    size_t nout, nin, width = 0, first_nin = 0;
     (void)module;
     if (!PyArg_ParseTuple(args, "O!O:layers", &PyTuple_Type, &plans, &xs_arg))
         return NULL;
-    Py_ssize_t n_layers = PyTuple_GET_SIZE(plans), width = 0;
+    Py_ssize_t n_layers = PyTuple_GET_SIZE(plans);
     for (Py_ssize_t l = 0; l < n_layers; l++) {
         PyObject *plan = PyTuple_GET_ITEM(plans, l);
-        if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) != 3
-            || !Py_IS_TYPE(PyTuple_GET_ITEM(plan, 0), ag_node_list_type)
-            || !Py_IS_TYPE(PyTuple_GET_ITEM(plan, 1), ag_node_list_type)
-            || !PyBytes_Check(PyTuple_GET_ITEM(plan, 2))) {
-            PyErr_SetString(PyExc_TypeError, "layers(): each plan is (ws, bs, nonlin)");
+        if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) != 2) {
+            PyErr_SetString(PyExc_TypeError, "layers(): each plan is (weights, nonlin)");
             return NULL;
         }
-        Py_ssize_t nout = Py_SIZE(PyTuple_GET_ITEM(plan, 1)), ws = Py_SIZE(PyTuple_GET_ITEM(plan, 0));
-        Py_ssize_t nin = nout ? ws / nout : 0;
-        if (nout == 0 || nin * nout != ws || PyBytes_GET_SIZE(PyTuple_GET_ITEM(plan, 2)) != nout
-            || (l > 0 && nin > width)) {
-            PyErr_SetString(PyExc_ValueError, "layers(): inconsistent weights, biases and widths");
+        if (read_plan(PyTuple_GET_ITEM(plan, 0), PyTuple_GET_ITEM(plan, 1), "layers()", &rows, &nout, &nin) < 0)
+            return NULL;
+        if (l > 0 && nin > width) {
+            PyErr_SetString(PyExc_ValueError, "layers(): a layer takes more inputs than the one before gives");
             return NULL;
         }
+        if (l == 0)
+            first_nin = nin;
         width = nout;
     }
     if (n_layers == 0) {
@@ -214,55 +221,50 @@ static PyObject *apply_layers(PyObject *module, PyObject *args)
     PyObject *xs = ag_node_list_from(xs_arg, "MLP", 0);
     if (!xs)
         return NULL;
-    PyObject *first = PyTuple_GET_ITEM(plans, 0);
-    Py_ssize_t first_nin = Py_SIZE(PyTuple_GET_ITEM(first, 0)) / Py_SIZE(PyTuple_GET_ITEM(first, 1));
     PyObject *out = NULL;
     ag_id *current = NULL, *next = NULL;
-    if (Py_SIZE(xs) < first_nin) {
-        PyErr_Format(PyExc_ValueError, "MLP takes %zd inputs, got %zd", first_nin, Py_SIZE(xs));
+    if ((size_t)Py_SIZE(xs) < first_nin) {
+        PyErr_Format(PyExc_ValueError, "MLP takes %zu inputs, got %zd", first_nin, Py_SIZE(xs));
         goto done;
     }
-    out = PyList_New(width);
-    for (Py_ssize_t i = 0; out && i < width; i++) {
+    out = PyList_New((Py_ssize_t)width);
+    for (size_t i = 0; out && i < width; i++) {
         PyObject *v = ag_value_alloc();
         if (!v)
             Py_CLEAR(out);
         else
-            PyList_SET_ITEM(out, i, v);
+            PyList_SET_ITEM(out, (Py_ssize_t)i, v);
     }
     if (!out)
         goto done;
     /* no Python code from here until the Values own the last layer's nodes */
     const ag_id *inputs = ((NodeListObject *)xs)->ids;
-    Py_ssize_t current_n = 0;
+    size_t current_n = 0;
     int status = AG_OK;
     for (Py_ssize_t l = 0; l < n_layers && status == AG_OK; l++) {
         PyObject *plan = PyTuple_GET_ITEM(plans, l);
-        size_t nout = (size_t)Py_SIZE(PyTuple_GET_ITEM(plan, 1));
-        size_t nin = (size_t)Py_SIZE(PyTuple_GET_ITEM(plan, 0)) / nout;
+        ag_layer_weights_rows(PyTuple_GET_ITEM(plan, 0), "layers()", &rows, &nout, &nin); /* checked above */
         next = PyMem_Malloc(nout * sizeof *next);
-        status = next ? ag_layer(((NodeListObject *)PyTuple_GET_ITEM(plan, 0))->ids,
-                                 ((NodeListObject *)PyTuple_GET_ITEM(plan, 1))->ids,
-                                 (const uint8_t *)PyBytes_AS_STRING(PyTuple_GET_ITEM(plan, 2)),
-                                 nout, nin, inputs, next)
+        status = next ? ag_layer(rows, (const uint8_t *)PyBytes_AS_STRING(PyTuple_GET_ITEM(plan, 1)),
+                                 nout, inputs, next)
                       : AG_ENOMEM;
         if (status != AG_OK) {
             PyMem_Free(next);
             next = NULL;
         }
         if (current) { /* the layer's nodes hold the activations they use now */
-            ag_release_all(current, (size_t)current_n);
+            ag_release_all(current, current_n);
             PyMem_Free(current);
         }
         current = next;
-        current_n = (Py_ssize_t)nout;
+        current_n = nout;
         inputs = next;
         next = NULL;
     }
     if (status == AG_OK) {
-        for (Py_ssize_t i = 0; i < width; i++) {
-            VALUE_ID(PyList_GET_ITEM(out, i)) = current[i];
-            ag_node_at(current[i])->py = PyList_GET_ITEM(out, i);
+        for (size_t i = 0; i < width; i++) {
+            VALUE_ID(PyList_GET_ITEM(out, (Py_ssize_t)i)) = current[i];
+            ag_node_at(current[i])->py = PyList_GET_ITEM(out, (Py_ssize_t)i);
         }
     } else {
         Py_CLEAR(out);
@@ -367,7 +369,7 @@ static PyObject *zero_grad(PyObject *module, PyObject *values)
 PyMethodDef ag_graph_functions[] = {
     {"sum", fused_sum, METH_VARARGS, "sum(values, start): one node"},
     {"dot", fused_dot, METH_VARARGS, "dot(ws, xs, start): one node"},
-    {"layer", apply_layer, METH_VARARGS, "layer(ws, bs, nonlin, xs) -> NodeList"},
+    {"layer", apply_layer, METH_VARARGS, "layer(weights, nonlin, xs) -> NodeList"},
     {"layers", apply_layers, METH_VARARGS, "layers(plans, xs) -> list of the last layer's Values"},
     {"grad", grad, METH_VARARGS, "grad(output, inputs, create_graph) -> list of Values"},
     {"zero_grad", zero_grad, METH_O, "zero_grad(values): every grad set to 0"},

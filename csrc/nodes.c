@@ -70,8 +70,10 @@ static int nary_value(int op, const ag_id *inputs, size_t n, double *value)
     return AG_OK;
 }
 
-/* An n-ary node over inputs (ids the caller keeps alive); local: AG_LOCAL's numbers. */
-static ag_id new_nary(int op, const ag_id *inputs, size_t n, double data, const double *local)
+/* An n-ary node over inputs (ids the caller keeps alive); local: AG_LOCAL's numbers;
+ * row: the weight row an AG_DOT's weights and bias come from. */
+static ag_id new_nary(int op, const ag_id *inputs, size_t n, double data, const double *local,
+                      ag_row *row)
 {
     int status = nary_value(op, inputs, n, &data);
     if (status != AG_OK) {
@@ -86,7 +88,7 @@ static ag_id new_nary(int op, const ag_id *inputs, size_t n, double data, const 
     ag_node *node = ag_alloc_node(op, data, &id);
     if (!node)
         return 0;
-    status = ag_attach_list(node, inputs, n, local);
+    status = row ? ag_attach_row_list(node, inputs, n, row) : ag_attach_list(node, inputs, n, local);
     if (status != AG_OK) {
         node->op = AG_LEAF; /* no inputs were taken: free it as a plain leaf */
         ag_release(id);
@@ -96,19 +98,21 @@ static ag_id new_nary(int op, const ag_id *inputs, size_t n, double data, const 
     return id;
 }
 
-ag_id ag_sum(const ag_id *inputs, size_t n) { return new_nary(AG_SUM, inputs, n, 0.0, NULL); }
+ag_id ag_sum(const ag_id *inputs, size_t n) { return new_nary(AG_SUM, inputs, n, 0.0, NULL, NULL); }
 
 ag_id ag_custom(double data, const ag_id *inputs, size_t n)
 {
-    return new_nary(AG_CUSTOM, inputs, n, data, NULL);
+    return new_nary(AG_CUSTOM, inputs, n, data, NULL, NULL);
 }
 
 ag_id ag_local(double data, const ag_id *inputs, const double *local, size_t n)
 {
-    return new_nary(AG_LOCAL, inputs, n, data, local);
+    return new_nary(AG_LOCAL, inputs, n, data, local, NULL);
 }
 
-ag_id ag_dot(const ag_id *ws, const ag_id *xs, size_t n, ag_id bias)
+/* The dot node: bias + w0*x0 + w1*x1 + ..., its inputs interleaved (w0, x0, w1, x1, ...,
+ * bias), the order the sum is taken in. */
+static ag_id dot_node(const ag_id *ws, const ag_id *xs, size_t n, ag_id bias, ag_row *row)
 {
     if (n > (SIZE_MAX / sizeof(ag_id) - 1) / 2) {
         ag_fail(AG_EINVALID, 0);
@@ -127,10 +131,20 @@ ag_id ag_dot(const ag_id *ws, const ag_id *xs, size_t n, ag_id bias)
     }
     if (bias)
         interleaved[2 * n] = bias;
-    ag_id id = new_nary(AG_DOT, interleaved, count, 0.0, NULL);
+    ag_id id = new_nary(AG_DOT, interleaved, count, 0.0, NULL, row);
     if (interleaved != small)
         free(interleaved);
     return id;
+}
+
+ag_id ag_dot(const ag_id *ws, const ag_id *xs, size_t n, ag_id bias)
+{
+    return dot_node(ws, xs, n, bias, NULL);
+}
+
+ag_id ag_dot_row(ag_row *row, const ag_id *xs)
+{
+    return dot_node(row->ids, xs, row->n - 1, row->ids[row->n - 1], row);
 }
 
 /* ---- entry points that take ids from outside: checked (invariant 7) ---- */

@@ -63,9 +63,11 @@ int ag_python_init(void)
     if (!module)
         return init_failed();
     PyTypeObject *value = ag_make_value_type(), *node_list = value ? ag_make_node_list_type() : NULL;
+    PyTypeObject *layer_weights = node_list ? ag_make_layer_weights_type() : NULL;
     int status = -1;
-    if (node_list && PyModule_AddObjectRef(module, "Value", (PyObject *)value) == 0
+    if (layer_weights && PyModule_AddObjectRef(module, "Value", (PyObject *)value) == 0
         && PyModule_AddObjectRef(module, "NodeList", (PyObject *)node_list) == 0
+        && PyModule_AddObjectRef(module, "LayerWeights", (PyObject *)layer_weights) == 0
         && PyModule_AddFunctions(module, ag_graph_functions) == 0
         && PyModule_AddFunctions(module, ag_walk_functions) == 0
         && PyModule_AddFunctions(module, glue_functions) == 0) {

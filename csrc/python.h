@@ -1,7 +1,7 @@
 /* What the files that speak the Python C-API share: the Value object, how nodes become
  * Values, and taking many Values at once. Included by value.c, value_new.c, pins.c
- * (the Value type), node_list.c, graph.c, walks.c (many Values at once) and python.c
- * (the glue that publishes them); never by the C core.
+ * (the Value type), node_list.c, layer_weights.c, graph.c, walks.c (many Values at once)
+ * and python.c (the glue that publishes them); never by the C core.
  *
  * Every function here runs with the GIL held (build_ext.py keeps it in cffi calls). */
 #ifndef AG_PYTHON_H
@@ -78,6 +78,10 @@ extern PyTypeObject *ag_node_list_type;
 NodeListObject *ag_node_list_alloc(Py_ssize_t n);    /* ids all 0 */
 PyObject *ag_node_list_from(PyObject *iterable, const char *what, int values_only);
 
+/* layer_weights.c: a Layer's weight rows (ag_row) for layer() and layers(). */
+extern PyTypeObject *ag_layer_weights_type;
+int ag_layer_weights_rows(PyObject *o, const char *what, ag_row *const **rows, size_t *nout, size_t *nin);
+
 /* pins.c: the Value gets Python state (attributes, a Python _backward, a subclass):
  * its node pins it while used, and the cyclic GC looks after it (invariant 8). */
 void ag_mark_state(PyObject *self);
@@ -92,6 +96,7 @@ PyObject *ag_value_vectorcall(PyObject *callable, PyObject *const *args, size_t 
  * published by python.c. */
 PyTypeObject *ag_make_value_type(void);
 PyTypeObject *ag_make_node_list_type(void);
+PyTypeObject *ag_make_layer_weights_type(void);
 extern PyMethodDef ag_graph_functions[], ag_walk_functions[];
 int ag_set_failure_hook(PyObject *hook);
 

@@ -119,6 +119,33 @@ void ag_add_back(const grads_kept *kept)
  * restores it before returning, on failure too. Calls no Python. */
 #define AG_SORT_EXIT ((ag_id)1 << 31) /* ids stay below it: see AG_MAX_NODES */
 
+static uint64_t sorts_started; /* numbers the sorts, for ag_row.sorted_in */
+
+/* Pushes the inputs of a dot node over a weight row that are not marked yet, as for
+ * any node (in order), with one shortcut: marks are only ever set during a sort, so
+ * once this sort has found every node of the row marked, they are marked to its end,
+ * and the row's other dot nodes look only at their x's (odd positions). A layer run
+ * over a batch has one dot node per sample and neuron over the same row. */
+static size_t push_row_dot_inputs(ag_row *row, const ag_id *inputs, size_t n, ag_id *stack,
+                                  size_t depth, uint64_t sort)
+{
+    if (row->sorted_in == sort) {
+        for (size_t i = 1; i < n; i += 2)
+            if (!(ag_node_at(inputs[i])->flags & AG_FLAG_SORTING))
+                stack[depth++] = inputs[i];
+        return depth;
+    }
+    int row_marked = 1;
+    for (size_t i = 0; i < n; i++)
+        if (!(ag_node_at(inputs[i])->flags & AG_FLAG_SORTING)) {
+            stack[depth++] = inputs[i];
+            row_marked &= i % 2; /* even positions are the row's: w0, w1, ..., the bias */
+        }
+    if (row_marked)
+        row->sorted_in = sort;
+    return depth;
+}
+
 /* The order is written to order_buf (valid until the next sort). With kept, each node
  * also has its grad zeroed when entered (backward: the node is in cache then). With
  * keep_marks, the nodes keep their AG_FLAG_SORTING after a successful sort when none
@@ -129,6 +156,7 @@ static int topo_sort(ag_id root, ag_order *out, grads_kept *kept, int keep_marks
 {
     size_t depth = 0, n = 0;
     int status = AG_OK, python = 0;
+    uint64_t sort = ++sorts_started;
 
     if (reserve(&stack_buf, 1, sizeof(ag_id)) != AG_OK)
         return AG_ENOMEM;
@@ -163,6 +191,11 @@ static int topo_sort(ag_id root, ag_order *out, grads_kept *kept, int keep_marks
         python |= node->flags & AG_FLAG_PYRULE;
         node->flags |= AG_FLAG_SORTING;
         stack[depth++] = top | AG_SORT_EXIT;
+        ag_row *row = ag_row_of(node);
+        if (row) {
+            depth = push_row_dot_inputs(row, inputs, n_inputs, stack, depth, sort);
+            continue;
+        }
         for (size_t i = 0; i < n_inputs; i++)
             if (!(ag_node_at(inputs[i])->flags & AG_FLAG_SORTING))
                 stack[depth++] = inputs[i];

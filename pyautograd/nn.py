@@ -98,17 +98,16 @@ class Neuron(Module):
 
 
 class _LayerPlan:
-    """A Layer's weights as NodeLists (each holds its nodes) for one-call application,
-    valid while _structure_version is."""
+    """A Layer's weights as a LayerWeights (one row per neuron, holding its nodes) for
+    one-call application, valid while _structure_version is."""
 
-    __slots__ = ("version", "nin", "nout", "ws", "bs", "nonlin")
+    __slots__ = ("version", "nin", "nout", "weights", "nonlin")
 
     def __init__(self, neurons):
         self.version = _structure_version[0]
         self.nin = len(neurons[0].w)
         self.nout = len(neurons)
-        self.ws = _ag.NodeList([w for n in neurons for w in n.w])
-        self.bs = _ag.NodeList([n.b for n in neurons])
+        self.weights = _ag.LayerWeights([w for n in neurons for w in n.w], [n.b for n in neurons])
         self.nonlin = bytes(bool(n.nonlin) for n in neurons)
 
 
@@ -145,7 +144,7 @@ class Layer(Module):
         if plan is None or len(x) < plan.nin:
             out = [n(x) for n in self.neurons]  # micrograd's way, one neuron at a time
         else:
-            out = _ag.layer(plan.ws, plan.bs, plan.nonlin, x).values()
+            out = _ag.layer(plan.weights, plan.nonlin, x).values()
         return out[0] if len(out) == 1 else out
 
     def parameters(self) -> list[Value]:
@@ -186,7 +185,7 @@ class MLP(Module):
         object.__setattr__(self, name, value)
 
     def _plans(self):
-        """Every layer's plan as (ws, bs, nonlin) when they chain (each takes what the one
+        """Every layer's plan as (weights, nonlin) when they chain (each takes what the one
         before gives, and no hidden layer gives a bare Value), else None; remembered for
         the structure version it was made in."""
         cached = self.__dict__.get("_plans_cache")
@@ -201,7 +200,7 @@ class MLP(Module):
                 plans = None
                 break
             plans.append(plan)
-        chain = tuple((p.ws, p.bs, p.nonlin) for p in plans) if plans else None
+        chain = tuple((p.weights, p.nonlin) for p in plans) if plans else None
         nin = plans[0].nin if plans else 0
         object.__setattr__(self, "_plans_cache", (_structure_version[0], (chain, nin)))
         return chain, nin
