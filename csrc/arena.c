@@ -189,7 +189,7 @@ static int store_list(ag_node *node, const ag_id *ids, size_t n, ag_input_list *
     }
     if (n)
         memcpy(ids_copy, ids, n * sizeof *ids_copy);
-    ar->lists[slot] = (ag_input_list){.ids = ids_copy, .local = NULL, .n = (uint32_t)n};
+    ar->lists[slot] = (ag_input_list){.ids = ids_copy, .rows = {NULL, NULL}, .n = (uint32_t)n};
     ar->list_bytes += n * sizeof *ids_copy;
     node->in[0] = slot;
     node->in[1] = (ag_id)n;
@@ -219,36 +219,37 @@ int ag_attach_list(ag_node *node, const ag_id *ids, size_t n, const double *loca
     return AG_OK;
 }
 
-int ag_attach_row_list(ag_node *node, const ag_id *ids, size_t n, ag_row *row)
+int ag_attach_rows_list(ag_node *node, const ag_id *ids, size_t n, ag_dot_rows rows)
 {
     ag_input_list *list;
     int status = store_list(node, ids, n, &list);
     if (status != AG_OK)
         return status;
-    list->row = row;
-    row->refs++;
-    for (size_t i = 1; i < n; i += 2) /* the x's; the weights and the bias are the row's */
-        ag_retain(ids[i]);
+    list->rows = rows;
+    rows.weights->refs++;
+    rows.xs->refs++;
     return AG_OK;
 }
 
-/* ---- weight rows ---- */
+/* ---- rows ---- */
 
-ag_row *ag_row_new(const ag_id *ws, size_t n, ag_id bias)
+ag_row *ag_row_new(const ag_id *ids, size_t n, ag_id last)
 {
-    if (n >= UINT32_MAX)
+    size_t total = n + (last != 0);
+    if (total > UINT32_MAX)
         return NULL;
-    ag_row *row = malloc(sizeof *row + (n + 1) * sizeof(ag_id));
+    ag_row *row = malloc(sizeof *row + total * sizeof(ag_id));
     if (!row)
         return NULL;
     row->sorted_in = 0;
     row->refs = 1;
-    row->n = (uint32_t)(n + 1);
-    memcpy(row->ids, ws, n * sizeof(ag_id));
-    row->ids[n] = bias;
-    for (size_t i = 0; i <= n; i++)
+    row->n = (uint32_t)total;
+    memcpy(row->ids, ids, n * sizeof(ag_id));
+    if (last)
+        row->ids[n] = last;
+    for (size_t i = 0; i < total; i++)
         ag_retain(row->ids[i]);
-    ag_the_arena.list_bytes += sizeof *row + (n + 1) * sizeof(ag_id);
+    ag_the_arena.list_bytes += sizeof *row + total * sizeof(ag_id);
     return row;
 }
 
@@ -274,7 +275,7 @@ static void detach_list(ag_node *node)
         ar->list_bytes -= list->n * sizeof *list->local;
         free(list->local);
     }
-    *list = (ag_input_list){.ids = NULL, .local = NULL, .n = ar->free_list_head};
+    *list = (ag_input_list){.ids = NULL, .rows = {NULL, NULL}, .n = ar->free_list_head};
     ar->free_list_head = node->in[0];
 }
 
@@ -299,8 +300,11 @@ static void run_worklist(ag_arena *ar)
 
         size_t n;
         const ag_id *inputs = ag_inputs_of(node, &n);
-        ag_row *row = ag_row_of(node);
-        for (size_t i = row ? 1 : 0; i < n; i += row ? 2 : 1) { /* a row's dot: the x's */
+        const ag_dot_rows *held_by_rows = ag_rows_of(node);
+        ag_dot_rows rows = held_by_rows ? *held_by_rows : (ag_dot_rows){NULL, NULL};
+        if (held_by_rows)
+            n = 0; /* its rows hold its inputs: released below */
+        for (size_t i = 0; i < n; i++) {
             ag_node *input = ag_node_at(inputs[i]);
             if (--input->refs == 0) {
                 input->next_dying = ar->dying;
@@ -311,8 +315,10 @@ static void run_worklist(ag_arena *ar)
         }
         if (ag_op_is_nary(node->op))
             detach_list(node);
-        if (row)
-            ag_row_release(row); /* may run Python code too (unpinning) */
+        if (rows.weights) { /* may run Python code too (unpinning) */
+            ag_row_release(rows.weights);
+            ag_row_release(rows.xs);
+        }
         if (node->flags & AG_FLAG_STRINGS)
             ag_labels_forget(current);
         if (node->flags & AG_FLAG_ORDER)

@@ -67,24 +67,32 @@ enum ag_flag {
     AG_FLAG_PYRULE = 32  /* backward calls its Value's Python _backward, not the op's rule */
 };
 
-/* A neuron's weights and bias, for the dot nodes a layer makes (nn.c). A layer run
- * over a batch makes one dot node per sample and neuron, all over the same weights:
- * each of them holds the row, one reference, instead of one on every weight and the
- * bias (invariant 2), so making and freeing it touches half as many nodes. And the
- * sort looks at a row's nodes once per sort, not once per dot node (sweep.c). */
+/* Ids held once for many dot nodes (nn.c). A layer run over a batch makes, for each
+ * sample, one dot node per neuron: the nodes of a neuron share its weights and bias
+ * (its weight row), and the nodes of a sample share the layer's inputs (an input row).
+ * Such a node holds its two rows, one reference each, instead of a reference to every
+ * input (invariant 2), so making and freeing it touches two rows, not 2 nin + 1 nodes;
+ * and the sort looks at a row's nodes once per sort, not once per node (sweep.c). */
 typedef struct ag_row {
     uint64_t sorted_in; /* the number of the sort that found every id here marked */
-    uint32_t refs;      /* the LayerWeights that made it, and each dot node using it */
-    uint32_t n;         /* ids: the n - 1 weights, then the bias */
+    uint32_t refs;      /* its maker while it makes nodes (LayerWeights, ag_layer), and
+                           each dot node using it */
+    uint32_t n;
     ag_id ids[];
 } ag_row;
+
+/* A dot node's rows: its inputs are w0, x0, w1, x1, ..., bias; the weights and the
+ * bias (even positions) are weights->ids, the x's (odd positions) xs->ids. */
+typedef struct ag_dot_rows {
+    ag_row *weights;
+    ag_row *xs;
+} ag_dot_rows;
 
 typedef struct ag_input_list {
     ag_id *ids;            /* n ids, or the next free list index when unused */
     union {
         double *local;     /* AG_LOCAL: n local derivatives */
-        ag_row *row;       /* AG_DOT: the row its weights (ids[0], ids[2], ...) and its
-                              bias (the last id) come from, or NULL */
+        ag_dot_rows rows;  /* AG_DOT made by a layer; otherwise both NULL */
     };
     uint32_t n;
 } ag_input_list;
@@ -200,10 +208,13 @@ static inline const ag_id *ag_inputs_of(const ag_node *node, size_t *n)
     return node->in;
 }
 
-/* The weight row a dot node holds its weights and bias through, or NULL. */
-static inline ag_row *ag_row_of(const ag_node *node)
+/* The rows a dot node holds its inputs through, or NULL when it holds them itself. */
+static inline const ag_dot_rows *ag_rows_of(const ag_node *node)
 {
-    return node->op == AG_DOT ? ag_the_arena.lists[node->in[0]].row : NULL;
+    if (node->op != AG_DOT)
+        return NULL;
+    const ag_dot_rows *rows = &ag_the_arena.lists[node->in[0]].rows;
+    return rows->weights ? rows : NULL;
 }
 
 /* AG_LOCAL's numbers, one per input. */
@@ -215,16 +226,15 @@ static inline const double *ag_local_grads_of(const ag_node *node)
 /* Stores an n-ary input list (and AG_LOCAL's local derivatives, else NULL) on a fresh
  * node and retains the inputs. AG_ENOMEM on failure, with nothing taken. */
 int ag_attach_list(ag_node *node, const ag_id *ids, size_t n, const double *local);
-/* The same for a dot node over a row (ids: w0, x0, w1, x1, ..., bias, the w's and the
- * bias the row's): retains the x's and the row. */
-int ag_attach_row_list(ag_node *node, const ag_id *ids, size_t n, ag_row *row);
+/* The same for a dot node over rows (ids: their interleaving, as ag_dot_rows says):
+ * retains the two rows, not the ids. */
+int ag_attach_rows_list(ag_node *node, const ag_id *ids, size_t n, ag_dot_rows rows);
 
-/* A row of n weights and a bias, retained, with one reference for the caller; NULL
- * when memory runs out. Releasing its last reference releases them (may run Python,
- * as ag_release). */
-ag_row *ag_row_new(const ag_id *ws, size_t n, ag_id bias);
+/* A row of n ids and then `last` (unless it is 0), each retained, with one reference
+ * for the caller; NULL when memory runs out. Releasing its last reference releases
+ * the ids (which may run Python, as ag_release). */
+ag_row *ag_row_new(const ag_id *ids, size_t n, ag_id last);
 void ag_row_release(ag_row *row);
-
 
 /* Hooks run when a node with AG_FLAG_STRINGS / AG_FLAG_ORDER dies. */
 void ag_labels_forget(ag_id id);

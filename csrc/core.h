@@ -15,15 +15,17 @@ struct ag_row; /* a neuron's weights and bias, held once (arena.h) */
 /* Making nodes (nodes.c; ag_leaf, ag_apply and ag_apply_const are inline in nodes.h). */
 ag_id ag_sum(const ag_id *inputs, size_t n);
 ag_id ag_dot(const ag_id *ws, const ag_id *xs, size_t n, ag_id bias);  /* bias 0: none */
-ag_id ag_dot_row(struct ag_row *row, const ag_id *xs);  /* the row's weights and bias, over xs */
+/* A layer's dot node: a weight row (n weights and a bias) over an input row (n x's). */
+ag_id ag_dot_over_rows(struct ag_row *weights, struct ag_row *xs);
 ag_id ag_custom(double data, const ag_id *inputs, size_t n);
 ag_id ag_local(double data, const ag_id *inputs, const double *local, size_t n);
 
 /* One Layer applied to one input (nn.c): for neuron j, over its weight row (nin weights
- * and a bias), act = bias + w[i] * xs[i] summed over i (one dot node), then relu when
- * nonlin[j]. out[j] gets the result, holding one reference for the caller. On failure
- * nothing is left behind. */
-int ag_layer(struct ag_row *const *rows, const uint8_t *nonlin, size_t nout, const ag_id *xs, ag_id *out);
+ * and a bias), act = bias + w[i] * xs[i] summed over i < nin (one dot node), then relu
+ * when nonlin[j]. out[j] gets the result, holding one reference for the caller. On
+ * failure nothing is left behind. */
+int ag_layer(struct ag_row *const *rows, const uint8_t *nonlin, size_t nout, size_t nin,
+             const ag_id *xs, ag_id *out);
 
 /* Whole-graph work (sweep.c). backward may run Python (AG_EPYTHON: the exception is set). */
 int ag_backward(ag_id root);       /* adds d root / d node to every reachable grad */

@@ -174,7 +174,7 @@ static PyObject *apply_layer(PyObject *module, PyObject *args)
         PyErr_Format(PyExc_ValueError, "Layer takes %zu inputs, got %zd", nin, Py_SIZE(xs));
     } else if ((out = ag_node_list_alloc((Py_ssize_t)nout))) {
         /* no Python code from here until out owns the nodes */
-        int status = ag_layer(rows, (const uint8_t *)PyBytes_AS_STRING(nonlin), nout,
+        int status = ag_layer(rows, (const uint8_t *)PyBytes_AS_STRING(nonlin), nout, nin,
                               ((NodeListObject *)xs)->ids, out->ids);
         if (status != AG_OK) {
             Py_CLEAR(out);
@@ -246,7 +246,7 @@ static PyObject *apply_layers(PyObject *module, PyObject *args)
         ag_layer_weights_rows(PyTuple_GET_ITEM(plan, 0), "layers()", &rows, &nout, &nin); /* checked above */
         next = PyMem_Malloc(nout * sizeof *next);
         status = next ? ag_layer(rows, (const uint8_t *)PyBytes_AS_STRING(PyTuple_GET_ITEM(plan, 1)),
-                                 nout, inputs, next)
+                                 nout, nin, inputs, next)
                       : AG_ENOMEM;
         if (status != AG_OK) {
             PyMem_Free(next);

@@ -71,9 +71,9 @@ static int nary_value(int op, const ag_id *inputs, size_t n, double *value)
 }
 
 /* An n-ary node over inputs (ids the caller keeps alive); local: AG_LOCAL's numbers;
- * row: the weight row an AG_DOT's weights and bias come from. */
+ * rows: the rows an AG_DOT from a layer holds its inputs through. */
 static ag_id new_nary(int op, const ag_id *inputs, size_t n, double data, const double *local,
-                      ag_row *row)
+                      const ag_dot_rows *rows)
 {
     int status = nary_value(op, inputs, n, &data);
     if (status != AG_OK) {
@@ -88,7 +88,7 @@ static ag_id new_nary(int op, const ag_id *inputs, size_t n, double data, const 
     ag_node *node = ag_alloc_node(op, data, &id);
     if (!node)
         return 0;
-    status = row ? ag_attach_row_list(node, inputs, n, row) : ag_attach_list(node, inputs, n, local);
+    status = rows ? ag_attach_rows_list(node, inputs, n, *rows) : ag_attach_list(node, inputs, n, local);
     if (status != AG_OK) {
         node->op = AG_LEAF; /* no inputs were taken: free it as a plain leaf */
         ag_release(id);
@@ -112,7 +112,7 @@ ag_id ag_local(double data, const ag_id *inputs, const double *local, size_t n)
 
 /* The dot node: bias + w0*x0 + w1*x1 + ..., its inputs interleaved (w0, x0, w1, x1, ...,
  * bias), the order the sum is taken in. */
-static ag_id dot_node(const ag_id *ws, const ag_id *xs, size_t n, ag_id bias, ag_row *row)
+static ag_id dot_node(const ag_id *ws, const ag_id *xs, size_t n, ag_id bias, const ag_dot_rows *rows)
 {
     if (n > (SIZE_MAX / sizeof(ag_id) - 1) / 2) {
         ag_fail(AG_EINVALID, 0);
@@ -131,7 +131,7 @@ static ag_id dot_node(const ag_id *ws, const ag_id *xs, size_t n, ag_id bias, ag
     }
     if (bias)
         interleaved[2 * n] = bias;
-    ag_id id = new_nary(AG_DOT, interleaved, count, 0.0, NULL, row);
+    ag_id id = new_nary(AG_DOT, interleaved, count, 0.0, NULL, rows);
     if (interleaved != small)
         free(interleaved);
     return id;
@@ -142,9 +142,10 @@ ag_id ag_dot(const ag_id *ws, const ag_id *xs, size_t n, ag_id bias)
     return dot_node(ws, xs, n, bias, NULL);
 }
 
-ag_id ag_dot_row(ag_row *row, const ag_id *xs)
+ag_id ag_dot_over_rows(ag_row *weights, ag_row *xs)
 {
-    return dot_node(row->ids, xs, row->n - 1, row->ids[row->n - 1], row);
+    ag_dot_rows rows = {weights, xs};
+    return dot_node(weights->ids, xs->ids, xs->n, weights->ids[xs->n], &rows);
 }
 
 /* ---- entry points that take ids from outside: checked (invariant 7) ---- */

@@ -121,28 +121,28 @@ void ag_add_back(const grads_kept *kept)
 
 static uint64_t sorts_started; /* numbers the sorts, for ag_row.sorted_in */
 
-/* Pushes the inputs of a dot node over a weight row that are not marked yet, as for
- * any node (in order), with one shortcut: marks are only ever set during a sort, so
- * once this sort has found every node of the row marked, they are marked to its end,
- * and the row's other dot nodes look only at their x's (odd positions). A layer run
- * over a batch has one dot node per sample and neuron over the same row. */
-static size_t push_row_dot_inputs(ag_row *row, const ag_id *inputs, size_t n, ag_id *stack,
-                                  size_t depth, uint64_t sort)
+/* Pushes the inputs of a dot node over rows that are not marked yet, in order, as for
+ * any node, with one shortcut: marks are only ever set during a sort, so once this
+ * sort has found every node of a row marked, they stay marked to its end, and the
+ * row's other dot nodes skip its positions (even: the weight row's, odd: the input
+ * row's). A layer run over a batch makes many dot nodes over each row. */
+static size_t push_rows_dot_inputs(const ag_dot_rows *rows, const ag_id *inputs, size_t n, ag_id *stack,
+                                   size_t depth, uint64_t sort)
 {
-    if (row->sorted_in == sort) {
-        for (size_t i = 1; i < n; i += 2)
-            if (!(ag_node_at(inputs[i])->flags & AG_FLAG_SORTING))
-                stack[depth++] = inputs[i];
+    ag_row *row[2] = {rows->weights, rows->xs}; /* by position parity */
+    int done[2] = {row[0]->sorted_in == sort, row[1]->sorted_in == sort};
+    int all_marked[2] = {1, 1};
+    if (done[0] && done[1])
         return depth;
-    }
-    int row_marked = 1;
-    for (size_t i = 0; i < n; i++)
+    size_t first = done[0] ? 1 : 0, step = done[0] || done[1] ? 2 : 1;
+    for (size_t i = first; i < n; i += step)
         if (!(ag_node_at(inputs[i])->flags & AG_FLAG_SORTING)) {
             stack[depth++] = inputs[i];
-            row_marked &= i % 2; /* even positions are the row's: w0, w1, ..., the bias */
+            all_marked[i % 2] = 0;
         }
-    if (row_marked)
-        row->sorted_in = sort;
+    for (int k = 0; k < 2; k++)
+        if (!done[k] && all_marked[k])
+            row[k]->sorted_in = sort;
     return depth;
 }
 
@@ -191,9 +191,9 @@ static int topo_sort(ag_id root, ag_order *out, grads_kept *kept, int keep_marks
         python |= node->flags & AG_FLAG_PYRULE;
         node->flags |= AG_FLAG_SORTING;
         stack[depth++] = top | AG_SORT_EXIT;
-        ag_row *row = ag_row_of(node);
-        if (row) {
-            depth = push_row_dot_inputs(row, inputs, n_inputs, stack, depth, sort);
+        const ag_dot_rows *rows = ag_rows_of(node);
+        if (rows) {
+            depth = push_rows_dot_inputs(rows, inputs, n_inputs, stack, depth, sort);
             continue;
         }
         for (size_t i = 0; i < n_inputs; i++)

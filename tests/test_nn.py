@@ -178,6 +178,127 @@ def test_layer_and_mlp_fast_paths_make_the_neuron_at_a_time_graph():
     assert [bits(g) for g in fast_grads] == [bits(g) for g in slow_grads]
 
 
+def neuron_at_a_time(layers, x):
+    """The layers applied one Neuron.__call__ at a time: the same graph as the fast path
+    (one dot node per neuron, bias first), without weight rows."""
+    for layer in layers:
+        outs = [neuron(x) for neuron in layer.neurons]
+        x = outs[0] if len(outs) == 1 else outs
+    return x
+
+
+def batch_loss(apply, batch):
+    return pyautograd.sum([apply(x) for x in batch]) * (1.0 / len(batch))
+
+
+def test_batches_over_weight_rows_give_the_neuron_at_a_time_gradients_bitwise():
+    """A layer's dot nodes hold their weights and inputs through shared rows, and the sort
+    skips a row it has seen marked: over a batch, a layer applied to its own output
+    (the same rows at several depths), inputs that are the layer's own weights or appear
+    twice, a sort per backward and grad(), the results are the unshared graph's, bit for
+    bit."""
+    random.seed(21)
+    model = nn.MLP(3, [4, 4, 1])
+    square = nn.Layer(4, 4)  # applied three times in a row: its rows recur with depth
+    w = model.layers[0].neurons[1].w
+    batch = [[Value(a), Value(b), Value(c)] for a, b, c in random_inputs(3, 12, 5)]
+    batch += [[w[0], w[1], w[2]], [batch[0][0], batch[0][0], w[0]]]
+
+    def fast(x):
+        return model.layers[2](square(square(square(model.layers[1](model.layers[0](x))))))
+
+    def slow(x):
+        return neuron_at_a_time([model.layers[2]], neuron_at_a_time(
+            [square] * 3, neuron_at_a_time(model.layers[:2], x)))
+
+    params = model.parameters() + square.parameters() + [v for x in batch[:12] for v in x]
+    results = []
+    for apply in (fast, slow):
+        for p in params:
+            p.grad = 0.0
+        loss = batch_loss(apply, batch)
+        loss.backward()
+        loss.backward()  # a second sort over the same graph
+        firsts = pyautograd.grad(loss, params[:10])
+        results.append((bits(loss.data), [bits(p.grad) for p in params],
+                        [bits(g.data) for g in firsts]))
+    assert results[0] == results[1]
+    assert model._plans()[0] is not None and square._plan() is not None  # the fast path ran
+
+
+def test_mlp_batch_matches_neuron_at_a_time_bitwise():
+    random.seed(1337)
+    model = nn.MLP(2, [16, 16, 1])
+    batch = random_inputs(2, 30, 3)
+    grads = []
+    for apply in (model, lambda x: neuron_at_a_time(model.layers, x)):
+        model.zero_grad()
+        batch_loss(apply, batch).backward()
+        grads.append([bits(p.grad) for p in model.parameters()])
+    assert grads[0] == grads[1]
+
+
+def test_a_graph_keeps_its_weights_after_the_model_and_its_plans_go():
+    gc.collect()
+    baseline = arena.stats()["live_nodes"]
+    random.seed(6)
+    model = nn.MLP(3, [5, 1])
+    x = [0.5, -0.25, 2.0]
+    loss = batch_loss(model, [x, x[::-1]])
+    weights = sorted(p.data for p in model.parameters() if p.data != 0.0)  # not the biases
+    model.zero_grad()
+    loss.backward()
+    expected = sorted((p.data, p.grad) for p in model.parameters() if p.data != 0.0)
+    model.layers[0].neurons[0].w[0] = Value(9.0)  # the plans are rebuilt on the next call
+    batch_loss(model, [x])
+    del model
+    gc.collect()
+    # The old weights live on through the graph's rows only; a second backward doubles
+    # their grads, as it would have with the model alive.
+    leaves = [v for v in walk(loss) if not v._prev]
+    assert sorted(v.data for v in leaves if v.data in weights) == weights
+    loss.backward()
+    got = sorted((v.data, v.grad / 2) for v in leaves if v.data in weights)
+    assert got == expected
+    del loss, leaves
+    gc.collect()
+    assert arena.stats()["live_nodes"] == baseline
+
+
+def walk(root):
+    seen, stack, out = set(), [root], []
+    while stack:
+        v = stack.pop()
+        if id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+            stack.extend(v._prev)
+    return out
+
+
+def test_layer_weights_check_what_they_are_given():
+    ws, bs = [Value(1.0), Value(2.0), Value(3.0), Value(4.0)], [Value(0.0), Value(1.0)]
+    weights = pyautograd._ag.LayerWeights(ws, bs)
+    assert len(weights) == 2 and weights.nin == 2
+    assert "2 rows of 2 weights" in repr(weights)
+    out = pyautograd._ag.layer(weights, b"\x00\x00", [Value(1.0), Value(1.0)]).values()
+    assert [v.data for v in out] == [3.0, 8.0]
+    with pytest.raises(TypeError, match="str"):
+        pyautograd._ag.LayerWeights(ws, ["b", "c"])
+    with pytest.raises(ValueError, match="3 weights"):
+        pyautograd._ag.LayerWeights(ws[:3], bs)
+    with pytest.raises(ValueError):
+        pyautograd._ag.LayerWeights([], [])
+    with pytest.raises(TypeError, match="LayerWeights, not 'list'"):
+        pyautograd._ag.layer(ws, b"\x00\x00", [1.0, 1.0])
+    with pytest.raises(ValueError, match="nonlinearity"):
+        pyautograd._ag.layer(weights, b"\x00", [1.0, 1.0])
+    with pytest.raises(TypeError, match="each plan is"):
+        pyautograd._ag.layers(((ws, bs, b"\x00\x00"),), [1.0, 1.0])
+    with pytest.raises(TypeError, match="LayerWeights, not 'list'"):
+        pyautograd._ag.layers(((ws, b"\x00\x00"),), [1.0, 1.0])
+
+
 def reference_output(model, x):
     """What micrograd's nn code computes, done here op by op on pyautograd Values."""
     for layer in model.layers:
@@ -305,9 +426,13 @@ def test_memory_error_leaves_nothing_behind():
 
 def test_no_grad_builds_no_graph():
     model = nn.MLP(2, [4, 1])
+    model([1.0, -1.0])  # the plans
+    gc.collect()
+    live = arena.stats()["live_nodes"]
     with pyautograd.no_grad():
         out = model([1.0, -1.0])
     assert out._prev == set()
+    assert arena.stats()["live_nodes"] == live + 1  # out's leaf; the rows of inputs went
     with_grad = model([1.0, -1.0])
     assert bits(out.data) == bits(with_grad.data)
 

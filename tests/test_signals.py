@@ -264,6 +264,7 @@ CHILD = textwrap.dedent(r'''
         "subclass with its own __init__":
             lambda: [Tagged(1.0, (x, y), "g") for x, y in zip(pool, positive)],
         "NodeList(generator)": lambda: _ag.NodeList(cb_iter(pool)),
+        "LayerWeights(generators)": lambda: _ag.LayerWeights(cb_iter(pool[:16]), cb_iter(pool[16:20])),
         "optim.SGD(params)": opt_sgd,
         "optim.Adam(generator)": opt_adam,
         "backward (Python rules inside)": lambda: root_rules.backward(),
