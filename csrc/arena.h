@@ -9,9 +9,9 @@
  *     is an immutable DAG. Only data of leaves and every grad are written later.
  *  2. refs counts what holds the node: its Value (at most one, invariant 8), each
  *     live node that uses it as an input (once per use: a + a adds 2), each owned
- *     id list (NodeList, optimizers) and each weight row (ag_row) it is in. A dot node
- *     made from a row holds the row instead of the weights and bias it has from it.
- *     A node is freed when refs reaches 0, through a worklist, never by recursion.
+ *     id list (NodeList, optimizers) and each row (ag_row) it is in. A dot node made
+ *     by a layer holds its two rows instead of its inputs (ag_dot_rows). A node is
+ *     freed when refs reaches 0, through a worklist, never by recursion.
  *  3. AG_FLAG_SORTING is clear between calls, and whenever Python code may run: the
  *     sort sets it, and it is cleared by the end of the sort, or (when no node under
  *     the root has a Python _backward) by the sweep or grad() pass that follows it in
