@@ -106,8 +106,9 @@ void ag_mark_state(PyObject *self)
     if (node->flags & AG_FLAG_PYSTATE)
         return;
     node->flags |= AG_FLAG_PYSTATE;
-    if (!PyObject_GC_IsTracked(self))
+    if (!PyObject_GC_IsTracked(self)) /* a subclass instance is tracked from birth */
         PyObject_GC_Track(self);
+    ((ValueObject *)self)->tracked = 1;
     if (node->refs > 1)
         pin(node);
 }

@@ -20,6 +20,9 @@
 typedef struct {
     PyObject_HEAD
     ag_id id;          /* one reference to the node; 0 only while being made */
+    uint32_t tracked;  /* 1 once the cyclic GC tracks it (ag_mark_state), which it then
+                          does until the Value dies: dealloc's fast path reads this
+                          instead of asking the GC, a call per op's result */
     PyObject *dict;    /* attributes, a Python-written _backward; NULL until set */
     PyObject *weakrefs;
 } ValueObject;

@@ -48,6 +48,7 @@ PyObject *ag_value_alloc(void)
         v->weakrefs = NULL;
     }
     v->id = 0;
+    v->tracked = 0;
     return (PyObject *)v;
 }
 
@@ -146,8 +147,7 @@ static void value_dealloc(PyObject *self)
 {
     ValueObject *v = (ValueObject *)self;
     PyTypeObject *type = Py_TYPE(self);
-    if (type == ag_value_type && !v->dict && !v->weakrefs && n_free_values < AG_FREE_VALUES
-        && !PyObject_GC_IsTracked(self)) {
+    if (type == ag_value_type && !v->tracked && !v->dict && !v->weakrefs && n_free_values < AG_FREE_VALUES) {
         /* the common case, an op's result made and dropped: never tracked, no state */
         if (v->id) {
             ag_node_at(v->id)->py = NULL;
