@@ -272,7 +272,7 @@ def main(argv=None):
     attr_objs, attr_passes = 4192, 10   # microgpt's parameter count
     leaf_ops = 200_000
     layer_calls = 100
-    graph_terms, graph_repeats = 250_000, (1 if quick else 3)  # ~10^6 nodes
+    graph_terms, graph_repeats = 250_000, (1 if quick else 5)  # ~10^6 nodes; steal hits single runs
     moons_steps, moons_repeats = (11 if quick else 21), (3 if quick else 7)
     gpt_steps, gpt_repeats = (6 if quick else 20), (2 if quick else 3)
 
