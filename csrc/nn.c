@@ -35,6 +35,9 @@ int ag_layer(ag_row *const *rows, const uint8_t *nonlin, size_t nout, size_t nin
         }
         out[j] = act;
     }
-    ag_row_release(inputs); /* the dot nodes hold it now, if any were made */
+    /* The dot nodes hold the row now, if any were made. Releasing the call's reference
+     * runs no Python code: the caller still holds each x (a NodeList, or the ids
+     * apply_layers owns), so none drops to the one reference that unpins its Value. */
+    ag_row_release(inputs);
     return status;
 }

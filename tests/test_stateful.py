@@ -279,24 +279,23 @@ def walk(roots):
     back as itself, and _prev holds the objects _inputs gives."""
     seen = {}
     stack = []
-    for r in roots:
-        i = r._id
+
+    def meet(v):
+        i = v._id
         if i in seen:
-            assert seen[i] is r, f"node {i} has two Python objects"
+            assert seen[i] is v, f"node {i} has two Python objects"
         else:
-            seen[i] = r
-            stack.append(r)
+            seen[i] = v
+            stack.append(v)
+
+    for r in roots:
+        meet(r)
     while stack:
         v = stack.pop()
         inputs = v._inputs
         assert {id(x) for x in v._prev} == {id(x) for x in inputs}, "_prev is not _inputs"
         for u in inputs:
-            j = u._id
-            if j in seen:
-                assert seen[j] is u, f"node {j} has two Python objects"
-            else:
-                seen[j] = u
-                stack.append(u)
+            meet(u)
     return seen
 
 
