@@ -26,7 +26,11 @@ enum ag_status {
     AG_EINVALID = 3,   /* bad arguments (e.g. an id that is not a live node) */
     AG_EPYTHON = 4,    /* a Python _backward raised; its exception is set */
     AG_ENOREPLAY = 5,  /* forward(): the graph holds a node made by hand */
-    AG_EPYRULE = 6     /* grad(create_graph=True): a node's derivative is a Python function */
+    AG_EPYRULE = 6,    /* grad(create_graph=True): a node's derivative is a Python function */
+    AG_EBUSY = 7,      /* backward()/grad() met a node that a running sweep with Python rules
+                          owns (another thread's, or one this call is nested in) */
+    AG_ECHOSEN = 8     /* forward(): the graph holds a derivative built for the values of
+                          the time (a branch of pow's derivative was picked) */
 };
 
 /* The op table (csrc/ops.h), for the Python facade. */

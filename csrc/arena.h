@@ -4,7 +4,7 @@
  * (no realloc, no stale pointers). Ids index the blocks; freed ids go on a free list
  * and are reused, and whole free blocks go back to the system beyond a reserve.
  *
- * Invariants the rest of the core relies on (DESIGN.md numbers them the same way):
+ * Invariants the rest of the core relies on (cited by number across csrc/ and docs/):
  *  1. A node's inputs exist before it and never change after it is made; the graph
  *     is an immutable DAG. Only data of leaves and every grad are written later.
  *  2. refs counts what holds the node: its Value (at most one, invariant 8), each
@@ -20,11 +20,27 @@
  *  4. Every call runs with the GIL held, so the arena needs no lock of its own. Only
  *     the Python hooks below run Python code; every caller of ag_release and of the
  *     sweep is ready for that (the arena is consistent whenever a hook runs).
+ *  5. No recursion on graph depth, in C or Python: sorts, sweeps, freeing and walks use
+ *     explicit stacks or worklists.
+ *  6. Values that carry nothing Python-side hold no Python references and stay out of
+ *     the cyclic GC; a pin the GC cannot see through is reported by the Value that owns
+ *     the path to it (value.c, value_traverse).
  *  7. Ownership: every id stored outside a node's own Value holds a reference.
  *  8. Identity: `py` is the one Python Value of the node while one exists, else NULL.
  *     A node whose Value carries Python state (attributes, a Python _backward, a
  *     subclass) keeps that Value alive while anything else holds the node (PINNED),
  *     so the state is there when the node comes back to Python through `_prev`.
+ *     A Value never moves to another node once it has been handed out (value_new.c).
+ *  9. Nodes may carry Python rules (AG_FLAG_PYRULE); the sweep runs them in order.
+ * 10. Re-entrancy: wherever C calls Python (ag_hooks, and the C-API files' calls listed
+ *     in docs/how-it-works.md), anything may happen: Values made, dropped, given
+ *     state; backward() or grad() run, in this thread or another. Across such a point a
+ *     C frame keeps only what it owns: a reference to every node it will touch after
+ *     (a sweep retains its root, whose graph holds the rest), no half-made Value
+ *     reachable from Python, and its working state in buffers of its own. A sweep
+ *     that runs Python keeps its adjoints in the nodes' grad fields (Python rules read
+ *     them there), so it marks its nodes AG_FLAG_OWNED while it runs, and any other
+ *     sweep that reaches one refuses (AG_EBUSY) rather than mix its adjoints in.
  */
 #ifndef AG_ARENA_H
 #define AG_ARENA_H
@@ -55,7 +71,7 @@ typedef struct ag_node {
                              free nodes: in[0] is the next free id */
     uint32_t refs;
     uint8_t op;           /* enum ag_op */
-    uint8_t flags;        /* AG_FLAG_* */
+    uint16_t flags;       /* AG_FLAG_* (40 bytes in all, as with 8 bits) */
 } ag_node;
 
 enum ag_flag {
@@ -64,7 +80,15 @@ enum ag_flag {
     AG_FLAG_ORDER = 4,   /* is the root of a cached topological order (sweep.c) */
     AG_FLAG_PYSTATE = 8, /* its Value carries Python state: pinned while others hold the node */
     AG_FLAG_PINNED = 16, /* the node holds a reference to its Value (py) */
-    AG_FLAG_PYRULE = 32  /* backward calls its Value's Python _backward, not the op's rule */
+    AG_FLAG_PYRULE = 32, /* its Value's dict may hold a Python _backward (set, or the dict
+                            was handed out by vars()): the sweep asks (run_rule) and runs
+                            that in the op's place, or the op's own rule when there is none */
+    AG_FLAG_OWNED = 64,  /* walked by a backward() or grad() that runs Python rules, until it
+                            ends: invariant 10 (sweep.c) */
+    AG_FLAG_CHOSEN = 128, /* made by grad(create_graph=True) from a derivative that picked a
+                             branch by the values at the time (pow at 0): replay refuses it */
+    AG_FLAG_REACHES_STATE = 256 /* its Value was made over a node whose Value carries Python
+                                   state: the Value may hold a pin (value.c, invariant 6) */
 };
 
 /* Ids held once for many dot nodes (nn.c). A layer run over a batch makes, for each
@@ -135,8 +159,13 @@ ag_node *ag_node_checked(ag_id id);
 typedef struct ag_python_hooks {
     void (*pin)(ag_node *node);
     void (*unpin)(ag_node *node);   /* may run any Python code (the Value may die) */
-    int (*run_rule)(ag_node *node); /* AG_OK, or AG_EPYTHON with the exception set */
+    /* AG_OK, AG_EPYTHON with the exception set, or AG_ENORULE when the Value's dict
+     * holds no _backward after all (the sweep then runs the op's own rule) */
+    int (*run_rule)(ag_node *node);
+    int (*has_rule)(ag_node *node); /* 1 if it holds one, 0 if not; runs no Python code */
 } ag_python_hooks;
+
+#define AG_ENORULE (-1) /* run_rule: no Python rule there; not a status Python sees */
 
 extern ag_python_hooks ag_hooks;
 

@@ -14,6 +14,7 @@
  * formulas of the table free everything they no longer need). A failed allocation
  * makes a failed term, which every operation passes on. Calls no Python.
  * Not here: the sweep that uses this (grad.c, ag_grad). */
+#include <ctype.h>
 #include <math.h>
 #include <string.h>
 #include "arena.h"
@@ -183,7 +184,44 @@ static ag_term input_term(ag_id id)
 #define LOG(x) unary(AG_LOG, (x))
 #define STEP(x) unary(AG_STEP, (x))
 #define GATE(x, s) binary(AG_GATE, (x), (s))
-#define SELECT(condition, x, y) ((condition) ? (x) : (y))
+#define SELECT(condition, x, y) (note_choice(#condition, a_id, b_id), (condition) ? (x) : (y))
+
+/* ---- branches picked by the values of the time ----
+ * SELECT builds one branch, picked by the current values: a derivative graph that
+ * holds it is right only while the condition comes out the same. Replay would run it
+ * at other values, so grad() marks such graphs (AG_FLAG_CHOSEN) for forward() to
+ * refuse. A condition only on inputs that are constants (b == 0.0 in x ** 2) never
+ * changes, and does not count. */
+static int choice_noted;
+
+/* Whether the C condition `text` reads the variable `name` (a, b or out). */
+static int reads(const char *text, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *p = strstr(text, name); p; p = strstr(p + 1, name)) {
+        int starts = p == text || !(isalnum((unsigned char)p[-1]) || p[-1] == '_');
+        int ends = !(isalnum((unsigned char)p[len]) || p[len] == '_');
+        if (starts && ends)
+            return 1;
+    }
+    return 0;
+}
+
+static void note_choice(const char *condition, ag_id a_id, ag_id b_id)
+{
+    int a_varies = ag_node_at(a_id)->op != AG_CONST, b_varies = b_id && ag_node_at(b_id)->op != AG_CONST;
+    if ((reads(condition, "a") && a_varies) || (reads(condition, "b") && b_varies)
+        || (reads(condition, "out") && (a_varies || b_varies)))
+        choice_noted = 1;
+}
+
+int ag_choice_noted(int forget)
+{
+    int noted = choice_noted;
+    if (forget)
+        choice_noted = 0;
+    return noted;
+}
 
 /* What an elementwise node passes back to input a (which 0) or b (which 1), given the
  * gradient g arriving at it (borrowed), as a term. */

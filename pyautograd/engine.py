@@ -8,6 +8,8 @@ micrograd's: one object per node, with attributes and weak references, and subcl
 and Python-written ops (`out._backward = fn`) work. What this module adds, in Python:
 pickling and copying, and the messages of the exceptions the C side raises.
 """
+import gc
+
 from . import _ag
 from ._ag import ffi, lib
 
@@ -81,7 +83,30 @@ def _raise_failure(what, inputs, node, node_op):
             f"grad(create_graph=True) cannot differentiate a node whose _backward is written "
             f"in Python (_op {node._op!r}, data {node.data!r}): a Python function is no graph. "
             f"Use create_graph=False, or build the op from Value operations.")
+    if status == lib.AG_ECHOSEN:
+        raise RuntimeError(
+            f"forward() cannot replay this graph: it holds a derivative built by "
+            f"grad(create_graph=True) that picked a branch by the values of the time "
+            f"(pow's derivative where the base or the exponent was 0; node _op "
+            f"{node._op!r}, data {node.data!r}), which other values may not take. "
+            f"Call grad() again at the new values instead.")
+    if status == lib.AG_EBUSY:
+        raise RuntimeError(
+            f"{what}() reached a node that another backward() or grad() is using: one "
+            f"that runs Python _backward rules, in another thread or around this call "
+            f"(called from one of its rules). Its gradients are half-summed in those "
+            f"nodes; run the two one after the other (e.g. under a lock).")
     raise ValueError(f"pyautograd: invalid arguments to {what}")
 
 
 _ag._set_failure_hook(_raise_failure)
+
+
+def _before_gc_pass(phase, info):
+    """Before each GC pass: Values that came to hold a pin are tracked (csrc/value.c),
+    so that the pass sees every reference a pin holds."""
+    if phase == "start":
+        _ag._track_pin_holders()
+
+
+gc.callbacks.append(_before_gc_pass)

@@ -1,4 +1,4 @@
-"""Ownership at the C boundary (DESIGN.md invariant 7): every node id held outside a Value
+"""Ownership at the C boundary (invariant 7 in csrc/arena.h): every node id held outside a Value
 owns its node, and nothing Python can call hands out or takes a raw reference.
 
 One test (or a few) per way the public API could once be made to read freed nodes,
