@@ -87,8 +87,9 @@ enum ag_flag {
                             ends: invariant 10 (sweep.c) */
     AG_FLAG_CHOSEN = 128, /* made by grad(create_graph=True) from a derivative that picked a
                              branch by the values at the time (pow at 0): replay refuses it */
-    AG_FLAG_REACHES_STATE = 256 /* its Value was made over a node whose Value carries Python
-                                   state: the Value may hold a pin (value.c, invariant 6) */
+    AG_FLAG_REACHES_STATE = 256 /* its Value's state may refer to objects, or it was made
+                                   over a node that is so: its Value may hold a pin in a
+                                   cycle, and the GC tracks it (value.c, invariant 6) */
 };
 
 /* Ids held once for many dot nodes (nn.c). A layer run over a batch makes, for each

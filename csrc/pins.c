@@ -122,10 +122,8 @@ void ag_mark_state(PyObject *self)
     if (!PyObject_GC_IsTracked(self)) /* a subclass instance is tracked from birth */
         PyObject_GC_Track(self);
     ((ValueObject *)self)->tracked = 1;
-    if (node->refs > 1) {
+    if (node->refs > 1)
         pin(node);
-        ag_pin_holders_unknown = 1; /* they were made before: value.c */
-    }
 }
 
 /* The Python _backward in the node's Value's dict (borrowed), or NULL (an exception

@@ -45,6 +45,10 @@ PyObject *ag_value_own(PyObject *v, ag_id id); /* v takes the new node id's refe
                                               id 0 (a failed op) drops v and returns NULL */
 PyObject *ag_value_of(ag_id id);          /* the node's Value (new reference): the one that
                                               exists, or a new one (invariant 8) */
+/* The Values of n nodes the caller keeps alive, as a tuple (or a list): every Value is
+ * made before the container, so Python code that a GC pass runs meanwhile never meets a
+ * container with empty slots (invariant 10). */
+PyObject *ag_values_of(const ag_id *ids, size_t n, int as_tuple);
 /* Raises the exception for a failed core call: `what` names the operation, inputs
  * (stolen, may be NULL) are the operands shown in the message. Returns NULL. */
 PyObject *ag_raise_failure(const char *what, PyObject *inputs);
@@ -95,6 +99,7 @@ int ag_layer_weights_rows(PyObject *o, const char *what, ag_row *const **rows, s
  * state; ag_track_pin_holders (a GC callback) then has the Values holding it tracked. */
 extern int ag_pin_holders_unknown;
 void ag_track_pin_holders(void);
+void ag_note_held_objects(PyObject *self); /* its state may now refer to objects */
 
 /* pins.c: the Value gets Python state (attributes, a Python _backward, a subclass):
  * its node pins it while used, and the cyclic GC looks after it (invariant 8). */

@@ -66,8 +66,11 @@ PyObject *ag_value_alloc(void) { return value_alloc(); }
  * at most once (ways held alone never meet), and reporting fewer than there are only
  * leaves a cycle uncollected, never frees what is alive. The walk looks at a bounded
  * number of inputs. Such a Value must be tracked by the GC: it is when it is made over
- * a node with Python state (AG_FLAG_REACHES_STATE); when a node already in use gets
- * state, the next GC pass looks for the holders first (ag_track_pin_holders). */
+ * a node whose Value's state may refer to objects (AG_FLAG_REACHES_STATE: an attribute
+ * that is not a number or a string, a Python _backward, a dict handed out), or over a
+ * node made so; when a node already in use gets such state, the next GC pass looks for
+ * the holders first (ag_track_pin_holders). State of numbers only (Eureka's p.m = 0.0)
+ * can make no cycle, and the Values made over it stay out of the GC's work. */
 
 #define AG_PIN_LOOKS 256 /* inputs looked at below one Value */
 
@@ -118,7 +121,31 @@ static void track(ValueObject *v)
     }
 }
 
-/* A Value made over a node with Python state may come to hold a pin: the GC tracks it. */
+/* A number or a string refers to no other object: an attribute that is one (Eureka's
+ * p.m = 0.0) can make no cycle. */
+static int holds_no_object(PyObject *o)
+{
+    return o == Py_None || PyFloat_CheckExact(o) || PyLong_CheckExact(o) || PyBool_Check(o)
+           || PyUnicode_CheckExact(o) || PyBytes_CheckExact(o) || PyComplex_CheckExact(o);
+}
+
+int ag_pin_holders_unknown;
+
+/* self's Python state may now refer to other objects (a Value, a list, a closure): a
+ * cycle through its pin may form. Values made over its node from now on are tracked
+ * (note_state_below); those made before are looked for before the next GC pass. */
+void ag_note_held_objects(PyObject *self)
+{
+    ag_node *node = ag_node_at(VALUE_ID(self));
+    if (node->flags & AG_FLAG_REACHES_STATE)
+        return;
+    node->flags |= AG_FLAG_REACHES_STATE;
+    if (node->refs > 1)
+        ag_pin_holders_unknown = 1;
+}
+
+/* A Value made over a node that reaches such state may come to hold a pin: the GC
+ * tracks it. */
 static inline void note_state_below(ValueObject *v, ag_node *node)
 {
     uint16_t below = 0;
@@ -133,17 +160,16 @@ static inline void note_state_below(ValueObject *v, ag_node *node)
         for (size_t i = 0; i < n; i++)
             below |= ag_node_at(in[i])->flags;
     }
-    if (below & (AG_FLAG_PYSTATE | AG_FLAG_REACHES_STATE)) {
+    if (below & AG_FLAG_REACHES_STATE) {
         node->flags |= AG_FLAG_REACHES_STATE;
         track(v);
     }
 }
 
-int ag_pin_holders_unknown;
-
 static int track_if_pinned(PyObject *pinned, void *holder)
 {
-    (void)pinned;
+    if (!(ag_node_at(VALUE_ID(pinned))->flags & AG_FLAG_REACHES_STATE))
+        return 0;
     ag_node_at(((ValueObject *)holder)->id)->flags |= AG_FLAG_REACHES_STATE;
     track(holder);
     return 1;
@@ -198,6 +224,29 @@ PyObject *ag_value_of(ag_id id)
     }
     Py_INCREF((PyObject *)node->py);
     return node->py;
+}
+
+PyObject *ag_values_of(const ag_id *ids, size_t n, int as_tuple)
+{
+    PyObject **made = PyMem_Malloc((n ? n : 1) * sizeof *made), *out = NULL;
+    size_t k = 0;
+    for (; made && k < n; k++) /* each may run a GC pass: none is in a container yet */
+        if (!(made[k] = ag_value_of(ids[k])))
+            break;
+    if (made && k == n && (out = as_tuple ? PyTuple_New((Py_ssize_t)n) : PyList_New((Py_ssize_t)n)))
+        for (size_t i = 0; i < n; i++) {
+            if (as_tuple)
+                PyTuple_SET_ITEM(out, (Py_ssize_t)i, made[i]);
+            else
+                PyList_SET_ITEM(out, (Py_ssize_t)i, made[i]);
+        }
+    if (!out)
+        for (size_t i = 0; made && i < k; i++)
+            Py_DECREF(made[i]);
+    if (!made)
+        PyErr_NoMemory();
+    PyMem_Free(made);
+    return out;
 }
 
 /* ---- errors ---- */
@@ -358,6 +407,8 @@ static int value_setattro(PyObject *self, PyObject *name, PyObject *value)
         return -1;
     if (((ValueObject *)self)->dict)
         ag_mark_state(self);
+    if (value && !holds_no_object(value))
+        ag_note_held_objects(self);
     return 0;
 }
 
@@ -366,6 +417,7 @@ static int value_setattro(PyObject *self, PyObject *name, PyObject *value)
 static void dict_handed_out(PyObject *self)
 {
     ag_mark_state(self);
+    ag_note_held_objects(self);
     ag_node_at(VALUE_ID(self))->flags |= AG_FLAG_PYRULE;
 }
 
@@ -481,18 +533,14 @@ static PyObject *get_inputs(PyObject *self, void *unused)
 {
     (void)unused;
     size_t n;
-    ag_inputs_of(ag_node_at(VALUE_ID(self)), &n);
-    PyObject *inputs = PyTuple_New((Py_ssize_t)n);
-    for (size_t i = 0; inputs && i < n; i++) {
-        /* looked up each time: making a Value may run Python code (a GC pass) */
-        PyObject *v = ag_value_of(ag_inputs_of(ag_node_at(VALUE_ID(self)), &n)[i]);
-        if (!v) {
-            Py_CLEAR(inputs);
-            break;
-        }
-        PyTuple_SET_ITEM(inputs, (Py_ssize_t)i, v);
-    }
-    return inputs;
+    const ag_id *inputs = ag_inputs_of(ag_node_at(VALUE_ID(self)), &n);
+    ag_id *ids = PyMem_Malloc((n ? n : 1) * sizeof *ids); /* copied: Python code may run */
+    if (!ids)
+        return PyErr_NoMemory();
+    memcpy(ids, inputs, n * sizeof *ids);
+    PyObject *tuple = ag_values_of(ids, n, 1); /* self's node keeps them alive */
+    PyMem_Free(ids);
+    return tuple;
 }
 
 static PyObject *get_prev(PyObject *self, void *unused)
@@ -581,6 +629,7 @@ static int set_backward(PyObject *self, PyObject *rule, void *unused)
     if (PyDict_SetItem(v->dict, ag_backward_name, rule) < 0)
         return -1;
     ag_mark_state(self);
+    ag_note_held_objects(self); /* a closure: micrograd's refers to its own Value */
     node->flags |= AG_FLAG_PYRULE;
     return 0;
 }
