@@ -602,3 +602,5 @@ size_t ag_graph_size(ag_id root)
     shrink_scratch(order.n);
     return order.n;
 }
+
+/* fork: see arena.c */ void ag_sweeps_after_fork(void) {}

@@ -8,6 +8,7 @@ micrograd's: one object per node, with attributes and weak references, and subcl
 and Python-written ops (`out._backward = fn`) work. What this module adds, in Python:
 pickling and copying, and the messages of the exceptions the C side raises.
 """
+import os
 import sys
 import sysconfig
 
@@ -49,6 +50,13 @@ if _no_gil is not None:
 
 if lib.ag_python_init():
     raise ImportError(ffi.string(lib.ag_python_init_error()).decode())
+
+# A fork while another thread's free loop is inside Python (unpinning a Value) would
+# leave the child's loop half run, and the child would never free a node again: the
+# child finishes it (csrc/arena.c, "fork"). Here, not in a pthread_atfork handler:
+# finishing may run Python, which is ready only once CPython has set up the child.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lib.ag_after_fork_in_child)
 
 Value = _ag.Value
 
