@@ -115,3 +115,40 @@ def test_the_fork_hook_does_nothing_without_a_fork():
     base = live()
     del y
     assert live() == base - 1
+
+
+def test_a_fork_while_another_thread_sweeps_with_a_python_rule_frees_its_nodes_in_the_child():
+    """A sweep that runs Python rules owns its nodes until it ends (a second sweep over
+    them refuses). In the child, the thread that ran it does not exist: its marks go, so
+    the child can differentiate the same graph."""
+    inside, resume = threading.Event(), threading.Event()
+    x = Value(2.0)
+    shared = x * x
+    out = Value(shared.data * 3.0, (shared,), "triple")
+
+    def _backward():
+        inside.set()
+        resume.wait(60)
+        shared.grad += 3.0 * out.grad
+    out._backward = _backward
+    other = shared * 5.0
+    t = threading.Thread(target=out.backward)
+    t.start()
+    assert inside.wait(60)
+    with pytest.raises(RuntimeError, match="another backward"):
+        other.backward()  # in the parent the sweep is still running
+    pid = fork()
+    if pid == 0:
+        status = 20
+        try:
+            other.backward()
+            status = 0 if x.grad == 20.0 else 21
+        except BaseException:
+            status = 22
+        os._exit(status)
+    try:
+        assert wait_for(pid) == 0
+    finally:
+        resume.set()
+        t.join()
+    assert x.grad == 12.0  # the parent's sweep, undisturbed
