@@ -64,8 +64,39 @@ def _torch_mod():
     return torch
 
 
-def _where(np, cond, x, y):
-    return np.where(cond, x, y)
+_tanh_function = []
+
+
+def _fx_call(fn):
+    """Marks a torch rule that the fx graph calls as one function (torch.export and
+    onnx trace into it)."""
+    fn.fx_call = True
+    return fn
+
+
+@_fx_call
+def _torch_tanh(a):
+    """tanh with ops.h's gradient G * (1 - out*out), rounded as pyautograd rounds it
+    (torch's fused kernel computes 1 - out*out with an FMA: 1e-11 apart at |x| = 12)."""
+    if not _tanh_function:
+        torch = _torch_mod()
+
+        class Tanh(torch.autograd.Function):
+            @staticmethod
+            def forward(a):
+                return torch.tanh(a)
+
+            @staticmethod
+            def setup_context(ctx, inputs, output):
+                ctx.save_for_backward(output)
+
+            @staticmethod
+            def backward(ctx, g):
+                out, = ctx.saved_tensors
+                return g * (1.0 - out * out)
+
+        _tanh_function.append(Tanh)
+    return _tanh_function[0].apply(a)
 
 
 def _pick(np, cond, t, factor):
@@ -93,7 +124,7 @@ OP_RULES = {
     # torch.relu: gradient 0 at 0 as here (it differs only at nan: G there, 0 here)
     "relu": Rule(1, lambda a: _torch_mod().relu(a), lambda np, a, b: np.where(a < 0.0, 0.0, a),
                  lambda t, a, b, out, np: np.where(out > 0.0, t, 0.0)),
-    "tanh": Rule(1, lambda a: _torch_mod().tanh(a), lambda np, a, b: np.tanh(a),
+    "tanh": Rule(1, _torch_tanh, lambda np, a, b: np.tanh(a),
                  lambda t, a, b, out, np: t * (1.0 - out * out)),
     "exp": Rule(1, lambda a: _torch_mod().exp(a), lambda np, a, b: np.exp(a),
                 lambda t, a, b, out, np: t * out),
@@ -191,7 +222,10 @@ class _Plan:
         ops = _ag.node_ops(order)
         n = len(order)
         arg_of = {}
-        for k, v in enumerate(inputs):
+        for k, (v, op) in enumerate(zip(inputs, _ag.node_ops(inputs))):
+            if op & 255 not in (_LEAF, _CUSTOM, _LOCAL) or v._inputs:
+                raise ValueError(f"inputs[{k}] must be a leaf Value, not a node computed by "
+                                 f"an op ({_describe(v)})")
             if v._id in arg_of:
                 raise ValueError(f"inputs[{k}] is listed twice")
             arg_of[v._id] = k
@@ -200,10 +234,11 @@ class _Plan:
         for p, v in enumerate(order):
             op, chosen = ops[p] & 255, ops[p] & _CHOSEN
             ins = ins_of[p]
+            if chosen:
+                raise ExportError(f"cannot export a derivative built by grad(create_graph=True) "
+                                  f"that picked a branch by the values of the time "
+                                  f"({_describe(v)}): other values may not take it")
             if v._id in arg_of:
-                if ins:
-                    raise ValueError(f"inputs[{arg_of[v._id]}] must be a leaf Value, not a node "
-                                     f"computed by an op ({_describe(v)})")
                 kind[p], batched[p] = "arg", True
                 continue
             if not ins and op in (_LEAF, _CUSTOM, _LOCAL):
@@ -220,10 +255,6 @@ class _Plan:
             if "_backward" in v.__dict__:
                 raise ExportError(f"cannot export a node with a Python _backward "
                                   f"({_describe(v)}): a Python function is no graph")
-            if chosen:
-                raise ExportError(f"cannot export a derivative built by grad(create_graph=True) "
-                                  f"that picked a branch by the values of the time "
-                                  f"({_describe(v)}): other values may not take it")
             name = OP_NAMES[op]
             if op not in (_SUM, _DOT) and name not in OP_RULES:
                 raise ExportError(f"no export rule for op {name!r} ({_describe(v)})")
@@ -398,8 +429,17 @@ class _Plan:
         def is_batched(ref):
             return ref[0] == "arg" or (ref[0] in ("var", "col") and self.var_batched[ref[1]])
 
+        stacks = {}
+
         def vector(qs):
             """The scalars at positions qs as one vector var."""
+            qs = tuple(qs)
+            if qs in stacks:
+                return stacks[qs]
+            stacks[qs] = v = new_vector(qs)
+            return v
+
+        def new_vector(qs):
             rs = [refs[q] for q in qs]
             if rs and rs[0][0] == "col" and self.widths[rs[0][1]] == len(rs) and all(
                     r[0] == "col" and r[1] == rs[0][1] and r[2] == j for j, r in enumerate(rs)):
@@ -577,7 +617,14 @@ class _TorchTarget:
     param = constant = _attr
 
     def op(self, name, args):
-        return OP_RULES[name].torch(*args)
+        if name in ("truediv", "pow") and isinstance(args[0], float):
+            # a number over or to the power of a tensor: torch's Python-number forms differ
+            # (2.0 ** x is wrong for a negative base, 0.0 / x's gradient is nan at 1e-300)
+            args = [self.torch.full_like(args[1], args[0]), args[1]]
+        fn = OP_RULES[name].torch
+        if getattr(fn, "fx_call", False):
+            return self.tracer.create_proxy("call_function", fn, tuple(args), {})
+        return fn(*args)
 
     def select(self, v, j):
         return v.select(-1, j)
@@ -701,7 +748,9 @@ class _JaxTarget:
         return self.consts[name]
 
     def op(self, name, args):
-        return _jax_op(name)(*args)
+        jnp = self.jnp
+        return _jax_op(name)(*(jnp.asarray(a, jnp.float64) if isinstance(a, float) else a
+                               for a in args))
 
     def select(self, v, j):
         return v[..., j]
