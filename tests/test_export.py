@@ -500,6 +500,18 @@ def test_nn_modules_to_torch(torch):
     assert seq[0].weight.dtype == torch.float64
 
 
+def test_the_export_moons_example_trains_the_same_in_torch(torch):
+    import os
+    script = os.path.join(os.path.dirname(__file__), "..", "examples", "export_moons.py")
+    out = subprocess.run([sys.executable, script, "--steps", "15"], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    assert out.count("torch._C._nn.linear") == 3
+    rows = [line.split() for line in out.splitlines() if line[:4].strip().isdigit()]
+    assert len(rows) == 15
+    for step, scalar, batched, _ in rows:
+        assert close(float(scalar), float(batched), rel=1e-12), (step, scalar, batched)
+
+
 # ---- optional dependencies ----
 
 def test_import_pyautograd_imports_neither_torch_nor_jax():
