@@ -467,7 +467,7 @@ def test_onnx_export_runs_in_onnxruntime(torch, tmp_path):
     module = export.to_torch(outs, xs)
     args = tuple(torch.linspace(-1, 1, 5, dtype=torch.float64) * (k + 1) for k in range(3))
     path = tmp_path / "mlp.onnx"
-    torch.onnx.export(module, args, str(path), dynamo=True)
+    torch.onnx.export(module.eval(), args, str(path), dynamo=True)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {i.name: a.numpy() for i, a in zip(session.get_inputs(), args)}
     got = session.run(None, feeds)
