@@ -74,6 +74,7 @@ int ag_python_init(void)
         && PyModule_AddObjectRef(module, "LayerWeights", (PyObject *)layer_weights) == 0
         && PyModule_AddFunctions(module, ag_graph_functions) == 0
         && PyModule_AddFunctions(module, ag_walk_functions) == 0
+        && PyModule_AddFunctions(module, ag_op_functions) == 0
         && PyModule_AddFunctions(module, glue_functions) == 0) {
         ag_install_hooks();
         done = 1;

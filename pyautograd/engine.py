@@ -61,6 +61,10 @@ if hasattr(os, "register_at_fork"):
 
 Value = _ag.Value
 
+# The op table's rows that Python reaches as functions (csrc/ops.h, `function`).
+maximum = _ag.maximum
+minimum = _ag.minimum
+
 
 def _python_method(function):
     """Adds a method written here to Value, the C type."""
