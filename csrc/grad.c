@@ -157,42 +157,6 @@ static int sweep_terms(const ag_order *order, pool *pool, ag_id *bad)
     return status;
 }
 
-/* Marks AG_FLAG_CHOSEN on every node a derivative graph made in this call (those the
- * sort did not mark: the graph's own nodes carry AG_FLAG_SORTING here) under out[],
- * when one of its derivatives picked a branch by values that may change. */
-static int mark_chosen(const ag_id *out, size_t n_out)
-{
-    size_t depth = 0, cap = n_out + 64;
-    ag_id *stack = malloc(cap * sizeof *stack);
-    if (!stack)
-        return AG_ENOMEM;
-    for (size_t k = 0; k < n_out; k++)
-        if (out[k])
-            stack[depth++] = out[k];
-    while (depth) {
-        ag_node *node = ag_node_at(stack[--depth]);
-        if (node->flags & (AG_FLAG_SORTING | AG_FLAG_CHOSEN))
-            continue;
-        node->flags |= AG_FLAG_CHOSEN;
-        size_t n;
-        const ag_id *inputs = ag_inputs_of(node, &n);
-        if (depth + n > cap) {
-            while (depth + n > cap)
-                cap *= 2;
-            ag_id *grown = realloc(stack, cap * sizeof *stack);
-            if (!grown) {
-                free(stack);
-                return AG_ENOMEM;
-            }
-            stack = grown;
-        }
-        for (size_t i = 0; i < n; i++)
-            stack[depth++] = inputs[i];
-    }
-    free(stack);
-    return AG_OK;
-}
-
 /* d root / d inputs[k] into out[k], a new node holding one reference each: with
  * create_graph a node whose graph depends on the inputs (differentiable again), else a
  * leaf. An input root does not depend on gets a leaf 0. No grad changes: the sweep runs
@@ -241,7 +205,7 @@ int ag_grad(ag_id root, const ag_id *inputs, size_t n_inputs, int create_graph, 
                 value[k] = pool.entries[first - 1].term.constant; /* a number */
         }
         if (status == AG_OK && ag_choice_noted(0))
-            status = mark_chosen(out, n_inputs);
+            status = ag_mark_chosen(out, n_inputs);
     }
     /* The sort left its marks (create_graph), or the first-order path made them: they
      * are cleared here, with the grads put back, in one pass (invariant 3). */
