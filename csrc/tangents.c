@@ -372,8 +372,9 @@ int ag_jvp_terms(ag_id root, const ag_id *outputs, size_t n_outputs, const ag_id
     }
     if (status == AG_OK && ag_choice_noted(0))
         status = ag_mark_chosen(out, n_outputs);
-    /* the grads go back before any node can die (releasing terms may free nodes) */
-    for (size_t i = 0; i < n_order; i++) {
+    /* the grads go back before any node can die (releasing terms may free nodes); after
+     * a failed begin too, which may have written positions into some */
+    for (size_t i = 0; i < s.order.n; i++) {
         ag_node *node = ag_node_at(s.order.ids[i]);
         node->grad = 0.0;
         node->flags &= (uint16_t)~AG_FLAG_SORTING;
