@@ -55,6 +55,10 @@ const char *ag_label(ag_id id);                /* "" when none; valid until the 
 int ag_set_custom_op(ag_id id, const char *op);
 const char *ag_custom_op(ag_id id);
 
+/* The side tables the modules above the arena keep (arena.h), for python.c to register. */
+struct ag_side_table;
+extern const struct ag_side_table ag_labels_table, ag_sweep_table, ag_tangents_table;
+
 ag_id ag_error_node(void);  /* the node an AG_EANOMALY or AG_ENOREPLAY names */
 
 #endif

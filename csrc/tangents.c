@@ -29,21 +29,12 @@
 #include "nodes.h"
 #include "sweep.h"
 
-/* ---- positions: a node's place in the order, kept in its grad field for the call ---- */
+/* ---- positions: a node's place in the order, in its grad field's slot for the call ---- */
 
-static void set_position(ag_node *node, size_t i)
-{
-    uint64_t bits = (uint64_t)i + 1;
-    memcpy(&node->grad, &bits, sizeof bits);
-}
+static void set_position(ag_node *node, size_t i) { node->slot = (uint64_t)i + 1; }
 
 /* i + 1, or 0 for a node outside the order */
-static size_t position(const ag_node *node)
-{
-    uint64_t bits;
-    memcpy(&bits, &node->grad, sizeof bits);
-    return (size_t)bits;
-}
+static size_t position(const ag_node *node) { return (size_t)node->slot; }
 
 /* ---- dual numbers and the language read on them ---- */
 
@@ -182,6 +173,12 @@ static void *zeroed_room(scratch *s, size_t bytes)
 }
 
 #define AG_TANGENT_SCRATCH_KEEP ((size_t)1 << 24) /* bytes always worth keeping */
+
+static size_t scratch_held(void)
+{
+    return scratch_op.bytes + scratch_start.bytes + scratch_at.bytes + scratch_value.bytes
+         + scratch_seeded.bytes + scratch_adjoint.bytes + scratch_swept.bytes;
+}
 
 static void fit_scratch(size_t used)
 {
@@ -451,3 +448,6 @@ int ag_hvp(ag_id root, const ag_id *inputs, const double *vector, size_t n_input
     end(&s, 0);
     return status;
 }
+
+/* What tangents.c keeps beside the arena (arena.h): its scratch. */
+const ag_side_table ag_tangents_table = {0, NULL, scratch_held, fit_scratch, NULL};
