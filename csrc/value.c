@@ -20,7 +20,7 @@
 #include <structmember.h> /* T_PYSSIZET, READONLY (3.10, 3.11) */
 
 PyTypeObject *ag_value_type;
-static PyObject *failure_hook;   /* engine._raise_failure(what, inputs, node, node_op) */
+static PyObject *failure_hook;   /* engine._raise_failure(what, inputs, node, node_op, status, value, live) */
 static PyObject *real_abc;       /* numbers.Real: numpy scalars, Fraction, ... */
 PyObject *ag_backward_name;       /* "_backward", interned */
 static PyObject *data_name, *grad_name;
@@ -270,8 +270,9 @@ PyObject *ag_raise_failure(const char *what, PyObject *inputs)
         node = ag_value_of(bad);
     }
     if (!PyErr_Occurred() && failure_hook && inputs) {
-        PyObject *result = PyObject_CallFunction(failure_hook, "sOOs", what, inputs,
-                                                 node ? node : Py_None, node_op);
+        PyObject *result = PyObject_CallFunction(failure_hook, "sOOsidn", what, inputs,
+                                                 node ? node : Py_None, node_op, status,
+                                                 ag_error_value(), (Py_ssize_t)ag_live_nodes());
         Py_XDECREF(result);
     }
     Py_XDECREF(node);

@@ -97,4 +97,5 @@ _SYMBOLS: tuple[str, ...]
 ffi: Any
 lib: Any
 
-def _raise_failure(what: str, inputs: Any, node: Value | None, node_op: str) -> NoReturn: ...
+def _raise_failure(what: str, inputs: Any, node: Value | None, node_op: str, status: int | None = None,
+                   value: float | None = None, live: int | None = None) -> NoReturn: ...
