@@ -105,6 +105,46 @@ def _pick(np, cond, t, factor):
     return np.where(cond, 0.0, t * np.where(cond, 1.0, factor))
 
 
+def _sign(np, a):
+    return np.where(a > 0.0, 1.0, 0.0) - np.where(a < 0.0, 1.0, 0.0)  # 0 at nan, as ops.h
+
+
+_GELU_BETA = 1.41421356237309504880 * 1.12837916709551257390 * 0.5  # ops.h's AG_GELU_BETA
+_GELU_KAPPA = 0.044715
+
+
+def _gelu_inner(a):
+    return _GELU_BETA * (a + _GELU_KAPPA * (a * a * a))
+
+
+def _gelu_to_a(t, a, b, out, np):
+    th = np.tanh(_gelu_inner(a))
+    return t * (0.5 * (1.0 + th) + ((0.5 * a) * (1.0 - th * th))
+                * (_GELU_BETA * (1.0 + (3.0 * _GELU_KAPPA) * (a * a))))
+
+
+def _softplus_d(np, a, b=None):
+    e = np.exp(np.where(a > 20.0, 0.0, a))
+    return np.where(a > 20.0, 1.0, e / (e + 1.0))
+
+
+def _max_share(np, a, b):
+    return np.where(a > b, 1.0, np.where(a == b, 0.5, 0.0))
+
+
+def _share_of(np, t, a, b):
+    """ops.h's AG_SHARE_OF: t times the share (1, 1/2 or 0), exactly 0 where it is 0."""
+    share = _max_share(np, a, b)
+    return np.where(share > 0.0, t * share, 0.0)
+
+
+def _torch_leaky_relu(a, b):
+    torch = _torch_mod()
+    if isinstance(b, float):
+        return torch.nn.functional.leaky_relu(a, b)
+    return torch.where(a > 0.0, a, a * b)
+
+
 OP_RULES = {
     "add": Rule(2, operator.add, lambda np, a, b: a + b,
                 lambda t, a, b, out, np: t, lambda t, a, b, out, np: t),
@@ -141,6 +181,50 @@ OP_RULES = {
                  lambda np, a, b: np.where(b > 0.0, a, 0.0),
                  lambda t, a, b, out, np: np.where(b > 0.0, t, 0.0),
                  lambda t, a, b, out, np: t * 0.0),
+    "sin": Rule(1, lambda a: _torch_mod().sin(a), lambda np, a, b: np.sin(a),
+                lambda t, a, b, out, np: t * np.cos(a)),
+    "cos": Rule(1, lambda a: _torch_mod().cos(a), lambda np, a, b: np.cos(a),
+                lambda t, a, b, out, np: -(t * np.sin(a))),
+    "sqrt": Rule(1, lambda a: _torch_mod().sqrt(a), lambda np, a, b: np.sqrt(a),
+                 lambda t, a, b, out, np: t / (2.0 * out)),
+    "abs": Rule(1, lambda a: _torch_mod().abs(a), lambda np, a, b: np.abs(a),
+                lambda t, a, b, out, np: t * _sign(np, a)),
+    # the slope is a number (x.leaky_relu(0.1)); a tensor slope gets ops.h's rule too
+    "leaky_relu": Rule(2, _torch_leaky_relu, lambda np, a, b: np.where(a > 0.0, a, a * b),
+                       lambda t, a, b, out, np: t * np.where(a > 0.0, 1.0, b),
+                       lambda t, a, b, out, np: t * (a - np.where(a > 0.0, a, 0.0))),
+    # the tanh form, torch's gelu(approximate='tanh') operation for operation (ops.h)
+    "gelu": Rule(1, lambda a: _torch_mod().nn.functional.gelu(a, approximate="tanh"),
+                 lambda np, a, b: 0.5 * a * (1.0 + np.tanh(_gelu_inner(a))), _gelu_to_a),
+    "softplus": Rule(1, lambda a: _torch_mod().nn.functional.softplus(a),
+                     lambda np, a, b: np.where(a > 20.0, a, np.log1p(np.exp(a))),
+                     lambda t, a, b, out, np: t * _softplus_d(np, a)),
+    # torch.maximum's rules: G to the larger input, G / 2 to each at a tie
+    "maximum": Rule(2, lambda a, b: _torch_mod().maximum(a, b),
+                    lambda np, a, b: np.where(np.isnan(a) | np.isnan(b), a + b,
+                                              np.where(a >= b, a, b)),
+                    lambda t, a, b, out, np: _share_of(np, t, a, b),
+                    lambda t, a, b, out, np: _share_of(np, t, b, a)),
+    "minimum": Rule(2, lambda a, b: _torch_mod().minimum(a, b),
+                    lambda np, a, b: np.where(np.isnan(a) | np.isnan(b), a + b,
+                                              np.where(a <= b, a, b)),
+                    lambda t, a, b, out, np: _share_of(np, t, b, a),
+                    lambda t, a, b, out, np: _share_of(np, t, a, b)),
+    # internal rows: only derivative graphs make them
+    "sign": Rule(1, lambda a: (a > 0.0).to(_torch_mod().float64) - (a < 0.0).to(_torch_mod().float64),
+                 lambda np, a, b: _sign(np, a), lambda t, a, b, out, np: t * 0.0),
+    "leaky_slope": Rule(2, lambda a, b: _torch_mod().where(a > 0.0, _torch_mod().ones_like(a), b),
+                        lambda np, a, b: np.where(a > 0.0, 1.0, b),
+                        lambda t, a, b, out, np: t * 0.0,
+                        lambda t, a, b, out, np: t * (1.0 - np.where(a > 0.0, 1.0, 0.0))),
+    # torch.sigmoid is exp(a) / (exp(a) + 1) to the ulp, with the same derivative
+    "softplus_d": Rule(1, lambda a: _torch_mod().where(a > 20.0, _torch_mod().ones_like(a),
+                                                      _torch_mod().sigmoid(a)),
+                       _softplus_d, lambda t, a, b, out, np: t * (out * (1.0 - out))),
+    "max_share": Rule(2, lambda a, b: (a > b).to(_torch_mod().float64)
+                      + 0.5 * (a == b).to(_torch_mod().float64),
+                      lambda np, a, b: _max_share(np, a, b),
+                      lambda t, a, b, out, np: t * 0.0, lambda t, a, b, out, np: t * 0.0),
 }
 """Export rules by op name (pyautograd.engine.OP_NAMES): one entry per elementwise row
 of the op table. The structural rows (leaf, const, sum, dot) are the exporter's own;
@@ -602,6 +686,12 @@ def _run(plan, target, xs):
 
 # ---- torch ----
 
+# Ops whose torch form needs tensors where the graph has a number (a constant): every
+# operand, or only the first (x / 2.0 and x ** 2.0 stay as they are).
+_TENSORS_ONLY = {"maximum", "minimum", "gate", "leaky_slope", "max_share"}
+_NUMBER_FIRST = {"truediv", "pow"}
+
+
 class _TorchTarget:
     def __init__(self, torch, root, graph, tracer):
         from torch.fx.proxy import Proxy
@@ -617,10 +707,13 @@ class _TorchTarget:
     param = constant = _attr
 
     def op(self, name, args):
-        if name in ("truediv", "pow") and isinstance(args[0], float):
-            # a number over or to the power of a tensor: torch's Python-number forms differ
-            # (2.0 ** x is wrong for a negative base, 0.0 / x's gradient is nan at 1e-300)
-            args = [self.torch.full_like(args[1], args[0]), args[1]]
+        if (name in _TENSORS_ONLY and any(isinstance(a, float) for a in args)) or (
+                name in _NUMBER_FIRST and isinstance(args[0], float)):
+            # a number where these take tensors: torch's Python-number forms differ (2.0 ** x
+            # is wrong for a negative base, 0.0 / x's gradient is nan at 1e-300), or do not
+            # exist (torch.maximum), or are float32 (torch.where)
+            like = next(a for a in args if not isinstance(a, float))
+            args = [self.torch.full_like(like, a) if isinstance(a, float) else a for a in args]
         fn = OP_RULES[name].torch
         if getattr(fn, "fx_call", False):
             return self.tracer.create_proxy("call_function", fn, tuple(args), {})

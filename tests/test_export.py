@@ -87,13 +87,19 @@ BINARY_POINTS = [(a, b) for a in (-2.0, -0.5, 0.0, 0.5, 1.5, 3.0)
 CONSTANTS = [-2.0, 0.0, 0.5, 3.0]
 
 
+# internal rows, and an op whose derivative graph holds each
+DERIVATIVE_OF = {"gate": lambda x: x.relu(), "sign": lambda x: x.abs(),
+                 "leaky_slope": lambda x: x.leaky_relu(0.1), "softplus_d": lambda x: x.softplus(),
+                 "max_share": lambda x: pyautograd.maximum(x, 0.5)}
+
+
 def internal_op_graph(name):
     """A graph that holds a node of an internal row (made only by derivative graphs):
     a function of x whose value is computed through that node."""
     def make(x):
-        if name == "gate":  # d/dx relu(x) * x.relu(): G gated by relu's output
-            g, = grad(x.relu() * 3.0, [x], create_graph=True)
-            return g * x
+        if name in DERIVATIVE_OF:  # the derivative of an op whose graph holds the row
+            g, = grad(DERIVATIVE_OF[name](x) * 3.0, [x], create_graph=True)
+            return g * x + x
         raise KeyError(f"no graph holds an op {name!r}: add one here")
     return make
 
@@ -112,7 +118,10 @@ def samples_for(name, python):
         return [("x", make, [(p,) for p in UNARY_POINTS])]
     if python == "method":
         return [("x", lambda x: getattr(x, name)(), [(p,) for p in UNARY_POINTS])]
-    fn = NB[python]
+    if python == "method_slope":
+        return [(f"x,{c}", lambda x, c=c: getattr(x, name)(c), [(p,) for p in UNARY_POINTS])
+                for c in (0.01, 0.2, -0.5, 0.0)]
+    fn = getattr(pyautograd, name) if python == "function" else NB[python]
     if name == "neg":
         return [("x", fn, [(p,) for p in UNARY_POINTS])]
     out = [("x,y", fn, BINARY_POINTS)]
