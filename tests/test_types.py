@@ -114,7 +114,7 @@ for opt in (sgd, adam):
     opt.lr = opt.lr * 0.5
 optimizers: list[Optimizer] = [sgd, adam]
 
-source: str = viz.to_dot(z, rankdir="TB", max_nodes=None)
+source: str = viz.to_dot(z, rankdir="TB", max_nodes=None, expand_dot=True)
 shape: GraphSummary = viz.summary(z)
 counts: dict[str, int] = shape.ops
 print(shape.nodes, shape.depth, str(shape))
