@@ -461,7 +461,7 @@ static int step(const walk *w, size_t i, ag_node *node, int check)
             return status;
     }
     size_t n;
-    ag_node *pair[2];
+    ag_node *pair[2] = {NULL, NULL};
     ag_node *const *in = walk_inputs(w, i, node, &n, pair);
     if (!in)
         return AG_ENOMEM;
