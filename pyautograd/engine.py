@@ -61,10 +61,6 @@ if hasattr(os, "register_at_fork"):
 
 Value = _ag.Value
 
-# The op table's rows that Python reaches as functions (csrc/ops.h, `function`).
-maximum = _ag.maximum
-minimum = _ag.minimum
-
 
 def _python_method(function):
     """Adds a method written here to Value, the C type."""
@@ -104,6 +100,12 @@ def _op_column(column):
 OP_NAMES = _op_column(lib.ag_op_name)      # "add", "relu", ...
 _SYMBOLS = _op_column(lib.ag_op_symbol)    # what `_op` shows: "+", "ReLU", ...
 OP_PYTHON = _op_column(lib.ag_op_python)   # how Python reaches it: "nb_add", "method", ...
+
+# The rows Python reaches as module functions (pyautograd.maximum, ...): the C module
+# has one per row; they are published here and in pyautograd.
+OP_FUNCTIONS = {name: getattr(_ag, name) for name, how in zip(OP_NAMES, OP_PYTHON) if how == "function"}
+globals().update(OP_FUNCTIONS)
+__all__ += sorted(OP_FUNCTIONS)
 
 
 def _raise_failure(what, inputs, node, node_op):
