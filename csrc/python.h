@@ -60,6 +60,9 @@ const char *ag_text_utf8(PyObject *text, const char *what);
 /* o as a double: 1 when o is a real number, 0 when it is not (nothing raised),
  * -1 when converting it raised (e.g. OverflowError). */
 int ag_as_double(PyObject *o, double *x);
+/* 1 when o is something ag_as_double takes (a real number or numpy's bool), 0 when
+ * not, -1 with an exception; converts nothing. */
+int ag_is_number(PyObject *o);
 
 /* node_list.c: taking many Values at once (invariant 7). What a caller passed, held by
  * us: items (a tuple) and, for each, either a Value (kept alive by items) or a number

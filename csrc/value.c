@@ -284,6 +284,16 @@ PyObject *ag_raise_failure(const char *what, PyObject *inputs)
 
 /* ---- numbers ---- */
 
+/* numpy's bool scalar is not a numbers.Real (numpy registers its ints and floats with
+ * the ABCs, not its bool), yet Value(True) takes Python's bool: numpy's is taken the
+ * same way. It is known by its type's name, so numpy is never imported for it; the
+ * check runs only for what is neither a float, an int nor a numbers.Real. */
+static int is_numpy_bool(PyObject *o)
+{
+    const char *name = Py_TYPE(o)->tp_name;
+    return strcmp(name, "numpy.bool") == 0 || strcmp(name, "numpy.bool_") == 0; /* 2.x, 1.x */
+}
+
 int ag_as_double(PyObject *o, double *x)
 {
     if (PyFloat_CheckExact(o)) {
@@ -294,11 +304,27 @@ int ag_as_double(PyObject *o, double *x)
         *x = PyLong_AsDouble(o);
     } else {
         int real = PyObject_IsInstance(o, real_abc);
-        if (real <= 0)
+        if (real < 0)
             return real;
+        if (real == 0) {
+            if (!is_numpy_bool(o))
+                return 0;
+            int truth = PyObject_IsTrue(o);
+            if (truth < 0)
+                return -1;
+            *x = truth;
+            return 1;
+        }
         *x = PyFloat_AsDouble(o);
     }
     return (*x == -1.0 && PyErr_Occurred()) ? -1 : 1;
+}
+
+int ag_is_number(PyObject *o)
+{
+    if (PyFloat_Check(o) || PyLong_Check(o) || is_numpy_bool(o))
+        return 1;
+    return PyObject_IsInstance(o, real_abc);
 }
 
 /* ---- lifetime ---- */
