@@ -37,8 +37,7 @@ avoided: log and division at a subnormal input (|x| < 2.2e-308), where the local
 1/x overflows to inf and g * inf is inf or nan; torch divides (g / x) and may stay finite.
 The generator negates instead of log and multiplies instead of dividing there. A third:
 maximum and minimum at a nan input pass the gradient to both inputs in torch and 0 to
-both here (a disagreement, kept in its own failing test in test_ops.py); the generator
-adds instead. And where torch's softplus backward overflows (it computes grad * exp(x)
+both here (a disagreement with torch's rule); the generator adds instead. And where torch's softplus backward overflows (it computes grad * exp(x)
 before dividing by exp(x) + 1; ours grad * (exp(x) / (exp(x) + 1)) stays finite for
 grads past ~1e300), nothing is claimed unless both are finite.
 v.leaky_relu(slope) takes the instruction's number as its slope (none, the default 0.01,
