@@ -30,16 +30,19 @@ gradient 0 at 0, abs' 0 at 0, leaky_relu's slope at 0, half the gradient to each
 a maximum or minimum tie, softplus linear past 20) are compared like everything else.
 Branches whose side rounding may decide (relu, abs, leaky_relu at a value within its
 bound of 0, maximum and minimum of two values within their bounds of each other,
-softplus within its bound of 20) allow the jump of the derivative there. One deliberate difference is kept
-out: relu's gradient at a nan input is 0 (micrograd's `out > 0`), torch passes the
-gradient through; the generator never feeds nan to relu (it negates instead). Another is
-avoided: log and division at a subnormal input (|x| < 2.2e-308), where the local derivative
-1/x overflows to inf and g * inf is inf or nan; torch divides (g / x) and may stay finite.
-The generator negates instead of log and multiplies instead of dividing there. A third:
-maximum and minimum at a nan input pass the gradient to both inputs in torch and 0 to
-both here (a disagreement with torch's rule); the generator adds instead. And where torch's softplus backward overflows (it computes grad * exp(x)
-before dividing by exp(x) + 1; ours grad * (exp(x) / (exp(x) + 1)) stays finite for
-grads past ~1e300), nothing is claimed unless both are finite.
+softplus within its bound of 20) allow the jump of the derivative there.
+
+One deliberate difference is kept out: relu's gradient at a nan input is 0 (micrograd's
+`out > 0`), torch passes the gradient through; the generator never feeds nan to relu (it
+negates instead). Another is avoided: log and division at a subnormal input (|x| <
+2.2e-308), where the local derivative 1/x overflows to inf and g * inf is inf or nan;
+torch divides (g / x) and may stay finite. The generator negates instead of log and
+multiplies instead of dividing there. A third: maximum and minimum at a nan input pass
+the gradient to both inputs in torch and 0 to both here (a disagreement with torch's
+rule); the generator adds instead. And where torch's softplus backward overflows (it
+computes grad * exp(x) before dividing by exp(x) + 1; ours grad * (exp(x) / (exp(x) + 1))
+stays finite for grads past ~1e300), nothing is claimed unless both are finite.
+
 v.leaky_relu(slope) takes the instruction's number as its slope (none, the default 0.01,
 for the Value-Value form); pyautograd.maximum and minimum take the three forms.
 
