@@ -683,3 +683,20 @@ def test_numpy_scalar_as_data(scalar):
     v.data = scalar
     v.grad = scalar
     assert v.grad == float(scalar)
+
+
+@pytest.mark.parametrize("name", ["maximum", "minimum"])
+def test_maximum_and_minimum_gradients_at_a_nan_follow_torch(name):
+    # torch (derivatives.yaml): self gets where(self == other, grad / 2, grad) with 0 where
+    # self < other (self > other for minimum); a comparison with nan is false, so both
+    # inputs get the whole gradient, as csrc/ops.h's MAX_SHARE does.
+    torch = require("torch", "PYAUTOGRAD_REQUIRE_TORCH")
+    for a0, b0 in ((math.nan, 1.0), (1.0, math.nan), (math.nan, math.nan)):
+        x, y = Value(a0), Value(b0)
+        getattr(pyautograd, name)(x, y).backward()
+        ta = torch.tensor(a0, dtype=torch.float64, requires_grad=True)
+        tb = torch.tensor(b0, dtype=torch.float64, requires_grad=True)
+        getattr(torch, name)(ta, tb).backward()
+        theirs = (ta.grad.item(), tb.grad.item())
+        assert theirs == (1.0, 1.0)
+        assert (x.grad, y.grad) == theirs, f"{name}({a0}, {b0}): pyautograd {(x.grad, y.grad)}, torch {theirs}"
