@@ -19,9 +19,14 @@ neither; each export imports its target when called.
 import keyword
 import operator
 import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import _ag
 from .engine import OP_NAMES, OP_PYTHON, Value
+
+if TYPE_CHECKING:
+    import torch.fx
 
 __all__ = ["to_torch", "to_jax", "ExportError", "OP_RULES", "module_to_torch"]
 
@@ -129,7 +134,8 @@ def _softplus_d(np, a, b=None):
 
 
 def _max_share(np, a, b):
-    return np.where(a > b, 1.0, np.where(a == b, 0.5, 0.0))
+    """ops.h's ag_max_share: 0 below, 1/2 at a tie, 1 above or at a nan."""
+    return np.where(a < b, 0.0, np.where(a == b, 0.5, 1.0))
 
 
 def _share_of(np, t, a, b):
@@ -199,7 +205,7 @@ OP_RULES = {
     "softplus": Rule(1, lambda a: _torch_mod().nn.functional.softplus(a),
                      lambda np, a, b: np.where(a > 20.0, a, np.log1p(np.exp(a))),
                      lambda t, a, b, out, np: t * _softplus_d(np, a)),
-    # torch.maximum's rules: G to the larger input, G / 2 to each at a tie
+    # torch.maximum's rules: G to the larger input, G / 2 to each at a tie, G to both at a nan
     "maximum": Rule(2, lambda a, b: _torch_mod().maximum(a, b),
                     lambda np, a, b: np.where(np.isnan(a) | np.isnan(b), a + b,
                                               np.where(a >= b, a, b)),
@@ -221,8 +227,8 @@ OP_RULES = {
     "softplus_d": Rule(1, lambda a: _torch_mod().where(a > 20.0, _torch_mod().ones_like(a),
                                                       _torch_mod().sigmoid(a)),
                        _softplus_d, lambda t, a, b, out, np: t * (out * (1.0 - out))),
-    "max_share": Rule(2, lambda a, b: (a > b).to(_torch_mod().float64)
-                      + 0.5 * (a == b).to(_torch_mod().float64),
+    "max_share": Rule(2, lambda a, b: 1.0 - (a < b).to(_torch_mod().float64)
+                      - 0.5 * (a == b).to(_torch_mod().float64),
                       lambda np, a, b: _max_share(np, a, b),
                       lambda t, a, b, out, np: t * 0.0, lambda t, a, b, out, np: t * 0.0),
 }
@@ -759,7 +765,8 @@ class _TorchTarget:
         return r
 
 
-def to_torch(outputs, inputs):
+def to_torch(outputs: Value | Sequence[Value],
+             inputs: Value | Sequence[Value]) -> "torch.fx.GraphModule":
     """The graph computing `outputs` (a Value or a list of Values) from `inputs` (the leaf
     Values that become its arguments, in order) as a torch.fx.GraphModule.
 
@@ -879,7 +886,8 @@ class _JaxTarget:
         return self.jnp.asarray(r, self.jnp.float64) if isinstance(r, float) else r
 
 
-def to_jax(outputs, inputs):
+def to_jax(outputs: Value | Sequence[Value],
+           inputs: Value | Sequence[Value]) -> tuple[Callable[..., Any], dict[str, Any]]:
     """The graph computing `outputs` from `inputs` as a pure JAX function: returns
     (fn, params), where fn(params, *xs) takes one float64 array per input, all of one
     shape, and returns the outputs elementwise over it (an array for one output, a tuple
@@ -913,7 +921,7 @@ def to_jax(outputs, inputs):
 
 # ---- pyautograd.nn modules as torch.nn modules ----
 
-def module_to_torch(module):
+def module_to_torch(module: Any) -> Any:
     """A pyautograd.nn Neuron, Layer or MLP as a torch.nn.Sequential of nn.Linear (float64,
     the same weights) and nn.ReLU: it maps a tensor of shape (..., nin) to (..., nout).
     Needs torch (the [torch] extra)."""

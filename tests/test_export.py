@@ -83,7 +83,7 @@ def test_every_op_table_row_has_an_export_rule():
 # Where each op is evaluated: ordinary points and the edges of its rules.
 UNARY_POINTS = [-30.0, -3.0, -1.0, -0.5, -1e-300, 0.0, 1e-300, 0.5, 1.0, 2.5, 20.0, 700.0]
 BINARY_POINTS = [(a, b) for a in (-2.0, -0.5, 0.0, 0.5, 1.5, 3.0)
-                 for b in (-2.0, -1.0, 0.0, 0.5, 1.0, 2.0, 3.0)]
+                 for b in (-2.0, -1.0, 0.0, 0.5, 1.0, 2.0, 3.0)] + [(math.nan, 1.0), (1.0, math.nan)]
 CONSTANTS = [-2.0, 0.0, 0.5, 3.0]
 
 
