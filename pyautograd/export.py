@@ -626,6 +626,12 @@ class _Plan:
                 r = ("var", v)
             self.outputs.append(r)
 
+    def release(self):
+        """Drops the graph's Values: what runs the plan needs none (an exported function
+        must not keep the whole scalar graph alive)."""
+        self.order = self.ins_of = self.ops = self.kind = self.batched = None
+        self.params = {name: (shape, data, None) for name, (shape, data, _) in self.params.items()}
+
     def leaves(self):
         """Parameter name -> the Values it holds: a Value, a list (a bias vector), or a
         list of rows (a weight matrix)."""
@@ -795,6 +801,7 @@ def to_torch(outputs: Value | Sequence[Value],
     graph.output(outs[0].node if len(outs) == 1 else tuple(o.node for o in outs))
     module = fx.GraphModule(root, graph, class_name="ExportedGraph")
     module.pyautograd_leaves = plan.leaves()
+    plan.release()
     return module
 
 
@@ -915,7 +922,8 @@ def to_jax(outputs: Value | Sequence[Value],
         outs = _run(plan, _JaxTarget(jnp, params, consts), xs)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
-    fn.pyautograd_leaves = plan.leaves()
+    fn.pyautograd_leaves = plan.leaves()  # type: ignore[attr-defined]
+    plan.release()
     return fn, params
 
 

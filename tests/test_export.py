@@ -7,6 +7,7 @@ the structure, not the width or the batch. torch tests fail rather than skip whe
 PYAUTOGRAD_REQUIRE_TORCH is set, jax tests when PYAUTOGRAD_REQUIRE_JAX is set (CI sets
 both); the onnx test is skipped exactly when onnx or onnxruntime is not installed.
 """
+import gc
 import math
 import operator
 import random
@@ -22,6 +23,14 @@ from pyautograd.engine import OP_NAMES, OP_PYTHON
 from pyautograd.nn import MLP, Layer, Neuron
 
 from conftest import require
+
+
+@pytest.fixture(scope="module", autouse=True)
+def collect_after():
+    """torch modules sit in reference cycles, and their pyautograd_leaves hold Values:
+    freed here, not by a GC pass in the middle of a later test counting live nodes."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="module")
@@ -552,3 +561,19 @@ def test_a_graph_a_million_deep_plans_without_recursion():
         y = y.tanh() if i % 2 else y * 0.5
     plan = export._Plan(y, [x])
     assert len(plan.code) == 1_000_000
+
+
+def test_an_exported_function_keeps_only_the_leaves_alive(torch, jax):
+    from pyautograd import arena
+    gc.collect()
+    before = arena.stats()["live_nodes"]
+    x, w = Value(1.0), Value(2.0)
+    y = x
+    for _ in range(100):
+        y = (y * w).tanh()
+    fn, params = export.to_jax(y, [x])
+    module = export.to_torch(y, [x])
+    del y
+    gc.collect()
+    assert arena.stats()["live_nodes"] == before + 2  # x and w, not the 200 op nodes
+    assert module.pyautograd_leaves["p0"] is w and fn.pyautograd_leaves["p0"] is w
