@@ -169,18 +169,15 @@ enum ag_op {
 #undef AG_ENUM_ELEMENTWISE
 #undef AG_ENUM_STRUCTURAL
 
-static inline int ag_arity(int op)
-{
-    switch (op) {
-#define AG_ARITY_E(E, name, sym, arity, py, fwd, da, db) case AG_##E: return arity;
-#define AG_ARITY_S(E, name, sym, arity) case AG_##E: return arity;
-        AG_STRUCTURAL_OPS(AG_ARITY_S)
-        AG_ELEMENTWISE_OPS(AG_ARITY_E)
+/* Each op's arity (0 leaf, 1 unary, 2 binary, -1 any), read by table: the free loop
+ * and the sweeps ask for every node. */
+#define AG_ARITY_E(E, name, sym, arity, py, fwd, da, db) arity,
+#define AG_ARITY_S(E, name, sym, arity) arity,
+static const signed char ag_arities[AG_OP_COUNT] = {AG_STRUCTURAL_OPS(AG_ARITY_S) AG_ELEMENTWISE_OPS(AG_ARITY_E)};
 #undef AG_ARITY_E
 #undef AG_ARITY_S
-    default: return 0;
-    }
-}
+
+static inline int ag_arity(int op) { return op >= 0 && op < AG_OP_COUNT ? ag_arities[op] : 0; }
 
 /* Inputs kept in a list beside the node rather than in the node itself. */
 static inline int ag_op_is_nary(int op) { return ag_arity(op) < 0; }
