@@ -20,7 +20,6 @@ except ImportError as _error:
         f"on sys.path. Run Python from another directory to use the installed package, or "
         f"install this tree in editable mode (`pip install -e .`), which builds the "
         f"extension here.") from _error
-del _os
 
 from .autograd import GradcheckError, grad, gradcheck, gradgradcheck
 from .engine import Value
