@@ -57,6 +57,12 @@ size_t ag_arena_bytes(void);   /* bytes held for node slots, n-ary input lists a
 size_t ag_node_size(void);     /* sizeof one node */
 void ag_set_node_limit(size_t max_nodes);  /* 0: no limit; for MemoryError tests */
 
+/* In a fork child (engine.py registers it with os.register_at_fork): finishes the free
+ * loop another thread was running when the process forked, and resets the sweeps other
+ * threads were running (arena.c says what each leaves). Does nothing unless the process
+ * really forked since the last call. */
+void ag_after_fork_in_child(void);
+
 /* Optimizers (csrc/optim.c, pyautograd.optim): one call updates every parameter in
  * params (ids a NodeList owns), torch.optim's updates. The state buffers hold n doubles
  * each and belong to the caller. AG_EINVALID, with nothing changed, if an id is not a

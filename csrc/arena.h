@@ -57,7 +57,7 @@
 /* Whole free blocks beyond this many free node slots go back to the system once a
  * graph dies, so one big graph does not pin its memory for the life of the process,
  * while a training loop's graphs of up to this size keep reusing the same nodes. (A
- * graph that dies a node at a time can leave up to about twice this: see arena.c.) */
+ * graph that dies a node at a time can leave up to an eighth more: see arena.c.) */
 #define AG_RESERVE_NODES ((size_t)1 << 19)
 
 typedef struct ag_node {
@@ -65,7 +65,13 @@ typedef struct ag_node {
         double data;      /* forward value */
         ag_id next_dying; /* while waiting to be freed: the next node in the worklist */
     };
-    double grad;          /* accumulated d root / d node */
+    union {
+        double grad;      /* accumulated d root / d node */
+        uint64_t slot;    /* during a sweep that keeps the grads aside (grad() with
+                             create_graph, jvp, hvp): that sweep's index for the node (its
+                             pool entries, its position), 0 for none; the grads come back
+                             after (sweep.h, grads_kept) */
+    };
     void *py;             /* the node's Value (a PyObject *), or NULL: invariant 8 */
     ag_id in[2];          /* inputs; n-ary ops: in[0] indexes the input lists, in[1] the count;
                              free nodes: in[0] is the next free id */
@@ -113,18 +119,26 @@ typedef struct ag_dot_rows {
     ag_row *xs;
 } ag_dot_rows;
 
+/* An n-ary node's inputs, in a slot of ag_the_arena.lists that node->in[0] names. The
+ * slot can move when the array is compacted (arena.c, at the end of a free loop, when
+ * it is mostly empty): read a list through its node every time, and hold no slot
+ * number or pointer into the array across anything that may free nodes. The ids,
+ * local and rows it points at never move. */
 typedef struct ag_input_list {
-    ag_id *ids;            /* n ids, or the next free list index when unused */
+    ag_id *ids;            /* n ids; NULL when the slot is unused */
     union {
         double *local;     /* AG_LOCAL: n local derivatives */
         ag_dot_rows rows;  /* AG_DOT made by a layer; otherwise both NULL */
     };
-    uint32_t n;
+    uint32_t n;            /* when unused: the next free slot */
+    ag_id owner;           /* the node whose list this is, to move it (in the padding) */
 } ag_input_list;
 
 typedef struct ag_arena {
     ag_node **blocks;      /* NULL where a block went back to the system */
     size_t n_blocks, blocks_cap, present_blocks;
+    uint16_t *block_live;  /* live nodes in each block (blocks_cap of them) */
+    size_t empty_blocks;   /* present blocks with no live node, block 0 included */
     uint32_t *released;    /* indices of blocks given back, reused first */
     size_t n_released;
     ag_id free_head;       /* 0: empty */
@@ -133,8 +147,11 @@ typedef struct ag_arena {
     size_t give_back_at;   /* free slots past which empty blocks are given back */
     ag_id dying;           /* the free worklist (invariant 2), threaded through next_dying */
     int releasing;         /* the worklist is being run: ag_release only adds to it */
+    ag_id freeing;         /* the node the loop is taking apart (off the worklist, not yet
+                              free), or 0; for a fork child to finish (arena.c) */
+    uint32_t freeing_next; /* the next of its held ids to release */
     ag_input_list *lists;  /* n-ary inputs */
-    size_t n_lists, lists_cap;
+    size_t n_lists, lists_cap, lists_live;
     uint32_t free_list_head; /* 0: empty (list 0 is never used) */
     size_t list_bytes;
 } ag_arena;
@@ -209,6 +226,8 @@ static inline ag_node *ag_alloc_node(int op, double data, ag_id *id)
     *id = ar->free_head;
     ag_node *node = ag_node_at(*id);
     ar->free_head = node->in[0];
+    if (ar->block_live[*id >> AG_BLOCK_SHIFT]++ == 0) /* counted so empty blocks can go back */
+        ar->empty_blocks--;
     /* Nodes are made in bursts from a free list that mostly ascends (tidy_free_nodes):
      * ask for the next free node, and for the slot a few ahead in memory. */
     if (ar->free_head)
@@ -253,12 +272,12 @@ static inline const double *ag_local_grads_of(const ag_node *node)
     return ag_the_arena.lists[node->in[0]].local;
 }
 
-/* Stores an n-ary input list (and AG_LOCAL's local derivatives, else NULL) on a fresh
- * node and retains the inputs. AG_ENOMEM on failure, with nothing taken. */
-int ag_attach_list(ag_node *node, const ag_id *ids, size_t n, const double *local);
+/* Stores an n-ary input list (and AG_LOCAL's local derivatives, else NULL) on the fresh
+ * node `id` and retains the inputs. AG_ENOMEM on failure, with nothing taken. */
+int ag_attach_list(ag_id id, const ag_id *ids, size_t n, const double *local);
 /* The same for a dot node over rows (ids: their interleaving, as ag_dot_rows says):
  * retains the two rows, not the ids. */
-int ag_attach_rows_list(ag_node *node, const ag_id *ids, size_t n, ag_dot_rows rows);
+int ag_attach_rows_list(ag_id id, const ag_id *ids, size_t n, ag_dot_rows rows);
 
 /* A row of n ids and then `last` (unless it is 0), each retained, with one reference
  * for the caller; NULL when memory runs out. Releasing its last reference releases
@@ -266,11 +285,21 @@ int ag_attach_rows_list(ag_node *node, const ag_id *ids, size_t n, ag_dot_rows r
 ag_row *ag_row_new(const ag_id *ids, size_t n, ag_id last);
 void ag_row_release(ag_row *row);
 
-/* Hooks run when a node with AG_FLAG_STRINGS / AG_FLAG_ORDER dies. */
-void ag_labels_forget(ag_id id);
-void ag_order_cache_forget(ag_id id);
-size_t ag_labels_bytes(void);
-size_t ag_order_cache_bytes(void);
-void ag_scratch_fit(size_t live);  /* sweep.c: frees scratch sized for far more nodes */
+/* What the modules above the arena keep beside it (labels.c: labels and op text;
+ * sweep.c: cached orders, scratch and running sweeps; tangents.c: scratch), registered
+ * once at start-up (python.c), so that the arena names none of them: it tells each when
+ * a node carrying its flag dies, asks each for the bytes it holds, has each fit its
+ * memory when blocks go back, and has each repair itself in the child of a fork. */
+typedef struct ag_side_table {
+    uint16_t flag;             /* the AG_FLAG_* of nodes it holds something for; 0: none */
+    void (*forget)(ag_id id);  /* a node with that flag died */
+    size_t (*bytes)(void);
+    void (*fit)(size_t live);  /* blocks went back: memory sized for far more nodes goes */
+    void (*after_fork)(void);  /* in a fork's child, before the arena's own repair */
+} ag_side_table;
+
+/* AG_OK, or AG_EINVALID when AG_SIDE_TABLES are registered already. */
+#define AG_SIDE_TABLES 4
+int ag_register_side_table(const ag_side_table *table);
 
 #endif

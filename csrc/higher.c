@@ -16,6 +16,7 @@
  * Not here: the sweep that uses this (grad.c, ag_grad). */
 #include <ctype.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "arena.h"
 #include "higher.h"
@@ -169,21 +170,22 @@ static ag_term input_term(ag_id id)
     return node->op == AG_CONST ? ag_term_number(node->data) : ag_term_borrowed(id);
 }
 
+/* Any row applied to two terms: sums and products fold their 0s and 1s. */
+static ag_term apply2(int op, ag_term x, ag_term y)
+{
+    return op == AG_ADD ? ag_term_add(x, y) : op == AG_MUL ? ag_term_mul(x, y) : binary(op, x, y);
+}
+
 #define G ag_term_copy(g)
-#define ONE ag_term_number(1.0)
-#define ZERO ag_term_number(0.0)
 #define A input_term(a_id)
 #define B input_term(b_id)
 #define OUT ag_term_borrowed(out_id)
-#define ADD(x, y) ag_term_add((x), (y))
-#define SUB(x, y) binary(AG_SUB, (x), (y))
-#define MUL(x, y) ag_term_mul((x), (y))
-#define DIV(x, y) binary(AG_DIV, (x), (y))
-#define NEG(x) unary(AG_NEG, (x))
-#define POW(x, y) binary(AG_POW, (x), (y))
-#define LOG(x) unary(AG_LOG, (x))
-#define STEP(x) unary(AG_STEP, (x))
-#define GATE(x, s) binary(AG_GATE, (x), (s))
+#define NUM(x) ag_term_number(x)
+#define OP1(E, x) unary(AG_##E, (x))
+#define OP2(E, x, y) apply2(AG_##E, (x), (y))
+#define IN(k) input_term(inputs[k])
+#define LOCAL(k) ag_local_grads_of(node)[k]
+#include "derivative_words.h"
 #define SELECT(condition, x, y) (note_choice(#condition, a_id, b_id), (condition) ? (x) : (y))
 
 /* ---- branches picked by the values of the time ----
@@ -239,8 +241,6 @@ static ag_term contribution(ag_id out_id, const ag_node *node, int which, ag_ter
     }
 }
 
-#include "derivative_language_end.h"
-
 /* contribution[k] = what the node passes back to input k given the gradient g arriving
  * at it (taking g's reference), for each of its n inputs; the number 0 for a constant
  * input (nothing needs its gradient). AG_ENOMEM (or the anomaly that stopped an op),
@@ -254,19 +254,19 @@ int ag_chain_terms(ag_id id, ag_term g, ag_term *contributions, size_t n)
     switch (node->op) {
     case AG_SUM:
         for (size_t k = 0; k < n; k++)
-            contributions[k] = ag_term_copy(g);
+            contributions[k] = AG_SUM_TO_INPUT(k);
         break;
     case AG_DOT: /* (w0, x0, w1, x1, ..., [bias]) */
         for (size_t k = 0; k + 1 < n; k += 2) {
-            contributions[k] = ag_term_mul(ag_term_copy(g), input_term(inputs[k + 1]));
-            contributions[k + 1] = ag_term_mul(ag_term_copy(g), input_term(inputs[k]));
+            contributions[k] = AG_DOT_TO_WEIGHT(k);
+            contributions[k + 1] = AG_DOT_TO_X(k + 1);
         }
         if (n & 1)
-            contributions[n - 1] = ag_term_copy(g);
+            contributions[n - 1] = AG_DOT_TO_BIAS;
         break;
     case AG_LOCAL:
         for (size_t k = 0; k < n; k++)
-            contributions[k] = ag_term_mul(ag_term_copy(g), ag_term_number(ag_local_grads_of(node)[k]));
+            contributions[k] = AG_LOCAL_TO_INPUT(k);
         break;
     default:
         if (ag_op_is_source(node->op) || node->op == AG_CUSTOM)
@@ -283,5 +283,61 @@ int ag_chain_terms(ag_id id, ag_term g, ag_term *contributions, size_t n)
                 ag_term_release(contributions[j]);
             return status ? status : AG_ENOMEM;
         }
+    return AG_OK;
+}
+
+ag_term ag_pass_back_one(ag_id id, size_t k, ag_term g)
+{
+    const ag_node *node = ag_node_at(id);
+    size_t n;
+    const ag_id *inputs = ag_inputs_of(node, &n);
+    ag_term out = ag_term_number(0.0);
+    if (k >= n || ag_node_at(inputs[k])->op == AG_CONST) {
+        /* nothing: a constant's gradient is never needed */
+    } else if (node->op == AG_SUM) {
+        out = AG_SUM_TO_INPUT(k);
+    } else if (node->op == AG_DOT) {
+        out = (n & 1) && k == n - 1 ? AG_DOT_TO_BIAS : k % 2 == 0 ? AG_DOT_TO_WEIGHT(k) : AG_DOT_TO_X(k);
+    } else if (node->op == AG_LOCAL) {
+        out = AG_LOCAL_TO_INPUT(k);
+    } else if (!ag_op_is_source(node->op) && node->op != AG_CUSTOM) {
+        out = contribution(id, node, (int)k, g);
+    }
+    ag_term_release(g);
+    return out;
+}
+
+#include "derivative_language_end.h"
+
+int ag_mark_chosen(const ag_id *out, size_t n_out)
+{
+    size_t depth = 0, cap = n_out + 64;
+    ag_id *stack = malloc(cap * sizeof *stack);
+    if (!stack)
+        return AG_ENOMEM;
+    for (size_t k = 0; k < n_out; k++)
+        if (out[k])
+            stack[depth++] = out[k];
+    while (depth) {
+        ag_node *node = ag_node_at(stack[--depth]);
+        if (node->flags & (AG_FLAG_SORTING | AG_FLAG_CHOSEN))
+            continue;
+        node->flags |= AG_FLAG_CHOSEN;
+        size_t n;
+        const ag_id *inputs = ag_inputs_of(node, &n);
+        if (depth + n > cap) {
+            while (depth + n > cap)
+                cap *= 2;
+            ag_id *grown = realloc(stack, cap * sizeof *stack);
+            if (!grown) {
+                free(stack);
+                return AG_ENOMEM;
+            }
+            stack = grown;
+        }
+        for (size_t i = 0; i < n; i++)
+            stack[depth++] = inputs[i];
+    }
+    free(stack);
     return AG_OK;
 }

@@ -116,7 +116,7 @@ PyObject *ag_value_vectorcall(PyObject *callable, PyObject *const *args, size_t 
 PyTypeObject *ag_make_value_type(void);
 PyTypeObject *ag_make_node_list_type(void);
 PyTypeObject *ag_make_layer_weights_type(void);
-extern PyMethodDef ag_graph_functions[], ag_walk_functions[];
+extern PyMethodDef ag_graph_functions[], ag_walk_functions[], ag_op_functions[];
 int ag_set_failure_hook(PyObject *hook);
 
 #endif

@@ -20,7 +20,7 @@
 #include <structmember.h> /* T_PYSSIZET, READONLY (3.10, 3.11) */
 
 PyTypeObject *ag_value_type;
-static PyObject *failure_hook;   /* engine._raise_failure(what, inputs, node, node_op) */
+static PyObject *failure_hook;   /* engine._raise_failure(what, inputs, node, node_op, status, value, live) */
 static PyObject *real_abc;       /* numbers.Real: numpy scalars, Fraction, ... */
 PyObject *ag_backward_name;       /* "_backward", interned */
 static PyObject *data_name, *grad_name;
@@ -270,8 +270,9 @@ PyObject *ag_raise_failure(const char *what, PyObject *inputs)
         node = ag_value_of(bad);
     }
     if (!PyErr_Occurred() && failure_hook && inputs) {
-        PyObject *result = PyObject_CallFunction(failure_hook, "sOOs", what, inputs,
-                                                 node ? node : Py_None, node_op);
+        PyObject *result = PyObject_CallFunction(failure_hook, "sOOsidn", what, inputs,
+                                                 node ? node : Py_None, node_op, status,
+                                                 ag_error_value(), (Py_ssize_t)ag_live_nodes());
         Py_XDECREF(result);
     }
     Py_XDECREF(node);
@@ -682,8 +683,48 @@ AG_INLINE PyObject *apply_unary(int op, const char *name, PyObject *a)
     return id ? ag_value_own(out, id) : (Py_DECREF(out), ag_raise_failure(name, inputs_of_failure(a, NULL)));
 }
 
-/* Each row gets a binary, a ternary (for the power slot's pow(a, b, mod)), a unary and
- * a method function; the table's `python` column says which one Python reaches. */
+/* v.leaky_relu(slope=0.01): the slope becomes the op's constant second input. */
+#define AG_DEFAULT_SLOPE 0.01 /* torch.nn.functional.leaky_relu's */
+
+static PyObject *apply_with_slope(int op, const char *name, PyObject *a, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {"slope", NULL};
+    char format[64];
+    double slope = AG_DEFAULT_SLOPE;
+    PyOS_snprintf(format, sizeof format, "|d:%s", name);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, format, names, &slope))
+        return NULL;
+    PyObject *out = value_alloc();
+    if (!out)
+        return NULL;
+    ag_id id = ag_apply_const(op, VALUE_ID(a), slope, 0);
+    return id ? ag_value_own(out, id) : (Py_DECREF(out), ag_raise_failure(name, inputs_of_failure(a, NULL)));
+}
+
+/* pyautograd.maximum(a, b): Values or real numbers, at least one a Value. */
+static PyObject *apply_function(int op, const char *name, PyObject *args)
+{
+    PyObject *a, *b;
+    if (!PyArg_UnpackTuple(args, name, 2, 2, &a, &b))
+        return NULL;
+    if (!ag_is_value(a) && !ag_is_value(b)) {
+        PyErr_Format(PyExc_TypeError, "%s() takes two Values, or a Value and a real number, not '%.200s' "
+                     "and '%.200s'", name, ag_type_name(a), ag_type_name(b));
+        return NULL;
+    }
+    PyObject *out = apply_binary(op, name, a, b);
+    if (out == Py_NotImplemented) {
+        Py_DECREF(out);
+        PyErr_Format(PyExc_TypeError, "%s() takes Values or real numbers, not '%.200s'", name,
+                     ag_type_name(ag_is_value(a) ? b : a));
+        return NULL;
+    }
+    return out;
+}
+
+/* Each row gets a binary, a ternary (for the power slot's pow(a, b, mod)), a unary, a
+ * method, a method with a slope and a module function; the table's `python` column says
+ * which one Python reaches. */
 #define AG_OP_FUNCTIONS(E, name, sym, arity, py, fwd, da, db)                                  \
     static PyObject *binary_##E(PyObject *a, PyObject *b) { return apply_binary(AG_##E, sym, a, b); } \
     static PyObject *ternary_##E(PyObject *a, PyObject *b, PyObject *mod)                      \
@@ -695,7 +736,16 @@ AG_INLINE PyObject *apply_unary(int op, const char *name, PyObject *a)
         return binary_##E(a, b);                                                               \
     }                                                                                          \
     static PyObject *unary_##E(PyObject *a) { return apply_unary(AG_##E, name, a); }           \
-    static PyObject *method_##E(PyObject *a, PyObject *unused) { (void)unused; return unary_##E(a); }
+    static PyObject *method_##E(PyObject *a, PyObject *unused) { (void)unused; return unary_##E(a); } \
+    static PyObject *slope_##E(PyObject *a, PyObject *args, PyObject *kwargs)                  \
+    {                                                                                          \
+        return apply_with_slope(AG_##E, name, a, args, kwargs);                                \
+    }                                                                                          \
+    static PyObject *function_##E(PyObject *module, PyObject *args)                            \
+    {                                                                                          \
+        (void)module;                                                                          \
+        return apply_function(AG_##E, name, args);                                             \
+    }
 AG_ELEMENTWISE_OPS(AG_OP_FUNCTIONS)
 
 /* The table's `python` column, as type slot numbers (0: not a slot). */
@@ -706,6 +756,8 @@ AG_ELEMENTWISE_OPS(AG_OP_FUNCTIONS)
 #define AG_SLOT_nb_power Py_nb_power
 #define AG_SLOT_nb_negative Py_nb_negative
 #define AG_SLOT_method 0
+#define AG_SLOT_method_slope 0
+#define AG_SLOT_function 0
 #define AG_SLOT_internal 0
 #define AG_IS_METHOD_nb_add 0
 #define AG_IS_METHOD_nb_subtract 0
@@ -714,6 +766,8 @@ AG_ELEMENTWISE_OPS(AG_OP_FUNCTIONS)
 #define AG_IS_METHOD_nb_power 0
 #define AG_IS_METHOD_nb_negative 0
 #define AG_IS_METHOD_method 1
+#define AG_IS_METHOD_method_slope 2
+#define AG_IS_METHOD_function 3
 #define AG_IS_METHOD_internal 0
 
 typedef struct op_entry {
@@ -723,12 +777,17 @@ typedef struct op_entry {
     ternaryfunc ternary;
     unaryfunc unary;
     PyCFunction method;
+    PyCFunctionWithKeywords slope;
+    PyCFunction function;
 } op_entry;
 
 #define AG_OP_ENTRY(E, name, sym, arity, py, fwd, da, db) \
-    {name, arity, AG_SLOT_##py, AG_IS_METHOD_##py, binary_##E, ternary_##E, unary_##E, method_##E},
+    {name, arity, AG_SLOT_##py, AG_IS_METHOD_##py, binary_##E, ternary_##E, unary_##E, method_##E, \
+     slope_##E, function_##E},
 static const op_entry op_entries[] = {AG_ELEMENTWISE_OPS(AG_OP_ENTRY)};
 #define AG_N_ELEMENTWISE (sizeof op_entries / sizeof op_entries[0])
+
+PyMethodDef ag_op_functions[AG_N_ELEMENTWISE + 1]; /* the `function` rows, for the module */
 
 /* ---- whole-graph work ---- */
 
@@ -790,7 +849,7 @@ PyTypeObject *ag_make_value_type(void)
 {
     static PyMethodDef methods[AG_N_ELEMENTWISE + 4];
     static PyType_Slot slots[AG_N_ELEMENTWISE + 16];
-    size_t n_methods = 0, n_slots = 0;
+    size_t n_methods = 0, n_slots = 0, n_functions = 0;
 
     PyObject *numbers = PyImport_ImportModule("numbers");
     if (!numbers)
@@ -811,10 +870,18 @@ PyTypeObject *ag_make_value_type(void)
             slots[n_slots++] = (PyType_Slot){op->slot, (void *)op->binary};
         else if (op->slot)
             slots[n_slots++] = (PyType_Slot){op->slot, (void *)op->unary};
-        else if (op->is_method)
+        else if (op->is_method == 1)
             methods[n_methods++] = (PyMethodDef){op->name, op->method, METH_NOARGS,
                                                  "an op of the table in csrc/ops.h"};
+        else if (op->is_method == 2)
+            methods[n_methods++] = (PyMethodDef){op->name, (PyCFunction)(void (*)(void))op->slope,
+                                                 METH_VARARGS | METH_KEYWORDS,
+                                                 "an op of the table in csrc/ops.h (slope=0.01)"};
+        else if (op->is_method == 3)
+            ag_op_functions[n_functions++] = (PyMethodDef){op->name, op->function, METH_VARARGS,
+                                                           "an op of the table in csrc/ops.h: name(a, b)"};
     }
+    ag_op_functions[n_functions] = (PyMethodDef){NULL, NULL, 0, NULL};
     methods[n_methods++] = (PyMethodDef){"backward", value_backward, METH_NOARGS,
         "Adds d(self)/d(node) to .grad of every node this Value depends on (self gets +1).\n\n"
         "Like PyTorch, each call adds once; micrograd instead compounds interior grads when\n"

@@ -9,14 +9,55 @@ and Python-written ops (`out._backward = fn`) work. What this module adds, in Py
 pickling and copying, and the messages of the exceptions the C side raises.
 """
 import gc
+import os
+import sys
+import sysconfig
 
 from . import _ag
 from ._ag import ffi, lib
 
 __all__ = ["Value"]
 
+
+# ---- the GIL is the arena's lock (csrc/arena.h, invariant 4) ----
+
+def _refusal_without_gil(free_threaded_build, gil_enabled):
+    """Why pyautograd cannot run in this interpreter, or None when it can.
+
+    The arena has no lock of its own: every C call relies on the GIL to keep other
+    threads out. A free-threaded build (3.13t, 3.14t) can run with the GIL off, and
+    cffi 2.x declares its modules safe without it, so importing pyautograd._ag does not
+    turn it back on. Only an interpreter whose GIL is on right now can run the arena.
+    """
+    if gil_enabled:
+        return None
+    build = "this free-threaded build of Python" if free_threaded_build else "this Python"
+    return (f"pyautograd needs the GIL, and {build} runs without it: the C arena has no "
+            "lock of its own, and two threads in it at once would corrupt the graph. "
+            "Run Python with the GIL on: PYTHON_GIL=1 in the environment, or python -X gil=1.")
+
+
+def _gil_refusal():
+    """_refusal_without_gil for the running interpreter. Read after pyautograd._ag is
+    imported: importing an extension that does not declare itself free-threading-safe
+    is what turns the GIL back on in a free-threaded build."""
+    return _refusal_without_gil(bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+                                getattr(sys, "_is_gil_enabled", lambda: True)())
+
+
+_no_gil = _gil_refusal()
+if _no_gil is not None:
+    raise ImportError(_no_gil)
+
 if lib.ag_python_init():
     raise ImportError(ffi.string(lib.ag_python_init_error()).decode())
+
+# A fork while another thread's free loop is inside Python (unpinning a Value) would
+# leave the child's loop half run, and the child would never free a node again: the
+# child finishes it (csrc/arena.c, "fork"). Here, not in a pthread_atfork handler:
+# finishing may run Python, which is ready only once CPython has set up the child.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lib.ag_after_fork_in_child)
 
 Value = _ag.Value
 
@@ -60,18 +101,26 @@ OP_NAMES = _op_column(lib.ag_op_name)      # "add", "relu", ...
 _SYMBOLS = _op_column(lib.ag_op_symbol)    # what `_op` shows: "+", "ReLU", ...
 OP_PYTHON = _op_column(lib.ag_op_python)   # how Python reaches it: "nb_add", "method", ...
 
+# The rows Python reaches as module functions (pyautograd.maximum, ...): the C module
+# has one per row; they are published here and in pyautograd.
+OP_FUNCTIONS = {name: getattr(_ag, name) for name, how in zip(OP_NAMES, OP_PYTHON) if how == "function"}
+globals().update(OP_FUNCTIONS)
+__all__ += sorted(OP_FUNCTIONS)
 
-def _raise_failure(what, inputs, node, node_op):
+
+def _raise_failure(what, inputs, node, node_op, status=None, value=None, live=None):
     """Raises the exception for a failed call: `what` names the operation, inputs are
-    its operands, node (or None) the node the failure happened at and node_op its op."""
-    status = lib.ag_last_error()
+    its operands, node (or None) the node the failure happened at and node_op its op.
+    The C side passes the failure's status, value (the nan or inf of an anomaly) and the
+    live node count; a caller of a cffi function (the optimizers) leaves them to be read."""
+    if status is None:
+        status, value, live = lib.ag_last_error(), lib.ag_error_value(), lib.ag_live_nodes()
     if status == lib.AG_ENOMEM:
-        live = lib.ag_live_nodes()
         raise MemoryError(f"pyautograd: out of memory in {what} "
                           f"({live:,} node{'' if live == 1 else 's'} live)")
     if status == lib.AG_EANOMALY:
         from .modes import anomaly_error
-        raise anomaly_error(what, inputs, node, node_op)
+        raise anomaly_error(what, inputs, node, node_op, value)
     if status == lib.AG_ENOREPLAY:
         op = f"_op {node._op!r}" if node is not None and node._op else "no _op"
         raise RuntimeError(
@@ -79,10 +128,12 @@ def _raise_failure(what, inputs, node, node_op):
             f"data {node.data!r}), whose value was computed in Python, so there is no "
             f"forward function to run again. Rebuild the graph instead.")
     if status == lib.AG_EPYRULE:
+        call = "grad(create_graph=True)" if what == "grad" else f"{what}()"
+        instead = "Use create_graph=False, or build" if what == "grad" else "Use grad(), or build"
         raise RuntimeError(
-            f"grad(create_graph=True) cannot differentiate a node whose _backward is written "
+            f"{call} cannot differentiate a node whose _backward is written "
             f"in Python (_op {node._op!r}, data {node.data!r}): a Python function is no graph. "
-            f"Use create_graph=False, or build the op from Value operations.")
+            f"{instead} the op from Value operations.")
     if status == lib.AG_ECHOSEN:
         raise RuntimeError(
             f"forward() cannot replay this graph: it holds a derivative built by "

@@ -318,3 +318,11 @@ def test_the_stubs_match_the_runtime(tmp_path):
          "--allowlist", "allowlist.txt", "--ignore-unused-allowlist"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_op_tables_stubs_are_current():
+    """The stubs' op blocks are written from the op table (tools/op_stubs.py): a new row
+    needs no hand edit, and a stale block fails here."""
+    tool = Path(__file__).resolve().parent.parent / "tools" / "op_stubs.py"
+    done = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
