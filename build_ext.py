@@ -10,8 +10,9 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(HERE, "csrc")
-SOURCES = ["arena.c", "nodes.c", "sweep.c", "grad.c", "higher.c", "tangents.c", "labels.c", "optim.c", "stats.c", "nn.c",
-           "value.c", "value_new.c", "bridge.c", "pins.c", "node_list.c", "layer_weights.c", "graph.c", "walks.c", "python.c"]
+SOURCES = ["arena.c", "nodes.c", "sweep.c", "grad.c", "higher.c", "tangents.c", "labels.c",
+           "optim.c", "stats.c", "nn.c", "value.c", "value_new.c", "bridge.c", "pins.c", "node_list.c",
+           "layer_weights.c", "graph.c", "walks.c", "python.c"]
 
 
 def read_cdef():
@@ -23,9 +24,15 @@ def read_cdef():
 # explained in csrc/python.c).
 PREAMBLE = '#include "glue.h"\n'
 
-CFLAGS = [] if sys.platform == "win32" else ["-O2", "-ffp-contract=off", "-fvisibility=hidden"]
-CFLAGS += os.environ.get("PYAUTOGRAD_CFLAGS", "").split()
-LDFLAGS = os.environ.get("PYAUTOGRAD_LDFLAGS", "").split()
+# A release build carries no debug info (Python's own CFLAGS ask for -g): -g0 after them,
+# and the linker strips the symbol table. PYAUTOGRAD_CFLAGS comes last, so its -g (the
+# sanitizer build's, or a developer's) wins, and a build asked for -g is not stripped.
+EXTRA_CFLAGS = os.environ.get("PYAUTOGRAD_CFLAGS", "").split()
+DEBUG = any(flag.startswith("-g") and flag != "-g0" for flag in EXTRA_CFLAGS)
+CFLAGS = [] if sys.platform == "win32" else ["-O2", "-ffp-contract=off", "-fvisibility=hidden", "-g0"]
+CFLAGS += EXTRA_CFLAGS
+LDFLAGS = ["-s"] if sys.platform.startswith("linux") and not DEBUG else []
+LDFLAGS += os.environ.get("PYAUTOGRAD_LDFLAGS", "").split()
 
 ffibuilder = FFI()
 # Beyond ag.h: the GIL check, and the call that makes the Value type and the functions

@@ -14,7 +14,8 @@ the rounds:
   HVP            grad(create_graph=True), dot with a vector v, grad again: H v by double
                  backward, through a derivative graph
 and prints each cost as a multiple of backward's, against the targets (hvp: at most 3x,
-issue 19; double backward: at most 8x, issue 12); that the two H v agree; the size of the derivative graph (nodes the gradient's graph adds to the arena, and
+issue 19; double backward: at most 8x, issue 12); that the two H v agree; the size of the
+derivative graph (nodes the gradient's graph adds to the arena, and
 the nodes under v . gradient); that H v agrees with central differences of the gradient
 (replayed with forward()); and that every node of the derivative graphs is freed once
 the Values holding them go.

@@ -150,7 +150,7 @@ def main(argv=None):
 
     # Every variant trains the same model on the same data: their losses must agree.
     reference = rows[1][3]
-    for name, steps, _, history in rows:
+    for name, _, _, history in rows:
         worst = max(abs(a[0] - b[0]) / max(1.0, abs(b[0])) for a, b in zip(history, reference))
         if worst > 1e-9:
             print(f"WARNING: {name}: losses differ from micrograd's by {worst:.3g}")
@@ -161,7 +161,7 @@ def main(argv=None):
     targets = {"micrograd nn.py on pyautograd.engine": "target >= 10x vs GC off",
                "pyautograd.nn (fused)": "target >= 30x vs GC off",
                "pyautograd.nn --replay": "targets >= 1000x vs GC on, >= 100x vs GC off"}
-    for name, steps, per_step, history in rows:
+    for name, _, per_step, _ in rows:
         print(f"  {name:<34} {gc_on / per_step:17.1f}x {gc_off / per_step:19.1f}x   "
               f"{targets.get(name, '')}")
     final_loss, final_acc = rows[-1][3][-1]

@@ -14,6 +14,7 @@ NORMAL_VENV=${1:-.venv}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -O1 -g"
+WARNINGS="-Wall -Wextra -Werror"
 START=$SECONDS
 
 stage() { echo "== harden: $* ($((SECONDS - START)) s)"; }
@@ -33,7 +34,7 @@ mkdir "$WORK/src"
 tar -C "$ROOT" --exclude=./.git --exclude='./.venv*' --exclude=./build --exclude='*.egg-info' \
   -cf - . | tar -C "$WORK/src" -xf -
 python3 -m venv "$WORK/venv"
-PYAUTOGRAD_CFLAGS="$SANITIZE" PYAUTOGRAD_LDFLAGS="-fsanitize=address,undefined" \
+PYAUTOGRAD_CFLAGS="$WARNINGS $SANITIZE" PYAUTOGRAD_LDFLAGS="-fsanitize=address,undefined" \
   "$WORK/venv/bin/pip" install -q "$WORK/src[test,viz,examples]" torch==2.13.0
 SO=$(find "$WORK/venv" -path '*pyautograd/_ag*.so' | head -1)
 ldd "$SO" | grep -q libasan || { echo "harden: '$SO' is not built with ASan" >&2; exit 1; }

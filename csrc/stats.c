@@ -7,7 +7,7 @@
 #include "arena.h"
 #include "core.h"
 
-/* Two passes over the nodes reachable from root, both iterative (invariant 3):
+/* Two passes over the nodes reachable from root, both iterative (invariant 5):
  *  1. breadth-first from root: count each op and, for every node, how many uses it
  *     has inside the subgraph (one per input slot, so a + a counts twice);
  *  2. Kahn's algorithm from root: a node is taken once all its users are, so its

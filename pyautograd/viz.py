@@ -3,7 +3,7 @@
 to_dot() and summary() need nothing beyond pyautograd; draw_dot() and the notebook picture
 need the `graphviz` package (pip install 'pyautograd-arena[viz]') and Graphviz's `dot`
 program.
-The walks run in C (csrc/graph.c, csrc/stats.c) and never recurse, and a drawing makes
+The walks run in C (csrc/walks.c, csrc/stats.c) and never recurse, and a drawing makes
 Values only for the nodes it draws: a graph can be millions of nodes wide or deep.
 
 In a notebook a Value shows its repr, like micrograd's; display_graphs() makes every Value
@@ -132,7 +132,7 @@ def _statements(root, max_nodes, expand_dot=False):
     """The body of the DOT graph, one statement a line, in the lecture's shapes:
     a record { label | data | grad } per Value, a small node per op, edges from
     inputs to the op they feed to its result. The max_nodes Values nearest the root
-    are drawn (breadth-first, csrc/graph.c); a note says how many were not. With
+    are drawn (breadth-first, csrc/walks.c); a note says how many were not. With
     expand_dot, a dot node is drawn as micrograd draws a neuron (_expanded_dot)."""
     values, edges, cut, left_out = _ag.nearest(root, 0 if max_nodes is None else max_nodes)
     lines = []

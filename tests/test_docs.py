@@ -171,3 +171,80 @@ def test_relative_links_point_at_files_and_headings_that_exist(page):
 def test_the_readme_is_a_front_page():
     lines = README.read_text(encoding="utf-8").splitlines()
     assert len(lines) <= 250, f"README.md has {len(lines)} lines: move detail into docs/"
+
+
+# ---- the op lists ----
+# README.md, docs/api.md, docs/how-it-works.md and docs/differences.md each list the ops
+# of the C table between <!-- op-list --> and <!-- /op-list -->: the README as words in
+# `code spans`, the docs as a table with one row per op, the op's name first.
+
+OP_LIST_START, OP_LIST_END = "<!-- op-list -->", "<!-- /op-list -->"
+OP_LIST_PAGES = [README, ROOT / "docs" / "api.md", ROOT / "docs" / "how-it-works.md",
+                 ROOT / "docs" / "differences.md"]
+
+
+def op_list(page):
+    text = page.read_text(encoding="utf-8")
+    assert text.count(OP_LIST_START) == 1 and text.count(OP_LIST_END) == 1, (
+        f"{page.name} must hold one op list between {OP_LIST_START} and {OP_LIST_END}")
+    return text.split(OP_LIST_START, 1)[1].split(OP_LIST_END, 1)[0]
+
+
+def table_rows(block):
+    """The cells of a markdown table's body rows (no header, no |---| line)."""
+    lines = [line.strip() for line in block.splitlines() if line.strip().startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def ops_named(block):
+    """The ops a list names: a table's first column, or else every word in `code spans`."""
+    rows = table_rows(block)
+    if rows:
+        return [row[0].strip("`") for row in rows]
+    return [word for span in re.findall(r"`([^`]+)`", block) for word in span.split()]
+
+
+def op_list_problems(block):
+    from pyautograd.engine import OP_NAMES
+
+    named = ops_named(block)
+    problems = [f"no row for {op!r}" for op in OP_NAMES if op not in named]
+    if table_rows(block):
+        problems += [f"{name!r} is not an op of the table, or is there twice" for name in named
+                     if name not in OP_NAMES or named.count(name) > 1]
+    return problems
+
+
+@pytest.mark.parametrize("page", OP_LIST_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_op_of_the_table_is_in_the_pages_op_list(page):
+    problems = op_list_problems(op_list(page))
+    assert not problems, f"{page.relative_to(ROOT)}'s op list: {problems}"
+
+
+def test_the_docs_op_lists_are_tables():
+    for page in OP_LIST_PAGES[1:]:
+        assert table_rows(op_list(page)), page
+
+
+@pytest.mark.parametrize("page", OP_LIST_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_a_missing_op_is_caught(page):
+    from pyautograd.engine import OP_NAMES
+
+    block = op_list(page)
+    for op in OP_NAMES:
+        if table_rows(block):
+            without = "\n".join(line for line in block.splitlines() if not line.strip().startswith(f"| `{op}` |"))
+        else:
+            without = re.sub(rf"\b{op}\b", "", block)
+        assert without != block and f"no row for {op!r}" in op_list_problems(without), op
+
+
+def test_how_it_works_says_where_python_reaches_each_op():
+    from pyautograd.engine import OP_NAMES, OP_PYTHON
+
+    rows = table_rows(op_list(ROOT / "docs" / "how-it-works.md"))
+    shown = {row[0].strip("`"): (row[1].strip("`"), row[2].strip("`")) for row in rows}
+    # the structural ops (nodes.h) have no Python slot; the elementwise ones are ops.h rows
+    assert shown == {op: ("ops.h", python) if python else ("nodes.h", "—")
+                     for op, python in zip(OP_NAMES, OP_PYTHON)}
+    assert [row[0].strip("`") for row in rows] == list(OP_NAMES)  # in table order

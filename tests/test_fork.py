@@ -6,7 +6,6 @@ child finishes that loop (csrc/arena.c, "fork"), and a fork from inside the loop
 Python leaves the loop to carry on in the child as in the parent.
 """
 import os
-import sys
 import threading
 import warnings
 import weakref

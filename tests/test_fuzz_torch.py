@@ -247,7 +247,7 @@ def local_derivatives(op, a, b, out, sa, sb, sout):
         result = []
         for i, (d, s_d) in enumerate(_local_derivatives(op, a, b, out, sa, sb, sout)):
             if not math.isfinite(d):  # inf or nan in both engines, unless rounding can flip it
-                formula = lambda a_, b_, out_: _local_derivatives(op, a_, b_, out_, 0, 0, 0)[i][0]
+                formula = lambda a_, b_, out_: _local_derivatives(op, a_, b_, out_, 0, 0, 0)[i][0]  # noqa: B023
                 s_d = math.inf if flips(formula, [a, b, out], [sa, sb, sout]) else 0.0
             result.append((d, s_d + TINY))
         return result

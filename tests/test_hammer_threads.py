@@ -130,5 +130,6 @@ def test_eight_threads_hammer_one_arena():
     for n, leaf in enumerate(shared):
         expected = sum(t[n] for t in totals)
         assert abs(leaf.grad - expected) <= 1e-9 * max(1.0, abs(expected)), (n, leaf.grad, expected)
-    del shared, leaf
+    shared.clear()
+    del leaf
     assert live() == base

@@ -264,8 +264,8 @@ def test_values_take_attributes(V):
     p, n = V(0.5), V(1.0) * V(2.0)
     p.m = 0.0
     p.v = 0.25
-    setattr(n, "_vis_color", "red")
-    assert (p.m, p.v, getattr(n, "_vis_color")) == (0.0, 0.25, "red")
+    n._vis_color = "red"
+    assert (p.m, p.v, n._vis_color) == (0.0, 0.25, "red")
     assert isinstance(vars(p), dict) and vars(p)["m"] == 0.0 and vars(p)["v"] == 0.25
     assert vars(n)["_vis_color"] == "red"
     p.m += 1.5

@@ -11,7 +11,6 @@ test_stateful.py and test_signals.py.
 import gc
 import importlib
 import numbers
-import os
 import pickle
 import subprocess
 import sys

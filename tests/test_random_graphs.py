@@ -134,7 +134,7 @@ def test_random_graph_values_and_grads_agree(leaves, program, pick):
         assert value.data == node.data
     check_backward(pool, len(pool) - 1)
     # a second backward from another node of the same graph, on fresh grads
-    for value, node in pool:
+    for value, _ in pool:
         value.grad = 0.0
     check_backward(pool, pick % len(pool))
 

@@ -53,3 +53,27 @@ def test_readme_shows_the_example_code():
     code = SCRIPT.read_text(encoding="utf-8")
     body = re.sub(r'\A""".*?"""\n', "", code, flags=re.S).strip() + "\n"
     assert body in blocks, "README.md's ```python blocks do not include examples/readme_example.py's code"
+
+
+def micrograd_readme_example():
+    """The example of micrograd's own README, as the installed micrograd 0.1.0 ships it."""
+    import importlib.metadata
+
+    description = importlib.metadata.metadata("micrograd").get_payload()
+    return re.search(r"```python\n(from micrograd\.engine import Value\n.*?)```", description, re.S).group(1)
+
+
+def test_readme_runs_micrograds_own_example_unchanged(tmp_path):
+    # README.md's block is micrograd's README example with only the import switched, and
+    # prints what micrograd prints (24.7041 138.8338 645.5773)
+    ours = readme_block("<!-- micrograd-example -->", "<!-- /micrograd-example -->")
+    theirs = micrograd_readme_example()
+    assert ours == theirs.replace("from micrograd.engine import", "from pyautograd.engine import", 1)
+
+    def run(code):  # from an empty directory: `-c` puts the current one first on sys.path
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert run(ours) == run(theirs) == "24.7041\n138.8338\n645.5773\n"
