@@ -119,8 +119,8 @@ def bench_jax(fn, params, X, y, steps, repeats):
     times = {}
     for _ in range(repeats):
         for name, (forward, grad) in cases.items():
-            for what, call in (("forward", lambda: forward(params, x0, x1)),
-                               ("value_and_grad", lambda: grad(params, x0, x1))):
+            for what, call in (("forward", lambda f=forward: f(params, x0, x1)),
+                               ("value_and_grad", lambda g=grad: g(params, x0, x1))):
                 times.setdefault((what, name), []).append(timed(call)())
     return {k: min(v) for k, v in times.items()}
 

@@ -381,7 +381,7 @@ class _Plan:
 
     def _groups(self):
         """member position -> (group, column); groups as dicts."""
-        kind, ins_of, ops, batched = self.kind, self.ins_of, self.ops, self.batched
+        kind, ins_of, ops = self.kind, self.ins_of, self.ops
         source = [k in ("param", "const") for k in kind]
         by_key, groups = {}, []
         for p in range(len(kind)):

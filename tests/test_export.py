@@ -189,7 +189,8 @@ def test_each_op_exports_exactly_to_jax(jax, name, python):
         out = fn(params, *args)
         assert out.dtype == jnp.float64 and out.shape == (len(points),)
         assert_close(out.tolist(), want, f"{name}({label}) value")
-        gs = jax.grad(lambda *a: jnp.sum(fn(params, *a)), argnums=tuple(range(len(xs))))(*args)
+        gs = jax.grad(lambda *a, fn=fn, params=params: jnp.sum(fn(params, *a)),
+                      argnums=tuple(range(len(xs))))(*args)
         for k, g in enumerate(gs):
             assert_close(g.tolist(), [w[k] for w in want_grads], f"{name}({label}) d/dx{k}")
 
@@ -244,7 +245,7 @@ def test_gradients_with_respect_to_parameters_at_the_edges(torch, jax):
                          f"torch {what} at {(x0, w0)}")
             fn, params = export.to_jax(y, [x])
             value = fn(params, jnp.asarray(x0))
-            jgx, jgp = jax.grad(lambda p, a: fn(p, a), argnums=(1, 0))(params, jnp.asarray(x0))
+            jgx, jgp = jax.grad(fn, argnums=(1, 0))(params, jnp.asarray(x0))
             # XLA's tanh is not C's to the ulp: where tanh saturates (|x| > 10), 1 - out*out
             # is a few ulps of 1 and differs relatively; it agrees to 1e-12 of G there
             scale = 1.0 if what == "tanh far out" else 0.0

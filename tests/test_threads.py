@@ -3,6 +3,7 @@
 and drop graphs concurrently, share leaves, and free each other's graphs.
 Timing beside a busy thread is a benchmark (bench/bench_core.py), not a test.
 """
+import gc
 import math
 import threading
 
@@ -134,6 +135,7 @@ def test_graph_built_in_one_thread_dropped_in_another():
 
 
 def test_many_threads_dropping_parts_of_one_graph():
+    gc.collect()  # earlier tests' cycles, which a GC pass in the threads would free mid-count
     base = stats()["live_nodes"]
     x = Value(2.0)
     roots = [x * float(i) + 1.0 for i in range(400)]
