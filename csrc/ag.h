@@ -26,7 +26,11 @@ enum ag_status {
     AG_EINVALID = 3,   /* bad arguments (e.g. an id that is not a live node) */
     AG_EPYTHON = 4,    /* a Python _backward raised; its exception is set */
     AG_ENOREPLAY = 5,  /* forward(): the graph holds a node made by hand */
-    AG_EPYRULE = 6     /* grad(create_graph=True): a node's derivative is a Python function */
+    AG_EPYRULE = 6,    /* grad(create_graph=True): a node's derivative is a Python function */
+    AG_EBUSY = 7,      /* backward()/grad() met a node that a running sweep with Python rules
+                          owns (another thread's, or one this call is nested in) */
+    AG_ECHOSEN = 8     /* forward(): the graph holds a derivative built for the values of
+                          the time (a branch of pow's derivative was picked) */
 };
 
 /* The op table (csrc/ops.h), for the Python facade. */
@@ -52,6 +56,12 @@ size_t ag_capacity(void);      /* node slots held */
 size_t ag_arena_bytes(void);   /* bytes held for node slots, n-ary input lists and caches */
 size_t ag_node_size(void);     /* sizeof one node */
 void ag_set_node_limit(size_t max_nodes);  /* 0: no limit; for MemoryError tests */
+
+/* In a fork child (engine.py registers it with os.register_at_fork): finishes the free
+ * loop another thread was running when the process forked, and resets the sweeps other
+ * threads were running (arena.c says what each leaves). Does nothing unless the process
+ * really forked since the last call. */
+void ag_after_fork_in_child(void);
 
 /* Optimizers (csrc/optim.c, pyautograd.optim): one call updates every parameter in
  * params (ids a NodeList owns), torch.optim's updates. The state buffers hold n doubles

@@ -1,5 +1,6 @@
 /* Node storage and lifetime: blocks, the free list, n-ary input lists, reference
- * counting, the iterative release of dead subgraphs, and giving memory back.
+ * counting, the iterative release of dead subgraphs, giving memory back, and what a
+ * fork child must finish of a free loop another thread was running.
  * Not here: what ops compute (ops.h, nodes.c) or graph sweeps (sweep.c). */
 #include <stdlib.h>
 #include <string.h>
@@ -9,8 +10,11 @@
 #if defined(_WIN32)
 #include <windows.h>
 #else
+#include <pthread.h>
 #include <sys/mman.h>
 #endif
+
+static void watch_forks(void);
 
 ag_arena ag_the_arena = {.give_back_at = AG_RESERVE_NODES}; /* id 0 and list 0 never used */
 ag_python_hooks ag_hooks;
@@ -83,11 +87,14 @@ int ag_add_block(void)
             size_t cap = ar->blocks_cap ? 2 * ar->blocks_cap : 16;
             ag_node **grown = realloc(ar->blocks, cap * sizeof *grown);
             uint32_t *released = realloc(ar->released, cap * sizeof *released);
+            uint16_t *block_live = realloc(ar->block_live, cap * sizeof *block_live);
             if (grown)
                 ar->blocks = grown;
             if (released)
                 ar->released = released;
-            if (!grown || !released)
+            if (block_live)
+                ar->block_live = block_live;
+            if (!grown || !released || !block_live)
                 return AG_ENOMEM;
             ar->blocks_cap = cap;
         }
@@ -102,7 +109,10 @@ int ag_add_block(void)
         ar->n_blocks++;
     ar->blocks[b] = block;
     ar->present_blocks++;
+    ar->block_live[b] = 0;
+    ar->empty_blocks++;
     thread_free_ids(ar, b);
+    watch_forks(); /* nothing to repair in a fork child before the first node */
     return AG_OK;
 }
 
@@ -173,9 +183,9 @@ static uint32_t take_list_slot(ag_arena *ar)
     return (uint32_t)ar->n_lists++;
 }
 
-/* Stores a copy of ids as node's input list (local or row set by the caller), without
+/* Stores a copy of ids as node id's input list (local or row set by the caller), without
  * retaining anything. AG_ENOMEM with nothing stored. */
-static int store_list(ag_node *node, const ag_id *ids, size_t n, ag_input_list **stored)
+static int store_list(ag_id id, const ag_id *ids, size_t n, ag_input_list **stored)
 {
     ag_arena *ar = &ag_the_arena;
     if (n > UINT32_MAX)
@@ -189,21 +199,23 @@ static int store_list(ag_node *node, const ag_id *ids, size_t n, ag_input_list *
     }
     if (n)
         memcpy(ids_copy, ids, n * sizeof *ids_copy);
-    ar->lists[slot] = (ag_input_list){.ids = ids_copy, .rows = {NULL, NULL}, .n = (uint32_t)n};
+    ar->lists[slot] = (ag_input_list){.ids = ids_copy, .rows = {NULL, NULL}, .n = (uint32_t)n, .owner = id};
+    ar->lists_live++;
     ar->list_bytes += n * sizeof *ids_copy;
+    ag_node *node = ag_node_at(id);
     node->in[0] = slot;
     node->in[1] = (ag_id)n;
     *stored = &ar->lists[slot];
     return AG_OK;
 }
 
-int ag_attach_list(ag_node *node, const ag_id *ids, size_t n, const double *local)
+int ag_attach_list(ag_id id, const ag_id *ids, size_t n, const double *local)
 {
     double *local_copy = local ? malloc(n ? n * sizeof *local_copy : 1) : NULL;
     if (local && !local_copy)
         return AG_ENOMEM;
     ag_input_list *list;
-    int status = store_list(node, ids, n, &list);
+    int status = store_list(id, ids, n, &list);
     if (status != AG_OK) {
         free(local_copy);
         return status;
@@ -219,10 +231,10 @@ int ag_attach_list(ag_node *node, const ag_id *ids, size_t n, const double *loca
     return AG_OK;
 }
 
-int ag_attach_rows_list(ag_node *node, const ag_id *ids, size_t n, ag_dot_rows rows)
+int ag_attach_rows_list(ag_id id, const ag_id *ids, size_t n, ag_dot_rows rows)
 {
     ag_input_list *list;
-    int status = store_list(node, ids, n, &list);
+    int status = store_list(id, ids, n, &list);
     if (status != AG_OK)
         return status;
     list->rows = rows;
@@ -277,11 +289,153 @@ static void detach_list(ag_node *node)
     }
     *list = (ag_input_list){.ids = NULL, .rows = {NULL, NULL}, .n = ar->free_list_head};
     ar->free_list_head = node->in[0];
+    ar->lists_live--;
+}
+
+/* The lists array never shrank: 4M hand-made nodes left 128 MiB of empty slots behind
+ * them. So once fewer than an eighth of its slots are used (and it is bigger than
+ * AG_LISTS_KEEP), the used ones move down into the lowest slots (their nodes' in[0]
+ * follow them: arena.h says to read a list through its node) and the array shrinks to
+ * four times what is used. It grows again only when full: a training loop's lists
+ * move between an eighth and all of the array without reallocating. Called at the end
+ * of a free loop, when no code holds a slot. Cannot fail: if realloc will not shrink,
+ * the bigger array stays. */
+#define AG_LISTS_KEEP ((size_t)1 << 15) /* 1 MiB of slots */
+
+static void fit_lists(ag_arena *ar)
+{
+    if (ar->lists_cap <= AG_LISTS_KEEP || 8 * (ar->lists_live + 1) > ar->lists_cap)
+        return;
+    size_t lo = 1, hi = ar->n_lists - 1; /* used below lo, unused above hi */
+    while (lo < hi) {
+        if (ar->lists[lo].ids) {
+            lo++;
+        } else if (!ar->lists[hi].ids) {
+            hi--;
+        } else {
+            ar->lists[lo] = ar->lists[hi];
+            ag_node_at(ar->lists[lo].owner)->in[0] = (ag_id)lo;
+            ar->lists[hi].ids = NULL;
+            lo++;
+            hi--;
+        }
+    }
+    ar->n_lists = ar->lists_live + 1; /* slots 1 .. lists_live are the used ones */
+    ar->free_list_head = 0;
+    size_t cap = AG_LISTS_KEEP;
+    while (cap < 4 * (ar->lists_live + 1))
+        cap *= 2;
+    ag_input_list *fitted = realloc(ar->lists, cap * sizeof *fitted);
+    if (fitted) {
+        ar->lists = fitted;
+        ar->lists_cap = cap;
+    }
 }
 
 /* ---- release ---- */
 
 static void tidy_free_nodes(ag_arena *ar, size_t freed);
+
+/* This thread is running the free loop. A fork child has only the thread that forked:
+ * if that one was in the loop (it forked from Python the loop called), the loop goes
+ * on when that Python returns; else the loop's thread is gone (ag_after_fork_in_child). */
+static _Thread_local int running_worklist;
+
+/* Drops the reference a dying node held on id: a node that dies joins the worklist; a
+ * pinned one that only its Value still holds stops keeping the Value (Python code). */
+static void release_held_id(ag_arena *ar, ag_id id)
+{
+    ag_node *input = ag_node_at(id);
+    if (--input->refs == 0) {
+        input->next_dying = ar->dying;
+        ar->dying = id;
+    } else if (input->refs == 1 && (input->flags & AG_FLAG_PINNED)) {
+        ag_hooks.unpin(input); /* may run Python code, even ag_release: see run_worklist */
+    }
+}
+
+/* The ids a dying node holds references to, as up to two runs: its inputs, or for a
+ * dot node holding rows, the ids of each of its rows that died with it (refs 0: its
+ * reference to each was dropped first). The runs point into malloc'd arrays that stay
+ * put until the node is finished, whatever Python code runs meanwhile. */
+static size_t held_runs(const ag_node *node, const ag_id *runs[2], size_t lengths[2])
+{
+    const ag_dot_rows *rows = ag_rows_of(node);
+    if (!rows) {
+        runs[0] = ag_inputs_of(node, &lengths[0]);
+        return 1;
+    }
+    size_t n_runs = 0;
+    ag_row *parts[2] = {rows->weights, rows->xs};
+    for (int i = 0; i < 2; i++)
+        if (parts[i]->refs == 0) {
+            runs[n_runs] = parts[i]->ids;
+            lengths[n_runs++] = parts[i]->n;
+        }
+    return n_runs;
+}
+
+/* Takes node `id` (refs 0, off the worklist) apart, in three steps: start (no Python),
+ * release what it holds (Python may run between any two ids), finish (no Python). The
+ * arena records which node and how far (freeing, freeing_next), so a fork child whose
+ * loop ran in another thread can finish the node from where that thread was. */
+static void start_taking_apart(ag_arena *ar, ag_id id, ag_node *node)
+{
+    ar->freeing = id;
+    ar->freeing_next = 0;
+    const ag_dot_rows *rows = ag_rows_of(node);
+    if (rows) {
+        rows->weights->refs--;
+        rows->xs->refs--;
+    }
+}
+
+static void release_held(ag_arena *ar, ag_node *node)
+{
+    const ag_id *runs[2];
+    size_t lengths[2], n_runs = held_runs(node, runs, lengths);
+    size_t done = ar->freeing_next; /* released before a fork cut the loop: skipped */
+    for (size_t r = 0; r < n_runs; r++) {
+        size_t first = done < lengths[r] ? done : lengths[r];
+        done -= first;
+        for (size_t i = first; i < lengths[r]; i++) {
+            ar->freeing_next++; /* first: a fork in the Python below resumes after this id */
+            release_held_id(ar, runs[r][i]);
+        }
+    }
+}
+
+static void free_if_dead(ag_row *row)
+{
+    if (row->refs)
+        return;
+    ag_the_arena.list_bytes -= sizeof *row + row->n * sizeof(ag_id);
+    free(row);
+}
+
+static void finish_taking_apart(ag_arena *ar, ag_id id, ag_node *node)
+{
+    const ag_dot_rows *held = ag_rows_of(node);
+    if (held) {
+        ag_dot_rows rows = *held;
+        free_if_dead(rows.weights);
+        free_if_dead(rows.xs);
+    }
+    if (ag_op_is_nary(node->op))
+        detach_list(node);
+    if (node->flags & AG_FLAG_STRINGS)
+        ag_labels_forget(id);
+    if (node->flags & AG_FLAG_ORDER)
+        ag_order_cache_forget(id);
+    node->op = AG_FREE;
+    node->flags = 0;
+    node->in[0] = ar->free_head;
+    ar->free_head = id;
+    ar->live--;
+    if (--ar->block_live[id >> AG_BLOCK_SHIFT] == 0)
+        ar->empty_blocks++;
+    ar->freeing = 0;
+}
 
 /* Frees the nodes on the worklist and whatever dies with them. A chain of 10^7 nodes
  * dies here in one loop: the dying nodes wait in a list threaded through their (no
@@ -293,45 +447,26 @@ static void run_worklist(ag_arena *ar)
 {
     size_t freed = 0;
     ar->releasing = 1;
+    running_worklist = 1;
+    if (ar->freeing) { /* only in a fork child: what another thread's loop left half done */
+        ag_node *node = ag_node_at(ar->freeing);
+        release_held(ar, node);
+        finish_taking_apart(ar, ar->freeing, node);
+        freed++;
+    }
     while (ar->dying) {
         ag_id current = ar->dying;
         ag_node *node = ag_node_at(current);
         ar->dying = node->next_dying;
-
-        size_t n;
-        const ag_id *inputs = ag_inputs_of(node, &n);
-        const ag_dot_rows *held_by_rows = ag_rows_of(node);
-        ag_dot_rows rows = held_by_rows ? *held_by_rows : (ag_dot_rows){NULL, NULL};
-        if (held_by_rows)
-            n = 0; /* its rows hold its inputs: released below */
-        for (size_t i = 0; i < n; i++) {
-            ag_node *input = ag_node_at(inputs[i]);
-            if (--input->refs == 0) {
-                input->next_dying = ar->dying;
-                ar->dying = inputs[i];
-            } else if (input->refs == 1 && (input->flags & AG_FLAG_PINNED)) {
-                ag_hooks.unpin(input); /* may run Python code, even ag_release: see above */
-            }
-        }
-        if (ag_op_is_nary(node->op))
-            detach_list(node);
-        if (rows.weights) { /* may run Python code too (unpinning) */
-            ag_row_release(rows.weights);
-            ag_row_release(rows.xs);
-        }
-        if (node->flags & AG_FLAG_STRINGS)
-            ag_labels_forget(current);
-        if (node->flags & AG_FLAG_ORDER)
-            ag_order_cache_forget(current);
-        node->op = AG_FREE;
-        node->flags = 0;
-        node->in[0] = ar->free_head;
-        ar->free_head = current;
-        ar->live--;
+        start_taking_apart(ar, current, node);
+        release_held(ar, node);
+        finish_taking_apart(ar, current, node);
         freed++;
     }
+    running_worklist = 0;
     ar->releasing = 0;
     tidy_free_nodes(ar, freed);
+    fit_lists(ar);
 }
 
 void ag_free_dead(ag_id id)
@@ -340,6 +475,52 @@ void ag_free_dead(ag_id id)
     ag_node_at(id)->next_dying = ar->dying;
     ar->dying = id;
     if (!ar->releasing)
+        run_worklist(ar);
+}
+
+/* ---- fork ----
+ * The free loop calls Python (unpinning), and Python can switch threads: another
+ * thread may fork while the loop is inside that Python. The child has only the forking
+ * thread, so without help it would inherit `releasing` set by a loop nobody runs, and
+ * never free a node again. What the loop leaves there, and what the child does:
+ *  - the worklist (`dying`): nodes with refs 0, not yet taken apart, whose inputs are
+ *    still held; running the loop frees them as it would have;
+ *  - the node it was taking apart (`freeing`): off the worklist, its held ids released
+ *    up to `freeing_next`, the one before that mid-unpin; the loop finishes it from
+ *    there, so none is released twice and none is missed;
+ *  - that unpin's own Python (often a Value's dealloc) was on the lost thread's stack:
+ *    what it held stays held in the child, and the Value's node with it (a leak of
+ *    what only that Value kept, never a double free).
+ * So the child runs the loop again in the forking thread, once CPython is ready in the
+ * child (os.register_at_fork in engine.py: the loop may call Python, which a
+ * pthread_atfork child handler must not). A pthread_atfork handler only notes that a
+ * fork happened, so a call without a fork (or a second one) does nothing. If the
+ * forking thread is the loop's own, nothing is done: it goes on when its Python
+ * returns. Sweeps that were running in other threads are reset by sweep.c. */
+
+static int forked; /* set in the child by the handler; only the forking thread is there */
+
+#if !defined(_WIN32)
+static void note_fork(void) { forked = 1; }
+#endif
+
+static void watch_forks(void)
+{
+#if !defined(_WIN32)
+    static int watching;
+    if (!watching && pthread_atfork(NULL, NULL, note_fork) == 0)
+        watching = 1;
+#endif
+}
+
+void ag_after_fork_in_child(void)
+{
+    if (!forked)
+        return;
+    forked = 0;
+    ag_sweeps_after_fork(); /* first: a root's cached order a dead sweep used can then go */
+    ag_arena *ar = &ag_the_arena;
+    if (ar->releasing && !running_worklist)
         run_worklist(ar);
 }
 
@@ -353,7 +534,21 @@ void ag_free_dead(ag_id id)
  * go back to the system on the same pass. A pass costs time in proportion to the
  * blocks held, so it runs only after that many nodes died; give_back_at is set to at
  * least twice the free slots left after giving back, so those passes cost O(1) per node
- * freed even when scattered survivors keep every block partly used. */
+ * freed even when scattered survivors keep every block partly used.
+ * A graph that dies a Value at a time (a list of Values dropped) frees a node per loop,
+ * and after a pass give_back_at could stay above what is left to free: its empty blocks
+ * stayed. So blocks are counted too (block_live, empty_blocks, kept exactly by making
+ * and freeing nodes), and a pass also runs when the empty blocks beyond the reserve are
+ * an eighth of the blocks held or more: it gives all of those back, so its cost is at
+ * most eight blocks looked at per block returned. What can stay beyond the reserve is
+ * then under an eighth of the blocks held. */
+
+/* Empty blocks beyond what the reserve keeps (block 0, never given back, counted out). */
+static size_t surplus_empty_blocks(const ag_arena *ar)
+{
+    size_t kept = AG_RESERVE_NODES / AG_BLOCK_NODES + 1;
+    return ar->empty_blocks > kept ? ar->empty_blocks - kept : 0;
+}
 
 static size_t free_slots(const ag_arena *ar)
 {
@@ -363,10 +558,12 @@ static size_t free_slots(const ag_arena *ar)
 
 static void tidy_free_nodes(ag_arena *ar, size_t freed)
 {
-    int give_back = free_slots(ar) > ar->give_back_at;
+    size_t surplus = surplus_empty_blocks(ar);
+    int give_back = free_slots(ar) > ar->give_back_at || (surplus && 8 * surplus >= ar->present_blocks);
     if (!give_back && (freed < AG_BLOCK_NODES || 4 * freed < ar->present_blocks * AG_BLOCK_NODES))
         return;
     size_t kept_free = 0;
+    ar->empty_blocks = 0; /* recounted below, with each block's live nodes */
     ag_id *tail = &ar->free_head; /* the list is rebuilt by appending: it pops ascending */
     for (size_t b = 0; b < ar->n_blocks; b++) {
         ag_node *block = ar->blocks[b];
@@ -383,6 +580,8 @@ static void tidy_free_nodes(ag_arena *ar, size_t freed)
             continue;
         }
         kept_free += n_free;
+        ar->block_live[b] = (uint16_t)(AG_BLOCK_NODES - first - n_free);
+        ar->empty_blocks += ar->block_live[b] == 0;
         for (size_t i = first; i < AG_BLOCK_NODES; i++) {
             if (block[i].op == AG_FREE) {
                 *tail = (ag_id)((b << AG_BLOCK_SHIFT) | i);
@@ -415,7 +614,8 @@ void ag_set_node_limit(size_t max_nodes) { ag_the_arena.node_limit = max_nodes; 
 size_t ag_arena_bytes(void)
 {
     const ag_arena *ar = &ag_the_arena;
-    return ar->present_blocks * AG_BLOCK_BYTES + ar->blocks_cap * (sizeof(ag_node *) + sizeof(uint32_t))
+    return ar->present_blocks * AG_BLOCK_BYTES
+         + ar->blocks_cap * (sizeof(ag_node *) + sizeof(uint32_t) + sizeof(uint16_t))
          + ar->lists_cap * sizeof(ag_input_list) + ar->list_bytes + ag_pool_bytes()
          + ag_labels_bytes() + ag_order_cache_bytes();
 }

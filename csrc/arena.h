@@ -4,7 +4,7 @@
  * (no realloc, no stale pointers). Ids index the blocks; freed ids go on a free list
  * and are reused, and whole free blocks go back to the system beyond a reserve.
  *
- * Invariants the rest of the core relies on (DESIGN.md numbers them the same way):
+ * Invariants the rest of the core relies on (cited by number across csrc/ and docs/):
  *  1. A node's inputs exist before it and never change after it is made; the graph
  *     is an immutable DAG. Only data of leaves and every grad are written later.
  *  2. refs counts what holds the node: its Value (at most one, invariant 8), each
@@ -20,11 +20,27 @@
  *  4. Every call runs with the GIL held, so the arena needs no lock of its own. Only
  *     the Python hooks below run Python code; every caller of ag_release and of the
  *     sweep is ready for that (the arena is consistent whenever a hook runs).
+ *  5. No recursion on graph depth, in C or Python: sorts, sweeps, freeing and walks use
+ *     explicit stacks or worklists.
+ *  6. Values that carry nothing Python-side hold no Python references and stay out of
+ *     the cyclic GC; a pin the GC cannot see through is reported by the Value that owns
+ *     the path to it (value.c, value_traverse).
  *  7. Ownership: every id stored outside a node's own Value holds a reference.
  *  8. Identity: `py` is the one Python Value of the node while one exists, else NULL.
  *     A node whose Value carries Python state (attributes, a Python _backward, a
  *     subclass) keeps that Value alive while anything else holds the node (PINNED),
  *     so the state is there when the node comes back to Python through `_prev`.
+ *     A Value never moves to another node once it has been handed out (value_new.c).
+ *  9. Nodes may carry Python rules (AG_FLAG_PYRULE); the sweep runs them in order.
+ * 10. Re-entrancy: wherever C calls Python (ag_hooks, and the C-API files' calls listed
+ *     in docs/how-it-works.md), anything may happen: Values made, dropped, given
+ *     state; backward() or grad() run, in this thread or another. Across such a point a
+ *     C frame keeps only what it owns: a reference to every node it will touch after
+ *     (a sweep retains its root, whose graph holds the rest), no half-made Value
+ *     reachable from Python, and its working state in buffers of its own. A sweep
+ *     that runs Python keeps its adjoints in the nodes' grad fields (Python rules read
+ *     them there), so it marks its nodes AG_FLAG_OWNED while it runs, and any other
+ *     sweep that reaches one refuses (AG_EBUSY) rather than mix its adjoints in.
  */
 #ifndef AG_ARENA_H
 #define AG_ARENA_H
@@ -41,7 +57,7 @@
 /* Whole free blocks beyond this many free node slots go back to the system once a
  * graph dies, so one big graph does not pin its memory for the life of the process,
  * while a training loop's graphs of up to this size keep reusing the same nodes. (A
- * graph that dies a node at a time can leave up to about twice this: see arena.c.) */
+ * graph that dies a node at a time can leave up to an eighth more: see arena.c.) */
 #define AG_RESERVE_NODES ((size_t)1 << 19)
 
 typedef struct ag_node {
@@ -55,7 +71,7 @@ typedef struct ag_node {
                              free nodes: in[0] is the next free id */
     uint32_t refs;
     uint8_t op;           /* enum ag_op */
-    uint8_t flags;        /* AG_FLAG_* */
+    uint16_t flags;       /* AG_FLAG_* (40 bytes in all, as with 8 bits) */
 } ag_node;
 
 enum ag_flag {
@@ -64,7 +80,16 @@ enum ag_flag {
     AG_FLAG_ORDER = 4,   /* is the root of a cached topological order (sweep.c) */
     AG_FLAG_PYSTATE = 8, /* its Value carries Python state: pinned while others hold the node */
     AG_FLAG_PINNED = 16, /* the node holds a reference to its Value (py) */
-    AG_FLAG_PYRULE = 32  /* backward calls its Value's Python _backward, not the op's rule */
+    AG_FLAG_PYRULE = 32, /* its Value's dict may hold a Python _backward (set, or the dict
+                            was handed out by vars()): the sweep asks (run_rule) and runs
+                            that in the op's place, or the op's own rule when there is none */
+    AG_FLAG_OWNED = 64,  /* walked by a backward() or grad() that runs Python rules, until it
+                            ends: invariant 10 (sweep.c) */
+    AG_FLAG_CHOSEN = 128, /* made by grad(create_graph=True) from a derivative that picked a
+                             branch by the values at the time (pow at 0): replay refuses it */
+    AG_FLAG_REACHES_STATE = 256 /* its Value's state may refer to objects, or it was made
+                                   over a node that is so: its Value may hold a pin in a
+                                   cycle, and the GC tracks it (value.c, invariant 6) */
 };
 
 /* Ids held once for many dot nodes (nn.c). A layer run over a batch makes, for each
@@ -88,18 +113,26 @@ typedef struct ag_dot_rows {
     ag_row *xs;
 } ag_dot_rows;
 
+/* An n-ary node's inputs, in a slot of ag_the_arena.lists that node->in[0] names. The
+ * slot can move when the array is compacted (arena.c, at the end of a free loop, when
+ * it is mostly empty): read a list through its node every time, and hold no slot
+ * number or pointer into the array across anything that may free nodes. The ids,
+ * local and rows it points at never move. */
 typedef struct ag_input_list {
-    ag_id *ids;            /* n ids, or the next free list index when unused */
+    ag_id *ids;            /* n ids; NULL when the slot is unused */
     union {
         double *local;     /* AG_LOCAL: n local derivatives */
         ag_dot_rows rows;  /* AG_DOT made by a layer; otherwise both NULL */
     };
-    uint32_t n;
+    uint32_t n;            /* when unused: the next free slot */
+    ag_id owner;           /* the node whose list this is, to move it (in the padding) */
 } ag_input_list;
 
 typedef struct ag_arena {
     ag_node **blocks;      /* NULL where a block went back to the system */
     size_t n_blocks, blocks_cap, present_blocks;
+    uint16_t *block_live;  /* live nodes in each block (blocks_cap of them) */
+    size_t empty_blocks;   /* present blocks with no live node, block 0 included */
     uint32_t *released;    /* indices of blocks given back, reused first */
     size_t n_released;
     ag_id free_head;       /* 0: empty */
@@ -108,8 +141,11 @@ typedef struct ag_arena {
     size_t give_back_at;   /* free slots past which empty blocks are given back */
     ag_id dying;           /* the free worklist (invariant 2), threaded through next_dying */
     int releasing;         /* the worklist is being run: ag_release only adds to it */
+    ag_id freeing;         /* the node the loop is taking apart (off the worklist, not yet
+                              free), or 0; for a fork child to finish (arena.c) */
+    uint32_t freeing_next; /* the next of its held ids to release */
     ag_input_list *lists;  /* n-ary inputs */
-    size_t n_lists, lists_cap;
+    size_t n_lists, lists_cap, lists_live;
     uint32_t free_list_head; /* 0: empty (list 0 is never used) */
     size_t list_bytes;
 } ag_arena;
@@ -135,8 +171,13 @@ ag_node *ag_node_checked(ag_id id);
 typedef struct ag_python_hooks {
     void (*pin)(ag_node *node);
     void (*unpin)(ag_node *node);   /* may run any Python code (the Value may die) */
-    int (*run_rule)(ag_node *node); /* AG_OK, or AG_EPYTHON with the exception set */
+    /* AG_OK, AG_EPYTHON with the exception set, or AG_ENORULE when the Value's dict
+     * holds no _backward after all (the sweep then runs the op's own rule) */
+    int (*run_rule)(ag_node *node);
+    int (*has_rule)(ag_node *node); /* 1 if it holds one, 0 if not; runs no Python code */
 } ag_python_hooks;
+
+#define AG_ENORULE (-1) /* run_rule: no Python rule there; not a status Python sees */
 
 extern ag_python_hooks ag_hooks;
 
@@ -179,6 +220,8 @@ static inline ag_node *ag_alloc_node(int op, double data, ag_id *id)
     *id = ar->free_head;
     ag_node *node = ag_node_at(*id);
     ar->free_head = node->in[0];
+    if (ar->block_live[*id >> AG_BLOCK_SHIFT]++ == 0) /* counted so empty blocks can go back */
+        ar->empty_blocks--;
     /* Nodes are made in bursts from a free list that mostly ascends (tidy_free_nodes):
      * ask for the next free node, and for the slot a few ahead in memory. */
     if (ar->free_head)
@@ -223,12 +266,12 @@ static inline const double *ag_local_grads_of(const ag_node *node)
     return ag_the_arena.lists[node->in[0]].local;
 }
 
-/* Stores an n-ary input list (and AG_LOCAL's local derivatives, else NULL) on a fresh
- * node and retains the inputs. AG_ENOMEM on failure, with nothing taken. */
-int ag_attach_list(ag_node *node, const ag_id *ids, size_t n, const double *local);
+/* Stores an n-ary input list (and AG_LOCAL's local derivatives, else NULL) on the fresh
+ * node `id` and retains the inputs. AG_ENOMEM on failure, with nothing taken. */
+int ag_attach_list(ag_id id, const ag_id *ids, size_t n, const double *local);
 /* The same for a dot node over rows (ids: their interleaving, as ag_dot_rows says):
  * retains the two rows, not the ids. */
-int ag_attach_rows_list(ag_node *node, const ag_id *ids, size_t n, ag_dot_rows rows);
+int ag_attach_rows_list(ag_id id, const ag_id *ids, size_t n, ag_dot_rows rows);
 
 /* A row of n ids and then `last` (unless it is 0), each retained, with one reference
  * for the caller; NULL when memory runs out. Releasing its last reference releases
@@ -242,5 +285,7 @@ void ag_order_cache_forget(ag_id id);
 size_t ag_labels_bytes(void);
 size_t ag_order_cache_bytes(void);
 void ag_scratch_fit(size_t live);  /* sweep.c: frees scratch sized for far more nodes */
+void ag_sweeps_after_fork(void);   /* sweep.c: in a fork child, forgets the sweeps of the
+                                      threads the child does not have (arena.c calls it) */
 
 #endif

@@ -125,7 +125,7 @@ static int sweep_terms(const ag_order *order, pool *pool, ag_id *bad)
             continue; /* nothing came to it */
         if ((status = sum_in_place(pool, first)) != AG_OK)
             break;
-        if (node->flags & AG_FLAG_PYRULE) {
+        if ((node->flags & AG_FLAG_PYRULE) && ag_hooks.has_rule(node)) {
             *bad = id;
             status = AG_EPYRULE; /* a Python function is no graph: nothing to differentiate */
             break;
@@ -157,6 +157,42 @@ static int sweep_terms(const ag_order *order, pool *pool, ag_id *bad)
     return status;
 }
 
+/* Marks AG_FLAG_CHOSEN on every node a derivative graph made in this call (those the
+ * sort did not mark: the graph's own nodes carry AG_FLAG_SORTING here) under out[],
+ * when one of its derivatives picked a branch by values that may change. */
+static int mark_chosen(const ag_id *out, size_t n_out)
+{
+    size_t depth = 0, cap = n_out + 64;
+    ag_id *stack = malloc(cap * sizeof *stack);
+    if (!stack)
+        return AG_ENOMEM;
+    for (size_t k = 0; k < n_out; k++)
+        if (out[k])
+            stack[depth++] = out[k];
+    while (depth) {
+        ag_node *node = ag_node_at(stack[--depth]);
+        if (node->flags & (AG_FLAG_SORTING | AG_FLAG_CHOSEN))
+            continue;
+        node->flags |= AG_FLAG_CHOSEN;
+        size_t n;
+        const ag_id *inputs = ag_inputs_of(node, &n);
+        if (depth + n > cap) {
+            while (depth + n > cap)
+                cap *= 2;
+            ag_id *grown = realloc(stack, cap * sizeof *stack);
+            if (!grown) {
+                free(stack);
+                return AG_ENOMEM;
+            }
+            stack = grown;
+        }
+        for (size_t i = 0; i < n; i++)
+            stack[depth++] = inputs[i];
+    }
+    free(stack);
+    return AG_OK;
+}
+
 /* d root / d inputs[k] into out[k], a new node holding one reference each: with
  * create_graph a node whose graph depends on the inputs (differentiable again), else a
  * leaf. An input root does not depend on gets a leaf 0. No grad changes: the sweep runs
@@ -164,10 +200,15 @@ static int sweep_terms(const ag_order *order, pool *pool, ag_id *bad)
  * Python (a Python _backward), create_graph refuses those (AG_EPYRULE). */
 int ag_grad(ag_id root, const ag_id *inputs, size_t n_inputs, int create_graph, ag_id *out)
 {
-    ag_sorted sorted = {{NULL, 0}, {NULL, 0}, {{NULL, 0}, 0}, 0};
+    ag_sorted sorted = {{NULL, 0}, {NULL, 0}, {{NULL, 0}, 0}, 0, NULL};
     pool pool = {NULL, 0, 0};
     double *value = malloc((n_inputs ? n_inputs : 1) * sizeof *value);
     ag_id bad = 0;
+    /* create_graph asks for a graph: it is built under no_grad too, as torch does */
+    int recording = ag_grad_enabled();
+    if (create_graph && !recording)
+        ag_set_grad_enabled(1);
+    ag_choice_noted(1);
     int status = value ? ag_sort_for_grad(root, &sorted) : AG_ENOMEM;
     const ag_order order = sorted.order;
     int marked = sorted.marked;
@@ -199,19 +240,27 @@ int ag_grad(ag_id root, const ag_id *inputs, size_t n_inputs, int create_graph, 
             if (!out[k] && first)
                 value[k] = pool.entries[first - 1].term.constant; /* a number */
         }
+        if (status == AG_OK && ag_choice_noted(0))
+            status = mark_chosen(out, n_inputs);
     }
     /* The sort left its marks (create_graph), or the first-order path made them: they
      * are cleared here, with the grads put back, in one pass (invariant 3). */
     for (size_t i = 0; i < order.n; i++) {
         ag_node *node = ag_node_at(order.ids[i]);
         node->grad = 0.0;
-        node->flags &= (uint8_t)~AG_FLAG_SORTING;
+        node->flags &= (uint16_t)~AG_FLAG_SORTING;
     }
-    ag_add_back(&sorted.kept);
+    ag_put_back(&sorted.kept);
     if (status == AG_OK) /* the numbers become leaves */
         for (size_t k = 0; k < n_inputs && status == AG_OK; k++)
-            if (!out[k] && !(out[k] = ag_leaf(value[k])))
-                status = AG_ENOMEM;
+            if (!out[k]) {
+                if (!(out[k] = ag_leaf(value[k])))
+                    status = AG_ENOMEM;
+                else if (create_graph && ag_choice_noted(0))
+                    ag_node_at(out[k])->flags |= AG_FLAG_CHOSEN;
+            }
+    if (create_graph && !recording) /* before any Python code can run (below) */
+        ag_set_grad_enabled(0);
     for (size_t i = 0; i < pool.n; i++)
         ag_term_release(pool.entries[i].term); /* may free nodes: after the grads are back */
     free(pool.entries);
@@ -225,7 +274,7 @@ int ag_grad(ag_id root, const ag_id *inputs, size_t n_inputs, int create_graph, 
     }
     free(value);
     if (value)
-        ag_sorted_done(&sorted);
+        ag_sorted_done(&sorted); /* releases the root: may run Python, so last */
     return status;
 }
 

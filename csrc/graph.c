@@ -185,6 +185,44 @@ static PyObject *apply_layer(PyObject *module, PyObject *args)
     return (PyObject *)out;
 }
 
+/* The Values for nodes a call made (each holding one reference, which the Value takes
+ * over), as a list. Each Value is allocated only now: allocating may run a GC pass, and
+ * so any Python code, which must never meet a half-made Value (ids[] owns the nodes
+ * meanwhile, invariant 7). A node that has a Value already (d(a*b)/da is b itself, an
+ * input asked for twice), or gets one during an allocation, keeps it (invariant 8).
+ * On failure the nodes not yet handed over are released. */
+static PyObject *values_for(ag_id *ids, size_t n)
+{
+    PyObject **made = PyMem_Malloc((n ? n : 1) * sizeof *made), *list = NULL;
+    size_t k = 0;
+    for (; made && k < n; k++) {
+        ag_node *node = ag_node_at(ids[k]);
+        PyObject *v = node->py ? NULL : ag_value_alloc();
+        if (!node->py && !v)
+            break;
+        if (node->py) { /* there already, or made by Python code the allocation ran */
+            Py_XDECREF(v); /* a Value with no node: freed, no Python code runs */
+            made[k] = node->py;
+            Py_INCREF(made[k]);
+            ag_release(ids[k]); /* may run Python code: the Value holds the node */
+        } else {
+            made[k] = ag_value_own(v, ids[k]);
+        }
+    }
+    if (made && k == n && (list = PyList_New((Py_ssize_t)n)))
+        for (size_t i = 0; i < n; i++)
+            PyList_SET_ITEM(list, (Py_ssize_t)i, made[i]);
+    if (!list) {
+        for (size_t i = 0; made && i < k; i++)
+            Py_DECREF(made[i]);
+        ag_release_all(ids + k, n - k);
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+    }
+    PyMem_Free(made);
+    return list;
+}
+
 /* layers(plans, xs) -> list of Values: a whole MLP, each plan (weights, nonlin) applied
  * to what the one before gave (the first to xs: a NodeList, or Values and numbers). The
  * activations in between are ids this call owns; only the last layer's become Values,
@@ -227,17 +265,7 @@ static PyObject *apply_layers(PyObject *module, PyObject *args)
         PyErr_Format(PyExc_ValueError, "MLP takes %zu inputs, got %zd", first_nin, Py_SIZE(xs));
         goto done;
     }
-    out = PyList_New((Py_ssize_t)width);
-    for (size_t i = 0; out && i < width; i++) {
-        PyObject *v = ag_value_alloc();
-        if (!v)
-            Py_CLEAR(out);
-        else
-            PyList_SET_ITEM(out, (Py_ssize_t)i, v);
-    }
-    if (!out)
-        goto done;
-    /* no Python code from here until the Values own the last layer's nodes */
+    /* no Python code from here until the last layer's nodes are in current[] */
     const ag_id *inputs = ((NodeListObject *)xs)->ids;
     size_t current_n = 0;
     int status = AG_OK;
@@ -262,12 +290,8 @@ static PyObject *apply_layers(PyObject *module, PyObject *args)
         next = NULL;
     }
     if (status == AG_OK) {
-        for (size_t i = 0; i < width; i++) {
-            VALUE_ID(PyList_GET_ITEM(out, (Py_ssize_t)i)) = current[i];
-            ag_node_at(current[i])->py = PyList_GET_ITEM(out, (Py_ssize_t)i);
-        }
+        out = values_for(current, width); /* current[] owns the nodes until then */
     } else {
-        Py_CLEAR(out);
         if (!PyErr_Occurred()) {
             ag_fail(status, 0);
             ag_raise_failure("MLP", PyTuple_New(0));
@@ -296,49 +320,21 @@ static PyObject *grad(PyObject *module, PyObject *args)
         return NULL;
     size_t n = (size_t)g.n;
     ag_id *ids = PyMem_Malloc((n ? n : 1) * sizeof *ids), *out = PyMem_Malloc((n ? n : 1) * sizeof *out);
-    PyObject *values = PyList_New(g.n); /* the results' Values, made before their nodes */
-    for (Py_ssize_t i = 0; values && i < g.n; i++) {
-        PyObject *v = ag_value_alloc();
-        if (!v) {
-            Py_CLEAR(values);
-            break;
-        }
-        PyList_SET_ITEM(values, i, v);
-    }
-    if (!ids || !out || !values) {
-        if (!PyErr_Occurred())
-            PyErr_NoMemory();
+    if (!ids || !out) {
+        PyErr_NoMemory();
         goto done;
     }
+    /* g.items keeps the inputs' Values, and a Value never changes node (value_new.c) */
     for (size_t i = 0; i < n; i++)
         ids[i] = VALUE_ID(PyTuple_GET_ITEM(g.items, (Py_ssize_t)i));
     Py_INCREF(output); /* a Python _backward run by the sweep may drop every other reference */
     int status = ag_grad(VALUE_ID(output), ids, n, create_graph, out);
-    if (status == AG_OK) {
-        /* No Python code runs until each node has its Value. A result may be a node that
-         * has one already (d(a*b)/da is b itself, and an input may be asked for twice):
-         * then that Value is the result (invariant 8). */
-        for (size_t i = 0; i < n; i++) {
-            PyObject *made = PyList_GET_ITEM(values, (Py_ssize_t)i);
-            ag_node *node = ag_node_at(out[i]);
-            if (node->py) {
-                Py_INCREF((PyObject *)node->py);
-                PyList_SET_ITEM(values, (Py_ssize_t)i, (PyObject *)node->py);
-                Py_DECREF(made);     /* a Value with no node yet: freed, no Python code runs */
-                ag_release(out[i]);  /* the existing Value holds the node */
-            } else {
-                VALUE_ID(made) = out[i];
-                node->py = made;
-            }
-        }
-        result = values;
-        values = NULL;
-    } else if (status != AG_EPYTHON) {
+    if (status == AG_OK)
+        result = values_for(out, n); /* out[] owns the results until then */
+    else if (status != AG_EPYTHON)
         ag_raise_failure("grad", Py_BuildValue("(O)", output));
-    }
     Py_DECREF(output);
 done:
-    Py_XDECREF(values);
     PyMem_Free(ids);
     PyMem_Free(out);
     ag_gathered_free(&g);
@@ -366,7 +362,17 @@ static PyObject *zero_grad(PyObject *module, PyObject *values)
     Py_RETURN_NONE;
 }
 
+/* _track_pin_holders(): before a GC pass (engine.py's gc callback), see value.c. */
+static PyObject *track_pin_holders(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    ag_track_pin_holders();
+    Py_RETURN_NONE;
+}
+
 PyMethodDef ag_graph_functions[] = {
+    {"_track_pin_holders", track_pin_holders, METH_NOARGS, "before a GC pass: Values holding new pins tracked"},
     {"sum", fused_sum, METH_VARARGS, "sum(values, start): one node"},
     {"dot", fused_dot, METH_VARARGS, "dot(ws, xs, start): one node"},
     {"layer", apply_layer, METH_VARARGS, "layer(weights, nonlin, xs) -> NodeList"},

@@ -14,6 +14,7 @@
  * formulas of the table free everything they no longer need). A failed allocation
  * makes a failed term, which every operation passes on. Calls no Python.
  * Not here: the sweep that uses this (grad.c, ag_grad). */
+#include <ctype.h>
 #include <math.h>
 #include <string.h>
 #include "arena.h"
@@ -168,22 +169,60 @@ static ag_term input_term(ag_id id)
     return node->op == AG_CONST ? ag_term_number(node->data) : ag_term_borrowed(id);
 }
 
+/* Any row applied to two terms: sums and products fold their 0s and 1s. */
+static ag_term apply2(int op, ag_term x, ag_term y)
+{
+    return op == AG_ADD ? ag_term_add(x, y) : op == AG_MUL ? ag_term_mul(x, y) : binary(op, x, y);
+}
+
 #define G ag_term_copy(g)
-#define ONE ag_term_number(1.0)
-#define ZERO ag_term_number(0.0)
 #define A input_term(a_id)
 #define B input_term(b_id)
 #define OUT ag_term_borrowed(out_id)
-#define ADD(x, y) ag_term_add((x), (y))
-#define SUB(x, y) binary(AG_SUB, (x), (y))
-#define MUL(x, y) ag_term_mul((x), (y))
-#define DIV(x, y) binary(AG_DIV, (x), (y))
-#define NEG(x) unary(AG_NEG, (x))
-#define POW(x, y) binary(AG_POW, (x), (y))
-#define LOG(x) unary(AG_LOG, (x))
-#define STEP(x) unary(AG_STEP, (x))
-#define GATE(x, s) binary(AG_GATE, (x), (s))
-#define SELECT(condition, x, y) ((condition) ? (x) : (y))
+#define NUM(x) ag_term_number(x)
+#define OP1(E, x) unary(AG_##E, (x))
+#define OP2(E, x, y) apply2(AG_##E, (x), (y))
+#define IN(k) input_term(inputs[k])
+#define LOCAL(k) ag_local_grads_of(node)[k]
+#include "derivative_words.h"
+#define SELECT(condition, x, y) (note_choice(#condition, a_id, b_id), (condition) ? (x) : (y))
+
+/* ---- branches picked by the values of the time ----
+ * SELECT builds one branch, picked by the current values: a derivative graph that
+ * holds it is right only while the condition comes out the same. Replay would run it
+ * at other values, so grad() marks such graphs (AG_FLAG_CHOSEN) for forward() to
+ * refuse. A condition only on inputs that are constants (b == 0.0 in x ** 2) never
+ * changes, and does not count. */
+static int choice_noted;
+
+/* Whether the C condition `text` reads the variable `name` (a, b or out). */
+static int reads(const char *text, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *p = strstr(text, name); p; p = strstr(p + 1, name)) {
+        int starts = p == text || !(isalnum((unsigned char)p[-1]) || p[-1] == '_');
+        int ends = !(isalnum((unsigned char)p[len]) || p[len] == '_');
+        if (starts && ends)
+            return 1;
+    }
+    return 0;
+}
+
+static void note_choice(const char *condition, ag_id a_id, ag_id b_id)
+{
+    int a_varies = ag_node_at(a_id)->op != AG_CONST, b_varies = b_id && ag_node_at(b_id)->op != AG_CONST;
+    if ((reads(condition, "a") && a_varies) || (reads(condition, "b") && b_varies)
+        || (reads(condition, "out") && (a_varies || b_varies)))
+        choice_noted = 1;
+}
+
+int ag_choice_noted(int forget)
+{
+    int noted = choice_noted;
+    if (forget)
+        choice_noted = 0;
+    return noted;
+}
 
 /* What an elementwise node passes back to input a (which 0) or b (which 1), given the
  * gradient g arriving at it (borrowed), as a term. */
@@ -201,8 +240,6 @@ static ag_term contribution(ag_id out_id, const ag_node *node, int which, ag_ter
     }
 }
 
-#include "derivative_language_end.h"
-
 /* contribution[k] = what the node passes back to input k given the gradient g arriving
  * at it (taking g's reference), for each of its n inputs; the number 0 for a constant
  * input (nothing needs its gradient). AG_ENOMEM (or the anomaly that stopped an op),
@@ -216,19 +253,19 @@ int ag_chain_terms(ag_id id, ag_term g, ag_term *contributions, size_t n)
     switch (node->op) {
     case AG_SUM:
         for (size_t k = 0; k < n; k++)
-            contributions[k] = ag_term_copy(g);
+            contributions[k] = AG_SUM_TO_INPUT(k);
         break;
     case AG_DOT: /* (w0, x0, w1, x1, ..., [bias]) */
         for (size_t k = 0; k + 1 < n; k += 2) {
-            contributions[k] = ag_term_mul(ag_term_copy(g), input_term(inputs[k + 1]));
-            contributions[k + 1] = ag_term_mul(ag_term_copy(g), input_term(inputs[k]));
+            contributions[k] = AG_DOT_TO_WEIGHT(k);
+            contributions[k + 1] = AG_DOT_TO_X(k + 1);
         }
         if (n & 1)
-            contributions[n - 1] = ag_term_copy(g);
+            contributions[n - 1] = AG_DOT_TO_BIAS;
         break;
     case AG_LOCAL:
         for (size_t k = 0; k < n; k++)
-            contributions[k] = ag_term_mul(ag_term_copy(g), ag_term_number(ag_local_grads_of(node)[k]));
+            contributions[k] = AG_LOCAL_TO_INPUT(k);
         break;
     default:
         if (ag_op_is_source(node->op) || node->op == AG_CUSTOM)
@@ -247,3 +284,5 @@ int ag_chain_terms(ag_id id, ag_term g, ag_term *contributions, size_t n)
         }
     return AG_OK;
 }
+
+#include "derivative_language_end.h"

@@ -29,6 +29,10 @@ ag_term ag_term_mul(ag_term a, ag_term b);
 ag_id ag_constant_node(double x);    /* a CONST node for x, shared within one grad() call */
 void ag_constant_nodes_done(void);    /* the end of that call */
 
+/* Whether a derivative built since the last forget picked a branch of a SELECT by
+ * values that may change (replay must refuse it); forget: start counting anew. */
+int ag_choice_noted(int forget);
+
 /* contribution[k] = g * d node / d input k for each of the node's n inputs, as terms
  * (taking g's reference); AG_ENOMEM with nothing owned on failure. */
 int ag_chain_terms(ag_id node, ag_term g, ag_term *contribution, size_t n);

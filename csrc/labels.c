@@ -2,7 +2,9 @@
  * and the `_op` text of hand-made nodes (Value(data, _children, _op)). Each is a small
  * hash map from node id to a copied string, so a label belongs to the node, not to one
  * Value, and dies with the node. Open addressing with linear probing; id 0 marks an
- * empty slot. */
+ * empty slot. A map grows when half full and shrinks when under an eighth full (to a
+ * quarter full, never below AG_LABELS_KEEP slots), so 4M labelled nodes dying give
+ * their slots back, and a training loop labelling nodes does not rehash every step. */
 #include <stdlib.h>
 #include <string.h>
 #include "arena.h"
@@ -34,9 +36,11 @@ static entry *find(string_map *m, ag_id id)
     }
 }
 
-static int grow(string_map *m)
+#define AG_LABELS_KEEP ((size_t)1 << 16) /* 1 MiB of slots: 32K labels without growing */
+
+/* Rehashes m into new_capacity slots (a power of two, above count). */
+static int resize(string_map *m, size_t new_capacity)
 {
-    size_t new_capacity = m->capacity ? 2 * m->capacity : 64;
     entry *old = m->slots;
     size_t old_capacity = m->capacity;
     entry *fresh = calloc(new_capacity, sizeof *fresh);
@@ -54,6 +58,20 @@ static int grow(string_map *m)
     }
     free(old);
     return AG_OK;
+}
+
+static int grow(string_map *m) { return resize(m, m->capacity ? 2 * m->capacity : 64); }
+
+/* Called as entries go, often inside the free loop: cannot fail (a map that cannot be
+ * rehashed smaller stays as it is). */
+static void shrink_if_sparse(string_map *m)
+{
+    if (m->capacity <= AG_LABELS_KEEP || 8 * m->count >= m->capacity)
+        return;
+    size_t capacity = AG_LABELS_KEEP;
+    while (capacity < 4 * m->count)
+        capacity *= 2;
+    resize(m, capacity);
 }
 
 /* Removes slot i and shifts later entries of its probe run back, so lookups never
@@ -74,6 +92,7 @@ static void remove_at(string_map *m, size_t i)
             i = j;
         }
     }
+    shrink_if_sparse(m);
 }
 
 static void forget(string_map *m, ag_id id)

@@ -183,16 +183,7 @@ static PyObject *node_list_item(PyObject *self, Py_ssize_t i)
 static PyObject *node_list_values(PyObject *self, PyObject *unused)
 {
     (void)unused;
-    Py_ssize_t n = Py_SIZE(self);
-    PyObject *out = PyList_New(n);
-    for (Py_ssize_t i = 0; out && i < n; i++) {
-        PyObject *v = ag_value_of(((NodeListObject *)self)->ids[i]);
-        if (!v)
-            Py_CLEAR(out);
-        else
-            PyList_SET_ITEM(out, i, v);
-    }
-    return out;
+    return ag_values_of(((NodeListObject *)self)->ids, (size_t)Py_SIZE(self), 0);
 }
 
 static int node_list_getbuffer(PyObject *self, Py_buffer *view, int flags)

@@ -18,8 +18,36 @@ int ag_anomaly_mode(void);
 static inline int ag_recording(void) { return !ag_threads_in_modes || ag_grad_enabled(); }
 static inline int ag_checking(void) { return ag_threads_in_modes && ag_anomaly_mode(); }
 
-/* ---- sum: inputs[0] + inputs[1] + ..., left to right ---- */
+/* ---- the op table's derivative language read as C arithmetic on doubles ----
+ * (ops.h): the first-order sweep. OP1/OP2 call the row's forward, which folds to the
+ * plain expression (MUL(x, y) is x * y), so backward's arithmetic is what it always was. */
+#define G g
+#define A a
+#define B b
+#define OUT out
+#define NUM(x) (x)
+#define OP1(E, x) ag_forward_elementwise(AG_##E, (x), 0.0)
+#define OP2(E, x, y) ag_forward_elementwise(AG_##E, (x), (y))
+#define SELECT(condition, x, y) ((condition) ? (x) : (y))
+#define IN(k) in[k]->data
+#define LOCAL(k) local[k]
+#include "derivative_words.h"
 
+/* What an elementwise node passes back: *ga to input a, *gb to input b, each computed
+ * only when asked for (a constant input needs none: pow's is a log). */
+AG_INLINE void ag_contributions(int op, double g, double a, double b, double out, double *ga, double *gb)
+{
+    (void)a; (void)b; (void)out;
+    switch (op) {
+#define AG_GRAD_CASE(E, name, sym, arity, py, fwd, toA, toB) \
+    case AG_##E: if (ga) *ga = (toA); if (gb) *gb = (toB); return;
+        AG_ELEMENTWISE_OPS(AG_GRAD_CASE)
+#undef AG_GRAD_CASE
+    default: if (ga) *ga = NAN; if (gb) *gb = NAN; return;
+    }
+}
+
+/* sum: inputs[0] + inputs[1] + ..., left to right */
 static inline double ag_sum_forward(ag_node *const *in, size_t n)
 {
     double acc = n ? in[0]->data : 0.0;
@@ -30,13 +58,12 @@ static inline double ag_sum_forward(ag_node *const *in, size_t n)
 
 static inline int ag_sum_backward(double g, ag_node *const *in, size_t n, int check)
 {
-    for (size_t i = 0; i < n; i++)
-        in[i]->grad += g;
+    for (size_t k = 0; k < n; k++)
+        in[k]->grad += AG_SUM_TO_INPUT(k);
     return !check || isfinite(g);
 }
 
-/* ---- dot: [bias] + w0*x0 + w1*x1 + ..., micrograd's sum(w*x for ..., b) order ---- */
-
+/* dot: [bias] + w0*x0 + w1*x1 + ..., micrograd's sum(w*x for ..., b) order */
 static inline double ag_dot_forward(ag_node *const *in, size_t n)
 {
     double acc = (n & 1) ? in[n - 1]->data : 0.0;
@@ -49,37 +76,36 @@ static inline int ag_dot_backward(double g, ag_node *const *in, size_t n, int ch
 {
     int ok = 1;
     if (check) {
-        for (size_t i = 0; i + 1 < n; i += 2) {
-            double dw = g * in[i + 1]->data, dx = g * in[i]->data;
-            in[i]->grad += dw;
-            in[i + 1]->grad += dx;
+        for (size_t k = 0; k + 1 < n; k += 2) {
+            double dw = AG_DOT_TO_WEIGHT(k), dx = AG_DOT_TO_X(k + 1);
+            in[k]->grad += dw;
+            in[k + 1]->grad += dx;
             ok &= isfinite(dw) && isfinite(dx);
         }
     } else { /* training's hottest loop: no checks to pay for */
-        for (size_t i = 0; i + 1 < n; i += 2) {
-            ag_node *w = in[i], *x = in[i + 1];
-            w->grad += g * x->data;
-            x->grad += g * w->data;
+        for (size_t k = 0; k + 1 < n; k += 2) {
+            in[k]->grad += AG_DOT_TO_WEIGHT(k);
+            in[k + 1]->grad += AG_DOT_TO_X(k + 1);
         }
     }
     if (n & 1)
-        in[n - 1]->grad += g;
+        in[n - 1]->grad += AG_DOT_TO_BIAS;
     return !check || (ok && isfinite(g));
 }
 
-/* ---- local: Value(data, children, local_grads), derivatives given as numbers ---- */
-
-static inline int ag_local_backward(double g, const double *local, ag_node *const *in, size_t n,
-                                    int check)
+/* local: Value(data, children, local_grads), derivatives given as numbers */
+static inline int ag_local_backward(double g, const double *local, ag_node *const *in, size_t n, int check)
 {
     int ok = 1;
-    for (size_t i = 0; i < n; i++) {
-        double d = g * local[i];
-        in[i]->grad += d;
+    for (size_t k = 0; k < n; k++) {
+        double d = AG_LOCAL_TO_INPUT(k);
+        in[k]->grad += d;
         ok &= !check || isfinite(d);
     }
     return ok;
 }
+
+#include "derivative_language_end.h"
 
 /* ---- elementwise ops: the table's rows ---- */
 

@@ -72,6 +72,14 @@ static int group_hold(PyObject *o, void *arg)
     return 0;
 }
 
+/* An object the GC would finalize before freeing (a __del__): such a finalizer may
+ * resurrect the group, which then must still be whole, so the GC's own pass, which
+ * runs finalizers before it clears anything, is left to free it. */
+static int has_finalizer(PyObject *o)
+{
+    return Py_TYPE(o)->tp_finalize != NULL || Py_TYPE(o)->tp_del != NULL;
+}
+
 /* v (with one reference of the caller's) is held only by the objects its dict reaches. */
 static int held_only_by_its_state(PyObject *v)
 {
@@ -86,13 +94,18 @@ static int held_only_by_its_state(PyObject *v)
             g.held[i] = 1;
             Py_TYPE(g.members[i])->tp_traverse(g.members[i], group_hold, &g);
         }
-    return !g.held[0];
+    if (g.held[0])
+        return 0;
+    for (int i = 0; i < g.n; i++)
+        if (!g.held[i] && has_finalizer(g.members[i]))
+            return 0;
+    return 1;
 }
 
 static void unpin(ag_node *node)
 {
     PyObject *v = node->py;
-    node->flags &= (uint8_t)~AG_FLAG_PINNED;
+    node->flags &= (uint16_t)~AG_FLAG_PINNED;
     if (PyObject_GC_IsTracked(v) && held_only_by_its_state(v))
         Py_CLEAR(((ValueObject *)v)->dict); /* breaks the cycle: the group is freed */
     Py_DECREF(v); /* the Value may die here, and release the node */
@@ -113,16 +126,30 @@ void ag_mark_state(PyObject *self)
         pin(node);
 }
 
+/* The Python _backward in the node's Value's dict (borrowed), or NULL (an exception
+ * set if looking raised). */
+static PyObject *rule_of(ag_node *node)
+{
+    ValueObject *v = node->py;
+    return v && v->dict ? PyDict_GetItemWithError(v->dict, ag_backward_name) : NULL;
+}
+
+static int has_rule(ag_node *node)
+{
+    PyObject *rule = rule_of(node);
+    PyErr_Clear();
+    return rule != NULL;
+}
+
 /* A Python _backward, called by the sweep (sweep.c) in the node's place in the order.
- * The node is the root or has users, so its Value is alive (held or pinned). */
+ * The node is the root or has users, so its Value, if it has one, is alive (held or
+ * pinned). AG_ENORULE when there is none: the dict was handed out (vars(v)) and holds
+ * no _backward, so the op's own rule runs. */
 static int run_rule(ag_node *node)
 {
-    PyObject *self = node->py, *rule = NULL;
-    ValueObject *v = (ValueObject *)self;
-    if (v && v->dict)
-        rule = PyDict_GetItemWithError(v->dict, ag_backward_name);
+    PyObject *self = node->py, *rule = rule_of(node);
     if (!rule)
-        return PyErr_Occurred() ? AG_EPYTHON : AG_OK;
+        return PyErr_Occurred() ? AG_EPYTHON : AG_ENORULE;
     Py_INCREF(rule);
     Py_INCREF(self); /* the rule may drop every other reference */
     PyObject *result = PyObject_CallNoArgs(rule);
@@ -136,5 +163,5 @@ static int run_rule(ag_node *node)
 
 void ag_install_hooks(void)
 {
-    ag_hooks = (ag_python_hooks){pin, unpin, run_rule};
+    ag_hooks = (ag_python_hooks){pin, unpin, run_rule, has_rule};
 }

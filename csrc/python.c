@@ -9,7 +9,8 @@
  *     added to it by name when engine.py first calls ag_python_init() through cffi.
  *  3. One interpreter. The arena is one per process and its nodes point back at Python
  *     objects of one interpreter, so a sub-interpreter gets an ImportError, before
- *     anything is made, and the main interpreter can still import afterwards.
+ *     anything is made, whether it imports before or after the main interpreter, and
+ *     the main interpreter can still import afterwards.
  */
 #include "python.h"
 
@@ -51,14 +52,17 @@ static int init_failed(void)
 int ag_python_init(void)
 {
     static int done;
-    if (done)
-        return 0;
+    /* Checked before `done`: a sub-interpreter importing after the main one gets a copy
+     * of the module as cffi first made it (single-phase init), without the names added
+     * below, and must be refused here, not fail later on a missing attribute. */
     if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
         snprintf(init_error, sizeof init_error, "%s",
                  "pyautograd cannot be imported in a sub-interpreter: its one C arena belongs "
                  "to the main interpreter");
         return -1;
     }
+    if (done)
+        return 0;
     PyObject *module = PyImport_ImportModule("pyautograd._ag");
     if (!module)
         return init_failed();
@@ -70,6 +74,7 @@ int ag_python_init(void)
         && PyModule_AddObjectRef(module, "LayerWeights", (PyObject *)layer_weights) == 0
         && PyModule_AddFunctions(module, ag_graph_functions) == 0
         && PyModule_AddFunctions(module, ag_walk_functions) == 0
+        && PyModule_AddFunctions(module, ag_op_functions) == 0
         && PyModule_AddFunctions(module, glue_functions) == 0) {
         ag_install_hooks();
         done = 1;

@@ -20,9 +20,11 @@
 typedef struct {
     PyObject_HEAD
     ag_id id;          /* one reference to the node; 0 only while being made */
-    uint32_t tracked;  /* 1 once the cyclic GC tracks it (ag_mark_state), which it then
+    uint16_t tracked;  /* 1 once the cyclic GC tracks it (ag_mark_state), which it then
                           does until the Value dies: dealloc's fast path reads this
                           instead of asking the GC, a call per op's result */
+    uint16_t placeholder; /* 1 while a subclass instance has __new__'s placeholder leaf,
+                             which its first Value.__init__ replaces (value_new.c) */
     PyObject *dict;    /* attributes, a Python-written _backward; NULL until set */
     PyObject *weakrefs;
 } ValueObject;
@@ -43,9 +45,17 @@ PyObject *ag_value_own(PyObject *v, ag_id id); /* v takes the new node id's refe
                                               id 0 (a failed op) drops v and returns NULL */
 PyObject *ag_value_of(ag_id id);          /* the node's Value (new reference): the one that
                                               exists, or a new one (invariant 8) */
+/* The Values of n nodes the caller keeps alive, as a tuple (or a list): every Value is
+ * made before the container, so Python code that a GC pass runs meanwhile never meets a
+ * container with empty slots (invariant 10). */
+PyObject *ag_values_of(const ag_id *ids, size_t n, int as_tuple);
 /* Raises the exception for a failed core call: `what` names the operation, inputs
  * (stolen, may be NULL) are the operands shown in the message. Returns NULL. */
 PyObject *ag_raise_failure(const char *what, PyObject *inputs);
+
+/* text (a str) as UTF-8 for the label and op-text maps, which keep C strings: NULL with
+ * ValueError naming `what` when it holds a NUL, which would cut it short. */
+const char *ag_text_utf8(PyObject *text, const char *what);
 
 /* o as a double: 1 when o is a real number, 0 when it is not (nothing raised),
  * -1 when converting it raised (e.g. OverflowError). */
@@ -85,6 +95,12 @@ PyObject *ag_node_list_from(PyObject *iterable, const char *what, int values_onl
 extern PyTypeObject *ag_layer_weights_type;
 int ag_layer_weights_rows(PyObject *o, const char *what, ag_row *const **rows, size_t *nout, size_t *nin);
 
+/* value.c: pins the cyclic GC can see (invariant 6). Set when a node in use gets Python
+ * state; ag_track_pin_holders (a GC callback) then has the Values holding it tracked. */
+extern int ag_pin_holders_unknown;
+void ag_track_pin_holders(void);
+void ag_note_held_objects(PyObject *self); /* its state may now refer to objects */
+
 /* pins.c: the Value gets Python state (attributes, a Python _backward, a subclass):
  * its node pins it while used, and the cyclic GC looks after it (invariant 8). */
 void ag_mark_state(PyObject *self);
@@ -100,7 +116,7 @@ PyObject *ag_value_vectorcall(PyObject *callable, PyObject *const *args, size_t 
 PyTypeObject *ag_make_value_type(void);
 PyTypeObject *ag_make_node_list_type(void);
 PyTypeObject *ag_make_layer_weights_type(void);
-extern PyMethodDef ag_graph_functions[], ag_walk_functions[];
+extern PyMethodDef ag_graph_functions[], ag_walk_functions[], ag_op_functions[];
 int ag_set_failure_hook(PyObject *hook);
 
 #endif

@@ -89,14 +89,17 @@ struct earlier_grad {
     double grad;
 };
 
+/* Every grad is written, -0.0 included: grad() reads the field's bits afterwards (as
+ * pool indices), and -0.0 == 0.0 has its sign bit set. A -0.0 is kept, so that grad()
+ * puts it back as it was. */
 static int zero_and_keep(ag_id id, ag_node *node, grads_kept *kept)
 {
-    if (node->grad != 0.0) {
+    if (node->grad != 0.0 || signbit(node->grad)) {
         if (reserve(&kept->list, kept->n + 1, sizeof(earlier_grad)) != AG_OK)
             return AG_ENOMEM;
         ((earlier_grad *)kept->list.p)[kept->n++] = (earlier_grad){id, node->grad};
-        node->grad = 0.0;
     }
+    node->grad = 0.0;
     return AG_OK;
 }
 
@@ -105,6 +108,13 @@ void ag_add_back(const grads_kept *kept)
     const earlier_grad *e = kept->list.p;
     for (size_t i = 0; i < kept->n; i++)
         ag_node_at(e[i].id)->grad += e[i].grad;
+}
+
+void ag_put_back(const grads_kept *kept)
+{
+    const earlier_grad *e = kept->list.p;
+    for (size_t i = 0; i < kept->n; i++)
+        ag_node_at(e[i].id)->grad = e[i].grad;
 }
 
 /* ---- topological sort ---- */
@@ -147,12 +157,16 @@ static size_t push_rows_dot_inputs(const ag_dot_rows *rows, const ag_id *inputs,
 }
 
 /* The order is written to order_buf (valid until the next sort). With kept, each node
- * also has its grad zeroed when entered (backward: the node is in cache then). With
+ * also has its grad zeroed when entered (backward: the node is in cache then), and a
+ * node that a running sweep owns stops the sort (AG_EBUSY: its grad field holds that
+ * sweep's adjoint, invariant 10); when the sweep to come runs Python rules, the sort
+ * marks every node AG_FLAG_OWNED (*owned), for the caller to clear when it ends. With
  * keep_marks, the nodes keep their AG_FLAG_SORTING after a successful sort when none
  * of them has a Python _backward (*kept_marks says whether they did): the caller
  * clears them in a pass it makes anyway, and no Python code can run before (Python
  * could start another sort, which needs them clear: invariant 3). */
-static int topo_sort(ag_id root, ag_order *out, grads_kept *kept, int keep_marks, int *kept_marks)
+static int topo_sort(ag_id root, ag_order *out, grads_kept *kept, int keep_marks, int *kept_marks,
+                     int *owned)
 {
     size_t depth = 0, n = 0;
     int status = AG_OK, python = 0;
@@ -175,8 +189,13 @@ static int topo_sort(ag_id root, ag_order *out, grads_kept *kept, int keep_marks
             continue;
         }
         ag_node *node = ag_node_at(top);
-        if (node->flags & AG_FLAG_SORTING)
+        if (node->flags & (AG_FLAG_SORTING | AG_FLAG_OWNED)) {
+            if (!(node->flags & AG_FLAG_SORTING) && kept) {
+                status = AG_EBUSY;
+                break;
+            }
             continue;
+        }
         size_t n_inputs;
         const ag_id *inputs = ag_inputs_of(node, &n_inputs);
         if (reserve(&stack_buf, depth + 1 + n_inputs, sizeof(ag_id)) != AG_OK) {
@@ -205,12 +224,17 @@ static int topo_sort(ag_id root, ag_order *out, grads_kept *kept, int keep_marks
     ag_id *ids = order_buf.p;
     for (size_t i = 0; i < depth; i++) /* after a failure: the nodes entered, not left */
         if (stack[i] & AG_SORT_EXIT)
-            ag_node_at(stack[i] & ~AG_SORT_EXIT)->flags &= (uint8_t)~AG_FLAG_SORTING;
+            ag_node_at(stack[i] & ~AG_SORT_EXIT)->flags &= (uint16_t)~AG_FLAG_SORTING;
     keep_marks = keep_marks && status == AG_OK && !python;
-    for (size_t i = 0; i < n && !keep_marks; i++)
-        ag_node_at(ids[i])->flags &= (uint8_t)~AG_FLAG_SORTING;
+    uint16_t own = status == AG_OK && python && kept ? AG_FLAG_OWNED : 0;
+    for (size_t i = 0; i < n && !keep_marks; i++) {
+        ag_node *node = ag_node_at(ids[i]);
+        node->flags = (uint16_t)((node->flags & ~AG_FLAG_SORTING) | own);
+    }
     if (kept_marks)
         *kept_marks = keep_marks;
+    if (owned)
+        *owned = own != 0;
     out->ids = ids;
     out->n = n;
     return status;
@@ -309,7 +333,7 @@ static void cache_drop(cached_order *slot)
     cache_bytes -= slot->order.n * sizeof(ag_id) + slot->tape.bytes;
     free(slot->order.ids);
     tape_free(&slot->tape);
-    ag_node_at(slot->root)->flags &= (uint8_t)~AG_FLAG_ORDER;
+    ag_node_at(slot->root)->flags &= (uint16_t)~AG_FLAG_ORDER;
     *slot = (cached_order){0};
     n_cached--;
 }
@@ -330,17 +354,22 @@ static cached_order *cache_slot(void)
     return victim;
 }
 
-/* A node whose value was computed in Python has no forward to replay. */
-static ag_id first_hand_made(const ag_order *order)
+/* AG_OK, or why the graph cannot be replayed, at its first such node (*bad): a node
+ * whose value was computed in Python has no forward to run again (AG_ENOREPLAY), and a
+ * derivative built for the values of the time would not follow new ones (AG_ECHOSEN). */
+static int replayable(const ag_order *order, ag_id *bad)
 {
     for (size_t i = 0; i < order->n; i++) {
         const ag_node *node = ag_node_at(order->ids[i]);
         size_t n;
         ag_inputs_of(node, &n);
+        *bad = order->ids[i];
         if (ag_op_is_hand_made(node->op) && n > 0)
-            return order->ids[i];
+            return AG_ENOREPLAY;
+        if (node->flags & AG_FLAG_CHOSEN)
+            return AG_ECHOSEN;
     }
-    return 0;
+    return AG_OK;
 }
 
 /* Sorts root's graph, checks it can be replayed, compiles its tape and caches both. */
@@ -348,13 +377,13 @@ static int cache_add(ag_id root, cached_order **added)
 {
     ag_order order;
     ag_tape tape;
-    int status = topo_sort(root, &order, NULL, 0, NULL);
+    ag_id bad = 0;
+    int status = topo_sort(root, &order, NULL, 0, NULL, NULL);
     if (status != AG_OK)
         return status;
-    ag_id hand_made = first_hand_made(&order);
-    if (hand_made) {
-        ag_fail(AG_ENOREPLAY, hand_made);
-        return AG_ENOREPLAY;
+    if ((status = replayable(&order, &bad)) != AG_OK) {
+        ag_fail(status, bad);
+        return status;
     }
     cached_order *slot = cache_slot();
     if (!slot)
@@ -426,10 +455,13 @@ static inline ag_node *const *walk_inputs(const walk *w, size_t i, const ag_node
 /* One node's chain-rule step: its Python _backward if it has one, else its op's. */
 static int step(const walk *w, size_t i, ag_node *node, int check)
 {
-    if (node->flags & AG_FLAG_PYRULE)
-        return ag_hooks.run_rule(node);
+    if (node->flags & AG_FLAG_PYRULE) {
+        int status = ag_hooks.run_rule(node);
+        if (status != AG_ENORULE)
+            return status;
+    }
     size_t n;
-    ag_node *pair[2];
+    ag_node *pair[2] = {NULL, NULL};
     ag_node *const *in = walk_inputs(w, i, node, &n, pair);
     if (!in)
         return AG_ENOMEM;
@@ -460,15 +492,105 @@ static int sweep_order(const walk *w, int check, int unmark, ag_id *bad)
         fetch_ahead(w, i);
         ag_node *node = walk_node(w, i);
         if (unmark)
-            node->flags &= (uint8_t)~AG_FLAG_SORTING;
+            node->flags &= (uint16_t)~AG_FLAG_SORTING;
         int status = step(w, i, node, check);
         if (status != AG_OK) {
             *bad = w->order.ids[i];
             for (size_t k = 0; unmark && k < i; k++)
-                walk_node(w, k)->flags &= (uint8_t)~AG_FLAG_SORTING;
+                walk_node(w, k)->flags &= (uint16_t)~AG_FLAG_SORTING;
             return status;
         }
     }
+    return AG_OK;
+}
+
+/* ---- sweeps that run Python ----
+ * A sweep that runs Python rules keeps its adjoints in the grad fields, where the
+ * rules read and write them, and marks its nodes AG_FLAG_OWNED until it ends
+ * (invariant 10). The running sweeps are listed with their thread, so that a fork
+ * can undo in the child what threads that do not exist there left half-done. */
+typedef struct running_sweep {
+    ag_id root;                 /* retained for the sweep's length */
+    const ag_order *owns;       /* the nodes it marked owned, or NULL */
+    cached_order *hit;          /* the cached tape it uses, or NULL */
+    const void *thread;
+    struct running_sweep *next;
+} running_sweep;
+
+static running_sweep *running;
+static _Thread_local char this_thread; /* its address tells threads apart */
+
+static void sweep_begin(running_sweep *r, ag_id root, cached_order *hit)
+{
+    *r = (running_sweep){root, NULL, hit, &this_thread, running};
+    running = r;
+    ag_retain(root); /* a rule may drop every Value naming the root */
+    if (hit)
+        hit->in_use++;
+}
+
+static void disown(const ag_order *order)
+{
+    for (size_t i = 0; i < order->n; i++)
+        ag_node_at(order->ids[i])->flags &= (uint16_t)~AG_FLAG_OWNED;
+}
+
+/* Ends r: its marks cleared, its root released (which may run Python: last). */
+static void sweep_end(running_sweep *r)
+{
+    running_sweep **link = &running;
+    while (*link != r)
+        link = &(*link)->next;
+    *link = r->next;
+    if (r->owns)
+        disown(r->owns);
+    if (r->hit)
+        r->hit->in_use--;
+    ag_release(r->root);
+}
+
+/* In the child of a fork only the forking thread runs on: the sweeps of the others
+ * will never end, so their marks, tapes and roots are let go here. */
+void ag_sweeps_after_fork(void)
+{
+    running_sweep *mine = NULL;
+    for (running_sweep *r = running, *next; r; r = next) {
+        next = r->next;
+        if (r->thread == &this_thread) {
+            r->next = mine;
+            mine = r;
+            continue;
+        }
+        if (r->owns)
+            disown(r->owns);
+        if (r->hit)
+            r->hit->in_use--;
+    }
+    running = NULL; /* the forking thread's own, in their order, are put back */
+    while (mine) {
+        running_sweep *r = mine;
+        mine = r->next;
+        r->next = running;
+        running = r;
+    }
+}
+
+/* The nodes of a cached order, zeroed into kept as the sort would, checked and owned
+ * as topo_sort does (AG_EBUSY when another sweep owns one). */
+static int zero_cached(const walk *w, grads_kept *kept, int *owned)
+{
+    int python = 0;
+    for (size_t i = 0; i < w->order.n; i++) {
+        ag_node *node = walk_node(w, i);
+        if (node->flags & AG_FLAG_OWNED)
+            return AG_EBUSY;
+        python |= node->flags & AG_FLAG_PYRULE;
+        if (zero_and_keep(w->order.ids[i], node, kept) != AG_OK)
+            return AG_ENOMEM;
+    }
+    for (size_t i = 0; python && i < w->order.n; i++)
+        walk_node(w, i)->flags |= AG_FLAG_OWNED;
+    *owned = python != 0;
     return AG_OK;
 }
 
@@ -482,24 +604,26 @@ static int sweep_order(const walk *w, int check, int unmark, ag_id *bad)
  * fails (an anomaly, memory, a Python _backward that raised), every grad is restored. */
 int ag_backward(ag_id root)
 {
-    int check = ag_anomaly_mode(), status = AG_OK;
+    int check = ag_anomaly_mode(), status = AG_OK, owned = 0;
     ag_id bad = 0;
     grads_kept kept = {take(&grads_buf), 0};
     buffer my_order = {0};
     walk w = {{NULL, 0}, NULL};
+    running_sweep me;
     cached_order *hit = cache_find(root);
+    sweep_begin(&me, root, hit);
     if (hit) { /* a root that replays: its tape */
         w.order = hit->order;
         w.tape = &hit->tape;
-        hit->in_use++;
-        for (size_t i = 0; i < w.order.n && status == AG_OK; i++)
-            status = zero_and_keep(w.order.ids[i], walk_node(&w, i), &kept);
+        status = zero_cached(&w, &kept, &owned);
     }
     int marked = 0; /* the sort left its marks for the sweep to clear */
     if (!hit) {
-        status = topo_sort(root, &w.order, &kept, 1, &marked);
+        status = topo_sort(root, &w.order, &kept, 1, &marked, &owned);
         my_order = take(&order_buf); /* w.order.ids points into it */
     }
+    if (owned)
+        me.owns = &w.order;
     if (status == AG_OK) {
         ag_node_at(root)->grad = 1.0;
         status = sweep_order(&w, check, marked, &bad);
@@ -510,11 +634,11 @@ int ag_backward(ag_id root)
     ag_add_back(&kept); /* after a failed sort: the grads zeroed so far */
     if (status != AG_OK && status != AG_EPYTHON)
         ag_fail(status, status == AG_EANOMALY ? bad : 0);
-    if (hit)
-        hit->in_use--;
-    put_back(&order_buf, my_order);
     put_back(&grads_buf, kept.list);
-    shrink_scratch(w.order.n);
+    size_t swept = w.order.n;
+    sweep_end(&me); /* before the order goes back: it clears the marks through it */
+    put_back(&order_buf, my_order);
+    shrink_scratch(swept);
     return status;
 }
 
@@ -522,15 +646,29 @@ int ag_backward(ag_id root)
 
 int ag_sort_for_grad(ag_id root, ag_sorted *sorted)
 {
+    int owned = 0;
     sorted->kept = (grads_kept){take(&grads_buf), 0};
     sorted->marked = 0;
-    int status = topo_sort(root, &sorted->order, &sorted->kept, 1, &sorted->marked);
+    sorted->running = malloc(sizeof(running_sweep));
+    if (!sorted->running) {
+        sorted->order_buffer = (buffer){0};
+        sorted->order = (ag_order){NULL, 0};
+        return AG_ENOMEM;
+    }
+    sweep_begin(sorted->running, root, NULL);
+    int status = topo_sort(root, &sorted->order, &sorted->kept, 1, &sorted->marked, &owned);
     sorted->order_buffer = take(&order_buf); /* order.ids points into it */
+    if (owned)
+        ((running_sweep *)sorted->running)->owns = &sorted->order;
     return status;
 }
 
 void ag_sorted_done(ag_sorted *sorted)
 {
+    if (sorted->running) {
+        sweep_end(sorted->running);
+        free(sorted->running);
+    }
     put_back(&order_buf, sorted->order_buffer);
     put_back(&grads_buf, sorted->kept.list);
     shrink_scratch(sorted->order.n);
@@ -566,7 +704,7 @@ int ag_forward(ag_id root)
     if (!hit) {
         int status = cache_add(root, &hit);
         if (status != AG_OK) {
-            if (status != AG_ENOREPLAY)
+            if (status != AG_ENOREPLAY && status != AG_ECHOSEN)
                 ag_fail(status, 0);
             return status;
         }
@@ -595,7 +733,7 @@ size_t ag_graph_size(ag_id root)
     if (hit)
         return hit->order.n;
     ag_order order;
-    if (topo_sort(root, &order, NULL, 0, NULL) != AG_OK) {
+    if (topo_sort(root, &order, NULL, 0, NULL, NULL) != AG_OK) {
         ag_fail(AG_ENOMEM, 0);
         return 0;
     }

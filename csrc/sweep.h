@@ -22,7 +22,8 @@ typedef struct grads_kept {
     size_t n;
 } grads_kept;
 
-void ag_add_back(const grads_kept *kept);
+void ag_add_back(const grads_kept *kept);  /* backward(): earlier grads + this call's */
+void ag_put_back(const grads_kept *kept);  /* grad(): every grad exactly as it was */
 
 /* A sort of root's graph for grad(): every grad under root zeroed into kept; marked: the
  * nodes still carry the sort's mark (AG_FLAG_SORTING), which grad() clears in its last
@@ -33,6 +34,8 @@ typedef struct ag_sorted {
     buffer order_buffer;
     grads_kept kept;
     int marked;
+    void *running; /* the sweep as listed while it runs (sweep.c): root retained,
+                      nodes owned when Python rules will run (invariant 10) */
 } ag_sorted;
 
 int ag_sort_for_grad(ag_id root, ag_sorted *sorted);

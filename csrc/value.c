@@ -5,7 +5,7 @@
  * number slot calls the arena directly. Everything a micrograd program touches in its
  * inner loops is here: construction, data/grad, the operators, backward.
  *
- * What makes it a Python object like micrograd's (DESIGN.md invariants 8 and 9):
+ * What makes it a Python object like micrograd's (invariants 8 and 9 in arena.h):
  *  - identity: a node has at most one Value (ag_node.py), so `_prev` hands back the
  *    very objects the program made and `is`, id() and attributes behave;
  *  - attributes and weak references; a Value that gets Python state (attributes, a
@@ -50,10 +50,146 @@ static inline PyObject *value_alloc(void)
     }
     v->id = 0;
     v->tracked = 0;
+    v->placeholder = 0;
     return (PyObject *)v;
 }
 
 PyObject *ag_value_alloc(void) { return value_alloc(); }
+
+/* ---- pins the cyclic GC can see (invariant 6) ----
+ * A pin is a reference from a node to its Value that no Python object holds, so the GC
+ * cannot see it, and a cycle through one (w.reg = w * w: w, its dict, the product's
+ * Value, its node, w's node, the pin, w) would never be collected. So the Value that
+ * alone holds the way down to a pinned node reports the pin as a reference of its own
+ * (value_traverse): its node is held by it alone, and each node on the way is held only
+ * by the one above it, so the pin goes exactly when that Value goes. A pin is reported
+ * at most once (ways held alone never meet), and reporting fewer than there are only
+ * leaves a cycle uncollected, never frees what is alive. The walk looks at a bounded
+ * number of inputs. Such a Value must be tracked by the GC: it is when it is made over
+ * a node whose Value's state may refer to objects (AG_FLAG_REACHES_STATE: an attribute
+ * that is not a number or a string, a Python _backward, a dict handed out), or over a
+ * node made so; when a node already in use gets such state, the next GC pass looks for
+ * the holders first (ag_track_pin_holders). State of numbers only (Eureka's p.m = 0.0)
+ * can make no cycle, and the Values made over it stay out of the GC's work. */
+
+#define AG_PIN_LOOKS 256 /* inputs looked at below one Value */
+
+/* Calls visit(pinned Value, arg) for each pinned node held alone through node `id`;
+ * stops at the first nonzero return, which it returns. */
+static int visit_pins_held_alone(ag_id id, visitproc visit, void *arg)
+{
+    ag_id stack[16];
+    size_t depth = 0, looks = 0;
+    if (!id || ag_node_at(id)->refs != 1)
+        return 0;
+    stack[depth++] = id;
+    while (depth && looks < AG_PIN_LOOKS) {
+        const ag_node *node = ag_node_at(stack[--depth]);
+        size_t n;
+        const ag_id *in = ag_inputs_of(node, &n);
+        if (ag_rows_of(node))
+            continue; /* its rows hold its inputs: not it alone */
+        for (size_t i = 0; i < n && looks < AG_PIN_LOOKS; i++, looks++) {
+            uint32_t uses = 0, first = 1;
+            for (size_t j = 0; j < n && j < 16; j++) /* a + a: one holder, two uses */
+                if (in[j] == in[i]) {
+                    first &= j >= i;
+                    uses++;
+                }
+            if (!first)
+                continue;
+            ag_node *input = ag_node_at(in[i]);
+            if (input->py) { /* the Value holds one reference, the rest are uses here */
+                if ((input->flags & AG_FLAG_PINNED) && input->refs == uses + 1) {
+                    int stop = visit((PyObject *)input->py, arg);
+                    if (stop)
+                        return stop;
+                }
+            } else if (input->refs == uses && depth < sizeof stack / sizeof stack[0]) {
+                stack[depth++] = in[i];
+            }
+        }
+    }
+    return 0;
+}
+
+static void track(ValueObject *v)
+{
+    if (!v->tracked) {
+        PyObject_GC_Track((PyObject *)v);
+        v->tracked = 1;
+    }
+}
+
+/* A number or a string refers to no other object: an attribute that is one (Eureka's
+ * p.m = 0.0) can make no cycle. */
+static int holds_no_object(PyObject *o)
+{
+    return o == Py_None || PyFloat_CheckExact(o) || PyLong_CheckExact(o) || PyBool_Check(o)
+           || PyUnicode_CheckExact(o) || PyBytes_CheckExact(o) || PyComplex_CheckExact(o);
+}
+
+int ag_pin_holders_unknown;
+
+/* self's Python state may now refer to other objects (a Value, a list, a closure): a
+ * cycle through its pin may form. Values made over its node from now on are tracked
+ * (note_state_below); those made before are looked for before the next GC pass. */
+void ag_note_held_objects(PyObject *self)
+{
+    ag_node *node = ag_node_at(VALUE_ID(self));
+    if (node->flags & AG_FLAG_REACHES_STATE)
+        return;
+    node->flags |= AG_FLAG_REACHES_STATE;
+    if (node->refs > 1)
+        ag_pin_holders_unknown = 1;
+}
+
+/* A Value made over a node that reaches such state may come to hold a pin: the GC
+ * tracks it. */
+static inline void note_state_below(ValueObject *v, ag_node *node)
+{
+    uint16_t below = 0;
+    if (!ag_op_is_nary(node->op)) {
+        if (node->in[0])
+            below |= ag_node_at(node->in[0])->flags;
+        if (node->in[1])
+            below |= ag_node_at(node->in[1])->flags;
+    } else {
+        size_t n;
+        const ag_id *in = ag_inputs_of(node, &n);
+        for (size_t i = 0; i < n; i++)
+            below |= ag_node_at(in[i])->flags;
+    }
+    if (below & AG_FLAG_REACHES_STATE) {
+        node->flags |= AG_FLAG_REACHES_STATE;
+        track(v);
+    }
+}
+
+static int track_if_pinned(PyObject *pinned, void *holder)
+{
+    if (!(ag_node_at(VALUE_ID(pinned))->flags & AG_FLAG_REACHES_STATE))
+        return 0;
+    ag_node_at(((ValueObject *)holder)->id)->flags |= AG_FLAG_REACHES_STATE;
+    track(holder);
+    return 1;
+}
+
+/* Nodes in use got Python state since the last GC pass: their holders may be Values the
+ * GC does not track. Looks at every Value once (a GC callback, before a pass). */
+void ag_track_pin_holders(void)
+{
+    if (!ag_pin_holders_unknown)
+        return;
+    ag_pin_holders_unknown = 0;
+    const ag_arena *ar = &ag_the_arena;
+    for (size_t b = 0; b < ar->n_blocks; b++)
+        for (size_t i = 0; ar->blocks[b] && i < AG_BLOCK_NODES; i++) {
+            ag_node *node = &ar->blocks[b][i];
+            if (node->op != AG_FREE && node->py && !((ValueObject *)node->py)->tracked)
+                visit_pins_held_alone((ag_id)(b << AG_BLOCK_SHIFT | i), track_if_pinned, node->py);
+        }
+}
 
 /* Allocating the Value before the node is made means nothing can run between the
  * node's birth and its owner (invariant 7): not even a GC pass. */
@@ -63,23 +199,54 @@ PyObject *ag_value_own(PyObject *v, ag_id id)
         Py_DECREF(v);
         return NULL;
     }
+    ag_node *node = ag_node_at(id);
     VALUE_ID(v) = id;
-    ag_node_at(id)->py = v;
+    node->py = v;
+    note_state_below((ValueObject *)v, node);
     return v;
 }
 
+/* The caller keeps the node alive throughout. Allocating the Value may run a GC pass,
+ * and so any Python code, which may itself ask for this node's Value: whichever Value
+ * the node has after the allocation is the one (invariant 8). */
 PyObject *ag_value_of(ag_id id)
 {
     ag_node *node = ag_node_at(id);
-    if (node->py) {
-        Py_INCREF((PyObject *)node->py);
-        return node->py;
+    if (!node->py) {
+        PyObject *v = ag_value_alloc();
+        if (!v)
+            return NULL;
+        if (!node->py) {
+            ag_retain(id);
+            return ag_value_own(v, id);
+        }
+        Py_DECREF(v); /* a Value with no node: back to the free list, no Python code */
     }
-    PyObject *v = ag_value_alloc();
-    if (!v)
-        return NULL;
-    ag_retain(id);
-    return ag_value_own(v, id);
+    Py_INCREF((PyObject *)node->py);
+    return node->py;
+}
+
+PyObject *ag_values_of(const ag_id *ids, size_t n, int as_tuple)
+{
+    PyObject **made = PyMem_Malloc((n ? n : 1) * sizeof *made), *out = NULL;
+    size_t k = 0;
+    for (; made && k < n; k++) /* each may run a GC pass: none is in a container yet */
+        if (!(made[k] = ag_value_of(ids[k])))
+            break;
+    if (made && k == n && (out = as_tuple ? PyTuple_New((Py_ssize_t)n) : PyList_New((Py_ssize_t)n)))
+        for (size_t i = 0; i < n; i++) {
+            if (as_tuple)
+                PyTuple_SET_ITEM(out, (Py_ssize_t)i, made[i]);
+            else
+                PyList_SET_ITEM(out, (Py_ssize_t)i, made[i]);
+        }
+    if (!out)
+        for (size_t i = 0; made && i < k; i++)
+            Py_DECREF(made[i]);
+    if (!made)
+        PyErr_NoMemory();
+    PyMem_Free(made);
+    return out;
 }
 
 /* ---- errors ---- */
@@ -97,7 +264,7 @@ PyObject *ag_raise_failure(const char *what, PyObject *inputs)
     ag_id bad = ag_error_node();
     PyObject *node = NULL;
     const char *node_op = "";
-    if ((status == AG_EANOMALY || status == AG_ENOREPLAY || status == AG_EPYRULE) && bad
+    if ((status == AG_EANOMALY || status == AG_ENOREPLAY || status == AG_EPYRULE || status == AG_ECHOSEN) && bad
         && ag_node_checked(bad)) {
         node_op = ag_op_name(ag_node_at(bad)->op);
         node = ag_value_of(bad);
@@ -135,28 +302,43 @@ int ag_as_double(PyObject *o, double *x)
 
 /* ---- lifetime ---- */
 
-static void release_node(ValueObject *v)
+/* A dying Value first cuts its node's link back to it (invariant 8), before any Python
+ * code runs in its dealloc (weakref callbacks, its attributes' finalizers, unpins):
+ * whatever asks for the node from then on gets a fresh Value, never the dying one. The
+ * dying Value keeps its reference to the node until release_node, so the node lives. */
+static void unlink_node(ValueObject *v)
 {
     if (!v->id)
         return;
     ag_node *node = ag_node_at(v->id);
-    node->py = NULL;
-    node->flags &= (uint8_t)~(AG_FLAG_PYSTATE | AG_FLAG_PYRULE);
-    ag_release(v->id); /* may run Python code */
+    if (node->py == (void *)v) {
+        node->py = NULL;
+        node->flags &= (uint16_t)~(AG_FLAG_PYSTATE | AG_FLAG_PYRULE);
+    }
+}
+
+static void release_node(ValueObject *v)
+{
+    ag_id id = v->id;
     v->id = 0;
+    if (id)
+        ag_release(id); /* may run Python code */
 }
 
 static void value_dealloc(PyObject *self)
 {
     ValueObject *v = (ValueObject *)self;
     PyTypeObject *type = Py_TYPE(self);
-    if (type == ag_value_type && !v->tracked && !v->dict && !v->weakrefs && n_free_values < AG_FREE_VALUES) {
+    unlink_node(v);
+    if (type == ag_value_type && !v->tracked && !v->dict && !v->weakrefs) {
         /* the common case, an op's result made and dropped: never tracked, no state */
-        if (v->id) {
-            ag_node_at(v->id)->py = NULL;
-            ag_release(v->id); /* may run Python code */
+        release_node(v); /* may run Python code, which may fill the free list: count after */
+        if (n_free_values < AG_FREE_VALUES) {
+            free_values[n_free_values++] = v;
+            return;
         }
-        free_values[n_free_values++] = v;
+        type->tp_free(self);
+        Py_DECREF(type);
         return;
     }
     PyObject_GC_UnTrack(self);
@@ -164,11 +346,8 @@ static void value_dealloc(PyObject *self)
         PyObject_ClearWeakRefs(self);
     if (v->dict) {
         /* Attributes can hold long chains of objects: let CPython's trashcan keep their
-         * release from recursing deep. The node goes first: the attributes' own clean-up
-         * may ask for this node's Value again and must get a fresh one. */
+         * release from recursing deep (it may put this dealloc off, then call it again). */
         Py_TRASHCAN_BEGIN(self, value_dealloc)
-        if (v->id)
-            ag_node_at(v->id)->py = NULL;
         Py_CLEAR(v->dict);
         release_node(v);
         type->tp_free(self);
@@ -185,14 +364,14 @@ static int value_traverse(PyObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(((ValueObject *)self)->dict);
     Py_VISIT(Py_TYPE(self));
-    return 0;
+    return visit_pins_held_alone(VALUE_ID(self), visit, arg);
 }
 
 static int value_clear(PyObject *self)
 {
     ValueObject *v = (ValueObject *)self;
     if (v->id)
-        ag_node_at(v->id)->flags &= (uint8_t)~AG_FLAG_PYRULE;
+        ag_node_at(v->id)->flags &= (uint16_t)~AG_FLAG_PYRULE;
     Py_CLEAR(v->dict);
     return 0;
 }
@@ -228,14 +407,25 @@ static int value_setattro(PyObject *self, PyObject *name, PyObject *value)
         return -1;
     if (((ValueObject *)self)->dict)
         ag_mark_state(self);
+    if (value && !holds_no_object(value))
+        ag_note_held_objects(self);
     return 0;
+}
+
+/* The program may fill a dict it holds by hand, a _backward included (vars(v)[...]):
+ * from then on the sweep looks for one there (AG_FLAG_PYRULE, arena.h). */
+static void dict_handed_out(PyObject *self)
+{
+    ag_mark_state(self);
+    ag_note_held_objects(self);
+    ag_node_at(VALUE_ID(self))->flags |= AG_FLAG_PYRULE;
 }
 
 static PyObject *get_dict(PyObject *self, void *unused)
 {
     PyObject *dict = PyObject_GenericGetDict(self, unused);
     if (dict)
-        ag_mark_state(self); /* the program may fill it by hand */
+        dict_handed_out(self);
     return dict;
 }
 
@@ -243,7 +433,7 @@ static int set_dict(PyObject *self, PyObject *dict, void *unused)
 {
     if (PyObject_GenericSetDict(self, dict, unused) < 0)
         return -1;
-    ag_mark_state(self);
+    dict_handed_out(self);
     return 0;
 }
 
@@ -305,13 +495,24 @@ static PyObject *get_label(PyObject *self, void *unused)
                                 "replace");
 }
 
+const char *ag_text_utf8(PyObject *text, const char *what)
+{
+    Py_ssize_t size;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &size);
+    if (utf8 && strlen(utf8) != (size_t)size) {
+        PyErr_Format(PyExc_ValueError, "%s must not contain NUL characters", what);
+        return NULL;
+    }
+    return utf8;
+}
+
 static int set_label(PyObject *self, PyObject *value, void *unused)
 {
     (void)unused;
     PyObject *text = value ? PyObject_Str(value) : PyUnicode_FromString("");
     if (!text)
         return -1;
-    const char *utf8 = PyUnicode_AsUTF8(text);
+    const char *utf8 = ag_text_utf8(text, "Value.label");
     int status = utf8 ? ag_set_label(VALUE_ID(self), utf8) : -1;
     Py_DECREF(text);
     if (status > 0)
@@ -332,18 +533,14 @@ static PyObject *get_inputs(PyObject *self, void *unused)
 {
     (void)unused;
     size_t n;
-    ag_inputs_of(ag_node_at(VALUE_ID(self)), &n);
-    PyObject *inputs = PyTuple_New((Py_ssize_t)n);
-    for (size_t i = 0; inputs && i < n; i++) {
-        /* looked up each time: making a Value may run Python code (a GC pass) */
-        PyObject *v = ag_value_of(ag_inputs_of(ag_node_at(VALUE_ID(self)), &n)[i]);
-        if (!v) {
-            Py_CLEAR(inputs);
-            break;
-        }
-        PyTuple_SET_ITEM(inputs, (Py_ssize_t)i, v);
-    }
-    return inputs;
+    const ag_id *inputs = ag_inputs_of(ag_node_at(VALUE_ID(self)), &n);
+    ag_id *ids = PyMem_Malloc((n ? n : 1) * sizeof *ids); /* copied: Python code may run */
+    if (!ids)
+        return PyErr_NoMemory();
+    memcpy(ids, inputs, n * sizeof *ids);
+    PyObject *tuple = ag_values_of(ids, n, 1); /* self's node keeps them alive */
+    PyMem_Free(ids);
+    return tuple;
 }
 
 static PyObject *get_prev(PyObject *self, void *unused)
@@ -418,7 +615,8 @@ static int set_backward(PyObject *self, PyObject *rule, void *unused)
                 return -1;
             PyErr_Clear();
         }
-        node->flags &= (uint8_t)~AG_FLAG_PYRULE;
+        if (!v->dict) /* a dict handed out may still get one by hand: keep looking there */
+            node->flags &= (uint16_t)~AG_FLAG_PYRULE;
         return 0;
     }
     if (!PyCallable_Check(rule)) {
@@ -431,6 +629,7 @@ static int set_backward(PyObject *self, PyObject *rule, void *unused)
     if (PyDict_SetItem(v->dict, ag_backward_name, rule) < 0)
         return -1;
     ag_mark_state(self);
+    ag_note_held_objects(self); /* a closure: micrograd's refers to its own Value */
     node->flags |= AG_FLAG_PYRULE;
     return 0;
 }
@@ -483,8 +682,48 @@ AG_INLINE PyObject *apply_unary(int op, const char *name, PyObject *a)
     return id ? ag_value_own(out, id) : (Py_DECREF(out), ag_raise_failure(name, inputs_of_failure(a, NULL)));
 }
 
-/* Each row gets a binary, a ternary (for the power slot's pow(a, b, mod)), a unary and
- * a method function; the table's `python` column says which one Python reaches. */
+/* v.leaky_relu(slope=0.01): the slope becomes the op's constant second input. */
+#define AG_DEFAULT_SLOPE 0.01 /* torch.nn.functional.leaky_relu's */
+
+static PyObject *apply_with_slope(int op, const char *name, PyObject *a, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {"slope", NULL};
+    char format[64];
+    double slope = AG_DEFAULT_SLOPE;
+    PyOS_snprintf(format, sizeof format, "|d:%s", name);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, format, names, &slope))
+        return NULL;
+    PyObject *out = value_alloc();
+    if (!out)
+        return NULL;
+    ag_id id = ag_apply_const(op, VALUE_ID(a), slope, 0);
+    return id ? ag_value_own(out, id) : (Py_DECREF(out), ag_raise_failure(name, inputs_of_failure(a, NULL)));
+}
+
+/* pyautograd.maximum(a, b): Values or real numbers, at least one a Value. */
+static PyObject *apply_function(int op, const char *name, PyObject *args)
+{
+    PyObject *a, *b;
+    if (!PyArg_UnpackTuple(args, name, 2, 2, &a, &b))
+        return NULL;
+    if (!ag_is_value(a) && !ag_is_value(b)) {
+        PyErr_Format(PyExc_TypeError, "%s() takes two Values, or a Value and a real number, not '%.200s' "
+                     "and '%.200s'", name, ag_type_name(a), ag_type_name(b));
+        return NULL;
+    }
+    PyObject *out = apply_binary(op, name, a, b);
+    if (out == Py_NotImplemented) {
+        Py_DECREF(out);
+        PyErr_Format(PyExc_TypeError, "%s() takes Values or real numbers, not '%.200s'", name,
+                     ag_type_name(ag_is_value(a) ? b : a));
+        return NULL;
+    }
+    return out;
+}
+
+/* Each row gets a binary, a ternary (for the power slot's pow(a, b, mod)), a unary, a
+ * method, a method with a slope and a module function; the table's `python` column says
+ * which one Python reaches. */
 #define AG_OP_FUNCTIONS(E, name, sym, arity, py, fwd, da, db)                                  \
     static PyObject *binary_##E(PyObject *a, PyObject *b) { return apply_binary(AG_##E, sym, a, b); } \
     static PyObject *ternary_##E(PyObject *a, PyObject *b, PyObject *mod)                      \
@@ -496,7 +735,16 @@ AG_INLINE PyObject *apply_unary(int op, const char *name, PyObject *a)
         return binary_##E(a, b);                                                               \
     }                                                                                          \
     static PyObject *unary_##E(PyObject *a) { return apply_unary(AG_##E, name, a); }           \
-    static PyObject *method_##E(PyObject *a, PyObject *unused) { (void)unused; return unary_##E(a); }
+    static PyObject *method_##E(PyObject *a, PyObject *unused) { (void)unused; return unary_##E(a); } \
+    static PyObject *slope_##E(PyObject *a, PyObject *args, PyObject *kwargs)                  \
+    {                                                                                          \
+        return apply_with_slope(AG_##E, name, a, args, kwargs);                                \
+    }                                                                                          \
+    static PyObject *function_##E(PyObject *module, PyObject *args)                            \
+    {                                                                                          \
+        (void)module;                                                                          \
+        return apply_function(AG_##E, name, args);                                             \
+    }
 AG_ELEMENTWISE_OPS(AG_OP_FUNCTIONS)
 
 /* The table's `python` column, as type slot numbers (0: not a slot). */
@@ -507,6 +755,8 @@ AG_ELEMENTWISE_OPS(AG_OP_FUNCTIONS)
 #define AG_SLOT_nb_power Py_nb_power
 #define AG_SLOT_nb_negative Py_nb_negative
 #define AG_SLOT_method 0
+#define AG_SLOT_method_slope 0
+#define AG_SLOT_function 0
 #define AG_SLOT_internal 0
 #define AG_IS_METHOD_nb_add 0
 #define AG_IS_METHOD_nb_subtract 0
@@ -515,6 +765,8 @@ AG_ELEMENTWISE_OPS(AG_OP_FUNCTIONS)
 #define AG_IS_METHOD_nb_power 0
 #define AG_IS_METHOD_nb_negative 0
 #define AG_IS_METHOD_method 1
+#define AG_IS_METHOD_method_slope 2
+#define AG_IS_METHOD_function 3
 #define AG_IS_METHOD_internal 0
 
 typedef struct op_entry {
@@ -524,12 +776,17 @@ typedef struct op_entry {
     ternaryfunc ternary;
     unaryfunc unary;
     PyCFunction method;
+    PyCFunctionWithKeywords slope;
+    PyCFunction function;
 } op_entry;
 
 #define AG_OP_ENTRY(E, name, sym, arity, py, fwd, da, db) \
-    {name, arity, AG_SLOT_##py, AG_IS_METHOD_##py, binary_##E, ternary_##E, unary_##E, method_##E},
+    {name, arity, AG_SLOT_##py, AG_IS_METHOD_##py, binary_##E, ternary_##E, unary_##E, method_##E, \
+     slope_##E, function_##E},
 static const op_entry op_entries[] = {AG_ELEMENTWISE_OPS(AG_OP_ENTRY)};
 #define AG_N_ELEMENTWISE (sizeof op_entries / sizeof op_entries[0])
+
+PyMethodDef ag_op_functions[AG_N_ELEMENTWISE + 1]; /* the `function` rows, for the module */
 
 /* ---- whole-graph work ---- */
 
@@ -591,7 +848,7 @@ PyTypeObject *ag_make_value_type(void)
 {
     static PyMethodDef methods[AG_N_ELEMENTWISE + 4];
     static PyType_Slot slots[AG_N_ELEMENTWISE + 16];
-    size_t n_methods = 0, n_slots = 0;
+    size_t n_methods = 0, n_slots = 0, n_functions = 0;
 
     PyObject *numbers = PyImport_ImportModule("numbers");
     if (!numbers)
@@ -612,10 +869,18 @@ PyTypeObject *ag_make_value_type(void)
             slots[n_slots++] = (PyType_Slot){op->slot, (void *)op->binary};
         else if (op->slot)
             slots[n_slots++] = (PyType_Slot){op->slot, (void *)op->unary};
-        else if (op->is_method)
+        else if (op->is_method == 1)
             methods[n_methods++] = (PyMethodDef){op->name, op->method, METH_NOARGS,
                                                  "an op of the table in csrc/ops.h"};
+        else if (op->is_method == 2)
+            methods[n_methods++] = (PyMethodDef){op->name, (PyCFunction)(void (*)(void))op->slope,
+                                                 METH_VARARGS | METH_KEYWORDS,
+                                                 "an op of the table in csrc/ops.h (slope=0.01)"};
+        else if (op->is_method == 3)
+            ag_op_functions[n_functions++] = (PyMethodDef){op->name, op->function, METH_VARARGS,
+                                                           "an op of the table in csrc/ops.h: name(a, b)"};
     }
+    ag_op_functions[n_functions] = (PyMethodDef){NULL, NULL, 0, NULL};
     methods[n_methods++] = (PyMethodDef){"backward", value_backward, METH_NOARGS,
         "Adds d(self)/d(node) to .grad of every node this Value depends on (self gets +1).\n\n"
         "Like PyTorch, each call adds once; micrograd instead compounds interior grads when\n"

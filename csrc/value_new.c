@@ -53,8 +53,7 @@ static ag_id node_from_arguments(PyObject *data, PyObject *children, PyObject *o
                          ag_type_name(child));
             goto done;
         }
-        ids[i] = VALUE_ID(child); /* kids keeps them alive */
-        if (grads) {
+        if (grads) { /* may run Python code (__float__) */
             found = ag_as_double(PyTuple_GET_ITEM(grads, i), &locals[i]);
             if (found == 0)
                 PyErr_Format(PyExc_TypeError, "Value() local_grads must be real numbers, not '%.200s'",
@@ -63,11 +62,14 @@ static ag_id node_from_arguments(PyObject *data, PyObject *children, PyObject *o
                 goto done;
         }
     }
-    const char *text = op_text ? PyUnicode_AsUTF8(op_text) : "";
-    const char *label_utf8 = label_text ? PyUnicode_AsUTF8(label_text) : "";
+    const char *text = op_text ? ag_text_utf8(op_text, "Value() _op") : "";
+    const char *label_utf8 = label_text ? ag_text_utf8(label_text, "Value() label") : "";
     if (!text || !label_utf8)
         goto done;
-    /* From here on no Python code runs until the caller owns the node. */
+    /* From here on no Python code runs until the caller owns the node: the children's
+     * ids are read only now (kids keeps their Values, and so their nodes, alive). */
+    for (Py_ssize_t i = 0; i < n; i++)
+        ids[i] = VALUE_ID(PyTuple_GET_ITEM(kids, i));
     if (grads && n)
         id = ag_local(x, ids, locals, (size_t)n);
     else if (n || text[0])
@@ -130,6 +132,7 @@ PyObject *ag_value_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return ag_raise_failure("Value()", PyTuple_New(0));
     }
     VALUE_ID(v) = id;
+    ((ValueObject *)v)->placeholder = 1;
     ag_node_at(id)->py = v;
     ag_mark_state(v);
     return v;
@@ -140,32 +143,41 @@ PyObject *ag_value_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 static void replace_node(PyObject *self, ag_id id)
 {
     ag_node *old = ag_node_at(VALUE_ID(self)), *node = ag_node_at(id);
-    uint8_t state = old->flags & (AG_FLAG_PYSTATE | AG_FLAG_PYRULE);
+    uint16_t state = old->flags & (AG_FLAG_PYSTATE | AG_FLAG_PYRULE);
     ag_id old_id = VALUE_ID(self);
     node->py = self;
     node->flags |= state;
     VALUE_ID(self) = id;
     old->py = NULL;
-    old->flags &= (uint8_t)~(AG_FLAG_PYSTATE | AG_FLAG_PYRULE);
+    old->flags &= (uint16_t)~(AG_FLAG_PYSTATE | AG_FLAG_PYRULE);
     if (old->flags & AG_FLAG_PINNED) {
-        old->flags &= (uint8_t)~AG_FLAG_PINNED;
+        old->flags &= (uint16_t)~AG_FLAG_PINNED;
         Py_DECREF(self); /* the caller still holds self */
     }
     ag_release(old_id);
 }
 
 /* Value.__init__: for subclasses, whose __init__ calls super().__init__(data,
- * _children, _op, label). A Value of the exact type was made whole by __new__. */
+ * _children, _op, label). A Value of the exact type was made whole by __new__. Only the
+ * first call on a subclass instance does anything: it replaces __new__'s placeholder
+ * leaf, before the instance has been handed to anything. Any later call does nothing,
+ * as the docs say: a Value never changes node while C code may hold its id (a sweep
+ * holding it as root, an op that read it before a __float__, a tape). The claim is
+ * taken first, so a call made from the Python code the first one runs does nothing. */
 int ag_value_init(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     PyObject *data, *children, *op_or_grads, *label, *local_grads;
-    if (Py_TYPE(self) == ag_value_type)
+    ValueObject *v = (ValueObject *)self;
+    if (!v->placeholder)
         return 0;
     if (!parse_arguments(args, kwargs, &data, &children, &op_or_grads, &label, &local_grads))
         return -1;
+    v->placeholder = 0;
     ag_id id = node_from_arguments(data, children, op_or_grads, label, local_grads);
-    if (!id)
+    if (!id) {
+        v->placeholder = 1; /* still __new__'s leaf: a corrected call may replace it */
         return -1;
+    }
     replace_node(self, id);
     return 0;
 }

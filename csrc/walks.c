@@ -171,10 +171,9 @@ static PyObject *nearest(PyObject *module, PyObject *args)
             goto no_memory;
         left_out = total - n;
     }
-    values = PyList_New((Py_ssize_t)n);
     edge_list = PyList_New((Py_ssize_t)n_edges);
     cut_list = PyList_New((Py_ssize_t)n_cut);
-    if (!values || !edge_list || !cut_list)
+    if (!edge_list || !cut_list)
         goto done;
     for (size_t i = 0; i < n_edges; i++) {
         PyObject *e = Py_BuildValue("(nnn)", (Py_ssize_t)edges[i].input, (Py_ssize_t)edges[i].user,
@@ -189,12 +188,9 @@ static PyObject *nearest(PyObject *module, PyObject *args)
             goto done;
         PyList_SET_ITEM(cut_list, (Py_ssize_t)i, index);
     }
-    for (size_t i = 0; i < n; i++) { /* the root keeps every node here alive */
-        PyObject *v = ag_value_of(nodes[i]);
-        if (!v)
-            goto done;
-        PyList_SET_ITEM(values, (Py_ssize_t)i, v);
-    }
+    values = ag_values_of(nodes, n, 0); /* the root keeps every node here alive */
+    if (!values)
+        goto done;
     result = Py_BuildValue("(OOOn)", values, edge_list, cut_list, (Py_ssize_t)left_out);
     goto done;
 no_memory:

@@ -54,15 +54,19 @@ def _output_of(fn, inputs, what):
 
 
 def _numerical(fn, inputs, eps):
-    """Central differences of fn's output data in each input's data."""
+    """Central differences of fn's output data in each input's data. Each input's data
+    is put back whatever happens, an exception from fn included: a failed check must
+    not leave the caller's parameters moved by eps."""
     slopes = []
     for x in inputs:
         saved = x.data
-        x.data = saved + eps
-        up = fn(*inputs).data
-        x.data = saved - eps
-        down = fn(*inputs).data
-        x.data = saved
+        try:
+            x.data = saved + eps
+            up = fn(*inputs).data
+            x.data = saved - eps
+            down = fn(*inputs).data
+        finally:
+            x.data = saved
         slopes.append((up - down) / (2 * eps))
     return slopes
 

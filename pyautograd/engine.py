@@ -8,15 +8,62 @@ micrograd's: one object per node, with attributes and weak references, and subcl
 and Python-written ops (`out._backward = fn`) work. What this module adds, in Python:
 pickling and copying, and the messages of the exceptions the C side raises.
 """
+import gc
+import os
+import sys
+import sysconfig
+
 from . import _ag
 from ._ag import ffi, lib
 
 __all__ = ["Value"]
 
+
+# ---- the GIL is the arena's lock (csrc/arena.h, invariant 4) ----
+
+def _refusal_without_gil(free_threaded_build, gil_enabled):
+    """Why pyautograd cannot run in this interpreter, or None when it can.
+
+    The arena has no lock of its own: every C call relies on the GIL to keep other
+    threads out. A free-threaded build (3.13t, 3.14t) can run with the GIL off, and
+    cffi 2.x declares its modules safe without it, so importing pyautograd._ag does not
+    turn it back on. Only an interpreter whose GIL is on right now can run the arena.
+    """
+    if gil_enabled:
+        return None
+    build = "this free-threaded build of Python" if free_threaded_build else "this Python"
+    return (f"pyautograd needs the GIL, and {build} runs without it: the C arena has no "
+            "lock of its own, and two threads in it at once would corrupt the graph. "
+            "Run Python with the GIL on: PYTHON_GIL=1 in the environment, or python -X gil=1.")
+
+
+def _gil_refusal():
+    """_refusal_without_gil for the running interpreter. Read after pyautograd._ag is
+    imported: importing an extension that does not declare itself free-threading-safe
+    is what turns the GIL back on in a free-threaded build."""
+    return _refusal_without_gil(bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+                                getattr(sys, "_is_gil_enabled", lambda: True)())
+
+
+_no_gil = _gil_refusal()
+if _no_gil is not None:
+    raise ImportError(_no_gil)
+
 if lib.ag_python_init():
     raise ImportError(ffi.string(lib.ag_python_init_error()).decode())
 
+# A fork while another thread's free loop is inside Python (unpinning a Value) would
+# leave the child's loop half run, and the child would never free a node again: the
+# child finishes it (csrc/arena.c, "fork"). Here, not in a pthread_atfork handler:
+# finishing may run Python, which is ready only once CPython has set up the child.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lib.ag_after_fork_in_child)
+
 Value = _ag.Value
+
+# The op table's rows that Python reaches as functions (csrc/ops.h, `function`).
+maximum = _ag.maximum
+minimum = _ag.minimum
 
 
 def _python_method(function):
@@ -81,7 +128,30 @@ def _raise_failure(what, inputs, node, node_op):
             f"grad(create_graph=True) cannot differentiate a node whose _backward is written "
             f"in Python (_op {node._op!r}, data {node.data!r}): a Python function is no graph. "
             f"Use create_graph=False, or build the op from Value operations.")
+    if status == lib.AG_ECHOSEN:
+        raise RuntimeError(
+            f"forward() cannot replay this graph: it holds a derivative built by "
+            f"grad(create_graph=True) that picked a branch by the values of the time "
+            f"(pow's derivative where the base or the exponent was 0; node _op "
+            f"{node._op!r}, data {node.data!r}), which other values may not take. "
+            f"Call grad() again at the new values instead.")
+    if status == lib.AG_EBUSY:
+        raise RuntimeError(
+            f"{what}() reached a node that another backward() or grad() is using: one "
+            f"that runs Python _backward rules, in another thread or around this call "
+            f"(called from one of its rules). Its gradients are half-summed in those "
+            f"nodes; run the two one after the other (e.g. under a lock).")
     raise ValueError(f"pyautograd: invalid arguments to {what}")
 
 
 _ag._set_failure_hook(_raise_failure)
+
+
+def _before_gc_pass(phase, info):
+    """Before each GC pass: Values that came to hold a pin are tracked (csrc/value.c),
+    so that the pass sees every reference a pin holds."""
+    if phase == "start":
+        _ag._track_pin_holders()
+
+
+gc.callbacks.append(_before_gc_pass)

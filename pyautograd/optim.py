@@ -3,8 +3,12 @@
 Each optimizer holds its parameters' nodes in a NodeList (a reference to each node, so
 they live as long as the optimizer, whatever happens to the `params` list) and its state
 buffers in cffi arrays of its own (csrc/optim.c updates them in place), so step() and
-zero_grad() cross into C once, however many parameters there are. lr is a plain
-attribute: set it between steps for a schedule.
+zero_grad() cross into C once, however many parameters there are.
+
+Every hyper-parameter (lr, momentum, betas, eps, weight_decay, decoupled) is a property
+that checks what it is given at once, so one set between steps (a schedule, a warm-up of
+momentum) takes effect at the next step, and a bad one raises where it is set, naming
+itself and its valid range, not later inside step().
 """
 import numbers
 from collections.abc import Iterable, Sequence
@@ -68,20 +72,45 @@ class Optimizer:
 
 class SGD(Optimizer):
     """Stochastic gradient descent, as torch.optim.SGD (dampening 0, no nesterov):
-    d = grad + weight_decay * p; buf = d, then momentum * buf + d; p -= lr * buf."""
+    d = grad + weight_decay * p; buf = d, then momentum * buf + d; p -= lr * buf.
+
+    As torch's, the momentum buffer is made at the first step with momentum != 0 (so
+    momentum may be turned on after construction), and kept while momentum is 0."""
 
     def __init__(self, params: Iterable[Value], lr: float, momentum: float = 0,
                  weight_decay: float = 0) -> None:
         super().__init__(params, lr)
-        self.momentum = _check_real("momentum", momentum)
-        self.weight_decay = _check_real("weight_decay", weight_decay)
-        self._momentum_buffer = self._buffer() if self.momentum else ffi.NULL
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self._momentum_buffer = None  # a double[] from the first step with momentum on
         self._steps = 0
+
+    @property
+    def momentum(self) -> float:
+        return self._momentum
+
+    @momentum.setter
+    def momentum(self, value: float) -> None:
+        self._momentum = _check_real("momentum", value)
+
+    @property
+    def weight_decay(self) -> float:
+        return self._weight_decay
+
+    @weight_decay.setter
+    def weight_decay(self, value: float) -> None:
+        self._weight_decay = _check_real("weight_decay", value)
 
     def step(self) -> None:
         """Updates every parameter from its .grad, in one C call."""
-        if lib.ag_sgd_step(self._ids, self._n, self._lr, self.momentum, self.weight_decay,
-                           self._momentum_buffer, self._steps == 0):
+        first_momentum_step = self._momentum != 0.0 and self._momentum_buffer is None
+        if first_momentum_step:
+            self._momentum_buffer = self._buffer()
+        buffer = ffi.NULL if self._momentum_buffer is None else self._momentum_buffer
+        if lib.ag_sgd_step(self._ids, self._n, self._lr, self._momentum, self._weight_decay,
+                           buffer, first_momentum_step):
+            if first_momentum_step:
+                self._momentum_buffer = None  # nothing was updated: the next step is the first
             _raise_failure("SGD.step", (), None, "")
         self._steps += 1
 
@@ -98,22 +127,54 @@ class Adam(Optimizer):
                  betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0, decoupled: bool = False) -> None:
         super().__init__(params, lr)
-        if not hasattr(betas, "__len__") or len(betas) != 2:
-            raise TypeError(f"betas must be a pair (beta1, beta2), not {betas!r}")
-        self.betas = (_check_real("betas[0]", betas[0], 0.0, 1.0, open_high=True),
-                      _check_real("betas[1]", betas[1], 0.0, 1.0, open_high=True))
-        self.eps = _check_real("eps", eps)
-        self.weight_decay = _check_real("weight_decay", weight_decay)
-        self.decoupled = bool(decoupled)
+        self.betas = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.decoupled = decoupled
         self._exp_avg = self._buffer()
         self._exp_avg_sq = self._buffer()
         self._steps = 0
 
+    @property
+    def betas(self) -> tuple[float, float]:
+        return self._betas
+
+    @betas.setter
+    def betas(self, value: Sequence[float]) -> None:
+        if not hasattr(value, "__len__") or len(value) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), not {value!r}")
+        self._betas = (_check_real("betas[0]", value[0], 0.0, 1.0, open_high=True),
+                       _check_real("betas[1]", value[1], 0.0, 1.0, open_high=True))
+
+    @property
+    def eps(self) -> float:
+        return self._eps
+
+    @eps.setter
+    def eps(self, value: float) -> None:
+        self._eps = _check_real("eps", value)
+
+    @property
+    def weight_decay(self) -> float:
+        return self._weight_decay
+
+    @weight_decay.setter
+    def weight_decay(self, value: float) -> None:
+        self._weight_decay = _check_real("weight_decay", value)
+
+    @property
+    def decoupled(self) -> bool:
+        return self._decoupled
+
+    @decoupled.setter
+    def decoupled(self, value: bool) -> None:
+        self._decoupled = bool(value)
+
     def step(self) -> None:
         """Updates every parameter from its .grad, in one C call."""
-        beta1, beta2 = self.betas
-        if lib.ag_adam_step(self._ids, self._n, self._lr, beta1, beta2, self.eps,
-                            self.weight_decay, self.decoupled, self._steps + 1,
+        beta1, beta2 = self._betas
+        if lib.ag_adam_step(self._ids, self._n, self._lr, beta1, beta2, self._eps,
+                            self._weight_decay, self._decoupled, self._steps + 1,
                             self._exp_avg, self._exp_avg_sq):
             _raise_failure("Adam.step", (), None, "")
         self._steps += 1

@@ -788,6 +788,22 @@ def test_gradcheck_names_the_worst_input():
     assert [x.data for x in xs] == [0.5, -1.0, 0.75]  # the inputs are put back
 
 
+@pytest.mark.parametrize("check", [gradcheck, gradgradcheck])
+@pytest.mark.parametrize("fails_at", ["up", "down"])
+def test_a_gradcheck_whose_fn_raises_puts_every_input_back(check, fails_at):
+    # fn works at the point (the analytical pass) and raises at a perturbed one: on the
+    # way up (data + eps) or on the way down (data - eps) of the second input
+    def fn(x, y):
+        if (fails_at == "up" and y.data > 2.0) or (fails_at == "down" and y.data < 2.0):
+            raise ArithmeticError("fn fails away from the point")
+        return x * y * y
+
+    xs = [Value(1.0), Value(2.0)]
+    with pytest.raises(ArithmeticError, match="away from the point"):
+        check(fn, xs)
+    assert [x.data for x in xs] == [1.0, 2.0]
+
+
 def test_gradgradcheck_names_the_worst_entry():
     # hand-made nodes with numbers for derivatives have the right first derivatives, but
     # grad() treats those numbers as constants, so the second derivatives are 0

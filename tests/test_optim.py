@@ -30,7 +30,10 @@ def loss_of(ps, coeffs, lib_exp):
     return total
 
 
-def run_both(torch, make_ours, make_theirs, seed=0, n=7, lrs=None):
+def run_both(torch, make_ours, make_theirs, seed=0, n=7, lrs=None, changes=None):
+    """Steps both optimizers STEPS times; lrs[k] is set before step k, and so is each
+    hyper-parameter in changes[k] (a dict of name: value), on ours as an attribute and on
+    torch's in its param group."""
     rng = random.Random(seed)
     start = [rng.uniform(-2, 2) for _ in range(n)]
     coeffs = [(rng.uniform(0.1, 2), rng.uniform(-1, 1)) for _ in range(n)]
@@ -42,6 +45,10 @@ def run_both(torch, make_ours, make_theirs, seed=0, n=7, lrs=None):
             opt.lr = lrs[k]
             for group in topt.param_groups:
                 group["lr"] = lrs[k]
+        for name, value in (changes or {}).get(k, {}).items():
+            setattr(opt, name, value)
+            for group in topt.param_groups:
+                group[name] = value
         opt.zero_grad()
         loss_of(ours, coeffs, lambda v: v.exp()).backward()
         topt.zero_grad()
@@ -83,6 +90,60 @@ def test_lr_set_between_steps_matches_torch(torch):
              lambda ps: torch.optim.SGD(ps, lr=9.0, momentum=0.3), lrs=[x * 0.1 for x in lrs])
     run_both(torch, lambda ps: optim.Adam(ps, lr=9.0), lambda ps: torch.optim.Adam(ps, lr=9.0),
              lrs=[x * 0.1 for x in lrs])
+
+
+def test_sgd_hyper_parameters_set_between_steps_match_torch(torch):
+    # momentum turned on after construction (its buffer starts then, as torch's), off,
+    # and on again (the buffer carries on); weight decay turned on late
+    changes = {1: {"momentum": 0.9}, 2: {"weight_decay": 0.1}, 3: {"momentum": 0.0},
+               4: {"momentum": 0.5, "weight_decay": 0.0}}
+    run_both(torch, lambda ps: optim.SGD(ps, lr=0.05), lambda ps: torch.optim.SGD(ps, lr=0.05),
+             changes=changes)
+
+
+def test_adam_hyper_parameters_set_between_steps_match_torch(torch):
+    changes = {1: {"betas": (0.5, 0.9)}, 2: {"eps": 1e-3}, 3: {"weight_decay": 0.2},
+               5: {"betas": (0.0, 0.99), "eps": 1e-8}}
+    run_both(torch, lambda ps: optim.Adam(ps, lr=0.05), lambda ps: torch.optim.Adam(ps, lr=0.05),
+             changes=changes)
+    run_both(torch, lambda ps: optim.Adam(ps, lr=0.05, decoupled=True),
+             lambda ps: torch.optim.AdamW(ps, lr=0.05, weight_decay=0.0),
+             changes={2: {"weight_decay": 0.3}, 4: {"betas": (0.7, 0.95)}})
+
+
+def test_momentum_set_after_construction_is_used_at_the_next_step():
+    # once "invalid arguments to SGD.step": the momentum buffer was only made by __init__
+    p = Value(1.0)
+    opt = optim.SGD([p], lr=0.5)
+    opt.momentum = 0.9
+    p.grad = 1.0
+    opt.step()  # first step with momentum: buf = grad
+    assert p.data == 0.5
+    opt.step()  # buf = 0.9 * 1 + 1
+    assert p.data == 0.5 - 0.5 * 1.9
+
+
+@pytest.mark.parametrize("make, name, bad, error, message", [
+    (lambda ps: optim.SGD(ps, lr=0.1), "momentum", -0.9, ValueError, "momentum must be >= 0"),
+    (lambda ps: optim.SGD(ps, lr=0.1), "momentum", "0.9", TypeError, "momentum must be a real"),
+    (lambda ps: optim.SGD(ps, lr=0.1), "weight_decay", float("nan"), ValueError, "weight_decay"),
+    (lambda ps: optim.SGD(ps, lr=0.1), "lr", None, TypeError, "lr must be a real"),
+    (lambda ps: optim.Adam(ps), "betas", (0.9, 1.0), ValueError, r"betas\[1\] must be in \[0, 1\)"),
+    (lambda ps: optim.Adam(ps), "betas", 0.9, TypeError, "betas must be a pair"),
+    (lambda ps: optim.Adam(ps), "betas", ("a", 0.9), TypeError, r"betas\[0\] must be a real"),
+    (lambda ps: optim.Adam(ps), "eps", -1e-8, ValueError, "eps must be >= 0"),
+    (lambda ps: optim.Adam(ps), "weight_decay", True, TypeError, "weight_decay must be a real"),
+])
+def test_a_bad_hyper_parameter_set_after_construction_raises_at_once(make, name, bad, error, message):
+    p = Value(1.0)
+    opt = make([p])
+    before = getattr(opt, name)
+    with pytest.raises(error, match=message):
+        setattr(opt, name, bad)
+    assert getattr(opt, name) == before  # unchanged, and the optimizer still steps
+    p.grad = 1.0
+    opt.step()
+    assert p.data < 1.0
 
 
 def test_sgd_is_micrograds_update_bitwise():

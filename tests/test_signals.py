@@ -1,5 +1,5 @@
 """Asynchronous exceptions at random moments inside every call that makes nodes must
-leak nothing (DESIGN.md invariant 7: node creation and wrapping are atomic for Python).
+leak nothing (invariant 7 in csrc/arena.h: node creation and wrapping are atomic for Python).
 
 A child process (so its signal handler and interval timer stay out of pytest) installs
 a SIGALRM handler that raises `Injected` (a BaseException, like KeyboardInterrupt), and

@@ -170,3 +170,59 @@ def test_modes_stay_per_thread_under_contention():
 
     run_threads(worker, [(k % 2 == 0,) for k in range(THREADS)])
     assert len(flags) == THREADS * 200 and all(flags)
+
+
+# ---- free-threaded CPython: no GIL, no pyautograd ----
+# No free-threaded interpreter runs these tests: the decision is a pure function of two
+# inputs, tested here with each combination, and the import path with the inputs faked.
+
+@pytest.mark.parametrize("free_threaded_build, gil_enabled, refused", [
+    (False, True, False),  # an ordinary build: the GIL is always on
+    (True, True, False),   # 3.13t / 3.14t with PYTHON_GIL=1 or -X gil=1
+    (True, False, True),   # 3.13t / 3.14t as they start: no GIL
+])
+def test_the_import_refuses_an_interpreter_running_without_the_gil(free_threaded_build,
+                                                                   gil_enabled, refused):
+    from pyautograd.engine import _refusal_without_gil
+    reason = _refusal_without_gil(free_threaded_build, gil_enabled)
+    assert (reason is not None) == refused
+    if refused:
+        assert "needs the GIL" in reason and "PYTHON_GIL=1" in reason and "-X gil=1" in reason
+
+
+def test_the_gil_check_reads_the_running_interpreter(monkeypatch):
+    import sys
+    import sysconfig
+
+    from pyautograd.engine import _gil_refusal
+    assert _gil_refusal() is None  # this interpreter has its GIL on
+    real = sysconfig.get_config_var
+    monkeypatch.setattr(sysconfig, "get_config_var",
+                        lambda name: 1 if name == "Py_GIL_DISABLED" else real(name))
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: True, raising=False)
+    assert _gil_refusal() is None
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: False, raising=False)
+    assert "free-threaded" in _gil_refusal()
+
+
+def test_importing_without_the_gil_raises_import_error_before_anything_is_made():
+    import subprocess
+    import sys
+    import tempfile
+    script = (
+        "import sys, sysconfig\n"
+        "real = sysconfig.get_config_var\n"
+        "sysconfig.get_config_var = lambda name: 1 if name == 'Py_GIL_DISABLED' else real(name)\n"
+        "sys._is_gil_enabled = lambda: False\n"
+        "try:\n"
+        "    import pyautograd\n"
+        "except ImportError as error:\n"
+        "    from pyautograd._ag import lib\n"
+        "    print('refused', lib.ag_live_nodes())\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=tempfile.gettempdir(), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("refused 0"), result.stdout
+    assert "needs the GIL" in result.stdout and "PYTHON_GIL=1" in result.stdout

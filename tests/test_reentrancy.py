@@ -1,0 +1,429 @@
+"""Python running inside the engine cannot break it (invariant 10 in csrc/arena.h).
+
+One regression test per way Python code that C calls (a `_backward` rule in the sweep,
+a `__float__` while an op reads its arguments, a weakref callback or finalizer during a
+dealloc, a GC pass inside an allocation, another thread while a rule waits) once broke
+the engine: a crash, a wrong number or a leak. docs/how-it-works.md lists those points
+and what C guarantees across each. tests/test_hostile.py mixes them at random.
+"""
+import gc
+import numbers
+import threading
+import weakref
+
+import pytest
+
+import pyautograd
+from pyautograd import Value, grad, no_grad
+from pyautograd.arena import stats
+
+
+def live():
+    return stats()["live_nodes"]
+
+
+def baseline():
+    """Live nodes once the garbage of earlier tests is collected."""
+    gc.collect()
+    return live()
+
+
+class Sub(Value):
+    def __init__(self, data, *args, **kwargs):
+        super().__init__(data, *args, **kwargs)
+
+
+def triple(a):
+    """A micrograd-style op written in Python: a closure that refers to its own out."""
+    out = Value(3.0 * a.data, (a,), "triple")
+
+    def _backward():
+        a.grad += 3.0 * out.grad
+    out._backward = _backward
+    return out
+
+
+# ---- 1. a -0.0 grad and grad(create_graph=True) ----
+
+@pytest.mark.parametrize("where", ["output", "input", "both"])
+def test_negative_zero_grads_are_zeros_for_create_graph(where):
+    x = Value(3.0)
+    y = x * x
+    if where in ("output", "both"):
+        y.grad = -0.0
+    if where in ("input", "both"):
+        x.grad = -0.0
+    g, = grad(y, [x], create_graph=True)
+    assert g.data == 6.0
+    h, = grad(g, [x])
+    assert h.data == 2.0
+    assert str(x.grad) == ("-0.0" if where != "output" else "0.0")  # put back as it was
+
+
+# ---- 2. threads: a sweep running Python rules owns its nodes ----
+
+def cube_waiting(a, entered, release):
+    """a ** 3 as a Python rule that waits (the GIL released) in the middle of the sweep."""
+    out = Value(a.data ** 3, (a,), "cube")
+
+    def _backward():
+        entered.set()
+        assert release.wait(10)
+        a.grad += 3.0 * a.data ** 2 * out.grad
+    out._backward = _backward
+    return out
+
+
+@pytest.mark.parametrize("first", ["backward", "grad"])
+def test_second_sweep_over_owned_nodes_refuses_instead_of_mixing(first):
+    x = Value(2.0)
+    shared = x * x
+    entered, release = threading.Event(), threading.Event()
+    A = cube_waiting(shared, entered, release)
+    B = shared * 5.0
+    results = {}
+
+    def run_first():
+        if first == "backward":
+            A.backward()
+            results["first"] = x.grad
+        else:
+            results["first"] = grad(A, [x])[0].data
+
+    t = threading.Thread(target=run_first)
+    t.start()
+    assert entered.wait(10)
+    with pytest.raises(RuntimeError, match="another backward\\(\\) or grad\\(\\) is using"):
+        B.backward()
+    with pytest.raises(RuntimeError, match="another backward"):
+        grad(B, [x])
+    release.set()
+    t.join()
+    assert results["first"] == 192.0  # d(x^6)/dx at 2, alone
+    assert B.grad == 0.0 and shared.grad == (shared.grad if first == "backward" else 0.0)
+    B.backward()  # once the first is over, the second runs
+    assert x.grad == (192.0 + 20.0 if first == "backward" else 20.0)
+
+
+def test_a_disjoint_graph_may_run_inside_a_rule_and_an_overlapping_one_may_not():
+    x, z = Value(2.0), Value(5.0)
+    other = z * z
+    seen = {}
+    out = Value(x.data * 2.0, (x,), "twice")
+
+    def _backward():
+        other.backward()  # disjoint: fine
+        seen["other"] = z.grad
+        try:
+            (x * 1.0).backward()  # x is the sweep's own node
+        except RuntimeError as error:
+            seen["error"] = str(error)
+        x.grad += 2.0 * out.grad
+    out._backward = _backward
+    out.backward()
+    assert seen["other"] == 10.0 and "called from one of its rules" in seen["error"]
+    assert x.grad == 2.0
+    out.backward()  # the marks are gone
+    assert x.grad == 4.0
+
+
+def test_threads_with_python_rules_never_mix_gradients(switch_often):
+    x = Value(1.5)
+    shared = x * x
+    errors, wrong = [], []
+
+    def worker(k):
+        for _ in range(200):
+            root = triple(shared) if k % 2 else shared * 2.0
+            try:
+                g, = grad(root, [x])
+            except RuntimeError as error:
+                errors.append(str(error))
+                continue
+            want = (3.0 if k % 2 else 2.0) * 2 * 1.5
+            if g.data != want:
+                wrong.append((k, g.data, want))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong
+    assert all("another backward" in e for e in errors)
+
+
+# ---- 3. a weakref callback never gets the dying Value back ----
+
+def test_weakref_callback_during_dealloc_gets_a_fresh_value():
+    x = Value(1.5)
+    out = x * 2.0
+    got = []
+    ref = weakref.ref(x, lambda r: got.append(out._inputs[0]))
+    del x
+    assert ref() is None and len(got) == 1
+    fresh = got.pop()
+    assert fresh.data == 1.5 and out._inputs[0] is fresh
+    out.backward()
+    assert fresh.grad == 2.0
+
+
+def test_finalizer_of_an_attribute_runs_the_engine_while_its_value_dies():
+    base = baseline()
+    got = []
+
+    class Spy:
+        def __del__(self):
+            a = Value(2.0)
+            b = a * a + 1.0
+            b.backward()
+            gc.collect()
+            got.append((b.data, a.grad))
+    for _ in range(3):
+        x = Value(1.5)
+        x.spy = Spy()
+        out = x * 2.0
+        del x  # pinned by out's node: alive
+        assert got == [] or len(got) < 3
+        del out  # now x dies, and Spy.__del__ runs inside its dealloc
+    assert got == [(5.0, 4.0)] * 3
+    assert baseline() == base
+
+
+# ---- 4. a Value never moves to another node once handed out ----
+
+def test_a_second_init_does_nothing():
+    s = Sub(2.0, label="s")
+    t = s * s
+    s.__init__(5.0)
+    Value.__init__(s, 7.0)
+    assert (s.data, s.label, t._inputs[0] is s) == (2.0, "s", True)
+    v = Value(3.0)
+    v.__class__ = Sub
+    v.__init__(9.0)
+    assert v.data == 3.0
+
+
+def test_root_reinitialised_inside_a_rule():
+    for replay in (False, True):
+        x = Value(2.0)
+        root = Sub(0.0, (x,), "r")
+
+        def _backward(root=root, x=x):
+            root.__init__(100.0)
+            Value.__init__(root, 100.0)
+            gc.collect()
+            x.grad += 4.0 * root.grad
+        root._backward = _backward
+        if replay:
+            with pytest.raises(RuntimeError):
+                root.forward()  # hand-made: refused, nothing changed
+        root.backward()
+        assert (root.data, x.grad) == (0.0, 4.0)
+
+
+def test_float_of_a_local_grad_initialises_a_child():
+    child = Sub.__new__(Sub, 1.0)  # __init__ not run yet: a placeholder leaf
+
+    class Evil:  # a Real whose conversion runs Python code (a float subclass would not)
+        def __float__(self):
+            Value.__init__(child, 9.0)
+            return 2.0
+    numbers.Real.register(Evil)
+    out = Value(6.0, (child,), [Evil()])
+    assert out._inputs[0] is child and child.data == 9.0
+    out.backward()
+    assert child.grad == 2.0
+    child.data = 4.0
+    assert out._inputs[0].data == 4.0  # one node, one Value
+
+
+# ---- 5. a GC pass inside an allocation makes no second Value for one node ----
+
+def test_gc_pass_inside_an_allocation_asks_for_the_same_node():
+    x = Value(1.5)
+    out = x * 2.0
+    del x
+    hold = [Value(float(i)) for i in range(600)]  # the free list drained: real allocations
+    met = []
+
+    def callback(phase, info):
+        if phase == "start" and not met:
+            met.append(out._inputs[0])
+    saved = gc.get_threshold()
+    gc.callbacks.append(callback)
+    try:
+        gc.set_threshold(1)
+        for _ in range(50):
+            got = out._inputs[0]
+            if met:
+                break
+            del got
+    finally:
+        gc.set_threshold(*saved)
+        gc.callbacks.remove(callback)
+    assert met, "no GC pass ran inside the allocation"
+    assert out._inputs[0] is met[0] is got
+    got.spot = 1  # an attribute on the node's one Value
+    assert out._inputs[0].spot == 1
+    del hold
+
+
+# ---- 6. grad()'s results are never half-made where Python can reach them ----
+
+def test_rule_walking_gc_objects_meets_no_half_made_value():
+    x = Value(2.0)
+    out = Value(4.0, (x,), "sq")
+    met = []
+
+    def _backward():
+        for o in gc.get_objects():
+            if isinstance(o, list):
+                for item in o:
+                    if type(item) is Value:
+                        assert item._id != 0, "a Value with no node yet"
+                        met.append((item + 1.0).data)
+        x.grad += 2.0 * x.data * out.grad
+    out._backward = _backward
+    g, = grad(out, [x])
+    assert g.data == 4.0 and met
+
+
+# ---- 7. the Value free list never overflows ----
+
+def test_chain_of_python_ops_dropped_at_once_with_a_full_free_list():
+    base = baseline()
+    for _ in range(3):
+        x = Value(1.0)
+        v = x
+        for _ in range(3000):
+            v = triple(v) * 1.0
+        filler = [x + float(i) for i in range(400)]
+        del filler  # the free list is full now
+        del v, x
+        gc.collect()
+    assert live() == base
+
+
+# ---- 8. a finalizer that keeps an op alive finds it whole ----
+
+def test_finalizer_resurrecting_an_op_keeps_its_backward():
+    saved = []
+
+    class Resurrector:
+        def __init__(self, value):
+            self.value = value
+
+        def __del__(self):
+            saved.append(self.value)
+
+    x = Value(1.0)
+    out = triple(x)
+    out.keeper = Resurrector(out)
+    y = out * 1.0  # out is pinned by its use
+    del out
+    del y  # the pin goes: the cycle is left to the GC, which runs __del__ first
+    gc.collect()
+    assert len(saved) == 1
+    saved[0].backward()
+    assert x.grad == 3.0  # micrograd's number
+    del saved[:]
+    gc.collect()
+
+
+# ---- 9. the GC sees every reference a pin holds ----
+
+@pytest.mark.parametrize("shape", ["w.reg = w * w", "w.reg = (w * w).tanh()", "w.hist = [w * 2]",
+                                   "later"])
+def test_attribute_holding_a_value_computed_from_its_owner_is_collected(shape):
+    base = baseline()
+    for _ in range(300):
+        w = Value(1.0)
+        if shape == "w.reg = w * w":
+            w.reg = w * w
+        elif shape == "w.reg = (w * w).tanh()":
+            w.reg = (w * w).tanh()
+        elif shape == "w.hist = [w * 2]":
+            w.hist = []
+            w.hist.append(w * 2.0)
+        else:  # the product is made, then w gets state
+            p = w * 3.0
+            w.tag = "param"
+            w.reg = [p]
+            del p
+        del w
+    gc.collect()
+    assert live() == base
+
+
+def test_pins_reported_to_the_gc_never_free_what_is_alive():
+    w = Value(2.0)
+    w.reg = w * w
+    held = w.reg
+    del w
+    gc.collect()
+    w2 = held._inputs[0]
+    assert w2.reg is held and w2.data == 2.0
+    held.backward()
+    assert w2.grad == 4.0
+
+
+# ---- 10. silently wrong numbers ----
+
+def test_create_graph_inside_no_grad_builds_the_graph():
+    x = Value(2.0)
+    y = x ** 3
+    with no_grad():
+        g, = grad(y, [x], create_graph=True)
+        assert (x * 2.0)._prev == set()  # still no_grad after the call
+    h, = grad(g, [x])
+    assert (g.data, h.data) == (12.0, 12.0)  # torch gives 12.0 too
+
+
+def test_replay_refuses_a_derivative_that_picked_a_branch():
+    x, y = Value(0.0), Value(2.0)
+    f = x ** y
+    gy, = grad(f, [y], create_graph=True)
+    gx, = grad(f, [x], create_graph=True)
+    x.data = 3.0
+    for g in (gy, gx, gy * 2.0):
+        with pytest.raises(RuntimeError, match="picked a branch"):
+            g.forward()
+    # a branch on a constant exponent never changes: x ** 2 replays
+    x = Value(0.0)
+    d, = grad(x ** 2, [x], create_graph=True)
+    x.data = 3.0
+    assert d.forward() == 6.0
+
+
+# ---- 11. smaller ----
+
+def test_backward_put_in_the_dict_by_hand_runs():
+    x = Value(2.0)
+    out = x * 3.0
+    called = []
+
+    def rule():
+        called.append(1)
+        x.grad += 10.0 * out.grad
+    vars(out)["_backward"] = rule
+    assert out._backward is rule
+    out.backward()
+    assert called == [1] and x.grad == 10.0
+    # a dict handed out without a rule: the op's own rule, and create_graph works
+    y = x * 4.0
+    vars(y)["note"] = "mine"
+    x.grad = 0.0
+    y.backward()
+    assert x.grad == 4.0
+    assert grad(y, [x], create_graph=True)[0].data == 4.0
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Value(1.0, label="a\0b"),
+    lambda: Value(1.0, (), "o\0p"),
+    lambda: setattr(Value(1.0), "label", "a\0"),
+])
+def test_text_with_nul_is_refused(make):
+    with pytest.raises(ValueError, match="NUL"):
+        make()
