@@ -101,7 +101,6 @@ class Control:
         self.running_rules = []  # node ids whose hostile Python rule is running
         self.held = lambda: []  # the machine's Held records
         self.gc_armed = False
-        self.fired = {}
 
     def load(self, script, budget=BUDGET_PER_STEP):
         self.script = list(script)
@@ -116,7 +115,7 @@ class Control:
         if self.depth >= MAX_DEPTH or self.budget <= 0 or not self.script:
             return
         self.depth += 1
-        self.fired[where] = self.fired.get(where, 0) + 1
+        note(f"hook ran: {where}")
         try:
             for _ in range(ACTIONS_PER_FIRE):
                 if self.budget <= 0:
@@ -130,6 +129,7 @@ class Control:
                 if TRACE:
                     print(f"hostile: {where} -> {name} {seed} (depth {self.depth})",
                           file=sys.__stderr__, flush=True)
+                note(f"action ran: {name}")
                 try:
                     action(self, random.Random(seed))
                 except BaseException:  # noqa: B902 - recorded, asserted after the step
@@ -1095,3 +1095,159 @@ TestHostileProgram.settings = settings(
     max_examples=_scaled(DEFAULT_PROGRAMS), stateful_step_count=STEPS, deadline=None,
     derandomize=not _EXTRA, database=None, suppress_health_check=list(HealthCheck),
     **({"phases": [Phase.explicit, Phase.reuse, Phase.generate]} if "shrink" in OFF else {}))
+
+
+# ---- the threaded variant ----
+
+def gil_mul(a, b, log):
+    """micrograd's a * b with a rule that lets the other thread run in the middle of the
+    sweep: it sleeps (releasing the GIL) before it reads out.grad and after it adds."""
+    out = Value(a.data * b.data, (a, b), "gmul")
+
+    def _backward():
+        log.append(threading.get_ident())
+        time.sleep(0)
+        g = out.grad
+        time.sleep(0)
+        a.grad += b.data * g
+        b.grad += a.data * g
+        time.sleep(0)
+    out._backward = _backward
+    return out
+
+
+THREAD_OPS = ["gil", "gil", "*", "+", "tanh", "sum"]
+
+
+def build_thread_graph(steps, pool, own, log):
+    """A root over pool (shared nodes) and own (this thread's leaves), with the ops of
+    steps (each a kind and two picks); returns the root and every node made."""
+    nodes = []
+    cur = pool[0]
+    for kind, i, j in steps:
+        a = (pool + own + nodes)[i % (len(pool) + len(own) + len(nodes))]
+        b = (pool + own + nodes)[j % (len(pool) + len(own) + len(nodes))]
+        if abs(a.data) > 10 or abs(b.data) > 10:
+            a, b = a.tanh(), b.tanh()
+        if kind == "gil":
+            cur = gil_mul(a, b, log) + cur
+        elif kind == "*":
+            cur = a * b + cur
+        elif kind == "+":
+            cur = cur + a + b
+        elif kind == "tanh":
+            cur = (cur + a).tanh()
+        else:
+            cur = pyautograd.sum([cur, a, b, own[0]])
+        nodes.append(cur)
+    return cur, nodes
+
+
+CALLS = st.sampled_from(["backward", "grad", "backward", "private backward", "private grad"])
+INDEX_T = st.integers(0, 10 ** 6)
+STEPS_T = st.lists(st.tuples(st.sampled_from(THREAD_OPS), INDEX_T,
+                             st.integers(0, 10 ** 6)), min_size=1, max_size=5)
+
+
+@pytest.mark.usefixtures("switch_often")
+@settings(max_examples=_scaled(DEFAULT_THREADED), deadline=None, derandomize=not _EXTRA,
+          database=None, suppress_health_check=list(HealthCheck))
+@given(shared=st.lists(st.tuples(st.sampled_from(["gil", "*", "tanh", "+"]), INDEX_T, INDEX_T),
+                       min_size=1, max_size=4),
+       steps=st.tuples(STEPS_T, STEPS_T), calls=st.tuples(
+           st.lists(CALLS, min_size=1, max_size=6), st.lists(CALLS, min_size=1, max_size=6)),
+       leaves=st.lists(st.floats(-1.5, 1.5, allow_nan=False), min_size=3, max_size=3))
+def test_threads_share_nodes_with_rules_that_release_the_gil(shared, steps, calls, leaves):
+    """Two threads back-propagate graphs that share leaves and interior nodes (rules that
+    release the GIL among them), and graphs of their own. A call over shared nodes may
+    meet the other thread's running sweep: then it raises RuntimeError and changes
+    nothing; otherwise, and always over a thread's own graph, it gives exactly the
+    numbers it gives alone. Never a mix: each node's grad at the end is the sum of what
+    the calls that succeeded added. Every node dies with the graphs."""
+    gc.collect()
+    baseline = live()
+    two_threads(shared, steps, calls, leaves)
+    gc.collect()
+    assert live() == baseline, f"{live() - baseline} nodes left after the threads"
+
+
+def two_threads(shared, steps, calls, leaves):
+    log = []
+    xs = [Value(x) for x in leaves]
+    pool = list(xs)
+    for kind, i, j in shared:  # interior nodes both threads' graphs use
+        a, b = pool[i % len(pool)], pool[j % len(pool)]
+        pool.append(gil_mul(a, b, log) if kind == "gil" else a * b if kind == "*"
+                    else (a + b).tanh() if kind == "tanh" else a + b)
+    owns = [[Value(0.3 + k), Value(-0.7 * k)] for k in range(2)]
+    roots, privates, nodes = [], [], []
+    for k in range(2):
+        root, made = build_thread_graph(steps[k], pool, owns[k], log)
+        private, made_p = build_thread_graph(steps[1 - k], owns[k][:1], owns[k][1:], log)
+        roots.append(root)
+        privates.append(private)
+        nodes += made + made_p
+    watched = list({id(v): v for v in pool + owns[0] + owns[1] + nodes + roots + privates}
+                   .values())
+
+    # each call alone: what backward() adds to every watched node, and what grad() gives
+    def alone(root, inputs):
+        for v in watched:
+            v.grad = 0.0
+        root.backward()
+        added = [v.grad for v in watched]
+        for v in watched:
+            v.grad = 0.0
+        return added, [g.data for g in pyautograd.grad(root, inputs)]
+    expected = {(k, False): alone(roots[k], pool) for k in range(2)}
+    expected.update({(k, True): alone(privates[k], owns[k]) for k in range(2)})
+
+    done = {key: 0 for key in expected}
+    refused = []
+    errors = []
+    started = threading.Barrier(2)
+
+    def worker(k):
+        try:
+            started.wait(5)
+            for call in calls[k] * 3:
+                private = call.startswith("private")
+                root = privates[k] if private else roots[k]
+                try:
+                    if call.endswith("backward"):
+                        root.backward()
+                        done[(k, private)] += 1
+                    else:
+                        got = [g.data for g in pyautograd.grad(root, owns[k] if private else pool)]
+                        want = expected[(k, private)][1]
+                        if got != want:
+                            errors.append(f"thread {k} {call}: {got} != alone {want}")
+                except RuntimeError as error:
+                    if private:
+                        errors.append(f"thread {k} {call} over its own graph refused: {error}")
+                    elif "another" not in str(error):
+                        errors.append(f"thread {k} {call}: an unclear RuntimeError: {error}")
+                    refused.append(call)
+                time.sleep(0)
+        except BaseException:  # noqa: B902 - reported by the main thread
+            errors.append(traceback.format_exc())
+
+    for v in watched:
+        v.grad = 0.0
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, "\n".join(errors[:5])
+    for n, v in enumerate(watched):
+        terms = [count * expected[key][0][n] for key, count in done.items()]
+        want = math.fsum(terms)
+        scale = math.fsum(abs(t) for t in terms)
+        assert abs(v.grad - want) <= 1e-12 * scale + 1e-300, \
+            (f"node {n} ({v._op}): grad {v.grad!r} is not the sum of the successful calls' "
+             f"{want!r} ({done}, {len(refused)} refused)")
+    if refused:
+        event("threads: a call met the other thread's sweep and was refused")
+    if len(set(log)) > 2:  # the main thread's single runs, then both workers
+        event("threads: both threads ran rules")
