@@ -34,9 +34,15 @@ threads back-propagate graphs that share leaves and interior nodes, through Pyth
 that release the GIL (time.sleep(0), a wait on the other thread), beside private graphs;
 each call gives exactly the right numbers or RuntimeError, never a mix.
 
-By default 40 programs of 40 steps and 25 threaded examples (~25 s together);
+By default 40 programs of 40 steps and 25 threaded examples (~12 s together, ~30 s on
+the ASan+UBSan build);
 PYAUTOGRAD_FUZZ_EXAMPLES=N scales both like test_stateful.py (N * 40 / 2000 programs
 and N * 25 / 2000 threaded examples, a fresh seed each run).
+
+Finding one bug behind another: PYAUTOGRAD_HOSTILE_OFF (below) leaves actions, rules
+and checks out; PYAUTOGRAD_HOSTILE_TRACE=1 prints each action before it runs (run
+pytest with --capture=sys to see what ran last before a crash). An action can be run
+by hand: `act_scratch_grad(CTL, random.Random(seed))`.
 """
 import gc
 import math
