@@ -57,17 +57,17 @@ import weakref
 
 import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
-from hypothesis.errors import InvalidArgument
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import invariant, rule
 
 import pyautograd
-from pyautograd import arena
 from pyautograd.engine import Value
 
 import test_stateful as base
 from pure_value import PureValue
-from test_stateful import PATH_TOL, REL, ProgramMachine, Tagged, live, path_bounds, same_grad, same_value
+from test_stateful import (PATH_TOL, REL, ProgramMachine, Tagged, live, path_bounds, same_grad,
+                           same_value)
 
 _EXTRA = int(os.environ.get("PYAUTOGRAD_FUZZ_EXAMPLES", "0"))
 # For finding one bug behind another: names of actions (ACTIONS) and of the machine's
@@ -692,7 +692,8 @@ def act_resurrect(ctl, rnd):
     a.grad = b.grad = 0.0
     done = nested(ctl, v, lambda: v.backward() or True, "backward")
     if done and (a.grad, b.grad) != (b.data, a.data):
-        raise AssertionError(f"resurrected op's grads {(a.grad, b.grad)}, expected {(b.data, a.data)}")
+        raise AssertionError(f"resurrected op's grads {(a.grad, b.grad)}, "
+                             f"expected {(b.data, a.data)}")
     note("hostile: an op came back from its finalizer")
 
 
@@ -752,7 +753,8 @@ def act_sweep_running(ctl, rnd):
     if how == "backward":
         nested(ctl, root, root.backward, "backward on a running sweep's root")
     elif how == "grad":
-        nested(ctl, root, lambda: pyautograd.grad(root, under[:3]), "grad on a running sweep's root")
+        nested(ctl, root, lambda: pyautograd.grad(root, under[:3]),
+               "grad on a running sweep's root")
     else:
         inner = under[rnd.randrange(len(under))]
         nested(ctl, inner, lambda: pyautograd.grad(inner, under[:3]),
@@ -819,7 +821,6 @@ ACTIONS = [
     ("sweep running", act_sweep_running),
     ("sweep running", act_sweep_running),
 ]
-ACTION_NAMES = sorted({name for name, _ in ACTIONS})
 SCRIPT = st.lists(st.tuples(st.integers(0, len(ACTIONS) - 1), st.integers(0, 2 ** 32)),
                   min_size=1, max_size=6)
 
