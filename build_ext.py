@@ -10,8 +10,8 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(HERE, "csrc")
-SOURCES = ["arena.c", "nodes.c", "sweep.c", "grad.c", "higher.c", "labels.c", "optim.c", "stats.c", "nn.c",
-           "value.c", "value_new.c", "pins.c", "node_list.c", "layer_weights.c", "graph.c", "walks.c", "python.c"]
+SOURCES = ["arena.c", "nodes.c", "sweep.c", "grad.c", "higher.c", "tangents.c", "labels.c", "optim.c", "stats.c", "nn.c",
+           "value.c", "value_new.c", "bridge.c", "pins.c", "node_list.c", "layer_weights.c", "graph.c", "walks.c", "python.c"]
 
 
 def read_cdef():

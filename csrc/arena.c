@@ -19,6 +19,40 @@ static void watch_forks(void);
 ag_arena ag_the_arena = {.give_back_at = AG_RESERVE_NODES}; /* id 0 and list 0 never used */
 ag_python_hooks ag_hooks;
 
+/* ---- side tables (arena.h): what the modules above keep per node ---- */
+
+static const ag_side_table *side_tables[AG_SIDE_TABLES];
+static size_t n_side_tables;
+static uint16_t side_flags; /* every registered table's flag: one test per dying node */
+
+int ag_register_side_table(const ag_side_table *table)
+{
+    for (size_t i = 0; i < n_side_tables; i++)
+        if (side_tables[i] == table)
+            return AG_OK; /* once is enough */
+    if (n_side_tables == AG_SIDE_TABLES)
+        return AG_EINVALID;
+    side_tables[n_side_tables++] = table;
+    side_flags |= table->flag;
+    return AG_OK;
+}
+
+static void forget_in_side_tables(ag_id id, uint16_t flags)
+{
+    for (size_t i = 0; i < n_side_tables; i++)
+        if ((flags & side_tables[i]->flag) && side_tables[i]->forget)
+            side_tables[i]->forget(id);
+}
+
+static size_t side_table_bytes(void)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n_side_tables; i++)
+        if (side_tables[i]->bytes)
+            total += side_tables[i]->bytes();
+    return total;
+}
+
 static _Thread_local int last_error;
 static _Thread_local ag_id error_node;
 static _Thread_local double error_value;
@@ -423,10 +457,8 @@ static void finish_taking_apart(ag_arena *ar, ag_id id, ag_node *node)
     }
     if (ag_op_is_nary(node->op))
         detach_list(node);
-    if (node->flags & AG_FLAG_STRINGS)
-        ag_labels_forget(id);
-    if (node->flags & AG_FLAG_ORDER)
-        ag_order_cache_forget(id);
+    if (node->flags & side_flags)
+        forget_in_side_tables(id, node->flags);
     node->op = AG_FREE;
     node->flags = 0;
     node->in[0] = ar->free_head;
@@ -518,7 +550,9 @@ void ag_after_fork_in_child(void)
     if (!forked)
         return;
     forked = 0;
-    ag_sweeps_after_fork(); /* first: a root's cached order a dead sweep used can then go */
+    for (size_t i = 0; i < n_side_tables; i++) /* first: a root's cached order a dead sweep */
+        if (side_tables[i]->after_fork)           /* used can then go */
+            side_tables[i]->after_fork();
     ag_arena *ar = &ag_the_arena;
     if (ar->releasing && !running_worklist)
         run_worklist(ar);
@@ -600,7 +634,9 @@ static void tidy_free_nodes(ag_arena *ar, size_t freed)
     }
     if (give_back) {
         ar->give_back_at = 2 * kept_free > AG_RESERVE_NODES ? 2 * kept_free : AG_RESERVE_NODES;
-        ag_scratch_fit(ar->live);
+        for (size_t i = 0; i < n_side_tables; i++)
+            if (side_tables[i]->fit)
+                side_tables[i]->fit(ar->live);
     }
 }
 
@@ -617,5 +653,5 @@ size_t ag_arena_bytes(void)
     return ar->present_blocks * AG_BLOCK_BYTES
          + ar->blocks_cap * (sizeof(ag_node *) + sizeof(uint32_t) + sizeof(uint16_t))
          + ar->lists_cap * sizeof(ag_input_list) + ar->list_bytes + ag_pool_bytes()
-         + ag_labels_bytes() + ag_order_cache_bytes();
+         + side_table_bytes();
 }

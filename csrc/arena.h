@@ -65,7 +65,13 @@ typedef struct ag_node {
         double data;      /* forward value */
         ag_id next_dying; /* while waiting to be freed: the next node in the worklist */
     };
-    double grad;          /* accumulated d root / d node */
+    union {
+        double grad;      /* accumulated d root / d node */
+        uint64_t slot;    /* during a sweep that keeps the grads aside (grad() with
+                             create_graph, jvp, hvp): that sweep's index for the node (its
+                             pool entries, its position), 0 for none; the grads come back
+                             after (sweep.h, grads_kept) */
+    };
     void *py;             /* the node's Value (a PyObject *), or NULL: invariant 8 */
     ag_id in[2];          /* inputs; n-ary ops: in[0] indexes the input lists, in[1] the count;
                              free nodes: in[0] is the next free id */
@@ -279,13 +285,21 @@ int ag_attach_rows_list(ag_id id, const ag_id *ids, size_t n, ag_dot_rows rows);
 ag_row *ag_row_new(const ag_id *ids, size_t n, ag_id last);
 void ag_row_release(ag_row *row);
 
-/* Hooks run when a node with AG_FLAG_STRINGS / AG_FLAG_ORDER dies. */
-void ag_labels_forget(ag_id id);
-void ag_order_cache_forget(ag_id id);
-size_t ag_labels_bytes(void);
-size_t ag_order_cache_bytes(void);
-void ag_scratch_fit(size_t live);  /* sweep.c: frees scratch sized for far more nodes */
-void ag_sweeps_after_fork(void);   /* sweep.c: in a fork child, forgets the sweeps of the
-                                      threads the child does not have (arena.c calls it) */
+/* What the modules above the arena keep beside it (labels.c: labels and op text;
+ * sweep.c: cached orders, scratch and running sweeps; tangents.c: scratch), registered
+ * once at start-up (python.c), so that the arena names none of them: it tells each when
+ * a node carrying its flag dies, asks each for the bytes it holds, has each fit its
+ * memory when blocks go back, and has each repair itself in the child of a fork. */
+typedef struct ag_side_table {
+    uint16_t flag;             /* the AG_FLAG_* of nodes it holds something for; 0: none */
+    void (*forget)(ag_id id);  /* a node with that flag died */
+    size_t (*bytes)(void);
+    void (*fit)(size_t live);  /* blocks went back: memory sized for far more nodes goes */
+    void (*after_fork)(void);  /* in a fork's child, before the arena's own repair */
+} ag_side_table;
+
+/* AG_OK, or AG_EINVALID when AG_SIDE_TABLES are registered already. */
+#define AG_SIDE_TABLES 4
+int ag_register_side_table(const ag_side_table *table);
 
 #endif

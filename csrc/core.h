@@ -33,6 +33,17 @@ int ag_backward_step(ag_id node);  /* one node's chain-rule step, micrograd's v.
 int ag_forward(ag_id root);        /* recomputes every node under root from its leaves */
 /* d root / d inputs[k] into out[k], new nodes (create_graph: differentiable again). */
 int ag_grad(ag_id root, const ag_id *inputs, size_t n_inputs, int create_graph, ag_id *out);
+/* Forward mode and second order (tangents.c), reading the op table on tangents and
+ * dual numbers; no .grad changes, Python rules refused (AG_EPYRULE). root: the one
+ * output, or a node over all of them (a sum), whose graph holds every node swept.
+ * jvp: out[k] = d outputs[k] along tangents (one per input); jvp_terms: the same as new
+ * nodes holding one reference each, differentiable again; hvp: out[k] = (H vector)_k,
+ * H the Hessian of root in the inputs. */
+int ag_jvp(ag_id root, const ag_id *outputs, size_t n_outputs, const ag_id *inputs, const double *tangents,
+           size_t n_inputs, double *out);
+int ag_jvp_terms(ag_id root, const ag_id *outputs, size_t n_outputs, const ag_id *inputs,
+                 const double *tangents, size_t n_inputs, ag_id *out);
+int ag_hvp(ag_id root, const ag_id *inputs, const double *vector, size_t n_inputs, double *out);
 size_t ag_graph_size(ag_id root);  /* nodes reachable from root, root included; 0 on ENOMEM */
 /* op_counts[op] (AG_OP_COUNT entries) = nodes made by op, *depth = longest path from
  * root to a leaf, in edges (stats.c). Reads only; AG_ENOMEM on failure. */
@@ -43,6 +54,10 @@ int ag_set_label(ag_id id, const char *label);  /* copies; "" removes */
 const char *ag_label(ag_id id);                /* "" when none; valid until the next change */
 int ag_set_custom_op(ag_id id, const char *op);
 const char *ag_custom_op(ag_id id);
+
+/* The side tables the modules above the arena keep (arena.h), for python.c to register. */
+struct ag_side_table;
+extern const struct ag_side_table ag_labels_table, ag_sweep_table, ag_tangents_table;
 
 ag_id ag_error_node(void);  /* the node an AG_EANOMALY or AG_ENOREPLAY names */
 

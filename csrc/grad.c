@@ -3,8 +3,8 @@
  * grad() runs its sweep in the grad fields of the graph's nodes (zeroed into `kept` by
  * the sort, and put back at the end), so what it keeps per node sits in the node the
  * sweep reads anyway: the first-order sweep adds numbers there as backward() does; the
- * create_graph sweep keeps there the indices of the node's first and last
- * contributions, terms waiting in a pool. Not here: the sort and the first-order sweep
+ * create_graph sweep keeps there (ag_node.slot) the indices of the node's first and
+ * last contributions, terms waiting in a pool. Not here: the sort and the first-order sweep
  * (sweep.c), the derivative formulas as nodes (higher.c). */
 #include <stdlib.h>
 #include <string.h>
@@ -13,15 +13,6 @@
 #include "higher.h"
 #include "nodes.h"
 #include "sweep.h"
-
-static uint64_t field_bits(const ag_node *node)
-{
-    uint64_t bits;
-    memcpy(&bits, &node->grad, sizeof bits);
-    return bits;
-}
-
-static void set_field_bits(ag_node *node, uint64_t bits) { memcpy(&node->grad, &bits, sizeof bits); }
 
 /* What has been passed back to each node, while grad(create_graph=True) sweeps: its
  * contributions in the order they came, chained through the pool (node->grad holds the
@@ -52,10 +43,10 @@ static int pass_back(pool *pool, ag_node *node, ag_term t)
         pool->capacity = capacity;
     }
     pool->entries[pool->n] = (passed){t, 0};
-    uint64_t index = ++pool->n, bits = field_bits(node);
+    uint64_t index = ++pool->n, bits = node->slot;
     if (bits) /* append after its last contribution */
         pool->entries[(bits >> 32) - 1].next = (uint32_t)index;
-    set_field_bits(node, (bits ? (bits & 0xffffffffu) : index) | index << 32);
+    node->slot = (bits ? (bits & 0xffffffffu) : index) | index << 32;
     return AG_OK;
 }
 
@@ -114,13 +105,13 @@ static int sweep_terms(const ag_order *order, pool *pool, ag_id *bad)
     for (size_t i = order->n; i-- > 0 && status == AG_OK;) {
         if (i >= 2 * AG_AHEAD) { /* the nodes coming up, and what waits for them in the pool */
             AG_PREFETCH(ag_node_at(order->ids[i - 2 * AG_AHEAD]));
-            uint32_t soon = (uint32_t)field_bits(ag_node_at(order->ids[i - AG_AHEAD]));
+            uint32_t soon = (uint32_t)ag_node_at(order->ids[i - AG_AHEAD])->slot;
             if (soon)
                 AG_PREFETCH(&pool->entries[soon - 1]);
         }
         ag_id id = order->ids[i];
         ag_node *node = ag_node_at(id);
-        uint32_t first = (uint32_t)field_bits(node);
+        uint32_t first = (uint32_t)node->slot;
         if (!first)
             continue; /* nothing came to it */
         if ((status = sum_in_place(pool, first)) != AG_OK)
@@ -155,42 +146,6 @@ static int sweep_terms(const ag_order *order, pool *pool, ag_id *bad)
     if (contributions != small)
         free(contributions);
     return status;
-}
-
-/* Marks AG_FLAG_CHOSEN on every node a derivative graph made in this call (those the
- * sort did not mark: the graph's own nodes carry AG_FLAG_SORTING here) under out[],
- * when one of its derivatives picked a branch by values that may change. */
-static int mark_chosen(const ag_id *out, size_t n_out)
-{
-    size_t depth = 0, cap = n_out + 64;
-    ag_id *stack = malloc(cap * sizeof *stack);
-    if (!stack)
-        return AG_ENOMEM;
-    for (size_t k = 0; k < n_out; k++)
-        if (out[k])
-            stack[depth++] = out[k];
-    while (depth) {
-        ag_node *node = ag_node_at(stack[--depth]);
-        if (node->flags & (AG_FLAG_SORTING | AG_FLAG_CHOSEN))
-            continue;
-        node->flags |= AG_FLAG_CHOSEN;
-        size_t n;
-        const ag_id *inputs = ag_inputs_of(node, &n);
-        if (depth + n > cap) {
-            while (depth + n > cap)
-                cap *= 2;
-            ag_id *grown = realloc(stack, cap * sizeof *stack);
-            if (!grown) {
-                free(stack);
-                return AG_ENOMEM;
-            }
-            stack = grown;
-        }
-        for (size_t i = 0; i < n; i++)
-            stack[depth++] = inputs[i];
-    }
-    free(stack);
-    return AG_OK;
 }
 
 /* d root / d inputs[k] into out[k], a new node holding one reference each: with
@@ -234,14 +189,14 @@ int ag_grad(ag_id root, const ag_id *inputs, size_t n_inputs, int create_graph, 
         status = sweep_terms(&order, &pool, &bad);
         for (size_t k = 0; status == AG_OK && k < n_inputs; k++) {
             const ag_node *input = ag_node_at(inputs[k]);
-            uint32_t first = input->flags & AG_FLAG_SORTING ? (uint32_t)field_bits(input) : 0;
+            uint32_t first = input->flags & AG_FLAG_SORTING ? (uint32_t)input->slot : 0;
             if (first)
                 out[k] = ag_term_own(pool.entries[first - 1].term);
             if (!out[k] && first)
                 value[k] = pool.entries[first - 1].term.constant; /* a number */
         }
         if (status == AG_OK && ag_choice_noted(0))
-            status = mark_chosen(out, n_inputs);
+            status = ag_mark_chosen(out, n_inputs);
     }
     /* The sort left its marks (create_graph), or the first-order path made them: they
      * are cleared here, with the grads put back, in one pass (invariant 3). */

@@ -341,6 +341,157 @@ done:
     return result;
 }
 
+/* The numbers of a sequence, one per input (a TypeError naming `what` otherwise). */
+static double *numbers_of(PyObject *sequence, Py_ssize_t n, const char *what)
+{
+    PyObject *items = PySequence_Tuple(sequence);
+    if (!items)
+        return NULL;
+    double *numbers = NULL;
+    if (PyTuple_GET_SIZE(items) != n)
+        PyErr_Format(PyExc_ValueError, "%s: one number per input, got %zd for %zd inputs", what,
+                     PyTuple_GET_SIZE(items), n);
+    else if ((numbers = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *numbers)))
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int found = ag_as_double(PyTuple_GET_ITEM(items, i), &numbers[i]);
+            if (found == 0)
+                PyErr_Format(PyExc_TypeError, "%s must be real numbers, not '%.200s'", what,
+                             ag_type_name(PyTuple_GET_ITEM(items, i)));
+            if (found <= 0) {
+                PyMem_Free(numbers);
+                numbers = NULL;
+                break;
+            }
+        }
+    else
+        PyErr_NoMemory();
+    Py_DECREF(items);
+    return numbers;
+}
+
+/* Leaves for numbers, as a list of Values. */
+static PyObject *leaves_for(const double *numbers, size_t n)
+{
+    ag_id *ids = PyMem_Malloc((n ? n : 1) * sizeof *ids);
+    if (!ids)
+        return PyErr_NoMemory();
+    size_t made = 0;
+    while (made < n && (ids[made] = ag_leaf(numbers[made])))
+        made++;
+    PyObject *list = NULL;
+    if (made == n)
+        list = values_for(ids, n); /* ids[] owns the leaves until then */
+    else {
+        ag_release_all(ids, made);
+        ag_raise_failure("jvp", PyTuple_New(0));
+    }
+    PyMem_Free(ids);
+    return list;
+}
+
+/* jvp(outputs, inputs, tangents, create_graph) -> list of Values, one per output. */
+static PyObject *jvp(PyObject *module, PyObject *args)
+{
+    PyObject *outputs_arg, *inputs_arg, *tangents_arg, *result = NULL;
+    int create_graph;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "OOOp:jvp", &outputs_arg, &inputs_arg, &tangents_arg, &create_graph))
+        return NULL;
+    gathered go, gi;
+    if (ag_gather(outputs_arg, "jvp() outputs", 1, &go) < 0)
+        return NULL;
+    if (ag_gather(inputs_arg, "jvp() inputs", 1, &gi) < 0) {
+        ag_gathered_free(&go);
+        return NULL;
+    }
+    size_t n_out = (size_t)go.n, n_in = (size_t)gi.n;
+    double *tangents = numbers_of(tangents_arg, gi.n, "jvp() tangents"), *numbers = NULL;
+    ag_id *outs = PyMem_Malloc((n_out ? n_out : 1) * sizeof *outs), *ins = PyMem_Malloc((n_in ? n_in : 1) * sizeof *ins);
+    ag_id *made = PyMem_Malloc((n_out ? n_out : 1) * sizeof *made), root = 0;
+    numbers = PyMem_Malloc((n_out ? n_out : 1) * sizeof *numbers);
+    if (!tangents || !outs || !ins || !made || !numbers) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto done;
+    }
+    if (n_out == 0) {
+        result = PyList_New(0);
+        goto done;
+    }
+    /* no Python code from here until the results have their Values */
+    for (size_t k = 0; k < n_out; k++)
+        outs[k] = VALUE_ID(PyTuple_GET_ITEM(go.items, (Py_ssize_t)k));
+    for (size_t k = 0; k < n_in; k++)
+        ins[k] = VALUE_ID(PyTuple_GET_ITEM(gi.items, (Py_ssize_t)k));
+    int recording = ag_grad_enabled();
+    if (!recording) /* the outputs' sum, and create_graph's nodes, are built under no_grad too */
+        ag_set_grad_enabled(1);
+    if (n_out == 1) {
+        root = outs[0];
+        ag_retain(root);
+    } else {
+        root = ag_sum(outs, n_out); /* one root over every output: one sort, one sweep */
+    }
+    int status = root ? AG_OK : ag_last_error();
+    if (status == AG_OK)
+        status = create_graph ? ag_jvp_terms(root, outs, n_out, ins, tangents, n_in, made)
+                              : ag_jvp(root, outs, n_out, ins, tangents, n_in, numbers);
+    if (!recording)
+        ag_set_grad_enabled(0);
+    if (status == AG_OK)
+        result = create_graph ? values_for(made, n_out) : leaves_for(numbers, n_out);
+    if (root)
+        ag_release(root); /* may run Python code: after the results are owned */
+    if (status != AG_OK && !PyErr_Occurred())
+        ag_raise_failure("jvp", PySequence_List(go.items));
+done:
+    PyMem_Free(tangents);
+    PyMem_Free(numbers);
+    PyMem_Free(outs);
+    PyMem_Free(ins);
+    PyMem_Free(made);
+    ag_gathered_free(&go);
+    ag_gathered_free(&gi);
+    return result;
+}
+
+/* hvp(output, inputs, vector) -> list of Values: the Hessian of output times vector. */
+static PyObject *hvp(PyObject *module, PyObject *args)
+{
+    PyObject *output, *inputs_arg, *vector_arg, *result = NULL;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "OOO:hvp", &output, &inputs_arg, &vector_arg))
+        return NULL;
+    if (!ag_is_value(output)) {
+        PyErr_Format(PyExc_TypeError, "hvp() output must be a Value, not '%.200s'", ag_type_name(output));
+        return NULL;
+    }
+    gathered g;
+    if (ag_gather(inputs_arg, "hvp() inputs", 1, &g) < 0)
+        return NULL;
+    size_t n = (size_t)g.n;
+    double *vector = numbers_of(vector_arg, g.n, "hvp() vector");
+    double *numbers = PyMem_Malloc((n ? n : 1) * sizeof *numbers);
+    ag_id *ids = PyMem_Malloc((n ? n : 1) * sizeof *ids);
+    if (!vector || !numbers || !ids) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto done;
+    }
+    for (size_t k = 0; k < n; k++)
+        ids[k] = VALUE_ID(PyTuple_GET_ITEM(g.items, (Py_ssize_t)k));
+    if (ag_hvp(VALUE_ID(output), ids, vector, n, numbers) == AG_OK)
+        result = leaves_for(numbers, n);
+    else
+        ag_raise_failure("hvp", Py_BuildValue("(O)", output));
+done:
+    PyMem_Free(vector);
+    PyMem_Free(numbers);
+    PyMem_Free(ids);
+    ag_gathered_free(&g);
+    return result;
+}
+
 /* zero_grad(values): every Value's grad set to 0. */
 static PyObject *zero_grad(PyObject *module, PyObject *values)
 {
@@ -378,6 +529,8 @@ PyMethodDef ag_graph_functions[] = {
     {"layer", apply_layer, METH_VARARGS, "layer(weights, nonlin, xs) -> NodeList"},
     {"layers", apply_layers, METH_VARARGS, "layers(plans, xs) -> list of the last layer's Values"},
     {"grad", grad, METH_VARARGS, "grad(output, inputs, create_graph) -> list of Values"},
+    {"jvp", jvp, METH_VARARGS, "jvp(outputs, inputs, tangents, create_graph) -> list of Values"},
+    {"hvp", hvp, METH_VARARGS, "hvp(output, inputs, vector) -> list of Values"},
     {"zero_grad", zero_grad, METH_O, "zero_grad(values): every grad set to 0"},
     {NULL, NULL, 0, NULL},
 };

@@ -16,6 +16,7 @@
  * Not here: the sweep that uses this (grad.c, ag_grad). */
 #include <ctype.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "arena.h"
 #include "higher.h"
@@ -285,4 +286,58 @@ int ag_chain_terms(ag_id id, ag_term g, ag_term *contributions, size_t n)
     return AG_OK;
 }
 
+ag_term ag_pass_back_one(ag_id id, size_t k, ag_term g)
+{
+    const ag_node *node = ag_node_at(id);
+    size_t n;
+    const ag_id *inputs = ag_inputs_of(node, &n);
+    ag_term out = ag_term_number(0.0);
+    if (k >= n || ag_node_at(inputs[k])->op == AG_CONST) {
+        /* nothing: a constant's gradient is never needed */
+    } else if (node->op == AG_SUM) {
+        out = AG_SUM_TO_INPUT(k);
+    } else if (node->op == AG_DOT) {
+        out = (n & 1) && k == n - 1 ? AG_DOT_TO_BIAS : k % 2 == 0 ? AG_DOT_TO_WEIGHT(k) : AG_DOT_TO_X(k);
+    } else if (node->op == AG_LOCAL) {
+        out = AG_LOCAL_TO_INPUT(k);
+    } else if (!ag_op_is_source(node->op) && node->op != AG_CUSTOM) {
+        out = contribution(id, node, (int)k, g);
+    }
+    ag_term_release(g);
+    return out;
+}
+
 #include "derivative_language_end.h"
+
+int ag_mark_chosen(const ag_id *out, size_t n_out)
+{
+    size_t depth = 0, cap = n_out + 64;
+    ag_id *stack = malloc(cap * sizeof *stack);
+    if (!stack)
+        return AG_ENOMEM;
+    for (size_t k = 0; k < n_out; k++)
+        if (out[k])
+            stack[depth++] = out[k];
+    while (depth) {
+        ag_node *node = ag_node_at(stack[--depth]);
+        if (node->flags & (AG_FLAG_SORTING | AG_FLAG_CHOSEN))
+            continue;
+        node->flags |= AG_FLAG_CHOSEN;
+        size_t n;
+        const ag_id *inputs = ag_inputs_of(node, &n);
+        if (depth + n > cap) {
+            while (depth + n > cap)
+                cap *= 2;
+            ag_id *grown = realloc(stack, cap * sizeof *stack);
+            if (!grown) {
+                free(stack);
+                return AG_ENOMEM;
+            }
+            stack = grown;
+        }
+        for (size_t i = 0; i < n; i++)
+            stack[depth++] = inputs[i];
+    }
+    free(stack);
+    return AG_OK;
+}

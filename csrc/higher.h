@@ -37,4 +37,13 @@ int ag_choice_noted(int forget);
  * (taking g's reference); AG_ENOMEM with nothing owned on failure. */
 int ag_chain_terms(ag_id node, ag_term g, ag_term *contribution, size_t n);
 
+/* What node `id` passes back to its input k alone given g (taking g's reference): the
+ * number 0 for a constant input. For forward mode, where each input's g differs. */
+ag_term ag_pass_back_one(ag_id id, size_t k, ag_term g);
+
+/* Marks AG_FLAG_CHOSEN on every node a derivative graph made in this call (those the
+ * sort did not mark: the graph's own nodes carry AG_FLAG_SORTING then) under out[],
+ * when one of its derivatives picked a branch by values that may change. */
+int ag_mark_chosen(const ag_id *out, size_t n_out);
+
 #endif

@@ -144,3 +144,5 @@ int ag_set_custom_op(ag_id id, const char *op) { return set(&custom_ops, id, op)
 const char *ag_custom_op(ag_id id) { return get(&custom_ops, id); }
 
 size_t ag_labels_bytes(void) { return bytes(&labels) + bytes(&custom_ops); }
+
+const ag_side_table ag_labels_table = {AG_FLAG_STRINGS, ag_labels_forget, ag_labels_bytes, NULL, NULL};

@@ -1,6 +1,6 @@
 /* What the arena needs from Python (ag_hooks, arena.h): a node pinning its Value, the
- * check that frees a micrograd-style closure cycle when its pin goes, and running a
- * Python-written _backward in the sweep. And what makes a Value "carry Python state"
+ * check that frees a micrograd-style closure cycle when its pin goes, pins the cyclic GC
+ * can see through, and running a Python-written _backward in the sweep. And what makes a Value "carry Python state"
  * (mark_state): from then on its node pins it while the node is used (invariant 8), and
  * the cyclic GC looks after it. */
 #include "python.h"
@@ -109,6 +109,109 @@ static void unpin(ag_node *node)
     if (PyObject_GC_IsTracked(v) && held_only_by_its_state(v))
         Py_CLEAR(((ValueObject *)v)->dict); /* breaks the cycle: the group is freed */
     Py_DECREF(v); /* the Value may die here, and release the node */
+}
+
+/* ---- pins the cyclic GC can see (invariant 6) ----
+ * A pin is a reference from a node to its Value that no Python object holds, so the GC
+ * cannot see it, and a cycle through one (w.reg = w * w: w, its dict, the product's
+ * Value, its node, w's node, the pin, w) would never be collected. So the Value that
+ * alone holds the way down to a pinned node reports the pin as a reference of its own
+ * (value.c's value_traverse): its node is held by it alone, and each node on the way is held only
+ * by the one above it, so the pin goes exactly when that Value goes. A pin is reported
+ * at most once (ways held alone never meet), and reporting fewer than there are only
+ * leaves a cycle uncollected, never frees what is alive. The walk looks at a bounded
+ * number of inputs. Such a Value must be tracked by the GC: it is when it is made over
+ * a node whose Value's state may refer to objects (AG_FLAG_REACHES_STATE: an attribute
+ * that is not a number or a string, a Python _backward, a dict handed out), or over a
+ * node made so; when a node already in use gets such state, the next GC pass looks for
+ * the holders first (ag_track_pin_holders). State of numbers only (Eureka's p.m = 0.0)
+ * can make no cycle, and the Values made over it stay out of the GC's work. */
+
+#define AG_PIN_LOOKS 256 /* inputs looked at below one Value */
+
+/* Calls visit(pinned Value, arg) for each pinned node held alone through node `id`;
+ * stops at the first nonzero return, which it returns. */
+int ag_visit_pins_held_alone(ag_id id, visitproc visit, void *arg)
+{
+    ag_id stack[16];
+    size_t depth = 0, looks = 0;
+    if (!id || ag_node_at(id)->refs != 1)
+        return 0;
+    stack[depth++] = id;
+    while (depth && looks < AG_PIN_LOOKS) {
+        const ag_node *node = ag_node_at(stack[--depth]);
+        size_t n;
+        const ag_id *in = ag_inputs_of(node, &n);
+        if (ag_rows_of(node))
+            continue; /* its rows hold its inputs: not it alone */
+        for (size_t i = 0; i < n && looks < AG_PIN_LOOKS; i++, looks++) {
+            uint32_t uses = 0, first = 1;
+            for (size_t j = 0; j < n && j < 16; j++) /* a + a: one holder, two uses */
+                if (in[j] == in[i]) {
+                    first &= j >= i;
+                    uses++;
+                }
+            if (!first)
+                continue;
+            ag_node *input = ag_node_at(in[i]);
+            if (input->py) { /* the Value holds one reference, the rest are uses here */
+                if ((input->flags & AG_FLAG_PINNED) && input->refs == uses + 1) {
+                    int stop = visit((PyObject *)input->py, arg);
+                    if (stop)
+                        return stop;
+                }
+            } else if (input->refs == uses && depth < sizeof stack / sizeof stack[0]) {
+                stack[depth++] = in[i];
+            }
+        }
+    }
+    return 0;
+}
+
+int ag_holds_no_object(PyObject *o)
+{
+    return o == Py_None || PyFloat_CheckExact(o) || PyLong_CheckExact(o) || PyBool_Check(o)
+           || PyUnicode_CheckExact(o) || PyBytes_CheckExact(o) || PyComplex_CheckExact(o);
+}
+
+int ag_pin_holders_unknown;
+
+/* self's Python state may now refer to other objects (a Value, a list, a closure): a
+ * cycle through its pin may form. Values made over its node from now on are tracked
+ * (note_state_below); those made before are looked for before the next GC pass. */
+void ag_note_held_objects(PyObject *self)
+{
+    ag_node *node = ag_node_at(VALUE_ID(self));
+    if (node->flags & AG_FLAG_REACHES_STATE)
+        return;
+    node->flags |= AG_FLAG_REACHES_STATE;
+    if (node->refs > 1)
+        ag_pin_holders_unknown = 1;
+}
+
+static int track_if_pinned(PyObject *pinned, void *holder)
+{
+    if (!(ag_node_at(VALUE_ID(pinned))->flags & AG_FLAG_REACHES_STATE))
+        return 0;
+    ag_node_at(((ValueObject *)holder)->id)->flags |= AG_FLAG_REACHES_STATE;
+    ag_track((ValueObject *)holder);
+    return 1;
+}
+
+/* Nodes in use got Python state since the last GC pass: their holders may be Values the
+ * GC does not track. Looks at every Value once (a GC callback, before a pass). */
+void ag_track_pin_holders(void)
+{
+    if (!ag_pin_holders_unknown)
+        return;
+    ag_pin_holders_unknown = 0;
+    const ag_arena *ar = &ag_the_arena;
+    for (size_t b = 0; b < ar->n_blocks; b++)
+        for (size_t i = 0; ar->blocks[b] && i < AG_BLOCK_NODES; i++) {
+            ag_node *node = &ar->blocks[b][i];
+            if (node->op != AG_FREE && node->py && !((ValueObject *)node->py)->tracked)
+                ag_visit_pins_held_alone((ag_id)(b << AG_BLOCK_SHIFT | i), track_if_pinned, node->py);
+        }
 }
 
 /* The Value gets Python state: its node keeps it while anything else holds the node,

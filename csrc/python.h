@@ -60,6 +60,9 @@ const char *ag_text_utf8(PyObject *text, const char *what);
 /* o as a double: 1 when o is a real number, 0 when it is not (nothing raised),
  * -1 when converting it raised (e.g. OverflowError). */
 int ag_as_double(PyObject *o, double *x);
+/* 1 when o is something ag_as_double takes (a real number or numpy's bool), 0 when
+ * not, -1 with an exception; converts nothing. */
+int ag_is_number(PyObject *o);
 
 /* node_list.c: taking many Values at once (invariant 7). What a caller passed, held by
  * us: items (a tuple) and, for each, either a Value (kept alive by items) or a number
@@ -95,11 +98,51 @@ PyObject *ag_node_list_from(PyObject *iterable, const char *what, int values_onl
 extern PyTypeObject *ag_layer_weights_type;
 int ag_layer_weights_rows(PyObject *o, const char *what, ag_row *const **rows, size_t *nout, size_t *nin);
 
-/* value.c: pins the cyclic GC can see (invariant 6). Set when a node in use gets Python
- * state; ag_track_pin_holders (a GC callback) then has the Values holding it tracked. */
+/* pins.c: pins the cyclic GC can see (invariant 6). A Value reports the pins it alone
+ * holds the way down to (ag_visit_pins_held_alone, from its tp_traverse); Values that
+ * may hold one are tracked by the GC: when made (ag_note_state_below, from ag_value_own),
+ * and, when a node in use gets state that may refer to objects (ag_note_held_objects,
+ * which sets ag_pin_holders_unknown), by ag_track_pin_holders before the next GC pass. */
 extern int ag_pin_holders_unknown;
 void ag_track_pin_holders(void);
-void ag_note_held_objects(PyObject *self); /* its state may now refer to objects */
+void ag_note_held_objects(PyObject *self);
+int ag_holds_no_object(PyObject *o); /* a number or a string: it can make no cycle */
+int ag_visit_pins_held_alone(ag_id id, visitproc visit, void *arg);
+
+static inline void ag_track(ValueObject *v)
+{
+    if (!v->tracked) {
+        PyObject_GC_Track((PyObject *)v);
+        v->tracked = 1;
+    }
+}
+
+/* A number or a string refers to no other object: an attribute that is one (Eureka's
+ * p.m = 0.0) can make no cycle. */
+/* A Value made over a node that reaches such state may come to hold a pin: the GC
+ * tracks it. */
+static inline void ag_note_state_below(ValueObject *v, ag_node *node)
+{
+    uint16_t below = 0;
+    if (!ag_op_is_nary(node->op)) {
+        if (node->in[0])
+            below |= ag_node_at(node->in[0])->flags;
+        if (node->in[1])
+            below |= ag_node_at(node->in[1])->flags;
+    } else {
+        size_t n;
+        const ag_id *in = ag_inputs_of(node, &n);
+        for (size_t i = 0; i < n; i++)
+            below |= ag_node_at(in[i])->flags;
+    }
+    if (below & AG_FLAG_REACHES_STATE) {
+        node->flags |= AG_FLAG_REACHES_STATE;
+        ag_track(v);
+    }
+}
+
+/* bridge.c: numbers and text in, failures out. */
+int ag_bridge_init(void);
 
 /* pins.c: the Value gets Python state (attributes, a Python _backward, a subclass):
  * its node pins it while used, and the cyclic GC looks after it (invariant 8). */

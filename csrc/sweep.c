@@ -60,8 +60,8 @@ static void put_back(buffer *shared, buffer mine)
 
 static void shrink_scratch(size_t used);
 
-/* arena.c, when it gives blocks back: scratch sized for a dead graph goes too. */
-void ag_scratch_fit(size_t live) { shrink_scratch(live); }
+/* When the arena gives blocks back: scratch sized for a dead graph goes too. */
+static void scratch_fit(size_t live) { shrink_scratch(live); }
 
 static void shrink_scratch(size_t used)
 {
@@ -297,7 +297,7 @@ static int tape_make(const ag_order *order, ag_tape *tape)
 /* ---- the cache of orders, for roots that replay with forward() ----
  * A cached order stays valid while its root lives: the root keeps every node in it
  * alive (invariant 2) and graphs never change shape (invariant 1). The cache holds the
- * most recently used roots; arena.c calls ag_order_cache_forget when a root dies. A
+ * most recently used roots; the arena tells order_cache_forget when a root dies. A
  * slot that a sweep is using (in_use) is never evicted: the sweep may call Python,
  * and Python may replay other roots meanwhile. */
 
@@ -403,7 +403,7 @@ static int cache_add(ag_id root, cached_order **added)
     return AG_OK;
 }
 
-void ag_order_cache_forget(ag_id id)
+static void order_cache_forget(ag_id id)
 {
     if (!n_cached)
         return;
@@ -412,7 +412,7 @@ void ag_order_cache_forget(ag_id id)
             cache_drop(&cache[i]);
 }
 
-size_t ag_order_cache_bytes(void) { return cache_bytes + scratch_bytes(); }
+static size_t order_cache_bytes(void) { return cache_bytes + scratch_bytes(); }
 
 /* ---- walking an order ---- */
 
@@ -551,7 +551,7 @@ static void sweep_end(running_sweep *r)
 
 /* In the child of a fork only the forking thread runs on: the sweeps of the others
  * will never end, so their marks, tapes and roots are let go here. */
-void ag_sweeps_after_fork(void)
+static void sweeps_after_fork(void)
 {
     running_sweep *mine = NULL;
     for (running_sweep *r = running, *next; r; r = next) {
@@ -740,3 +740,7 @@ size_t ag_graph_size(ag_id root)
     shrink_scratch(order.n);
     return order.n;
 }
+
+/* What sweep.c keeps beside the arena (arena.h). */
+const ag_side_table ag_sweep_table = {AG_FLAG_ORDER, order_cache_forget, order_cache_bytes, scratch_fit,
+                                      sweeps_after_fork};

@@ -20,8 +20,6 @@
 #include <structmember.h> /* T_PYSSIZET, READONLY (3.10, 3.11) */
 
 PyTypeObject *ag_value_type;
-static PyObject *failure_hook;   /* engine._raise_failure(what, inputs, node, node_op) */
-static PyObject *real_abc;       /* numbers.Real: numpy scalars, Fraction, ... */
 PyObject *ag_backward_name;       /* "_backward", interned */
 static PyObject *data_name, *grad_name;
 
@@ -56,141 +54,6 @@ static inline PyObject *value_alloc(void)
 
 PyObject *ag_value_alloc(void) { return value_alloc(); }
 
-/* ---- pins the cyclic GC can see (invariant 6) ----
- * A pin is a reference from a node to its Value that no Python object holds, so the GC
- * cannot see it, and a cycle through one (w.reg = w * w: w, its dict, the product's
- * Value, its node, w's node, the pin, w) would never be collected. So the Value that
- * alone holds the way down to a pinned node reports the pin as a reference of its own
- * (value_traverse): its node is held by it alone, and each node on the way is held only
- * by the one above it, so the pin goes exactly when that Value goes. A pin is reported
- * at most once (ways held alone never meet), and reporting fewer than there are only
- * leaves a cycle uncollected, never frees what is alive. The walk looks at a bounded
- * number of inputs. Such a Value must be tracked by the GC: it is when it is made over
- * a node whose Value's state may refer to objects (AG_FLAG_REACHES_STATE: an attribute
- * that is not a number or a string, a Python _backward, a dict handed out), or over a
- * node made so; when a node already in use gets such state, the next GC pass looks for
- * the holders first (ag_track_pin_holders). State of numbers only (Eureka's p.m = 0.0)
- * can make no cycle, and the Values made over it stay out of the GC's work. */
-
-#define AG_PIN_LOOKS 256 /* inputs looked at below one Value */
-
-/* Calls visit(pinned Value, arg) for each pinned node held alone through node `id`;
- * stops at the first nonzero return, which it returns. */
-static int visit_pins_held_alone(ag_id id, visitproc visit, void *arg)
-{
-    ag_id stack[16];
-    size_t depth = 0, looks = 0;
-    if (!id || ag_node_at(id)->refs != 1)
-        return 0;
-    stack[depth++] = id;
-    while (depth && looks < AG_PIN_LOOKS) {
-        const ag_node *node = ag_node_at(stack[--depth]);
-        size_t n;
-        const ag_id *in = ag_inputs_of(node, &n);
-        if (ag_rows_of(node))
-            continue; /* its rows hold its inputs: not it alone */
-        for (size_t i = 0; i < n && looks < AG_PIN_LOOKS; i++, looks++) {
-            uint32_t uses = 0, first = 1;
-            for (size_t j = 0; j < n && j < 16; j++) /* a + a: one holder, two uses */
-                if (in[j] == in[i]) {
-                    first &= j >= i;
-                    uses++;
-                }
-            if (!first)
-                continue;
-            ag_node *input = ag_node_at(in[i]);
-            if (input->py) { /* the Value holds one reference, the rest are uses here */
-                if ((input->flags & AG_FLAG_PINNED) && input->refs == uses + 1) {
-                    int stop = visit((PyObject *)input->py, arg);
-                    if (stop)
-                        return stop;
-                }
-            } else if (input->refs == uses && depth < sizeof stack / sizeof stack[0]) {
-                stack[depth++] = in[i];
-            }
-        }
-    }
-    return 0;
-}
-
-static void track(ValueObject *v)
-{
-    if (!v->tracked) {
-        PyObject_GC_Track((PyObject *)v);
-        v->tracked = 1;
-    }
-}
-
-/* A number or a string refers to no other object: an attribute that is one (Eureka's
- * p.m = 0.0) can make no cycle. */
-static int holds_no_object(PyObject *o)
-{
-    return o == Py_None || PyFloat_CheckExact(o) || PyLong_CheckExact(o) || PyBool_Check(o)
-           || PyUnicode_CheckExact(o) || PyBytes_CheckExact(o) || PyComplex_CheckExact(o);
-}
-
-int ag_pin_holders_unknown;
-
-/* self's Python state may now refer to other objects (a Value, a list, a closure): a
- * cycle through its pin may form. Values made over its node from now on are tracked
- * (note_state_below); those made before are looked for before the next GC pass. */
-void ag_note_held_objects(PyObject *self)
-{
-    ag_node *node = ag_node_at(VALUE_ID(self));
-    if (node->flags & AG_FLAG_REACHES_STATE)
-        return;
-    node->flags |= AG_FLAG_REACHES_STATE;
-    if (node->refs > 1)
-        ag_pin_holders_unknown = 1;
-}
-
-/* A Value made over a node that reaches such state may come to hold a pin: the GC
- * tracks it. */
-static inline void note_state_below(ValueObject *v, ag_node *node)
-{
-    uint16_t below = 0;
-    if (!ag_op_is_nary(node->op)) {
-        if (node->in[0])
-            below |= ag_node_at(node->in[0])->flags;
-        if (node->in[1])
-            below |= ag_node_at(node->in[1])->flags;
-    } else {
-        size_t n;
-        const ag_id *in = ag_inputs_of(node, &n);
-        for (size_t i = 0; i < n; i++)
-            below |= ag_node_at(in[i])->flags;
-    }
-    if (below & AG_FLAG_REACHES_STATE) {
-        node->flags |= AG_FLAG_REACHES_STATE;
-        track(v);
-    }
-}
-
-static int track_if_pinned(PyObject *pinned, void *holder)
-{
-    if (!(ag_node_at(VALUE_ID(pinned))->flags & AG_FLAG_REACHES_STATE))
-        return 0;
-    ag_node_at(((ValueObject *)holder)->id)->flags |= AG_FLAG_REACHES_STATE;
-    track(holder);
-    return 1;
-}
-
-/* Nodes in use got Python state since the last GC pass: their holders may be Values the
- * GC does not track. Looks at every Value once (a GC callback, before a pass). */
-void ag_track_pin_holders(void)
-{
-    if (!ag_pin_holders_unknown)
-        return;
-    ag_pin_holders_unknown = 0;
-    const ag_arena *ar = &ag_the_arena;
-    for (size_t b = 0; b < ar->n_blocks; b++)
-        for (size_t i = 0; ar->blocks[b] && i < AG_BLOCK_NODES; i++) {
-            ag_node *node = &ar->blocks[b][i];
-            if (node->op != AG_FREE && node->py && !((ValueObject *)node->py)->tracked)
-                visit_pins_held_alone((ag_id)(b << AG_BLOCK_SHIFT | i), track_if_pinned, node->py);
-        }
-}
-
 /* Allocating the Value before the node is made means nothing can run between the
  * node's birth and its owner (invariant 7): not even a GC pass. */
 PyObject *ag_value_own(PyObject *v, ag_id id)
@@ -202,7 +65,7 @@ PyObject *ag_value_own(PyObject *v, ag_id id)
     ag_node *node = ag_node_at(id);
     VALUE_ID(v) = id;
     node->py = v;
-    note_state_below((ValueObject *)v, node);
+    ag_note_state_below((ValueObject *)v, node);
     return v;
 }
 
@@ -247,57 +110,6 @@ PyObject *ag_values_of(const ag_id *ids, size_t n, int as_tuple)
         PyErr_NoMemory();
     PyMem_Free(made);
     return out;
-}
-
-/* ---- errors ---- */
-
-int ag_set_failure_hook(PyObject *hook)
-{
-    Py_XINCREF(hook);
-    Py_XSETREF(failure_hook, hook);
-    return 0;
-}
-
-PyObject *ag_raise_failure(const char *what, PyObject *inputs)
-{
-    int status = ag_last_error();
-    ag_id bad = ag_error_node();
-    PyObject *node = NULL;
-    const char *node_op = "";
-    if ((status == AG_EANOMALY || status == AG_ENOREPLAY || status == AG_EPYRULE || status == AG_ECHOSEN) && bad
-        && ag_node_checked(bad)) {
-        node_op = ag_op_name(ag_node_at(bad)->op);
-        node = ag_value_of(bad);
-    }
-    if (!PyErr_Occurred() && failure_hook && inputs) {
-        PyObject *result = PyObject_CallFunction(failure_hook, "sOOs", what, inputs,
-                                                 node ? node : Py_None, node_op);
-        Py_XDECREF(result);
-    }
-    Py_XDECREF(node);
-    Py_XDECREF(inputs);
-    if (!PyErr_Occurred())
-        PyErr_Format(PyExc_RuntimeError, "pyautograd: %s failed", what);
-    return NULL;
-}
-
-/* ---- numbers ---- */
-
-int ag_as_double(PyObject *o, double *x)
-{
-    if (PyFloat_CheckExact(o)) {
-        *x = PyFloat_AS_DOUBLE(o);
-        return 1;
-    }
-    if (PyLong_Check(o)) {
-        *x = PyLong_AsDouble(o);
-    } else {
-        int real = PyObject_IsInstance(o, real_abc);
-        if (real <= 0)
-            return real;
-        *x = PyFloat_AsDouble(o);
-    }
-    return (*x == -1.0 && PyErr_Occurred()) ? -1 : 1;
 }
 
 /* ---- lifetime ---- */
@@ -364,7 +176,7 @@ static int value_traverse(PyObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(((ValueObject *)self)->dict);
     Py_VISIT(Py_TYPE(self));
-    return visit_pins_held_alone(VALUE_ID(self), visit, arg);
+    return ag_visit_pins_held_alone(VALUE_ID(self), visit, arg);
 }
 
 static int value_clear(PyObject *self)
@@ -407,7 +219,7 @@ static int value_setattro(PyObject *self, PyObject *name, PyObject *value)
         return -1;
     if (((ValueObject *)self)->dict)
         ag_mark_state(self);
-    if (value && !holds_no_object(value))
+    if (value && !ag_holds_no_object(value))
         ag_note_held_objects(self);
     return 0;
 }
@@ -493,17 +305,6 @@ static PyObject *get_label(PyObject *self, void *unused)
     (void)unused;
     return PyUnicode_DecodeUTF8(ag_label(VALUE_ID(self)), (Py_ssize_t)strlen(ag_label(VALUE_ID(self))),
                                 "replace");
-}
-
-const char *ag_text_utf8(PyObject *text, const char *what)
-{
-    Py_ssize_t size;
-    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &size);
-    if (utf8 && strlen(utf8) != (size_t)size) {
-        PyErr_Format(PyExc_ValueError, "%s must not contain NUL characters", what);
-        return NULL;
-    }
-    return utf8;
 }
 
 static int set_label(PyObject *self, PyObject *value, void *unused)
@@ -850,15 +651,12 @@ PyTypeObject *ag_make_value_type(void)
     static PyType_Slot slots[AG_N_ELEMENTWISE + 16];
     size_t n_methods = 0, n_slots = 0, n_functions = 0;
 
-    PyObject *numbers = PyImport_ImportModule("numbers");
-    if (!numbers)
+    if (ag_bridge_init() < 0)
         return NULL;
-    real_abc = PyObject_GetAttrString(numbers, "Real");
-    Py_DECREF(numbers);
     ag_backward_name = PyUnicode_InternFromString("_backward");
     data_name = PyUnicode_InternFromString("data");
     grad_name = PyUnicode_InternFromString("grad");
-    if (!real_abc || !ag_backward_name || !data_name || !grad_name)
+    if (!ag_backward_name || !data_name || !grad_name)
         return NULL;
 
     for (size_t i = 0; i < AG_N_ELEMENTWISE; i++) {

@@ -7,6 +7,11 @@
 
 /* ---- construction: Value(data, _children=(), _op='', label='', local_grads=None) ---- */
 
+static int is_iterable(PyObject *o)
+{
+    return Py_TYPE(o)->tp_iter != NULL || PySequence_Check(o);
+}
+
 /* The node a constructor call describes, holding one reference (0 with an exception). */
 static ag_id node_from_arguments(PyObject *data, PyObject *children, PyObject *op_or_grads,
                                  PyObject *label, PyObject *local_grads)
@@ -18,7 +23,34 @@ static ag_id node_from_arguments(PyObject *data, PyObject *children, PyObject *o
                      ag_type_name(data));
     if (found <= 0)
         return 0;
-    /* micrograd's third argument is _op; microgpt's, local_grads (numbers) */
+    /* micrograd's third argument is _op; microgpt's, local_grads (numbers). A lone
+     * number there is neither: micrograd would show it as the op and pass no gradient,
+     * the trap of a one-child local_grads node written without its tuple. */
+    if (op_or_grads && op_or_grads != Py_None && !PyUnicode_Check(op_or_grads)) {
+        int number = ag_is_number(op_or_grads);
+        if (number < 0)
+            return 0;
+        if (number) {
+            PyErr_Format(PyExc_TypeError,
+                         "Value() _op must be a string, not the number %R: local gradients go "
+                         "in a sequence, one per child, as Value(data, children, (%R,)) or "
+                         "local_grads=[%R]", op_or_grads, op_or_grads, op_or_grads);
+            return 0;
+        }
+    }
+    /* Not iterable at all: say which argument, rather than Python's "'int' object is
+     * not iterable" (Value(1, 2), local_grads=3.0). */
+    if (children && children != Py_None && !is_iterable(children)) {
+        PyErr_Format(PyExc_TypeError, "Value() _children must be an iterable of Values, not '%.200s'",
+                     ag_type_name(children));
+        return 0;
+    }
+    if (local_grads && local_grads != Py_None && !is_iterable(local_grads)) {
+        PyErr_Format(PyExc_TypeError,
+                     "Value() local_grads must be a sequence of real numbers, one per child, not '%.200s'",
+                     ag_type_name(local_grads));
+        return 0;
+    }
     if (op_or_grads && !local_grads && op_or_grads != Py_None && !PyUnicode_Check(op_or_grads)
         && PySequence_Check(op_or_grads)) {
         local_grads = op_or_grads;

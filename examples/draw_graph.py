@@ -1,17 +1,18 @@
-"""Draws the README's example graph: docs/seed_graph.svg and docs/seed_graph.png.
+"""Draws the README's example graph as seed_graph.svg and seed_graph.png.
 
 The seed example, labelled, after backward(), drawn as in the micrograd lecture: one box
 per Value (label | data | grad), one oval per op. Needs pip install 'pyautograd-arena[viz]'
 and Graphviz's dot program. Run: python examples/draw_graph.py [--out DIR]
+
+The pictures go to --out, by default the system's temporary directory, never the
+checkout; the paths are printed. The docs' copies are rewritten with --out docs.
 """
 import argparse
+import tempfile
 from pathlib import Path
 
 from pyautograd.engine import Value
 from pyautograd.viz import draw_dot, summary
-
-DOCS = Path(__file__).resolve().parent.parent / "docs"
-
 
 def seed_example():
     x = Value(2.0, label="x")
@@ -24,7 +25,10 @@ def seed_example():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DOCS, help="directory for the pictures (default: docs/)")
+    default_out = Path(tempfile.gettempdir())
+    parser.add_argument("--out", type=Path, default=default_out,
+                        help=f"directory for the pictures (default {default_out}; --out docs "
+                             f"rewrites the docs' copies)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     z = seed_example()
@@ -32,7 +36,7 @@ def main():
     for fmt in ("svg", "png"):
         path = args.out / f"seed_graph.{fmt}"
         path.write_bytes(graph.pipe(format=fmt))
-        print(f"wrote {path}")
+        print(f"wrote {path.resolve()}")
     print(summary(z))
 
 

@@ -5,12 +5,17 @@ MLP(2, [16, 16, 1]), max-margin (hinge) loss + 1e-4 L2, 100 SGD steps at
 lr = 1 - 0.9*k/100. It reaches 100% training accuracy and writes the decision boundary
 to a PNG. With --replay the loss graph is built once and re-run in C every step.
 
-    python examples/moons.py [--steps N] [--out moons.png] [--no-plot] [--replay] [--verbose]
+    python examples/moons.py [--steps N] [--out PATH] [--no-plot] [--replay] [--verbose]
+
+The PNG goes to --out, by default moons.png in the system's temporary directory (never
+into the checkout); the path is printed.
 
 The progress bar (tqdm) and the plot (matplotlib) are the [examples] extra:
 pip install "pyautograd-arena[examples]".
 """
 import argparse
+import os
+import tempfile
 import math
 import random
 import sys
@@ -112,7 +117,9 @@ def plot_decision_boundary(model, X, y, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=100, help="SGD steps (default 100)")
-    parser.add_argument("--out", default="moons.png", help="decision boundary PNG (default moons.png)")
+    default_out = os.path.join(tempfile.gettempdir(), "moons.png")
+    parser.add_argument("--out", default=default_out,
+                        help=f"decision boundary PNG (default {default_out})")
     parser.add_argument("--no-plot", action="store_true", help="skip the plot (no matplotlib needed)")
     parser.add_argument("--replay", action="store_true",
                         help="build the loss graph once and re-run it in C each step")
@@ -138,7 +145,7 @@ def main(argv=None):
             print("the plot needs matplotlib: pip install 'pyautograd-arena[examples]', "
                   "or pass --no-plot", file=sys.stderr)
             return 2
-        print(f"decision boundary written to {args.out}")
+        print(f"decision boundary written to {os.path.abspath(args.out)}")
     return 0
 
 

@@ -4,12 +4,17 @@ Three arms of 40 points each (made here in pure Python, no numpy), MLP(2, [16, 1
 giving one logit per class, softmax cross-entropy (pyautograd.losses.cross_entropy) and
 Adam (pyautograd.optim). Writes the decision regions to a PNG.
 
-    python examples/multiclass.py [--steps N] [--out spirals.png] [--no-plot] [--verbose]
+    python examples/multiclass.py [--steps N] [--out PATH] [--no-plot] [--verbose]
+
+The PNG goes to --out, by default spirals.png in the system's temporary directory (never
+into the checkout); the path is printed.
 
 The progress bar (tqdm) and the plot (matplotlib) are the [examples] extra:
 pip install "pyautograd-arena[examples]".
 """
 import argparse
+import os
+import tempfile
 import math
 import random
 import sys
@@ -81,7 +86,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=200, help="Adam steps (default 200)")
     parser.add_argument("--lr", type=float, default=0.02, help="Adam's learning rate (default 0.02)")
-    parser.add_argument("--out", default="spirals.png", help="decision regions PNG (default spirals.png)")
+    default_out = os.path.join(tempfile.gettempdir(), "spirals.png")
+    parser.add_argument("--out", default=default_out,
+                        help=f"decision regions PNG (default {default_out})")
     parser.add_argument("--no-plot", action="store_true", help="skip the plot (no matplotlib needed)")
     parser.add_argument("--verbose", action="store_true", help="print every step's loss and accuracy")
     parser.add_argument("--seed", type=int, default=0, help="seed for the data and the weights")
@@ -105,7 +112,7 @@ def main(argv=None):
             print("the plot needs matplotlib: pip install 'pyautograd-arena[examples]', "
                   "or pass --no-plot", file=sys.stderr)
             return 2
-        print(f"decision regions written to {args.out}")
+        print(f"decision regions written to {os.path.abspath(args.out)}")
     return 0
 
 

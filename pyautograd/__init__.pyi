@@ -12,13 +12,30 @@ from .modes import no_grad as no_grad
 
 # As __init__.py's (sum left out so that `import *` keeps Python's sum).
 __all__ = ["Value", "no_grad", "detect_anomaly", "is_grad_enabled",
-           "dot", "softmax", "log_softmax", "grad", "gradcheck", "gradgradcheck", "GradcheckError"]
+           "dot", "softmax", "log_softmax", "grad", "jvp", "hvp", "hessian", "gradcheck",
+           "gradgradcheck", "GradcheckError"]
 __version__: str
+
+# ---- begin: the op table's functions (tools/op_stubs.py) ----
+from .engine import maximum as maximum
+from .engine import minimum as minimum
+__all__ += ['maximum', 'minimum']
+# ---- end: the op table's functions ----
 
 def grad(output: Value, inputs: Value | Iterable[Value], *,
          create_graph: bool = False) -> list[Value]:
     """d output / d input for each input, touching no .grad; with create_graph=True the
     results are Values that can be differentiated again."""
+
+def jvp(outputs: Value | Iterable[Value], inputs: Value | Iterable[Value], tangents: Iterable[float], *,
+        create_graph: bool = False) -> list[Value]:
+    """Forward mode: each output's directional derivative along tangents (one per input)."""
+
+def hvp(output: Value, inputs: Value | Iterable[Value], vector: Iterable[float]) -> list[Value]:
+    """The Hessian of output in inputs times vector, forward over reverse."""
+
+def hessian(output: Value, inputs: Value | Iterable[Value]) -> list[list[Value]]:
+    """The Hessian of output in inputs, row by row."""
 
 def gradcheck(fn: Callable[..., Value], inputs: Value | Iterable[Value], *,
               eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3) -> bool:

@@ -1,4 +1,6 @@
 """What the C arena holds right now: for tests that prove nothing leaks, and for the curious."""
+import numbers
+
 from . import _ag
 from ._ag import lib
 from .engine import Value
@@ -18,9 +20,12 @@ def stats() -> dict[str, int]:
 
 def set_node_limit(max_nodes: int) -> None:
     """Caps live nodes (0: no cap). Past it, ops raise MemoryError as if memory ran out."""
-    if not isinstance(max_nodes, int) or max_nodes < 0:
+    # bool is an int, but set_node_limit(True) is a slip, not a limit of one node
+    if not isinstance(max_nodes, numbers.Integral) or isinstance(max_nodes, bool):
+        raise TypeError(f"set_node_limit() max_nodes must be an int, not {type(max_nodes).__name__!r}")
+    if max_nodes < 0:
         raise ValueError(f"max_nodes must be an int >= 0, not {max_nodes!r}")
-    lib.ag_set_node_limit(max_nodes)
+    lib.ag_set_node_limit(int(max_nodes))
 
 
 def graph_size(root: Value) -> int:

@@ -14,7 +14,7 @@ import math
 from . import _ag
 from .engine import Value
 
-__all__ = ["grad", "gradcheck", "gradgradcheck", "GradcheckError"]
+__all__ = ["grad", "jvp", "hvp", "hessian", "gradcheck", "gradgradcheck", "GradcheckError"]
 
 
 def grad(output, inputs, *, create_graph=False):
@@ -30,6 +30,41 @@ def grad(output, inputs, *, create_graph=False):
     if isinstance(inputs, Value):
         inputs = [inputs]
     return _ag.grad(output, inputs, create_graph)
+
+
+def jvp(outputs, inputs, tangents, *, create_graph=False):
+    """Forward mode: the directional derivative of each output (a Value or an iterable of
+    Values) along `tangents`, one number per input, as a list of Values: for output y,
+    sum over k of d y / d inputs[k] * tangents[k]. Over the graph that already exists,
+    in one forward sweep; no .grad changes.
+
+    Each op's tangent rule is its row of the op table read with the incoming gradient set
+    to an input's tangent (csrc/tangents.c). With create_graph=True the results are Values
+    computed by graphs of the inputs, differentiable again. A graph holding a Python
+    _backward is refused with RuntimeError (there is no formula to read).
+    """
+    if isinstance(outputs, Value):
+        outputs = [outputs]
+    if isinstance(inputs, Value):
+        inputs = [inputs]
+    return _ag.jvp(outputs, inputs, tangents, create_graph)
+
+
+def hvp(output, inputs, vector):
+    """The Hessian of output in inputs times vector (one number per input), as a list of
+    Values: d/d inputs of (grad(output, inputs) . vector). Forward over reverse on dual
+    numbers, in two sweeps and no new nodes (csrc/tangents.c); no .grad changes."""
+    if isinstance(inputs, Value):
+        inputs = [inputs]
+    return _ag.hvp(output, inputs, vector)
+
+
+def hessian(output, inputs):
+    """The Hessian of output in inputs, as a list of rows of Values (row i: d/d inputs of
+    d output / d inputs[i]); one Hessian-vector product per input."""
+    inputs = [inputs] if isinstance(inputs, Value) else list(inputs)
+    n = len(inputs)
+    return [hvp(output, inputs, [1.0 if j == i else 0.0 for j in range(n)]) for i in range(n)]
 
 
 class GradcheckError(RuntimeError):

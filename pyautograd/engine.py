@@ -61,10 +61,6 @@ if hasattr(os, "register_at_fork"):
 
 Value = _ag.Value
 
-# The op table's rows that Python reaches as functions (csrc/ops.h, `function`).
-maximum = _ag.maximum
-minimum = _ag.minimum
-
 
 def _python_method(function):
     """Adds a method written here to Value, the C type."""
@@ -105,18 +101,26 @@ OP_NAMES = _op_column(lib.ag_op_name)      # "add", "relu", ...
 _SYMBOLS = _op_column(lib.ag_op_symbol)    # what `_op` shows: "+", "ReLU", ...
 OP_PYTHON = _op_column(lib.ag_op_python)   # how Python reaches it: "nb_add", "method", ...
 
+# The rows Python reaches as module functions (pyautograd.maximum, ...): the C module
+# has one per row; they are published here and in pyautograd.
+OP_FUNCTIONS = {name: getattr(_ag, name) for name, how in zip(OP_NAMES, OP_PYTHON) if how == "function"}
+globals().update(OP_FUNCTIONS)
+__all__ += sorted(OP_FUNCTIONS)
 
-def _raise_failure(what, inputs, node, node_op):
+
+def _raise_failure(what, inputs, node, node_op, status=None, value=None, live=None):
     """Raises the exception for a failed call: `what` names the operation, inputs are
-    its operands, node (or None) the node the failure happened at and node_op its op."""
-    status = lib.ag_last_error()
+    its operands, node (or None) the node the failure happened at and node_op its op.
+    The C side passes the failure's status, value (the nan or inf of an anomaly) and the
+    live node count; a caller of a cffi function (the optimizers) leaves them to be read."""
+    if status is None:
+        status, value, live = lib.ag_last_error(), lib.ag_error_value(), lib.ag_live_nodes()
     if status == lib.AG_ENOMEM:
-        live = lib.ag_live_nodes()
         raise MemoryError(f"pyautograd: out of memory in {what} "
                           f"({live:,} node{'' if live == 1 else 's'} live)")
     if status == lib.AG_EANOMALY:
         from .modes import anomaly_error
-        raise anomaly_error(what, inputs, node, node_op)
+        raise anomaly_error(what, inputs, node, node_op, value)
     if status == lib.AG_ENOREPLAY:
         op = f"_op {node._op!r}" if node is not None and node._op else "no _op"
         raise RuntimeError(
@@ -124,10 +128,12 @@ def _raise_failure(what, inputs, node, node_op):
             f"data {node.data!r}), whose value was computed in Python, so there is no "
             f"forward function to run again. Rebuild the graph instead.")
     if status == lib.AG_EPYRULE:
+        call = "grad(create_graph=True)" if what == "grad" else f"{what}()"
+        instead = "Use create_graph=False, or build" if what == "grad" else "Use grad(), or build"
         raise RuntimeError(
-            f"grad(create_graph=True) cannot differentiate a node whose _backward is written "
+            f"{call} cannot differentiate a node whose _backward is written "
             f"in Python (_op {node._op!r}, data {node.data!r}): a Python function is no graph. "
-            f"Use create_graph=False, or build the op from Value operations.")
+            f"{instead} the op from Value operations.")
     if status == lib.AG_ECHOSEN:
         raise RuntimeError(
             f"forward() cannot replay this graph: it holds a derivative built by "

@@ -67,6 +67,10 @@ def hinge(scores: _Batch, labels: _Batch) -> Value:
     sum(losses) * (1.0 / len(losses)), so the value is bitwise the demo's.
     """
     scores, labels = _batch(scores, labels, "hinge")
+    # a label of 0 would make its example count for nothing, silently
+    odd = [t for t in set(labels) if not isinstance(t, Value) and t != 1 and t != -1]
+    if odd:
+        raise ValueError(f"hinge() labels must be -1 or +1, got {odd[0]!r}")
     losses = [(1 + -yi * scorei).relu() for yi, scorei in zip(labels, scores)]
     return functional.sum(losses) * (1.0 / len(losses))
 
@@ -78,6 +82,10 @@ def binary_cross_entropy_with_logits(logits: _Batch, targets: _Batch) -> Value:
     so exp never overflows. Its gradient is sigmoid(x) - t, at 0 too.
     """
     logits, targets = _batch(logits, targets, "binary_cross_entropy_with_logits")
+    odd = [t for t in set(targets) if not isinstance(t, Value) and not 0 <= t <= 1]  # nan too
+    if odd:
+        raise ValueError(f"binary_cross_entropy_with_logits() targets must be in [0, 1], "
+                         f"got {odd[0]!r}")
     losses = []
     for x, t in zip(logits, targets):
         if not isinstance(x, Value):

@@ -85,15 +85,15 @@ def _describe_all(inputs, shown=8):
     return text + (f", ... {len(inputs) - shown} more" if len(inputs) > shown else "")
 
 
-def anomaly_error(what, inputs, node, node_op):
+def anomaly_error(what, inputs, node, node_op, value):
     """The FloatingPointError for a failed call under detect_anomaly(): in backward or
-    forward, node is the node that went non-finite (node_op its op)."""
+    forward, node is the node that went non-finite (node_op its op); value is the nan or
+    inf an op produced."""
     if what in ("backward", "forward", "_backward") and node is not None:
         phase = "value" if what == "forward" else "gradient"
         return FloatingPointError(
             f"detect_anomaly: {node_op!r} produced a non-finite {phase} in {what} "
             f"(its value {node.data!r}, its inputs ({_describe_all(node._inputs)}))")
-    value = lib.ag_error_value()
     kind = "nan" if math.isnan(value) else repr(value)
     return FloatingPointError(f"detect_anomaly: {what!r} produced {kind} from inputs "
                               f"({_describe_all(inputs)})")

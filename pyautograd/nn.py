@@ -8,6 +8,7 @@ micrograd's order, so the values are bitwise micrograd's) and one relu, not a ch
 activations from layer to layer as a NodeList (node ids it owns) without making Values
 in between, and zero_grad is one C call.
 """
+import numbers
 import random
 from collections.abc import Iterable
 from typing import Any
@@ -63,6 +64,20 @@ class _TrackedList(list):
         return _TrackedList, (list(self),)
 
 
+def _check_size(what, name, n):
+    """A layer size: an int >= 1 (micrograd's range() would make an empty layer of 0 or
+    less, silently)."""
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool):
+        raise TypeError(f"{what}() {name} must be an int, not {type(n).__name__!r}")
+    if n < 1:
+        raise ValueError(f"{what}() {name} must be an int >= 1, got {n}")
+
+
+def _too_few(what, nin, x):
+    # micrograd's zip would compute on the inputs there are, as if the rest were 0
+    return ValueError(f"{what}() takes {nin} inputs, got {len(x)}")
+
+
 class Module:
 
     def zero_grad(self) -> None:
@@ -76,6 +91,7 @@ class Module:
 class Neuron(Module):
 
     def __init__(self, nin: int, nonlin: bool = True) -> None:
+        _check_size("Neuron", "nin", nin)
         self.w: list[Value] = _TrackedList(Value(random.uniform(-1, 1)) for _ in range(nin))
         self.b = Value(0)
         self.nonlin = nonlin
@@ -86,8 +102,15 @@ class Neuron(Module):
 
     def __call__(self, x: Iterable[Value | float]) -> Value:
         x = list(x)  # holds a generator's temporaries while the dot node is made
-        n = min(len(self.w), len(x))  # micrograd's zip: extra inputs or weights are ignored
-        act = _ag.dot(self.w[:n], x[:n], self.b)
+        n = len(self.w)
+        if len(x) < n:
+            raise _too_few("Neuron", n, x)
+        try:  # micrograd's zip: extra inputs are ignored
+            act = _ag.dot(self.w, x[:n] if len(x) > n else x, self.b)
+        except TypeError as error:  # name the call that was made, not the op inside it
+            if not str(error).startswith("dot() xs "):
+                raise
+            raise TypeError(f"Neuron() {str(error)[len('dot() xs '):]}") from None
         return act.relu() if self.nonlin else act
 
     def parameters(self) -> list[Value]:
@@ -114,6 +137,8 @@ class _LayerPlan:
 class Layer(Module):
 
     def __init__(self, nin: int, nout: int, **kwargs: Any) -> None:
+        _check_size("Layer", "nin", nin)
+        _check_size("Layer", "nout", nout)
         self.neurons: list[Neuron] = _TrackedList(Neuron(nin, **kwargs) for _ in range(nout))
 
     def __setattr__(self, name, value):
@@ -136,12 +161,15 @@ class Layer(Module):
         object.__setattr__(self, "_plan_cache", plan or _NoPlan(_structure_version[0]))
         return plan
 
-    # One output: a bare Value, as micrograd's Layer returns; else a list.
-    def __call__(self, x: Iterable[Value | float]) -> Value | list[Value]:
+    # One output: a bare Value, as micrograd's Layer returns; else a list. Typed Any, as
+    # micrograd's result is dynamic: code that adds or indexes it type-checks as it runs.
+    def __call__(self, x: Iterable[Value | float]) -> Any:
         if not hasattr(x, "__len__"):
             x = list(x)  # a generator is read once, for every neuron
         plan = self._plan()
-        if plan is None or len(x) < plan.nin:
+        if plan is not None and len(x) < plan.nin:
+            raise _too_few("Layer", plan.nin, x)
+        if plan is None:
             out = [n(x) for n in self.neurons]  # micrograd's way, one neuron at a time
         else:
             out = _ag.layer(plan.weights, plan.nonlin, x).values()
@@ -176,7 +204,14 @@ class _NoPlan:
 class MLP(Module):
 
     def __init__(self, nin: int, nouts: list[int]) -> None:
-        sz = [nin] + nouts
+        _check_size("MLP", "nin", nin)
+        if not isinstance(nouts, (list, tuple)):
+            raise TypeError(f"MLP() nouts must be a list of layer sizes, not {type(nouts).__name__!r}")
+        if not nouts:
+            raise ValueError("MLP() nouts must name at least one layer, got []")
+        for i, nout in enumerate(nouts):
+            _check_size("MLP", f"nouts[{i}]", nout)
+        sz = [nin] + list(nouts)
         self.layers: list[Layer] = _TrackedList(Layer(sz[i], sz[i+1], nonlin=i != len(nouts)-1)
                                                 for i in range(len(nouts)))
 
@@ -205,12 +240,15 @@ class MLP(Module):
         object.__setattr__(self, "_plans_cache", (_structure_version[0], (chain, nin)))
         return chain, nin
 
-    # One output: a bare Value, as micrograd's MLP returns; else a list.
-    def __call__(self, x: Iterable[Value | float]) -> Value | list[Value]:
+    # One output: a bare Value, as micrograd's MLP returns; else a list. Typed Any, as
+    # micrograd's result is dynamic: code that adds or indexes it type-checks as it runs.
+    def __call__(self, x: Iterable[Value | float]) -> Any:
         if not hasattr(x, "__len__"):
             x = list(x)  # a generator is read once
         chain, nin = self._plans()
-        if chain is None or len(x) < nin:
+        if chain is not None and len(x) < nin:
+            raise _too_few("MLP", nin, x)
+        if chain is None:
             for layer in self.layers:
                 x = layer(x)
             return x

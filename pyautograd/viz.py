@@ -79,27 +79,82 @@ def _number(x):
     return f"{x:.4f}"
 
 
-def _statements(root, max_nodes):
+def _record(name, label, data, grad):
+    record = f"{{ {_escape(label, _RECORD_SPECIALS)} | data {_number(data)} | grad {_number(grad)} }}"
+    return f'\t{name} [label="{record}" shape=record]\n'
+
+
+def _expanded_dot(name, value, drawn):
+    """micrograd's picture of a fused dot node (a Neuron's): the products w_i*x_i and
+    the running sums b + w0*x0 + w1*x1 + ..., in micrograd's order, each a record with
+    its op, the last sum being the dot node itself. Their data is computed here as
+    micrograd computes it (the last equals the node's, bitwise); their grad is the
+    node's, as each feeds it with a derivative of 1. Edges come from the inputs that
+    are drawn (names in drawn)."""
+    inputs = value._inputs
+    n = len(inputs) // 2
+    bias = inputs[-1] if len(inputs) % 2 else None
+    lines = []
+
+    def step(node, symbol, operands, data):
+        """node (a new record, or the dot's own when node is name) made by symbol from
+        operands, (node name, is an input Value) pairs."""
+        if node != name:
+            lines.append(_record(node, "", data, value.grad))
+        lines.append(f'\t{node}_op [label="{symbol}"]\n')
+        lines.append(f"\t{node}_op -> {node}\n")
+        counts = {}
+        for source in operands:
+            counts[source] = counts.get(source, 0) + 1
+        for source, times in counts.items():
+            if source in drawn or source.startswith(name + "_"):
+                extra = f' [label="×{times}"]' if times > 1 else ""
+                lines.append(f"\t{source} -> {node}_op{extra}\n")
+
+    if n == 1 and bias is None:  # one product: the node is that product
+        step(name, "*", [f"v{inputs[0]._id}", f"v{inputs[1]._id}"], value.data)
+        return lines
+    terms = []
+    for i in range(n):
+        w, x = inputs[2 * i], inputs[2 * i + 1]
+        product = f"{name}_p{i}"
+        step(product, "*", [f"v{w._id}", f"v{x._id}"], w.data * x.data)
+        terms.append((product, w.data * x.data))
+    total = (f"v{bias._id}", bias.data) if bias is not None else terms.pop(0)
+    for k, (term, data) in enumerate(terms):
+        node = name if k == len(terms) - 1 else f"{name}_s{k}"
+        step(node, "+", [total[0], term], total[1] + data)
+        total = (node, total[1] + data)
+    return lines
+
+
+def _statements(root, max_nodes, expand_dot=False):
     """The body of the DOT graph, one statement a line, in the lecture's shapes:
     a record { label | data | grad } per Value, a small node per op, edges from
     inputs to the op they feed to its result. The max_nodes Values nearest the root
-    are drawn (breadth-first, csrc/graph.c); a note says how many were not."""
+    are drawn (breadth-first, csrc/graph.c); a note says how many were not. With
+    expand_dot, a dot node is drawn as micrograd draws a neuron (_expanded_dot)."""
     values, edges, cut, left_out = _ag.nearest(root, 0 if max_nodes is None else max_nodes)
     lines = []
     target = []  # where edges into a Value arrive: its op node, or its record
     names = [f"v{value._id}" for value in values]  # node ids: unique while the root lives
-    for name, value in zip(names, values):
-        record = (f"{{ {_escape(value.label, _RECORD_SPECIALS)} | data {_number(value.data)}"
-                  f" | grad {_number(value.grad)} }}")
-        lines.append(f'\t{name} [label="{record}" shape=record]\n')
+    drawn, expanded = set(names), set()
+    for i, (name, value) in enumerate(zip(names, values)):
+        lines.append(_record(name, value.label, value.data, value.grad))
         op = value._op  # "" for leaves, as for micrograd's Value(2)
-        if op:
+        if expand_dot and op == "dot" and len(value._inputs) >= 2:
+            lines += _expanded_dot(name, value, drawn)
+            target.append(f"{name}_op")
+            expanded.add(i)  # its inputs' edges are drawn by the expansion
+        elif op:
             lines.append(f'\t{name}_op [label="{_escape(op, _PLAIN_SPECIALS)}"]\n')
             lines.append(f"\t{name}_op -> {name}\n")
             target.append(f"{name}_op")
         else:
             target.append(name)
     for child, user, times in edges:
+        if user in expanded:
+            continue
         extra = f' [label="×{times}"]' if times > 1 else ""  # a + a: one edge, ×2
         lines.append(f"\t{names[child]} -> {target[user]}{extra}\n")
     if cut:
@@ -112,23 +167,27 @@ def _statements(root, max_nodes):
     return lines
 
 
-def to_dot(root: Value, rankdir: str = "LR", max_nodes: int | None = DEFAULT_MAX_NODES) -> str:
+def to_dot(root: Value, rankdir: str = "LR", max_nodes: int | None = DEFAULT_MAX_NODES,
+           expand_dot: bool = False) -> str:
     """The graph under root as DOT source (a str), needing no graphviz install.
 
     Nodes nearest the root come first; past max_nodes (None: no cap) a note node says
     how many were left out and dashed edges show which nodes lost inputs.
+    expand_dot=True draws each fused dot node (a Neuron's) as micrograd draws a neuron:
+    its products and running sums as records of their own, `*` and `+` ops.
     Render it with `dot -Tsvg`, or use draw_dot() for a graphviz.Digraph.
     """
     _check_root(root, "to_dot")
     _check_options(rankdir, max_nodes)
-    body = "".join(_statements(root, max_nodes))
+    body = "".join(_statements(root, max_nodes, bool(expand_dot)))
     return f"digraph {{\n\tgraph [rankdir={rankdir}]\n{body}}}\n"
 
 
 def draw_dot(root: Value, format: str = "svg", rankdir: str = "LR",
-             max_nodes: int | None = DEFAULT_MAX_NODES) -> "graphviz.Digraph":
+             max_nodes: int | None = DEFAULT_MAX_NODES, expand_dot: bool = False) -> "graphviz.Digraph":
     """The graph under root as a graphviz.Digraph, as in the micrograd lecture:
-    .render() writes a file, and a notebook shows it inline. Needs `graphviz`."""
+    .render() writes a file, and a notebook shows it inline. Needs `graphviz`.
+    expand_dot=True: a neuron's dot node as micrograd's products and sums (to_dot)."""
     _check_root(root, "draw_dot")
     _check_options(rankdir, max_nodes)
     try:
@@ -138,7 +197,7 @@ def draw_dot(root: Value, format: str = "svg", rankdir: str = "LR",
                           "pip install 'pyautograd-arena[viz]' (and Graphviz's dot program, "
                           "e.g. apt install graphviz)") from error
     return graphviz.Digraph(format=format, graph_attr={"rankdir": rankdir},
-                            body=_statements(root, max_nodes))
+                            body=_statements(root, max_nodes, bool(expand_dot)))
 
 
 def mimebundle(value: Value, max_nodes: int | None = DEFAULT_MAX_NODES) -> dict[str, str]:

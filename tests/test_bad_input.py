@@ -4,6 +4,7 @@ with pyautograd.arena.set_node_limit), and the arena stays usable afterwards.
 """
 import decimal
 import fractions
+import gc
 import math
 import operator
 
@@ -100,9 +101,65 @@ def test_int_too_big_for_a_double_overflows_like_float():
 
 
 def test_set_node_limit_validates_its_argument():
-    for bad in (-1, 1.5, "10", None):
-        with pytest.raises(ValueError, match="max_nodes"):
+    with pytest.raises(ValueError, match="max_nodes must be an int >= 0, not -1"):
+        arena.set_node_limit(-1)
+    for bad in (1.5, "10", None, True, False):  # not ints: TypeError, naming the type
+        with pytest.raises(TypeError, match=f"max_nodes must be an int, not '{type_name(bad)}'"):
             arena.set_node_limit(bad)
+    np = pytest.importorskip("numpy")
+    keep = Value(1.0)
+    arena.set_node_limit(np.int64(live()))  # an integer of another type is an int
+    try:
+        with pytest.raises(MemoryError):
+            keep + 1.0
+    finally:
+        arena.set_node_limit(0)
+
+
+# ---- constructor arguments in the wrong places ----
+
+def test_children_that_are_not_iterable_are_named():
+    with pytest.raises(TypeError, match=r"^Value\(\) _children must be an iterable of Values, not 'int'$"):
+        Value(1, 2)
+
+
+def test_local_grads_that_are_not_a_sequence_are_named():
+    x = Value(1.0)
+    with pytest.raises(TypeError, match=r"^Value\(\) local_grads must be a sequence of real numbers, "
+                                        r"one per child, not 'float'$"):
+        Value(1, (x,), local_grads=3.0)
+    assert Value(1, (x,), local_grads=(3.0,))._op == ""  # the sequence form works
+
+
+@pytest.mark.parametrize("number", [3.0, 2, True, fractions.Fraction(1, 2)], ids=type_name)
+def test_a_number_where_op_goes_points_at_the_local_grads_form(number):
+    # micrograd would show it as _op ('3.0') and pass no gradient: microgpt's one-child
+    # local-gradient node written without its tuple
+    x = Value(2.0)
+    with pytest.raises(TypeError) as caught:
+        Value(6.0, (x,), number)
+    message = str(caught.value)
+    assert message.startswith(f"Value() _op must be a string, not the number {number!r}")
+    assert f"Value(data, children, ({number!r},))" in message and "local_grads=" in message
+    y = Value(6.0, (x,), (number,))  # the form it points at
+    y.backward()
+    assert x.grad == float(number)
+
+
+def test_numpy_bools_are_taken_like_bools():
+    # numpy does not register its bool with numbers.Real (its ints and floats it does);
+    # Value(True) works, so Value(np.True_) does too, and an op takes it the same way
+    np = pytest.importorskip("numpy")
+    assert (Value(np.True_).data, Value(np.False_).data) == (1.0, 0.0)
+    assert type(Value(np.True_).data) is float
+    assert (Value(2.0) * np.True_).data == 2.0 and (np.True_ + Value(2.0)).data == 3.0
+    v = Value(0.0)
+    v.data = np.True_
+    assert v.data == 1.0
+    x = Value(1.0)
+    assert Value(1.0, (x,), [np.True_])._op == ""  # a local gradient of 1
+    with pytest.raises(TypeError, match="Value\\(\\) data must be a real number, not 'ndarray'"):
+        Value(np.array([True]))  # an array is not a scalar
 
 
 # ---- MemoryError when the arena is full ----
@@ -184,6 +241,7 @@ def test_ops_that_make_several_nodes_leave_none_behind_wherever_memory_runs_out(
     v = Value(3.0)
     keep = make(v)  # models and their parameters are made outside the limit
     del keep
+    gc.collect()  # cycles left by earlier tests (tracebacks) must not go mid-loop
     base = live()
     for headroom in range(12):
         node_limit(base + headroom)

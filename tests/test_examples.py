@@ -5,6 +5,7 @@ reaches Rosenbrock's minimum within 1e-10 and says so in its exit code.
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -68,6 +69,42 @@ def test_plots_are_written(tmp_path, script, png):
     assert str(path) in out
     with open(path, "rb") as image:
         assert image.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("script, png", [(MOONS, "moons.png"), (MULTICLASS, "spirals.png")])
+def test_by_default_plots_go_to_the_temporary_directory_not_the_current_one(tmp_path, script, png):
+    # run from a folder standing for the checkout: nothing may appear there
+    require("matplotlib", "CI")
+    here, temp = tmp_path / "checkout", tmp_path / "temp"
+    here.mkdir()
+    temp.mkdir()
+    out = subprocess.run([sys.executable, script, "--steps", "1"], cwd=here, capture_output=True,
+                         text=True, timeout=120, env=dict(os.environ, TMPDIR=str(temp)))
+    assert out.returncode == 0, out.stderr
+    assert list(here.iterdir()) == []
+    assert f"written to {temp / png}" in out.stdout  # the whole path, printed
+    assert (temp / png).read_bytes().startswith(b"\x89PNG")
+
+
+def test_draw_graph_writes_to_the_temporary_directory_by_default(tmp_path):
+    # its pictures' copies in docs/ are tracked: only --out docs may rewrite them
+    require("graphviz", "PYAUTOGRAD_REQUIRE_DOT")
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz's `dot` program is not installed")
+    here, temp = tmp_path / "checkout", tmp_path / "temp"
+    here.mkdir()
+    temp.mkdir()
+    docs = os.path.join(EXAMPLES, "..", "docs")
+    before = {name: os.stat(os.path.join(docs, name)).st_mtime_ns for name in os.listdir(docs)}
+    out = subprocess.run([sys.executable, os.path.join(EXAMPLES, "draw_graph.py")], cwd=here,
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, TMPDIR=str(temp)))
+    assert out.returncode == 0, out.stderr
+    for fmt in ("svg", "png"):
+        assert f"wrote {temp / f'seed_graph.{fmt}'}" in out.stdout
+        assert (temp / f"seed_graph.{fmt}").stat().st_size > 0
+    assert list(here.iterdir()) == []
+    assert {name: os.stat(os.path.join(docs, name)).st_mtime_ns for name in os.listdir(docs)} == before
 
 
 @pytest.mark.parametrize("script", [MOONS, MULTICLASS])

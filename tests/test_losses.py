@@ -137,6 +137,25 @@ def test_bad_inputs():
         losses.cross_entropy([[v, v]], [0, 1])
 
 
+@pytest.mark.parametrize("label", [0, 0.5, 2, -1.5, math.nan])
+def test_hinge_labels_outside_plus_minus_one_are_refused(label):
+    # a label of 0 would make its example count for nothing: relu(1 - 0 * score) is 1
+    v = Value(1.0)
+    with pytest.raises(ValueError, match=rf"^hinge\(\) labels must be -1 or \+1, got {label!r}$"):
+        losses.hinge([v, v], [1, label])
+    assert losses.hinge([v, v, v], [1, -1, 1.0]).data == 2 / 3  # -1, +1 (and 1.0) are fine
+
+
+@pytest.mark.parametrize("target", [2.0, -0.1, 1.0000001, math.nan, math.inf])
+def test_bce_targets_outside_zero_one_are_refused(target):
+    v = Value(0.0)
+    with pytest.raises(ValueError, match=r"^binary_cross_entropy_with_logits\(\) targets must be in "
+                                         rf"\[0, 1\], got {target!r}$"):
+        losses.binary_cross_entropy_with_logits([v, v], [0.5, target])
+    for edge in (0, 1, 0.0, 1.0, True):
+        assert losses.binary_cross_entropy_with_logits([v], [edge]).data == math.log(2)
+
+
 def test_losses_train_a_model():
     """Each loss, minimised by a few Adam steps, goes down."""
     from pyautograd.nn import MLP

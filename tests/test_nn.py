@@ -324,10 +324,10 @@ def test_structure_changes_are_seen():
         lambda: model.layers[0].neurons.append(nn.Neuron(2)),
         lambda: model.layers[1].neurons[0].w.append(Value(0.25)),
         lambda: model.layers[1].neurons[1].w.append(Value(-0.5)),
-        lambda: model.layers[0].neurons.pop(),
         lambda: model.layers[0].neurons[0].w.sort(key=lambda v: v.data),
         lambda: model.layers[1].neurons[1].w.__delitem__(-1),
         lambda: model.layers[1].neurons[0].w.__delitem__(-1),
+        lambda: model.layers[0].neurons.pop(),  # after the deletes, or layer 1 gets too few inputs
         lambda: model.layers[0].neurons[1].w.__iadd__([]),  # a no-op change is harmless
     ]
     for change in changes:
@@ -349,19 +349,67 @@ def test_neuron_subclass_keeps_its_own_call():
     assert doubled[1].data == plain[1].data
 
 
-def test_inputs_follow_zip_like_micrograd():
+def test_extra_inputs_are_ignored_like_micrograds_zip():
     random.seed(4)
     ours = nn.Neuron(3)
     random.seed(4)
     theirs = mg_nn.Neuron(3)
-    for x in ([1.0, 2.0], [1.0, 2.0, 3.0, 4.0]):
-        assert bits(ours(x).data) == bits(theirs(x).data)
+    x = [1.0, 2.0, 3.0, 4.0]
+    assert bits(ours(x).data) == bits(theirs(x).data)
     random.seed(4)
-    layer, mg_layer = nn.Layer(3, 2), None
+    layer, mlp = nn.Layer(3, 2), nn.MLP(3, [2, 1])
     random.seed(4)
-    mg_layer = mg_nn.Layer(3, 2)
-    for x in ([1.0, 2.0], [1.0, 2.0, 3.0, 4.0]):
-        assert [bits(v.data) for v in layer(x)] == [bits(v.data) for v in mg_layer(x)]
+    mg_layer, mg_mlp = mg_nn.Layer(3, 2), mg_nn.MLP(3, [2, 1])
+    assert [bits(v.data) for v in layer(x)] == [bits(v.data) for v in mg_layer(x)]
+    assert bits(mlp(x).data) == bits(mg_mlp(x).data)
+
+
+@pytest.mark.parametrize("x", [[1.0, 2.0], [], iter([1.0])], ids=["two", "none", "generator"])
+def test_too_few_inputs_raise_where_micrograd_computes_on_what_is_there(x):
+    # micrograd's zip stops at the shorter list: MLP(3, ...)([1.0, 2.0]) computes as if
+    # the third input were 0. That hides a bug (a batch passed as one input, a missing
+    # feature), so each class refuses it, naming itself and the counts.
+    x = list(x)
+    random.seed(4)
+    assert mg_nn.MLP(3, [2, 1])(x) is not None  # micrograd computes something
+    for model, name in [(nn.Neuron(3), "Neuron"), (nn.Layer(3, 2), "Layer"), (nn.MLP(3, [2, 1]), "MLP")]:
+        with pytest.raises(ValueError, match=rf"^{name}\(\) takes 3 inputs, got {len(x)}$"):
+            model(iter(x))
+        with pytest.raises(ValueError, match=rf"^{name}\(\) takes 3 inputs, got {len(x)}$"):
+            model(x)
+
+
+def test_a_batch_given_as_one_input_names_the_model():
+    with pytest.raises(ValueError, match=r"^MLP\(\) takes 2 inputs, got 1$"):
+        nn.MLP(2, [3, 1])([[1, 2]])
+    with pytest.raises(TypeError, match=r"^MLP\(\) takes Values or real numbers, not 'list'$"):
+        nn.MLP(2, [3, 1])([[1, 2], [3, 4]])
+    with pytest.raises(TypeError, match=r"^Neuron\(\) takes Values or real numbers, not 'list'$"):
+        nn.Neuron(2)([[1, 2], [3, 4]])
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: nn.MLP(-1, [1]), ValueError, r"MLP\(\) nin must be an int >= 1, got -1"),
+    (lambda: nn.MLP(0, [1]), ValueError, r"MLP\(\) nin must be an int >= 1, got 0"),
+    (lambda: nn.MLP(2, [3, -1]), ValueError, r"MLP\(\) nouts\[1\] must be an int >= 1, got -1"),
+    (lambda: nn.MLP(2, []), ValueError, r"MLP\(\) nouts must name at least one layer, got \[\]"),
+    (lambda: nn.MLP(2, 3), TypeError, r"MLP\(\) nouts must be a list of layer sizes, not 'int'"),
+    (lambda: nn.MLP(2.0, [1]), TypeError, r"MLP\(\) nin must be an int, not 'float'"),
+    (lambda: nn.MLP(2, [True]), TypeError, r"MLP\(\) nouts\[0\] must be an int, not 'bool'"),
+    (lambda: nn.Layer(2, 0), ValueError, r"Layer\(\) nout must be an int >= 1, got 0"),
+    (lambda: nn.Layer(-3, 2), ValueError, r"Layer\(\) nin must be an int >= 1, got -3"),
+    (lambda: nn.Neuron(-1), ValueError, r"Neuron\(\) nin must be an int >= 1, got -1"),
+], ids=["mlp-nin", "mlp-nin-0", "mlp-nout", "mlp-no-layers", "mlp-nouts-int", "mlp-nin-float",
+        "mlp-bool", "layer-nout", "layer-nin", "neuron-nin"])
+def test_sizes_that_would_make_empty_layers_are_refused(make, error, message):
+    with pytest.raises(error, match=f"^{message}$"):
+        make()
+
+
+def test_numpy_ints_and_tuples_are_sizes():
+    np = pytest.importorskip("numpy")
+    model = nn.MLP(np.int64(2), (np.int32(3), 1))
+    assert len(model.parameters()) == 3 * 3 + 4 and isinstance(model([1.0, 2.0]), Value)
 
 
 def test_numbers_and_values_as_inputs_agree():

@@ -477,3 +477,114 @@ def test_the_readme_command_draws_the_seed_graph(tmp_path):
     for v in (x, y, z):
         assert v.label in texts and f"grad {v.grad:.4f}" in texts
     assert (tmp_path / "seed_graph.png").read_bytes().startswith(b"\x89PNG")
+
+
+# ---- the lecture's pictures: micrograd's trace_graph.ipynb cells, node for node ----
+
+def micrograd_picture(root):
+    """What micrograd's draw_dot (trace_graph.ipynb, the lecture) draws for root: its
+    trace over _prev, then a record per Value and an op node per Value with an _op, an
+    edge from each op node to its Value and from each input to the op node of its user.
+    Returns (record texts, op labels, number of graphviz nodes, number of edges)."""
+    nodes, edges = set(), set()
+
+    def build(v):  # the notebook's recursive trace (these graphs are small)
+        if v not in nodes:
+            nodes.add(v)
+            for child in v._prev:
+                edges.add((child, v))
+                build(child)
+
+    build(root)
+    texts = sorted(f"data {n.data:.4f} | grad {n.grad:.4f}" for n in nodes)
+    ops = sorted(n._op for n in nodes if n._op)
+    return texts, ops, len(nodes) + len(ops), len(edges) + len(ops)
+
+
+def our_picture(root, **options):
+    """The same four things, read from to_dot's output."""
+    nodes, edges = parse_dot(viz.to_dot(root, **options))
+    texts = sorted(re.sub(r"^\{ [^|]*\| (.*) \}$", r"\1", label) for label in records(nodes).values())
+    ops = sorted(a["label"] for a in nodes.values() if a.get("shape") != "record")
+    return texts, ops, len(nodes), len(edges)
+
+
+def trace_graph_cells(engine, nn):
+    """The two cells of micrograd's trace_graph.ipynb, on the given engine."""
+    x = engine.Value(1.0)
+    first = (x * 2 + 1).relu()
+    first.backward()
+    random.seed(1337)
+    n = nn.Neuron(2)
+    x = [engine.Value(1.0), engine.Value(-2.0)]
+    second = n(x)
+    second.backward()
+    return first, second
+
+
+def test_expand_dot_draws_the_lectures_neuron_as_micrograd_does():
+    mg_engine, mg_nn = pytest.importorskip("micrograd.engine"), pytest.importorskip("micrograd.nn")
+    from pyautograd import nn
+    theirs = [micrograd_picture(v) for v in trace_graph_cells(mg_engine, mg_nn)]
+    ours = trace_graph_cells(pyautograd.engine, nn)
+
+    # the Neuron(2) cell: 10 Values (*, *, +, +, ReLU) in micrograd; 7 (dot, ReLU) here,
+    # unless the dot is expanded, which gives micrograd's picture: the same records (data
+    # and grad), the same ops, the same numbers of nodes and edges
+    texts, ops, n_nodes, n_edges = theirs[1]
+    assert (len(texts), ops, n_nodes, n_edges) == (10, ["*", "*", "+", "+", "ReLU"], 15, 14)
+    assert our_picture(ours[1], expand_dot=True) == theirs[1]
+    fused = our_picture(ours[1])
+    assert (len(fused[0]), fused[1], fused[2], fused[3]) == (7, ["ReLU", "dot"], 9, 8)
+
+    # the first cell has no dot: expanding changes nothing, and the structure is
+    # micrograd's (the constants 2 and 1 are Values there too; only their grads differ,
+    # as differences.md says: a constant gets no gradient here)
+    for options in ({}, {"expand_dot": True}):
+        texts, ops, n_nodes, n_edges = our_picture(ours[0], **options)
+        assert (ops, n_nodes, n_edges) == (theirs[0][1], theirs[0][2], theirs[0][3]) == (
+            ["*", "+", "ReLU"], 9, 8)
+        assert [t.split(" | ")[0] for t in texts] == [t.split(" | ")[0] for t in theirs[0][0]]
+
+
+@pytest.mark.parametrize("nin", [1, 3, 5])
+def test_expand_dot_matches_micrograd_for_neurons_of_any_size_and_in_a_layer(nin):
+    mg_engine, mg_nn = pytest.importorskip("micrograd.engine"), pytest.importorskip("micrograd.nn")
+    from pyautograd import nn
+    pictures = []
+    for engine, module in ((mg_engine, mg_nn), (pyautograd.engine, nn)):
+        random.seed(nin)
+        layer = module.Layer(nin, 2)
+        outs = layer([engine.Value(0.5 * i - 1) for i in range(nin)])
+        loss = outs[0] * outs[1] + outs[0]
+        loss.backward()
+        pictures.append(loss)
+    assert our_picture(pictures[1], expand_dot=True) == micrograd_picture(pictures[0])
+
+
+def test_expand_dot_on_fused_dots_without_a_bias_and_with_repeated_inputs():
+    x, y = Value(1.5, label="x"), Value(-2.0, label="y")
+    single = pyautograd.dot([x], [y])                  # one product: the node is that product
+    texts, ops, n_nodes, n_edges = our_picture(single, expand_dot=True)
+    assert (ops, n_nodes, n_edges) == (["*"], 4, 3)
+    square_sum = pyautograd.dot([x, y], [x, y])        # x*x + y*y: no bias, each input twice
+    square_sum.backward()
+    nodes, edges = parse_dot(viz.to_dot(square_sum, expand_dot=True))
+    assert sorted(a["label"] for a in nodes.values() if a.get("shape") != "record") == ["*", "*", "+"]
+    assert sorted(a["label"] for _, _, a in edges if a) == ['"×2"', '"×2"']  # x*x, y*y
+    assert f"data {x.data * x.data + y.data * y.data:.4f}" in records(nodes)[name(square_sum)]
+    assert len(records(nodes)) == 5                    # x, y, x*x, y*y, the sum
+
+
+def test_expand_dot_respects_max_nodes_and_renders(tmp_path):
+    random.seed(3)
+    from pyautograd import nn
+    out = nn.MLP(3, [4, 1])([1.0, -2.0, 0.5])
+    source = viz.to_dot(out, max_nodes=3, expand_dot=True)
+    nodes, edges = parse_dot(source)
+    assert "left_out" in nodes
+    drawn = set(nodes)
+    assert all(tail in drawn and head in drawn for tail, head, _ in edges)
+    if shutil.which("dot"):
+        subprocess.run(["dot", "-Tsvg"], input=viz.to_dot(out, expand_dot=True), text=True,
+                       capture_output=True, check=True)

@@ -17,10 +17,15 @@ import sys
 from pathlib import Path
 
 import pyautograd
-from pyautograd import arena, functional, nn
+from pyautograd import arena, functional, losses, nn
 from pyautograd.engine import Value
 
 NAN, INF = math.nan, math.inf
+
+
+def numpy():
+    import numpy  # in the [test] extra; imported only for its row
+    return numpy
 
 
 def grad_of(make, *leaves):
@@ -74,14 +79,34 @@ CASES = [
     ("`v.data = 'x'`", lambda: setattr(Value(1.0), "data", "x")),
     ("`v.grad = None`", lambda: setattr(Value(1.0), "grad", None)),
     ("`Value(1.0, (Value(2.0), 3.0), 'op')`", lambda: Value(1.0, (Value(2.0), 3.0), "op")),
+    ("`Value(1, 2)`", lambda: Value(1, 2)),
+    ("`Value(1, (x,), local_grads=3.0)`", lambda: Value(1, (Value(2.0),), local_grads=3.0)),
+    ("`Value(6.0, (x,), 3.0)` (micrograd: `_op` '3.0', no gradient)",
+     lambda: Value(6.0, (Value(2.0),), 3.0)),
     ("`pyautograd.sum(3)`", lambda: functional.sum(3)),
     ("`pyautograd.dot([a, b], [c])`",
      lambda: functional.dot([Value(1.0), Value(2.0)], [Value(3.0)])),
     ("`softmax([])`", lambda: functional.softmax([])),
     ("`arena.set_node_limit(-1)`", lambda: arena.set_node_limit(-1)),
+    ("`arena.set_node_limit('a')`", lambda: arena.set_node_limit("a")),
+    ("`arena.set_node_limit(True)`", lambda: arena.set_node_limit(True)),
+    # ---- models and losses ----
+    ("`MLP(2, [3, 1])([[1, 2]])` (a batch as one input)", lambda: nn.MLP(2, [3, 1])([[1, 2]])),
+    ("`MLP(2, [3, 1])([[1, 2], [3, 4]])`", lambda: nn.MLP(2, [3, 1])([[1, 2], [3, 4]])),
+    ("`Neuron(2)([[1, 2], [3, 4]])`", lambda: nn.Neuron(2)([[1, 2], [3, 4]])),
+    ("`MLP(2, [3, 1])([1.0])` (micrograd: computes on the one input)",
+     lambda: nn.MLP(2, [3, 1])([1.0])),
+    ("`MLP(2, [3, 1])([])`", lambda: nn.MLP(2, [3, 1])([])),
+    ("`MLP(-1, [1])`", lambda: nn.MLP(-1, [1])),
+    ("`MLP(2, [3, -1])`", lambda: nn.MLP(2, [3, -1])),
+    ("`losses.hinge([s], [0])`", lambda: losses.hinge([Value(1.0)], [0])),
+    ("`losses.binary_cross_entropy_with_logits([x], [2.0])`",
+     lambda: losses.binary_cross_entropy_with_logits([Value(1.0)], [2.0])),
     # ---- accepted numbers ----
     ("`Value(True)`, `Value(Fraction(1, 4))`",
      lambda: (Value(True).data, Value(fractions.Fraction(1, 4)).data)),
+    ("`Value(np.True_)`, `Value(np.int64(3))` (numpy's bool is no `numbers.Real`: taken as bool)",
+     lambda: (Value(numpy().True_).data, Value(numpy().int64(3)).data)),
     # ---- IEEE domain edges: value, and gradient of each input ----
     ("`log(-1)`", lambda: grad_of(lambda x: x.log(), -1.0)),
     ("`log(0)`", lambda: grad_of(lambda x: x.log(), 0.0)),
