@@ -1084,6 +1084,7 @@ class HostileMachine(ProgramMachine):
             super().teardown()
             CTL.kept.clear()
             CTL.weakrefs.clear()
+            gc.unfreeze()  # the final collections see everything
             for _ in range(5):  # finalizers run by a pass may bring more back
                 CTL.resurrected.clear()
                 gc.collect()
@@ -1096,7 +1097,7 @@ class HostileMachine(ProgramMachine):
                 f"Values the GC still sees: {left_over()}"
         finally:
             CTL.reset()
-            gc.unfreeze()
+            gc.unfreeze()  # (again, if the clean-up above raised first)
             if _gc_hook in gc.callbacks:
                 gc.callbacks.remove(_gc_hook)
             base._garbage_possible[0] = True
