@@ -370,29 +370,24 @@ static void fit_lists(ag_arena *ar)
 
 static void tidy_free_nodes(ag_arena *ar, size_t freed);
 
-/* This thread is running the free loop. A fork child has only the thread that forked:
- * if that one was in the loop (it forked from Python the loop called), the loop goes
- * on when that Python returns; else the loop's thread is gone (ag_after_fork_in_child). */
-static _Thread_local int running_worklist;
+/* The thread whose free loop called Python last (unpinning). A fork can only happen
+ * while some thread's loop is in that Python (the loop holds the GIL otherwise), so in a
+ * fork child this says whose loop it was: the forking thread's goes on when its Python
+ * returns; another thread's is gone (ag_after_fork_in_child). Written only before that
+ * Python: reading a thread-local costs a call, too much for every node freed. */
+static const void *loop_thread;
 
-/* Drops the reference a dying node held on id: a node that dies joins the worklist; a
- * pinned one that only its Value still holds stops keeping the Value (Python code). */
-static void release_held_id(ag_arena *ar, ag_id id)
+static const void *this_thread(void)
 {
-    ag_node *input = ag_node_at(id);
-    if (--input->refs == 0) {
-        input->next_dying = ar->dying;
-        ar->dying = id;
-    } else if (input->refs == 1 && (input->flags & AG_FLAG_PINNED)) {
-        ag_hooks.unpin(input); /* may run Python code, even ag_release: see run_worklist */
-    }
+    static _Thread_local char marker; /* its address tells threads apart */
+    return &marker;
 }
 
 /* The ids a dying node holds references to, as up to two runs: its inputs, or for a
  * dot node holding rows, the ids of each of its rows that died with it (refs 0: its
  * reference to each was dropped first). The runs point into malloc'd arrays that stay
  * put until the node is finished, whatever Python code runs meanwhile. */
-static size_t held_runs(const ag_node *node, const ag_id *runs[2], size_t lengths[2])
+AG_INLINE size_t held_runs(const ag_node *node, const ag_id *runs[2], size_t lengths[2])
 {
     const ag_dot_rows *rows = ag_rows_of(node);
     if (!rows) {
@@ -413,7 +408,7 @@ static size_t held_runs(const ag_node *node, const ag_id *runs[2], size_t length
  * release what it holds (Python may run between any two ids), finish (no Python). The
  * arena records which node and how far (freeing, freeing_next), so a fork child whose
  * loop ran in another thread can finish the node from where that thread was. */
-static void start_taking_apart(ag_arena *ar, ag_id id, ag_node *node)
+AG_INLINE void start_taking_apart(ag_arena *ar, ag_id id, ag_node *node)
 {
     ar->freeing = id;
     ar->freeing_next = 0;
@@ -424,17 +419,32 @@ static void start_taking_apart(ag_arena *ar, ag_id id, ag_node *node)
     }
 }
 
-static void release_held(ag_arena *ar, ag_node *node)
+/* Drops the references a dying node holds: a node that dies joins the worklist; a
+ * pinned one that only its Value still holds stops keeping the Value (Python code).
+ * Only there can a fork cut the loop, so only there is the progress recorded
+ * (freeing_next: the ids released so far, that one included); the loop itself keeps
+ * its count in a register. */
+AG_INLINE void release_held(ag_arena *ar, ag_node *node)
 {
     const ag_id *runs[2];
     size_t lengths[2], n_runs = held_runs(node, runs, lengths);
-    size_t done = ar->freeing_next; /* released before a fork cut the loop: skipped */
+    size_t skip = ar->freeing_next, released = 0; /* skip: released before a fork cut the loop */
     for (size_t r = 0; r < n_runs; r++) {
-        size_t first = done < lengths[r] ? done : lengths[r];
-        done -= first;
+        size_t first = skip < lengths[r] ? skip : lengths[r];
+        skip -= first;
+        released += first;
         for (size_t i = first; i < lengths[r]; i++) {
-            ar->freeing_next++; /* first: a fork in the Python below resumes after this id */
-            release_held_id(ar, runs[r][i]);
+            ag_id id = runs[r][i];
+            ag_node *input = ag_node_at(id);
+            released++;
+            if (--input->refs == 0) {
+                input->next_dying = ar->dying;
+                ar->dying = id;
+            } else if (input->refs == 1 && (input->flags & AG_FLAG_PINNED)) {
+                ar->freeing_next = (uint32_t)released; /* a fork in the Python below resumes after it */
+                loop_thread = this_thread();
+                ag_hooks.unpin(input); /* may run Python code, even ag_release: see run_worklist */
+            }
         }
     }
 }
@@ -447,7 +457,7 @@ static void free_if_dead(ag_row *row)
     free(row);
 }
 
-static void finish_taking_apart(ag_arena *ar, ag_id id, ag_node *node)
+AG_INLINE void finish_taking_apart(ag_arena *ar, ag_id id, ag_node *node)
 {
     const ag_dot_rows *held = ag_rows_of(node);
     if (held) {
@@ -457,6 +467,21 @@ static void finish_taking_apart(ag_arena *ar, ag_id id, ag_node *node)
     }
     if (ag_op_is_nary(node->op))
         detach_list(node);
+    if (node->flags & side_flags)
+        forget_in_side_tables(id, node->flags);
+    node->op = AG_FREE;
+    node->flags = 0;
+    node->in[0] = ar->free_head;
+    ar->free_head = id;
+    ar->live--;
+    if (--ar->block_live[id >> AG_BLOCK_SHIFT] == 0)
+        ar->empty_blocks++;
+    ar->freeing = 0;
+}
+
+/* finish_taking_apart for a node with its inputs in itself (not n-ary). */
+AG_INLINE void finish_simple(ag_arena *ar, ag_id id, ag_node *node)
+{
     if (node->flags & side_flags)
         forget_in_side_tables(id, node->flags);
     node->op = AG_FREE;
@@ -479,7 +504,6 @@ static void run_worklist(ag_arena *ar)
 {
     size_t freed = 0;
     ar->releasing = 1;
-    running_worklist = 1;
     if (ar->freeing) { /* only in a fork child: what another thread's loop left half done */
         ag_node *node = ag_node_at(ar->freeing);
         release_held(ar, node);
@@ -490,12 +514,18 @@ static void run_worklist(ag_arena *ar)
         ag_id current = ar->dying;
         ag_node *node = ag_node_at(current);
         ar->dying = node->next_dying;
-        start_taking_apart(ar, current, node);
-        release_held(ar, node);
-        finish_taking_apart(ar, current, node);
+        if (ag_op_is_nary(node->op)) {
+            start_taking_apart(ar, current, node);
+            release_held(ar, node);
+            finish_taking_apart(ar, current, node);
+        } else { /* most nodes: up to two inputs in the node itself, no list, no rows */
+            ar->freeing = current;
+            ar->freeing_next = 0;
+            release_held(ar, node);
+            finish_simple(ar, current, node);
+        }
         freed++;
     }
-    running_worklist = 0;
     ar->releasing = 0;
     tidy_free_nodes(ar, freed);
     fit_lists(ar);
@@ -554,7 +584,7 @@ void ag_after_fork_in_child(void)
         if (side_tables[i]->after_fork)           /* used can then go */
             side_tables[i]->after_fork();
     ag_arena *ar = &ag_the_arena;
-    if (ar->releasing && !running_worklist)
+    if (ar->releasing && loop_thread != this_thread())
         run_worklist(ar);
 }
 

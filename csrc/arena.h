@@ -215,7 +215,7 @@ int ag_add_block(void); /* arena.c: more free nodes, AG_OK or AG_ENOMEM */
 
 /* A new node with refs = 1 and the given op; its inputs are set by the caller,
  * which must retain them. NULL (and *id = 0) when memory runs out. */
-static inline ag_node *ag_alloc_node(int op, double data, ag_id *id)
+AG_INLINE ag_node *ag_alloc_node(int op, double data, ag_id *id)
 {
     ag_arena *ar = &ag_the_arena;
     if ((ar->node_limit && ar->live >= ar->node_limit) || (!ar->free_head && ag_add_block() != AG_OK)) {

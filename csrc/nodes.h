@@ -171,7 +171,7 @@ static inline int ag_rejected(double out)
     return 0;
 }
 
-static inline ag_id ag_leaf(double data)
+AG_INLINE ag_id ag_leaf(double data)
 {
     ag_id id;
     ag_alloc_node(AG_LEAF, data, &id);

@@ -33,7 +33,8 @@
  *   leaky_relu: G where a > 0, else G * slope (at 0 too), through LEAKY_SLOPE.
  *   abs:  G * sign(a), so 0 at 0.
  *   maximum, minimum: G to the larger (smaller) input, exactly 0 to the other, G / 2 to
- *         each at a tie (MAX_SHARE, through GATE so an inf G gives no nan).
+ *         each at a tie, G to both where one is nan (MAX_SHARE, through GATE so an inf G
+ *         gives no nan).
  *   pow:  to the base G * b * a^(b-1), but exactly 0 where b == 0 (x ** 0 is constant,
  *         PyTorch's rule); to the exponent G * out * log(a), but G * 0 where a == 0 and
  *         b >= 0 (PyTorch's rule: nan only from a nan or inf G, as in PyTorch).
@@ -80,7 +81,9 @@ static inline double ag_gelu(double a)
     return 0.5 * a * (1.0 + tanh(inner));
 }
 
-static inline double ag_max_share(double a, double b) { return a > b ? 1.0 : a == b ? 0.5 : 0.0; }
+/* maximum's share of G for input a: all of it, half at a tie, none where b is larger;
+ * a nan compares false, so both inputs get all of it (PyTorch's where/masked_fill). */
+static inline double ag_max_share(double a, double b) { return a < b ? 0.0 : a == b ? 0.5 : 1.0; }
 
 #define AG_POW_TO_BASE SELECT(b == 0.0, ZERO, MUL(G, MUL(B, POW(A, SUB(B, ONE)))))
 #define AG_POW_TO_EXPONENT MUL(G, SELECT(a == 0.0 && b >= 0.0, ZERO, MUL(OUT, LOG(A))))
@@ -166,18 +169,15 @@ enum ag_op {
 #undef AG_ENUM_ELEMENTWISE
 #undef AG_ENUM_STRUCTURAL
 
-static inline int ag_arity(int op)
-{
-    switch (op) {
-#define AG_ARITY_E(E, name, sym, arity, py, fwd, da, db) case AG_##E: return arity;
-#define AG_ARITY_S(E, name, sym, arity) case AG_##E: return arity;
-        AG_STRUCTURAL_OPS(AG_ARITY_S)
-        AG_ELEMENTWISE_OPS(AG_ARITY_E)
+/* Each op's arity (0 leaf, 1 unary, 2 binary, -1 any), read by table: the free loop
+ * and the sweeps ask for every node. */
+#define AG_ARITY_E(E, name, sym, arity, py, fwd, da, db) arity,
+#define AG_ARITY_S(E, name, sym, arity) arity,
+static const signed char ag_arities[AG_OP_COUNT] = {AG_STRUCTURAL_OPS(AG_ARITY_S) AG_ELEMENTWISE_OPS(AG_ARITY_E)};
 #undef AG_ARITY_E
 #undef AG_ARITY_S
-    default: return 0;
-    }
-}
+
+static inline int ag_arity(int op) { return op >= 0 && op < AG_OP_COUNT ? ag_arities[op] : 0; }
 
 /* Inputs kept in a list beside the node rather than in the node itself. */
 static inline int ag_op_is_nary(int op) { return ag_arity(op) < 0; }

@@ -121,7 +121,7 @@ static inline void ag_track(ValueObject *v)
  * p.m = 0.0) can make no cycle. */
 /* A Value made over a node that reaches such state may come to hold a pin: the GC
  * tracks it. */
-static inline void ag_note_state_below(ValueObject *v, ag_node *node)
+AG_INLINE void ag_note_state_below(ValueObject *v, ag_node *node)
 {
     uint16_t below = 0;
     if (!ag_op_is_nary(node->op)) {

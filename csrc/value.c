@@ -56,7 +56,8 @@ PyObject *ag_value_alloc(void) { return value_alloc(); }
 
 /* Allocating the Value before the node is made means nothing can run between the
  * node's birth and its owner (invariant 7): not even a GC pass. */
-PyObject *ag_value_own(PyObject *v, ag_id id)
+/* Inline here, where every op's result comes from; ag_value_own for the other files. */
+AG_INLINE PyObject *value_own(PyObject *v, ag_id id)
 {
     if (!id) {
         Py_DECREF(v);
@@ -68,6 +69,8 @@ PyObject *ag_value_own(PyObject *v, ag_id id)
     ag_note_state_below((ValueObject *)v, node);
     return v;
 }
+
+PyObject *ag_value_own(PyObject *v, ag_id id) { return value_own(v, id); }
 
 /* The caller keeps the node alive throughout. Allocating the Value may run a GC pass,
  * and so any Python code, which may itself ask for this node's Value: whichever Value
@@ -471,7 +474,7 @@ AG_INLINE PyObject *apply_binary(int op, const char *symbol, PyObject *a, PyObje
         return NULL;
     ag_id id = a_is_value && b_is_value ? ag_apply(op, VALUE_ID(a), VALUE_ID(b))
              : ag_apply_const(op, VALUE_ID(a_is_value ? a : b), constant, !a_is_value);
-    return id ? ag_value_own(out, id) : (Py_DECREF(out), ag_raise_failure(symbol, inputs_of_failure(a, b)));
+    return id ? value_own(out, id) : (Py_DECREF(out), ag_raise_failure(symbol, inputs_of_failure(a, b)));
 }
 
 AG_INLINE PyObject *apply_unary(int op, const char *name, PyObject *a)
@@ -480,7 +483,7 @@ AG_INLINE PyObject *apply_unary(int op, const char *name, PyObject *a)
     if (!out)
         return NULL;
     ag_id id = ag_apply(op, VALUE_ID(a), 0);
-    return id ? ag_value_own(out, id) : (Py_DECREF(out), ag_raise_failure(name, inputs_of_failure(a, NULL)));
+    return id ? value_own(out, id) : (Py_DECREF(out), ag_raise_failure(name, inputs_of_failure(a, NULL)));
 }
 
 /* v.leaky_relu(slope=0.01): the slope becomes the op's constant second input. */
@@ -498,7 +501,7 @@ static PyObject *apply_with_slope(int op, const char *name, PyObject *a, PyObjec
     if (!out)
         return NULL;
     ag_id id = ag_apply_const(op, VALUE_ID(a), slope, 0);
-    return id ? ag_value_own(out, id) : (Py_DECREF(out), ag_raise_failure(name, inputs_of_failure(a, NULL)));
+    return id ? value_own(out, id) : (Py_DECREF(out), ag_raise_failure(name, inputs_of_failure(a, NULL)));
 }
 
 /* pyautograd.maximum(a, b): Values or real numbers, at least one a Value. */

@@ -206,7 +206,34 @@ done:
     return result;
 }
 
+/* node_ops(values) -> tuple of ints: each Value's op code (pyautograd.engine.OP_NAMES
+ * indexes them), plus 256 where the node is a derivative built for the values of the
+ * time (AG_FLAG_CHOSEN). What `_op` cannot say: a constant from a leaf, a hand-made
+ * node from an op whose symbol its text copies. For pyautograd.export. */
+static PyObject *node_ops(PyObject *module, PyObject *values)
+{
+    (void)module;
+    PyObject *seq = PySequence_Fast(values, "node_ops() needs a sequence of Values");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *result = PyTuple_New(n);
+    for (Py_ssize_t i = 0; result && i < n; i++) {
+        PyObject *value = PySequence_Fast_GET_ITEM(seq, i), *code;
+        ag_id id;
+        if (root_of(value, "node_ops", &id) < 0 || !(code = PyLong_FromLong(
+                ag_node_at(id)->op + ((ag_node_at(id)->flags & AG_FLAG_CHOSEN) ? 256 : 0)))) {
+            Py_CLEAR(result);
+            break;
+        }
+        PyTuple_SET_ITEM(result, i, code);
+    }
+    Py_DECREF(seq);
+    return result;
+}
+
 PyMethodDef ag_walk_functions[] = {
+    {"node_ops", node_ops, METH_O, "node_ops(values) -> op codes (+256: chosen derivative)"},
     {"graph_size", graph_size, METH_O, "graph_size(value): nodes reachable from value"},
     {"graph_stats", graph_stats, METH_O, "graph_stats(value) -> (counts by op code, depth)"},
     {"nearest", nearest, METH_VARARGS, "nearest(value, max_nodes) -> (values, edges, cut, left_out)"},

@@ -87,6 +87,12 @@ class Module:
     def parameters(self) -> list[Value]:
         return []
 
+    def to_torch(self) -> Any:
+        """This Neuron, Layer or MLP as a torch.nn.Sequential of nn.Linear (float64, the
+        same weights) and nn.ReLU (pyautograd.export.module_to_torch; needs torch)."""
+        from .export import module_to_torch
+        return module_to_torch(self)
+
 
 class Neuron(Module):
 

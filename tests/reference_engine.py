@@ -42,6 +42,60 @@ def _sigmoid(a):
     return _div(1.0, 1.0 + _exp(-a))
 
 
+def _sin(a):
+    return math.nan if math.isinf(a) else math.sin(a)
+
+
+def _cos(a):
+    return math.nan if math.isinf(a) else math.cos(a)
+
+
+def _sqrt(a):
+    if a < 0 or math.isnan(a):
+        return math.nan
+    return math.sqrt(a)
+
+
+def _sign(a):
+    return 1.0 if a > 0 else -1.0 if a < 0 else 0.0  # 0 at 0 (and nan): PyTorch's abs'(0)
+
+
+# gelu(approximate='tanh'), PyTorch's: 0.5 a (1 + tanh(beta (a + kappa a^3)))
+_GELU_BETA = 1.41421356237309504880 * 1.12837916709551257390 * 0.5  # sqrt(2 / pi)
+_GELU_KAPPA = 0.044715
+
+
+def _gelu(a):
+    return 0.5 * a * (1.0 + math.tanh(_GELU_BETA * (a + _GELU_KAPPA * (a * a * a))))
+
+
+def _gelu_grad(a):
+    # d/da: 0.5 (1 + t) + 0.5 a (1 - t^2) beta (1 + 3 kappa a^2), t the tanh above
+    t = math.tanh(_GELU_BETA * (a + _GELU_KAPPA * a ** 3))
+    return 0.5 * (1.0 + t) + 0.5 * a * (1.0 - t * t) * _GELU_BETA * (1.0 + 3.0 * _GELU_KAPPA * a * a)
+
+
+def _softplus(a):
+    return a if a > 20.0 else math.log1p(_exp(a))  # PyTorch's threshold 20
+
+
+def _maximum(a, b):
+    if math.isnan(a) or math.isnan(b):
+        return math.nan
+    return a if a >= b else b
+
+
+def _minimum(a, b):
+    if math.isnan(a) or math.isnan(b):
+        return math.nan
+    return a if a <= b else b
+
+
+def _shares(a, b):
+    """(to a, to b) for maximum(a, b): all to the larger, half each at a tie (PyTorch's)."""
+    return (0.5, 0.5) if a == b else (1.0, 0.0) if a > b else (0.0, 1.0)
+
+
 def _pow_grads(a, b, out):
     d_base = 0.0 if b == 0.0 else b * _pow(a, b - 1.0)  # x ** 0 is constant
     d_exponent = 0.0 if a == 0.0 and b >= 0.0 else out * _log(a)  # no 0 * log 0
@@ -61,7 +115,21 @@ OPS = {
     "exp": (1, lambda a, b: _exp(a), lambda a, b, out: (out, 0.0)),
     "log": (1, lambda a, b: _log(a), lambda a, b, out: (_div(1.0, a), 0.0)),
     "sigmoid": (1, lambda a, b: _sigmoid(a), lambda a, b, out: (out * (1.0 - out), 0.0)),
+    "sin": (1, lambda a, b: _sin(a), lambda a, b, out: (_cos(a), 0.0)),
+    "cos": (1, lambda a, b: _cos(a), lambda a, b, out: (-_sin(a), 0.0)),
+    "sqrt": (1, lambda a, b: _sqrt(a), lambda a, b, out: (_div(0.5, out), 0.0)),
+    "abs": (1, lambda a, b: abs(a), lambda a, b, out: (_sign(a), 0.0)),
+    "gelu": (1, lambda a, b: _gelu(a), lambda a, b, out: (_gelu_grad(a), 0.0)),
+    "softplus": (1, lambda a, b: _softplus(a),
+                 lambda a, b, out: (1.0 if a > 20.0 else _sigmoid(a), 0.0)),
+    # v.leaky_relu(slope): b is the slope, a number (the C row's constant second input)
+    "leaky_relu": (2, lambda a, b: a if a > 0.0 else a * b,
+                   lambda a, b, out: (1.0, 0.0) if a > 0.0 else (b, a)),
+    "maximum": (2, _maximum, lambda a, b, out: _shares(a, b)),
+    "minimum": (2, _minimum, lambda a, b, out: _shares(b, a)),
 }
+# ops whose second input is a number Python passes (v.leaky_relu(slope)), never a Value
+NUMBER_SECOND = {"leaky_relu"}
 
 
 class Node:

@@ -64,6 +64,7 @@ def require_dot():
 REQUIREMENTS = {
     "graphviz": require_dot,
     "torch": lambda: require("torch", "PYAUTOGRAD_REQUIRE_TORCH"),
+    "jax": lambda: require("jax", "PYAUTOGRAD_REQUIRE_JAX"),
 }
 
 

@@ -26,12 +26,25 @@ What agreement means, for a value or gradient q against torch's r:
   test_edge_leaves_are_fuzzed_and_follow_torch compares every edge strictly.
 
 Edges where we follow torch on purpose (pow's exponent gradient at base 0, relu's
-gradient 0 at 0) are compared like everything else. One deliberate difference is kept
-out: relu's gradient at a nan input is 0 (micrograd's `out > 0`), torch passes the
-gradient through; the generator never feeds nan to relu (it negates instead). Another is
-avoided: log and division at a subnormal input (|x| < 2.2e-308), where the local derivative
-1/x overflows to inf and g * inf is inf or nan; torch divides (g / x) and may stay finite.
-The generator negates instead of log and multiplies instead of dividing there.
+gradient 0 at 0, abs' 0 at 0, leaky_relu's slope at 0, half the gradient to each side of
+a maximum or minimum tie, softplus linear past 20) are compared like everything else.
+Branches whose side rounding may decide (relu, abs, leaky_relu at a value within its
+bound of 0, maximum and minimum of two values within their bounds of each other,
+softplus within its bound of 20) allow the jump of the derivative there.
+
+One deliberate difference is kept out: relu's gradient at a nan input is 0 (micrograd's
+`out > 0`), torch passes the gradient through; the generator never feeds nan to relu (it
+negates instead). Another is avoided: log and division at a subnormal input (|x| <
+2.2e-308), where the local derivative 1/x overflows to inf and g * inf is inf or nan;
+torch divides (g / x) and may stay finite. The generator negates instead of log and
+multiplies instead of dividing there. A third: maximum and minimum at a nan input pass
+the gradient to both inputs in torch and 0 to both here (a disagreement with torch's
+rule); the generator adds instead. And where torch's softplus backward overflows (it
+computes grad * exp(x) before dividing by exp(x) + 1; ours grad * (exp(x) / (exp(x) + 1))
+stays finite for grads past ~1e300), nothing is claimed unless both are finite.
+
+v.leaky_relu(slope) takes the instruction's number as its slope (none, the default 0.01,
+for the Value-Value form); pyautograd.maximum and minimum take the three forms.
 
 PYAUTOGRAD_FUZZ_EXAMPLES=N runs N random graphs (and proportionally more deep and wide
 ones) with a fresh random seed each run; by default a fixed, derandomized few thousand.
@@ -48,8 +61,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import pyautograd
 from pyautograd import functional as F
-from pyautograd.engine import OP_NAMES, Value
+from pyautograd.engine import OP_NAMES, OP_PYTHON, Value
 
 from conftest import require
 
@@ -60,13 +74,19 @@ TINY = 2.0 ** -1074 / U  # below 2**-1022 rounding is absolute: one subnormal st
 REL = 1e-12
 ROUNDING_SLACK = 32
 
-UNARY = ["neg", "relu", "tanh", "exp", "log", "sigmoid"]
-BINARY = ["add", "sub", "mul", "truediv", "pow"]
+UNARY = ["neg", "relu", "tanh", "exp", "log", "sigmoid", "sin", "cos", "sqrt", "abs", "gelu",
+         "softplus"]
+SLOPED = ["leaky_relu"]  # v.leaky_relu(slope): a number for its second input
+BINARY = ["add", "sub", "mul", "truediv", "pow", "maximum", "minimum"]
+FUNCTIONS = {"maximum", "minimum"}  # pyautograd.maximum(a, b), not an operator
 NARY = ["sum", "dot"]
-ALL_OPS = UNARY + BINARY + NARY
-# custom passes no gradient; local's derivatives are numbers the program gives; step
-# and gate are internal (relu's derivatives in derivative graphs: test_higher_order.py)
-NOT_DIFFERENTIABLE_AGAINST_TORCH = {"leaf", "const", "custom", "local", "step", "gate"}
+ALL_OPS = UNARY + SLOPED + BINARY + NARY
+DEFAULT_SLOPE = 0.01  # v.leaky_relu()'s, and torch's
+# custom passes no gradient; local's derivatives are numbers the program gives; the
+# internal rows (step, gate, sign, leaky_slope, softplus_d, max_share) are made only by
+# derivative graphs (test_higher_order.py)
+INTERNAL = {n for c, n in enumerate(OP_NAMES) if OP_PYTHON[c] == "internal"}
+NOT_DIFFERENTIABLE_AGAINST_TORCH = {"leaf", "const", "custom", "local"} | INTERNAL
 
 CONSTANTS = [0.0, 1.0, -1.0, 2.0, -2.0, 3.0, 0.5, -0.5, 2.5, 0.1, 1e-3, 100.0]
 EDGES = [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, 1e-200, -1e-200, 1e200, 750.0, -750.0,
@@ -93,6 +113,11 @@ def ours(op, args):
         return -args[0]
     if op in UNARY:
         return getattr(args[0], op)()
+    if op == "leaky_relu":
+        x, slope = args
+        return x.leaky_relu() if slope == DEFAULT_SLOPE else x.leaky_relu(slope)
+    if op in FUNCTIONS:
+        return getattr(pyautograd, op)(*args)
     if op == "sum":
         return F.sum(args)
     if op == "dot":
@@ -106,8 +131,16 @@ def theirs(op, args):
     tensor division, not torch's reciprocal-times-scalar, which makes 0/1e-300 nan)."""
     if op == "neg":
         return -args[0]
+    if op == "gelu":
+        return torch.nn.functional.gelu(args[0], approximate="tanh")
+    if op == "softplus":
+        return torch.nn.functional.softplus(args[0])
     if op in UNARY:
         return getattr(torch, op)(args[0])
+    if op == "leaky_relu":
+        return torch.nn.functional.leaky_relu(args[0], float(args[1]))
+    if op in FUNCTIONS:
+        return getattr(torch, op)(*args)
     if op == "sum":
         return functools.reduce(operator.add, args)  # left to right, like ag_sum
     if op == "dot":
@@ -129,8 +162,42 @@ _NP_FORWARD = {
     "truediv": lambda a, b: a / b, "pow": lambda a, b: np.power(a, b), "neg": lambda a: -a,
     "relu": lambda a: np.float64(0.0) if a < 0 else a, "tanh": np.tanh, "exp": np.exp,
     "log": np.log, "sigmoid": lambda a: 1.0 / (1.0 + np.exp(-a)),
+    "sin": np.sin, "cos": np.cos, "sqrt": np.sqrt, "abs": np.abs,
+    "gelu": lambda a: 0.5 * a * (1.0 + np.tanh(GELU_BETA * (a + GELU_KAPPA * (a * a * a)))),
+    "softplus": lambda a: a if a > 20.0 else np.log1p(np.exp(a)),
+    "leaky_relu": lambda a, b: a if a > 0 else a * b,
+    "maximum": np.maximum, "minimum": np.minimum,
 }
 SLACK = 32 * U  # how far rounding may move a quantity, relative to its bound S
+SOFTPLUS_JUMP = math.log1p(math.exp(-20.0)) / U  # softplus's step at its threshold 20, in u
+GELU_BETA = 1.41421356237309504880 * 1.12837916709551257390 * 0.5
+GELU_KAPPA = 0.044715
+
+
+def _gelu_parts(a):
+    """gelu's pieces as both engines compute them, and rounding bounds (in u) of its value
+    (own) and derivative (own_d), and its second derivative (for the inputs' share)."""
+    with np.errstate(all="ignore"):
+        return _gelu_parts_ieee(np.float64(a))
+
+
+def _gelu_parts_ieee(a):
+    cube = a * a * a
+    inner = GELU_BETA * (a + GELU_KAPPA * cube)
+    t = np.tanh(inner)
+    s = 1.0 - t * t
+    u1 = GELU_BETA * (1.0 + 3.0 * GELU_KAPPA * (a * a))
+    e_inner = 3 * GELU_BETA * abs(GELU_KAPPA * cube) + 2 * abs(inner)
+    e_t = abs(t) + _scaled(s, e_inner)  # tanh's own ulp (the engines' tanh differ) + inner's
+    out = 0.5 * a * (1.0 + t)
+    own = _scaled(0.5 * a, e_t + abs(1.0 + t)) + abs(out)
+    left, right = 0.5 * (1.0 + t), _scaled(_scaled(0.5 * a, s), u1) if s != 0 else 0.0
+    d = left + (0.5 * a * s * u1 if s != 0 else 0.0)
+    own_d = (0.5 * (e_t + abs(1.0 + t)) + abs(left) + 4 * right
+             + _scaled(_scaled(0.5 * a, u1), 2 * abs(t) * e_t + t * t + abs(s)) + abs(d))
+    second = _scaled(s, u1) + _scaled(_scaled(0.5 * a, s), abs(6 * GELU_BETA * GELU_KAPPA * a)
+                                      + 2 * _scaled(t, u1 * u1))
+    return out, d, own, own_d, second
 
 
 def category(x):
@@ -223,7 +290,45 @@ def _local_derivatives(op, a, b, out, sa, sb, sout):
     if op == "sigmoid":
         d = out * (1.0 - out)
         return [(d, _scaled(1.0 - 2 * out, sout) + 3 * abs(d) + abs(out))]
+    if op == "sin":
+        d = np.cos(a)
+        return [(d, abs(d) + _scaled(np.sin(a), sa))]
+    if op == "cos":
+        d = -np.sin(a)
+        return [(d, abs(d) + _scaled(np.cos(a), sa))]
+    if op == "sqrt":  # G / (2 out) in both engines: one division, the product's rounding
+        d = 0.5 / out
+        return [(d, _scaled(d / out, sout))]
+    if op == "abs":
+        d = 1.0 if a > 0 else -1.0 if a < 0 else 0.0  # sign(nan) is 0, as torch's sgn
+        return [(d, 2.0 / U if _side_unsure(a, sa) else 0.0)]
+    if op == "leaky_relu":
+        d = 1.0 if a > 0 else b
+        return [(d, 2.0 * abs(1.0 - b) / U if _side_unsure(a, sa) else 0.0),
+                (0.0 if a > 0 else a, 0.0)]
+    if op == "gelu":
+        _, d, _, own_d, second = _gelu_parts(a)
+        return [(d, own_d + _scaled(second, sa))]
+    if op == "softplus":
+        if a > 20.0:
+            d, s_d = 1.0, 0.0
+        else:
+            e = np.exp(a)
+            d = e / (e + 1.0)
+            s_d = 3 * abs(d) + _scaled(d * (1.0 - d), sa)
+        return [(d, s_d + (1.0 / U if _side_unsure(a - 20.0, sa) else 0.0))]
+    if op in ("maximum", "minimum"):
+        first, second = (a, b) if op == "maximum" else (b, a)
+        da = 0.5 if a == b else 1.0 if first > second else 0.0
+        jump = 2.0 / U if _side_unsure(a - b, sa + sb) else 0.0
+        return [(da, jump), (0.5 if a == b else 1.0 - da, jump)]
     raise AssertionError(op)
+
+
+def _side_unsure(x, s):
+    """Whether rounding (bound s) may put x on either side of 0, so a branch on its sign
+    may go either way."""
+    return s > 0 and abs(x) <= 8 * U * s
 
 
 class Graph:
@@ -252,6 +357,9 @@ class Graph:
         if op == "truediv" and subnormal(constant if constant is not None and not constant_first
                                          else self.value(refs[-1])):
             op = "mul"
+        if op in FUNCTIONS and any(math.isnan(x) for x in [self.value(r) for r in refs]
+                                   + ([constant] if constant is not None else [])):
+            op = "add"  # see the module docstring: the gradient at a nan differs
         if op in NARY:
             return self._add_nary(op, refs)
         args_ours = [nodes[i]["ours"] for i in refs]
@@ -277,9 +385,21 @@ class Graph:
         # operations, bitwise the same in both engines; the library functions may differ by
         # an ulp (torch's tanh/exp/log are not the C library's), sigmoid rounds three times.
         own = {"sigmoid": 3 * abs(out) + TINY, "tanh": abs(out) + TINY, "exp": abs(out) + TINY,
-               "log": abs(out) + TINY, "pow": abs(out) + TINY}.get(op, 0.0)
-        if op == "relu":
+               "log": abs(out) + TINY, "pow": abs(out) + TINY, "sin": abs(out) + TINY,
+               "cos": abs(out) + TINY}.get(op, 0.0)
+        if op in ("relu", "abs"):
             s_out = own + sa  # either branch moves the value by at most a's error
+        elif op == "leaky_relu":
+            s_out = max(1.0, abs(b)) * sa
+        elif op in ("maximum", "minimum"):
+            s_out = sa + sb  # the chosen input's, or the other's if rounding may swap them
+        elif op == "gelu":
+            _, d, own, _, _ = _gelu_parts(a)
+            s_out = own + TINY + _scaled(d, sa)
+        elif op == "softplus":
+            d = local_derivatives(op, a, b, out, sa, sb, 0.0)[0][0]
+            s_out = (0.0 if a > 20 else 2 * abs(out) + TINY) + _scaled(d, sa)
+            s_out += SOFTPLUS_JUMP if _side_unsure(a - 20.0, sa) else 0.0
         else:
             derivs0 = local_derivatives(op, a, b, out, sa, sb, 0.0)
             s_out = own + sum(_scaled(d, s) for (d, _), s in zip(derivs0, scales))
@@ -289,6 +409,7 @@ class Graph:
             s_out = 0.0  # an inf or nan both engines must produce: no rounding to carry on
         derivs = local_derivatives(op, a, b, out, sa, sb, s_out)
         self._append(op, all_refs, derivs, out_ours, out_theirs, s_out, unsure)
+        nodes[-1]["a"] = a
         shown = [f"n{r}" if r is not None else repr(constant) for r in all_refs]
         self.trace[-1] = f"n{len(nodes) - 1} = {op}({', '.join(shown)})"
         return len(nodes) - 1
@@ -361,6 +482,9 @@ class Graph:
                 sg[k] = 0.0  # an inf or nan both engines must produce
             refs = nodes[k]["refs"]
             inputs_unsure = nodes[k]["unsure"] or any(nodes[j]["unsure"] for j in refs if j is not None)
+            if nodes[k]["op"] == "softplus" and nodes[k]["a"] <= 20.0 and math.isfinite(g):
+                # torch's backward makes grad * exp(x) first: past ~1e300 it overflows
+                inputs_unsure = inputs_unsure or not math.isfinite(abs(g) * math.exp(nodes[k]["a"]))
             for j, (d, s_d) in zip(refs, nodes[k]["derivs"]):
                 if j is None:
                     continue  # a constant: no gradient to compare
@@ -419,6 +543,8 @@ def run_instruction(graph, instr, width, recent=4):
         return graph.add(op, refs)
     if op in UNARY:
         return graph.add(op, [first])
+    if op in SLOPED:  # the number is the slope; the Value-Value form: the default slope
+        return graph.add(op, [first], constant=DEFAULT_SLOPE if form == "vv" else constant)
     if form == "vv":
         return graph.add(op, [first, j % pool])
     return graph.add(op, [first], constant=constant, constant_first=form == "cv")
@@ -481,6 +607,10 @@ def test_edge_leaves_are_fuzzed_and_follow_torch():
         for op in UNARY:
             graph = Graph([x])
             graph.add(op, [0])
+            graph.check()
+        for slope in [DEFAULT_SLOPE] + CONSTANTS:
+            graph = Graph([x])
+            graph.add("leaky_relu", [0], constant=slope)
             graph.check()
         for op in BINARY:
             for c in CONSTANTS:

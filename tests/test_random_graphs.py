@@ -6,6 +6,9 @@ nodes get reused (shared subexpressions, `a + a`), numbers join on either side
 (constants), and `**` takes Value exponents. An instruction whose result would leave the
 op's domain or grow past 1e8 becomes tanh of its first operand instead, in both engines,
 so the graphs stay well conditioned and identical (IEEE edges are test_ops.py's job).
+v.leaky_relu(slope) takes the instruction's number as its slope; pyautograd.maximum and
+minimum take the three forms like the operators (ties, from shared nodes, are exact in
+both engines: half the gradient to each side).
 
 Tolerances: values are compared exactly (the same IEEE operations in the same order,
 with the same libm). Grads are sums whose order differs between the engines; each may
@@ -18,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference_engine as ref
+import pyautograd
 from pyautograd._ag import lib
 from pyautograd.engine import OP_NAMES, OP_PYTHON, Value
 
@@ -38,6 +42,8 @@ def call(engine, op, a, b=None):
     return {
         "add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b,
         "truediv": lambda: a / b, "pow": lambda: a ** b,
+        "leaky_relu": lambda: a.leaky_relu(b),  # b: the slope, a number
+        "maximum": lambda: pyautograd.maximum(a, b), "minimum": lambda: pyautograd.minimum(a, b),
     }[op]()
 
 
@@ -47,7 +53,7 @@ def acceptable(op, node, exponent_is_value):
     if not math.isfinite(out) or abs(out) > BOUND:
         return False
     a = node.inputs[0].data
-    if op == "log":
+    if op in ("log", "sqrt"):
         return a > 1e-3
     if op == "truediv":
         return abs(node.inputs[1].data) > 1e-3
@@ -83,6 +89,8 @@ def build(leaves, program):
         (va, ra), (vb, rb) = pool[-1 - i % min(len(pool), 4)], pool[j % len(pool)]
         if ref.OPS[op][0] == 1:
             args_ag, args_ref = (va,), (ra,)
+        elif op in ref.NUMBER_SECOND:  # v.leaky_relu(slope): the number is the slope
+            args_ag, args_ref = (va, constant), (ra, constant)
         elif form == "vv":
             args_ag, args_ref = (va, vb), (ra, rb)
         elif form == "vc":

@@ -1,9 +1,10 @@
 """Replay (Value.forward): re-running a recorded graph in C must give bitwise what
 rebuilding the same graph from scratch with the same leaf values gives.
 
-Covers random graphs over every op of the C table (hypothesis), the cache of
-topological orders (many replays, more roots than the cache holds, roots dying and
-their ids being reused), and the limits, like torch.jit.trace's: Python control flow
+Covers random graphs over every op of the C table (hypothesis; operators, methods,
+v.leaky_relu(slope) and pyautograd.maximum/minimum, fed inf, nan and exact ties), the
+cache of topological orders (many replays, more roots than the cache holds, roots dying
+and their ids being reused), and the limits, like torch.jit.trace's: Python control flow
 that read .data is not re-run; branches inside ops (relu) are.
 """
 import gc
@@ -41,10 +42,17 @@ nary_dot = pyautograd.dot
 # so the same graph can be built twice with different leaf values.
 
 # Ops the engine makes only inside derivative graphs (OP_PYTHON "internal") are left out.
+# Binary rows are operators (operator.add) or module functions (pyautograd.maximum), in
+# their three forms; a method_slope row (v.leaky_relu(slope)) takes the instruction's
+# number as its slope, or none (the default slope).
 UNARY = [n for c, n in enumerate(OP_NAMES) if lib.ag_op_arity(c) == 1 and OP_PYTHON[c] != "internal"]
-BINARY = [n for c, n in enumerate(OP_NAMES) if lib.ag_op_arity(c) == 2 and OP_PYTHON[c] != "internal"]
+BINARY = [n for c, n in enumerate(OP_NAMES)
+          if lib.ag_op_arity(c) == 2 and OP_PYTHON[c] not in ("internal", "method_slope")]
+FUNCTIONS = {n for c, n in enumerate(OP_NAMES) if OP_PYTHON[c] == "function"}
+SLOPED = [n for c, n in enumerate(OP_NAMES) if OP_PYTHON[c] == "method_slope"]
 KINDS = ([("unary", n) for n in UNARY]
          + [(form, n) for n in BINARY for form in ("binary", "value_op_number", "number_op_value")]
+         + [(form, n) for n in SLOPED for form in ("slope", "default_slope")]
          + [("sum", ""), ("dot", ""), ("dot_bias", "")])
 # Nodes made by hand have no forward to replay: forward() refuses them (tested below).
 HAND_MADE = {"custom", "local"}
@@ -52,8 +60,14 @@ INTERNAL = {n for c, n in enumerate(OP_NAMES) if OP_PYTHON[c] == "internal"}
 
 
 def test_every_op_of_the_table_is_in_the_random_programs():
-    covered = set(UNARY) | set(BINARY) | {"sum", "dot", "leaf", "const"}
+    covered = set(UNARY) | set(BINARY) | set(SLOPED) | {"sum", "dot", "leaf", "const"}
     assert covered | HAND_MADE | INTERNAL == set(OP_NAMES)
+    assert FUNCTIONS <= set(BINARY) and {"maximum", "minimum", "leaky_relu"} <= covered
+
+
+def binary(name):
+    """The Python spelling of a binary row: an operator, or a pyautograd function."""
+    return getattr(pyautograd, name) if name in FUNCTIONS else getattr(operator, name)
 
 
 def apply(kind, name, picks, constant, nodes):
@@ -63,11 +77,15 @@ def apply(kind, name, picks, constant, nodes):
     if kind == "unary":
         return -pick(0) if name == "neg" else getattr(pick(0), name)()
     if kind == "binary":
-        return getattr(operator, name)(pick(0), pick(1))  # pow(Value, Value): a Value exponent
+        return binary(name)(pick(0), pick(1))  # pow(Value, Value): a Value exponent
     if kind == "value_op_number":
-        return getattr(operator, name)(pick(0), constant)
+        return binary(name)(pick(0), constant)
     if kind == "number_op_value":
-        return getattr(operator, name)(constant, pick(0))
+        return binary(name)(constant, pick(0))
+    if kind == "slope":
+        return getattr(pick(0), name)(constant)
+    if kind == "default_slope":
+        return getattr(pick(0), name)()
     if kind == "sum":
         return nary_sum([pick(i) for i in range(len(picks))])
     if kind in ("dot", "dot_bias"):
