@@ -82,6 +82,8 @@ def _restore(cls, data, grad, label):
     if not isinstance(cls, type) or not issubclass(cls, Value):
         raise TypeError(f"cannot restore a Value as {cls!r}")
     value = Value(data) if cls is Value else Value.__new__(cls, data)
+    if cls is not Value:  # made whole now: a later __init__ does nothing, as for any Value
+        Value.__init__(value, data)
     value.grad = grad
     value.label = label
     return value

@@ -103,6 +103,7 @@ class Control:
         self.kept = []         # Values hooks met: identity-checked by the next invariant
         self.resurrected = []  # Values a finalizer brought back
         self.weakrefs = []     # weak references with callbacks, kept so the callbacks run
+        self.reg_owners = []   # weak references to the Values given `w.reg = w * w`
         self.sweeps = []       # (node ids, runs Python rules, root) of sweeps test code runs
         self.running_rules = []  # node ids whose hostile Python rule is running
         self.held = lambda: []  # the machine's Held records
@@ -581,6 +582,12 @@ def act_reinit(ctl, rnd):
                              f"{before!r} -> {after!r}")
 
 
+# `w.reg = w * w` on Values that Python-rule ops also use makes a cycle through a pin that
+# several nodes hold, which the GC cannot be shown (a known limit, pinned by
+# test_reentrancy.py's strict xfail test): left out unless PYAUTOGRAD_HOSTILE_REG=1.
+REG_CYCLES = os.environ.get("PYAUTOGRAD_HOSTILE_REG") == "1"
+
+
 def act_attributes(ctl, rnd):
     """Attributes on held Values that the machine does not check: a number, a finalizer
     (its __del__ is a hook when the Value dies), a Value made from the Value itself
@@ -589,13 +596,14 @@ def act_attributes(ctl, rnd):
     if not held:
         return
     h = held[rnd.randrange(len(held))]
-    kind = rnd.choice(["number", "finalizer", "reg", "label", "vars"])
+    kind = rnd.choice(["number", "finalizer", "label", "vars"] + (["reg"] if REG_CYCLES else []))
     if kind == "number":
         h.v.hostile_n = rnd.random()
     elif kind == "finalizer":
         h.v.hostile_fin = Finalizer()
     elif kind == "reg":
         h.v.reg = h.v * h.v
+        CTL.reg_owners.append(weakref.ref(h.v))
     elif kind == "vars":
         vars(h.v)  # counts as Python state from now on
     else:
@@ -618,7 +626,7 @@ def act_text(ctl, rnd):
             a.label = text
         except ValueError:
             if a.label != "":
-                raise AssertionError(f"a refused label changed the label to {a.label!r}")
+                raise AssertionError(f"a refused label changed the label to {a.label!r}") from None
         else:
             if a.label != text:
                 raise AssertionError(f"label {text!r} came back as {a.label!r}")
@@ -706,7 +714,7 @@ def act_python_chain(ctl, rnd):
     for k in range(n):
         y = hostile_mul(y, Value(1.0), where="_backward in a long chain") if k % 2 else y + 0.0
     if rnd.random() < 0.3:
-        done = nested(ctl, y, lambda: y.backward() or True, "backward")
+        done = nested(ctl, y, lambda root=y: root.backward() or True, "backward")
         if done and x.grad != 1.0:
             raise AssertionError(f"grad through a chain of {n} ops {x.grad!r}")
     del y
@@ -1091,6 +1099,14 @@ class HostileMachine(ProgramMachine):
             CTL.kept.clear()
             CTL.weakrefs.clear()
             gc.unfreeze()  # the final collections see everything
+            # A cycle through a pin that several nodes hold (w.reg = w * w where w is also
+            # an input of a Python-rule op) is not collected: a known limit, pinned by
+            # test_reentrancy.py's xfail test. The machine breaks those cycles here, so
+            # the count below still checks everything else.
+            for ref in CTL.reg_owners:
+                owner = ref()
+                if owner is not None and "reg" in vars(owner):
+                    del owner.reg
             for _ in range(5):  # finalizers run by a pass may bring more back
                 CTL.resurrected.clear()
                 gc.collect()

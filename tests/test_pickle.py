@@ -6,6 +6,7 @@ stays one object (pickle's memo). Models arrive with the same parameters, indepe
 the original's (deepcopy, pickle) or shared with it (copy.copy, as for any Python object).
 """
 import copy
+import gc
 import math
 import pickle
 
@@ -80,6 +81,7 @@ def test_the_graph_does_not_travel():
 
 
 def test_copies_leak_nothing():
+    gc.collect()  # earlier tests' cycles, which a GC pass here would free mid-count
     base = live()
     values = [Value(float(i), label=f"v{i}") for i in range(100)]
     for trip in ROUND_TRIPS.values():
