@@ -5,6 +5,11 @@ they live as long as the optimizer, whatever happens to the `params` list) and i
 buffers in cffi arrays of its own (csrc/optim.c updates them in place), so step() and
 zero_grad() cross into C once, however many parameters there are.
 
+state_dict() and load_state_dict() save and restore an optimizer in torch.optim's shape,
+and an optimizer pickles and deep-copies together with its model (its parameters travel
+as the model's Values, so they stay shared), so a run saved at step k and resumed gives
+bitwise the losses of the run that never stopped.
+
 Every hyper-parameter (lr, momentum, betas, eps, weight_decay, decoupled) is a property
 that checks what it is given at once, so one set between steps (a schedule, a warm-up of
 momentum) takes effect at the next step, and a bad one raises where it is set, naming
@@ -47,11 +52,53 @@ class Optimizer:
             raise ValueError("optimizer got an empty parameter list")
         if len(set(params)) != len(params):
             raise ValueError("a parameter appears more than once in params")
+        self._attach(params)
+        self.lr = lr
+
+    def _attach(self, params: list[Value]) -> None:
         self.params = params
         self._nodes = _ag.NodeList(params)  # owns the nodes the ids below name
         self._n = len(params)
         self._ids = ffi.from_buffer("ag_id[]", self._nodes)
-        self.lr = lr
+
+    # ---- saving: torch's state_dict, and pickle and copy.deepcopy ----
+
+    _HYPER: tuple[str, ...] = ("lr",)
+
+    def state_dict(self) -> dict:
+        """torch.optim's shape: {"state": {index: {name: number}}, "param_groups": [{the
+        hyper-parameters, "params": [index, ...]}]}, parameters by position in params."""
+        group = {name: getattr(self, name) for name in self._HYPER}
+        group["params"] = list(range(self._n))
+        return {"state": self._param_state(), "param_groups": [group]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Takes back what state_dict() gave, for an optimizer over as many parameters."""
+        groups = state_dict["param_groups"]
+        if len(groups) != 1 or list(groups[0]["params"]) != list(range(self._n)):
+            raise ValueError(f"load_state_dict: this optimizer has {self._n} parameter(s) in one "
+                             f"group; the state has groups of {[len(g['params']) for g in groups]}")
+        for name in self._HYPER:  # each setter checks its value
+            setattr(self, name, groups[0][name])
+        self._load_param_state(state_dict["state"])
+
+    def __getstate__(self) -> dict:
+        # the parameters travel as Values: pickled with their model, they stay shared
+        return {"params": self.params, "state_dict": self.state_dict()}
+
+    def __setstate__(self, state: dict) -> None:
+        self._attach(list(state["params"]))
+        self._fresh_state()
+        self.load_state_dict(state["state_dict"])
+
+    def _fresh_state(self) -> None:
+        raise NotImplementedError
+
+    def _param_state(self) -> dict:
+        raise NotImplementedError
+
+    def _load_param_state(self, state: dict) -> None:
+        raise NotImplementedError
 
     @property
     def lr(self) -> float:
@@ -82,8 +129,25 @@ class SGD(Optimizer):
         super().__init__(params, lr)
         self.momentum = momentum
         self.weight_decay = weight_decay
+        self._fresh_state()
+
+    _HYPER = ("lr", "momentum", "weight_decay")
+
+    def _fresh_state(self) -> None:
         self._momentum_buffer = None  # a double[] from the first step with momentum on
         self._steps = 0
+
+    def _param_state(self) -> dict:
+        if self._momentum_buffer is None:
+            return {}
+        return {i: {"momentum_buffer": self._momentum_buffer[i]} for i in range(self._n)}
+
+    def _load_param_state(self, state: dict) -> None:
+        self._momentum_buffer = None
+        if state:
+            self._momentum_buffer = self._buffer()
+            for i in range(self._n):
+                self._momentum_buffer[i] = float(state[i]["momentum_buffer"])
 
     @property
     def momentum(self) -> float:
@@ -131,9 +195,28 @@ class Adam(Optimizer):
         self.eps = eps
         self.weight_decay = weight_decay
         self.decoupled = decoupled
+        self._fresh_state()
+
+    _HYPER = ("lr", "betas", "eps", "weight_decay", "decoupled")
+
+    def _fresh_state(self) -> None:
         self._exp_avg = self._buffer()
         self._exp_avg_sq = self._buffer()
         self._steps = 0
+
+    def _param_state(self) -> dict:
+        if not self._steps:
+            return {}
+        return {i: {"step": self._steps, "exp_avg": self._exp_avg[i], "exp_avg_sq": self._exp_avg_sq[i]}
+                for i in range(self._n)}
+
+    def _load_param_state(self, state: dict) -> None:
+        self._fresh_state()
+        if state:
+            self._steps = int(state[0]["step"])
+            for i in range(self._n):
+                self._exp_avg[i] = float(state[i]["exp_avg"])
+                self._exp_avg_sq[i] = float(state[i]["exp_avg_sq"])
 
     @property
     def betas(self) -> tuple[float, float]:

@@ -2,8 +2,10 @@
 1e-12) for SGD and Adam/AdamW over their settings, with lr changed between steps; and
 the optimizers' own contract (zero_grad, validation, keeping parameters alive).
 """
+import copy
 import gc
 import math
+import pickle
 import random
 
 import pytest
@@ -209,3 +211,71 @@ def test_reprs():
     ps = [Value(1.0), Value(2.0)]
     assert repr(optim.SGD(ps, lr=0.1)) == "SGD(2 parameters, lr=0.1, momentum=0.0, weight_decay=0.0)"
     assert "decoupled=True" in repr(optim.Adam(ps, decoupled=True))
+
+
+# ---- saving and resuming ----
+
+def _moons_like(seed):
+    from pyautograd import nn
+    random.seed(seed)
+    model = nn.MLP(2, [6, 1])
+    data = [([random.uniform(-1, 1), random.uniform(-1, 1)], random.choice([-1.0, 1.0]))
+            for _ in range(12)]
+    return model, data
+
+
+def _train(model, opt, data, steps):
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = sum((1 + -y * model(x)).relu() for x, y in data) * (1.0 / len(data))
+        loss.backward()
+        opt.step()
+        losses.append(loss.data)
+    return losses
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-3),
+    lambda ps: optim.Adam(ps, lr=0.05, weight_decay=1e-3),
+    lambda ps: optim.Adam(ps, lr=0.05, weight_decay=1e-2, decoupled=True),
+])
+@pytest.mark.parametrize("how", ["pickle", "deepcopy", "state_dict"])
+def test_a_run_saved_and_resumed_gives_bitwise_the_same_losses(make, how):
+    model, data = _moons_like(3)
+    opt = make(model.parameters())
+    whole = _train(model, opt, data, 10)
+
+    model, data = _moons_like(3)
+    opt = make(model.parameters())
+    first = _train(model, opt, data, 4)
+    if how == "pickle":
+        model, opt = pickle.loads(pickle.dumps((model, opt)))
+    elif how == "deepcopy":
+        model, opt = copy.deepcopy((model, opt))
+    else:
+        saved_weights = [p.data for p in model.parameters()]
+        saved = opt.state_dict()
+        model, data = _moons_like(3)
+        for p, w in zip(model.parameters(), saved_weights):
+            p.data = w
+        opt = make(model.parameters())
+        opt.load_state_dict(saved)
+    assert all(a is b for a, b in zip(opt.params, model.parameters()))  # still shared
+    assert first + _train(model, opt, data, 6) == whole
+
+
+def test_state_dict_has_torchs_shape_and_bad_states_are_refused():
+    xs = [Value(1.0), Value(2.0)]
+    opt = optim.Adam(xs, lr=0.1)
+    for x in xs:
+        x.grad = 0.5
+    opt.step()
+    sd = opt.state_dict()
+    assert sd["param_groups"][0]["params"] == [0, 1] and sd["param_groups"][0]["lr"] == 0.1
+    assert set(sd["state"][1]) == {"step", "exp_avg", "exp_avg_sq"} and sd["state"][1]["step"] == 1
+    with pytest.raises(ValueError, match="has 1 parameter"):
+        optim.Adam([Value(1.0)], lr=0.1).load_state_dict(sd)
+    bad = {"state": {}, "param_groups": [dict(sd["param_groups"][0], lr=-1.0)]}
+    with pytest.raises(ValueError, match="lr"):
+        optim.Adam(xs, lr=0.1).load_state_dict(bad)
