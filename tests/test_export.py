@@ -536,11 +536,13 @@ def test_the_export_moons_example_trains_the_same_in_torch(torch, monkeypatch, c
 
 # ---- optional dependencies ----
 
-def test_import_pyautograd_imports_neither_torch_nor_jax():
+def test_import_pyautograd_imports_neither_torch_nor_jax(tmp_path):
     code = ("import sys, pyautograd, pyautograd.export, pyautograd.nn\n"
             "assert 'torch' not in sys.modules and 'jax' not in sys.modules, "
             "[m for m in sys.modules if m in ('torch', 'jax')]\n")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # from a temporary directory: from the repository root the source tree would shadow
+    # the installed package
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
 
 
 @pytest.mark.parametrize("target,extra", [("to_torch", "torch"), ("to_jax", "jax")])
