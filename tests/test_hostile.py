@@ -49,6 +49,7 @@ import math
 import numbers
 import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -1140,11 +1141,34 @@ def _scaled(default):
     return max(1, _EXTRA * default // 2000) if _EXTRA else default
 
 
-TestHostileProgram = HostileMachine.TestCase
-TestHostileProgram.settings = settings(
-    max_examples=_scaled(DEFAULT_PROGRAMS), stateful_step_count=STEPS, deadline=None,
-    derandomize=not _EXTRA, database=None, suppress_health_check=list(HealthCheck),
-    **({"phases": [Phase.explicit, Phase.reuse, Phase.generate]} if "shrink" in OFF else {}))
+# The program machine runs in an interpreter of its own (test_hostile_program below):
+# what it checks at the end, every node freed, depends on when the cyclic GC runs, which
+# depends on everything the process did before. In a suite that imported torch and jax
+# first, a cycle of a Python-rule op and a Value with a finalizer attribute was once left
+# uncollected (issue 17, still open); run this file alone to reproduce that state-free.
+_IN_CHILD = os.environ.get("PYAUTOGRAD_HOSTILE_CHILD") == "1"
+
+
+def test_hostile_program(tmp_path):
+    """The machine below, in a fresh interpreter: its verdict is this test's."""
+    if _IN_CHILD:
+        pytest.skip("this is the child run: TestHostileProgram below is the test")
+    env = dict(os.environ, PYAUTOGRAD_HOSTILE_CHILD="1")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           f"{os.path.abspath(__file__)}::TestHostileProgram"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "1 passed" in done.stdout, done.stdout[-2000:]
+
+
+TestHostileProgram = HostileMachine.TestCase if _IN_CHILD else None
+if TestHostileProgram is None:
+    del TestHostileProgram
+else:
+    TestHostileProgram.settings = settings(
+        max_examples=_scaled(DEFAULT_PROGRAMS), stateful_step_count=STEPS, deadline=None,
+        derandomize=not _EXTRA, database=None, suppress_health_check=list(HealthCheck),
+        **({"phases": [Phase.explicit, Phase.reuse, Phase.generate]} if "shrink" in OFF else {}))
 
 
 # ---- the threaded variant ----
