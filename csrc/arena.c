@@ -457,29 +457,8 @@ static void free_if_dead(ag_row *row)
     free(row);
 }
 
-AG_INLINE void finish_taking_apart(ag_arena *ar, ag_id id, ag_node *node)
-{
-    const ag_dot_rows *held = ag_rows_of(node);
-    if (held) {
-        ag_dot_rows rows = *held;
-        free_if_dead(rows.weights);
-        free_if_dead(rows.xs);
-    }
-    if (ag_op_is_nary(node->op))
-        detach_list(node);
-    if (node->flags & side_flags)
-        forget_in_side_tables(id, node->flags);
-    node->op = AG_FREE;
-    node->flags = 0;
-    node->in[0] = ar->free_head;
-    ar->free_head = id;
-    ar->live--;
-    if (--ar->block_live[id >> AG_BLOCK_SHIFT] == 0)
-        ar->empty_blocks++;
-    ar->freeing = 0;
-}
-
-/* finish_taking_apart for a node with its inputs in itself (not n-ary). */
+/* The end of taking a node apart, once what it held is released: it leaves its side
+ * tables and joins the free list. All a node with its inputs in itself needs. */
 AG_INLINE void finish_simple(ag_arena *ar, ag_id id, ag_node *node)
 {
     if (node->flags & side_flags)
@@ -492,6 +471,20 @@ AG_INLINE void finish_simple(ag_arena *ar, ag_id id, ag_node *node)
     if (--ar->block_live[id >> AG_BLOCK_SHIFT] == 0)
         ar->empty_blocks++;
     ar->freeing = 0;
+}
+
+/* An n-ary node also frees its dead rows and its input list first. */
+AG_INLINE void finish_taking_apart(ag_arena *ar, ag_id id, ag_node *node)
+{
+    const ag_dot_rows *held = ag_rows_of(node);
+    if (held) {
+        ag_dot_rows rows = *held;
+        free_if_dead(rows.weights);
+        free_if_dead(rows.xs);
+    }
+    if (ag_op_is_nary(node->op))
+        detach_list(node);
+    finish_simple(ar, id, node);
 }
 
 /* Frees the nodes on the worklist and whatever dies with them. A chain of 10^7 nodes
