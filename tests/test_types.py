@@ -317,7 +317,7 @@ def test_the_stubs_match_the_runtime(tmp_path):
     """mypy's stubtest: every name and signature in engine.pyi and __init__.pyi exists at
     runtime with that shape (C methods show only their names), and the C type has nothing
     the stub lacks. The modules typed inline are their own stubs."""
-    allow = [r"pyautograd\.(arena|functional|losses|modes|nn|optim|viz)(\..*)?",
+    allow = [r"pyautograd\.(arena|export|functional|losses|modes|nn|optim|viz)(\..*)?",
              r"pyautograd\.(no_grad|detect_anomaly)\..*",  # modes.py's, re-exported
              # stub-only, so that attributes of one's own (p.m) type-check; at runtime
              # they live in the instance's __dict__
@@ -343,12 +343,19 @@ def test_the_op_tables_stubs_are_current():
 
 def _doc_blocks():
     """{file name: code} for every ```python block of README.md and docs/*.md, named after
-    its page and line (README_99.py) so that a report points at it."""
+    its page and line (README_99.py) so that a report points at it. A block that needs an
+    optional package (torch, jax: its `needs:` line) is checked where that package is
+    installed, and always where CI requires the package (PYAUTOGRAD_REQUIRE_TORCH, ..._JAX)."""
     from test_docs import PAGES, ROOT, fenced_blocks
+
+    def checkable(needs):
+        return all(importlib.util.find_spec(name) is not None
+                   or os.environ.get(f"PYAUTOGRAD_REQUIRE_{name.upper()}") for name in needs)
+
     blocks = {}
     for page in PAGES:
-        for line, language, code, _ in fenced_blocks(page):
-            if language == "python":
+        for line, language, code, needs in fenced_blocks(page):
+            if language == "python" and checkable(needs):
                 stem = re.sub(r"\W", "_", str(page.relative_to(ROOT).with_suffix("")))
                 blocks[f"{stem}_{line}.py"] = code
     assert len(blocks) >= 10
