@@ -3,6 +3,7 @@
 API mode, out of line: the cdef is csrc/ag.h itself (its `#` lines dropped), so the
 C declarations are written once.
 """
+
 import os
 import sys
 
@@ -10,9 +11,27 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(HERE, "csrc")
-SOURCES = ["arena.c", "nodes.c", "sweep.c", "grad.c", "higher.c", "tangents.c", "labels.c",
-           "optim.c", "stats.c", "nn.c", "value.c", "value_new.c", "bridge.c", "pins.c", "node_list.c",
-           "layer_weights.c", "graph.c", "walks.c", "python.c"]
+SOURCES = [
+    "arena.c",
+    "nodes.c",
+    "sweep.c",
+    "grad.c",
+    "higher.c",
+    "tangents.c",
+    "labels.c",
+    "optim.c",
+    "stats.c",
+    "nn.c",
+    "value.c",
+    "value_new.c",
+    "bridge.c",
+    "pins.c",
+    "node_list.c",
+    "layer_weights.c",
+    "graph.c",
+    "walks.c",
+    "python.c",
+]
 
 
 def read_cdef():
@@ -37,8 +56,9 @@ LDFLAGS += os.environ.get("PYAUTOGRAD_LDFLAGS", "").split()
 ffibuilder = FFI()
 # Beyond ag.h: the GIL check, and the call that makes the Value type and the functions
 # that speak the Python C-API (value.c, graph.c) and adds them to this module.
-ffibuilder.cdef(read_cdef() + "\nint ag_gil_held(void);\nint ag_python_init(void);\n"
-                "const char *ag_python_init_error(void);\n")
+ffibuilder.cdef(
+    read_cdef() + "\nint ag_gil_held(void);\nint ag_python_init(void);\nconst char *ag_python_init_error(void);\n"
+)
 ffibuilder.set_source(
     "pyautograd._ag",
     PREAMBLE,

@@ -16,6 +16,7 @@ and prints a markdown table, the targets from the issue, and the machine.
 Timings are the best of several repeats (the machine may be shared). Not a test: nothing
 here asserts; the tests check correctness, this only measures.
 """
+
 import argparse
 import gc
 import json
@@ -37,6 +38,7 @@ ENGINES = {"pyautograd": AgValue, "micrograd": MgValue}
 
 
 # ---- timing helpers ----
+
 
 class gc_mode:
     """Runs a block with the cyclic GC on (default thresholds) or off, then restores it."""
@@ -62,6 +64,7 @@ def best(repeats, run):
 
 # ---- lifecycle of one op ----
 
+
 def lifecycle_loop(a, b, n, kind):
     """n ops whose results are dropped at once: each is made and freed. Ten per loop turn
     so the loop itself weighs little."""
@@ -69,10 +72,28 @@ def lifecycle_loop(a, b, n, kind):
     t0 = time.perf_counter()
     if kind == "add":
         for _ in range(turns):
-            a + b; a + b; a + b; a + b; a + b; a + b; a + b; a + b; a + b; a + b  # noqa: E702
+            a + b
+            a + b
+            a + b
+            a + b
+            a + b
+            a + b
+            a + b
+            a + b
+            a + b
+            a + b  # noqa: E702
     else:
         for _ in range(turns):
-            a * 2.0; a * 2.0; a * 2.0; a * 2.0; a * 2.0; a * 2.0; a * 2.0; a * 2.0; a * 2.0; a * 2.0  # noqa
+            a * 2.0
+            a * 2.0
+            a * 2.0
+            a * 2.0
+            a * 2.0
+            a * 2.0
+            a * 2.0
+            a * 2.0
+            a * 2.0
+            a * 2.0  # noqa
     return time.perf_counter() - t0, turns * 10
 
 
@@ -104,6 +125,7 @@ def lifecycle_collect(V, kind, n, repeats):
 
 
 # ---- a big graph: build and backward ----
+
 
 def build_graph(V, n_terms, n_leaves=1000, keep=None):
     """sum over k of relu(w[k] * x[k'] + b), summed pairwise (depth ~log2 n_terms, so
@@ -163,6 +185,7 @@ def graph_bench(V, n_terms, repeats, gc_on):
 
 # ---- a deep chain: build plus backward ----
 
+
 def in_big_thread(fn):
     """Runs fn in a thread with a 512 MB stack (micrograd's sort recurses once per level)."""
     result = []
@@ -183,6 +206,7 @@ def in_big_thread(fn):
 
 def chain_bench(V, steps, repeats, gc_on):
     """Seconds for: x = x * 1.0001 + 0.001, `steps` times, then backward."""
+
     def run():
         with gc_mode(gc_on):
             t0 = time.perf_counter()
@@ -201,6 +225,7 @@ def chain_bench(V, steps, repeats, gc_on):
 
 
 # ---- memory per node (in a fresh subprocess) ----
+
 
 def memory_child(engine, n_terms):
     """Runs in a subprocess: prints JSON with bytes per node, alive and graph-only."""
@@ -221,25 +246,35 @@ def memory_child(engine, n_terms):
     nodes = count_nodes(root)  # after measuring: the count's sort grows scratch buffers
     root.backward()
     arena_after_backward = stats()["bytes"] - arena0  # the sort's and the sweep's scratch
-    print(json.dumps({
-        "nodes": nodes,
-        "alive": (py_alive + arena_alive) / nodes,
-        "alive_python": py_alive / nodes,
-        "alive_arena": arena_alive / nodes,
-        "graph_only": (py_graph + arena_graph) / nodes,
-        "scratch_after_backward": (arena_after_backward - arena_graph) / nodes,
-        "node_size": stats()["node_size"],
-    }))
+    print(
+        json.dumps(
+            {
+                "nodes": nodes,
+                "alive": (py_alive + arena_alive) / nodes,
+                "alive_python": py_alive / nodes,
+                "alive_arena": arena_alive / nodes,
+                "graph_only": (py_graph + arena_graph) / nodes,
+                "scratch_after_backward": (arena_after_backward - arena_graph) / nodes,
+                "node_size": stats()["node_size"],
+            }
+        )
+    )
 
 
 def memory(engine, n_terms):
     here = os.path.abspath(__file__)
-    done = subprocess.run([sys.executable, here, "--memory-child", engine, str(n_terms)],
-                          capture_output=True, text=True, check=True, cwd=os.path.dirname(here))
+    done = subprocess.run(
+        [sys.executable, here, "--memory-child", engine, str(n_terms)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(here),
+    )
     return json.loads(done.stdout)
 
 
 # ---- beside a busy Python thread ----
+
 
 def beside_busy_thread(V, n, repeats):
     """ns per `a + b` (made and freed) while another thread spins in pure Python."""
@@ -261,6 +296,7 @@ def beside_busy_thread(V, n, repeats):
 
 # ---- report ----
 
+
 def machine():
     cpu = "unknown"
     try:
@@ -272,9 +308,13 @@ def machine():
     except OSError:
         pass
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
-    return (f"{platform.platform()}; CPU: {cpu} ({os.cpu_count()} logical); "
-            f"Python {platform.python_version()} ({platform.python_implementation()}); "
-            f"load average at start {load[0]:.2f}" if load != ("?",) else "")
+    return (
+        f"{platform.platform()}; CPU: {cpu} ({os.cpu_count()} logical); "
+        f"Python {platform.python_version()} ({platform.python_implementation()}); "
+        f"load average at start {load[0]:.2f}"
+        if load != ("?",)
+        else ""
+    )
 
 
 def ratio(slow, fast):
@@ -299,8 +339,11 @@ def main():
     big_repeats = 1 if quick else 3
 
     print(f"machine: {machine()}")
-    print(f"sizes: {ops_n:,} ops per lifecycle run, graph of {graph_terms:,} terms, "
-          f"chain of {chain_steps:,} steps; best of {repeats} (big: {big_repeats})\n", flush=True)
+    print(
+        f"sizes: {ops_n:,} ops per lifecycle run, graph of {graph_terms:,} terms, "
+        f"chain of {chain_steps:,} steps; best of {repeats} (big: {big_repeats})\n",
+        flush=True,
+    )
 
     rows = []
 
@@ -311,58 +354,87 @@ def main():
     collect_ns = {}
     for kind, label in (("add", "`a + b` lifecycle"), ("mul", "`a * 2.0` lifecycle")):
         collect_ns[kind] = lifecycle_collect(MgValue, kind, ops_n, repeats)
-        row(label,
+        row(
+            label,
             lifecycle(AgValue, kind, ops_n, repeats, gc_on=True),
             lifecycle(MgValue, kind, ops_n, repeats, gc_on=True),
             lifecycle(MgValue, kind, ops_n, repeats, gc_on=False),
-            "ns/op", ">= 2.7x vs GC off" if kind == "add" else "")
+            "ns/op",
+            ">= 2.7x vs GC off" if kind == "add" else "",
+        )
 
     ag_build, ag_back, nodes = graph_bench(AgValue, graph_terms, big_repeats, gc_on=True)
     mg_build_on, mg_back_on, mg_nodes = graph_bench(MgValue, graph_terms, big_repeats, gc_on=True)
     mg_build_off, mg_back_off, _ = graph_bench(MgValue, graph_terms, big_repeats, gc_on=False)
     row(f"build, {nodes:,}-node graph", ag_build, mg_build_on, mg_build_off, "ns/node")
-    row(f"backward, {nodes:,}-node graph", ag_back, mg_back_on, mg_back_off, "ns/node",
-        ">= 45x vs GC off")
+    row(f"backward, {nodes:,}-node graph", ag_back, mg_back_on, mg_back_off, "ns/node", ">= 45x vs GC off")
 
-    row(f"chain of {chain_steps:,}: build + backward",
+    row(
+        f"chain of {chain_steps:,}: build + backward",
         chain_bench(AgValue, chain_steps, big_repeats, gc_on=True) * 1e3,
         chain_bench(MgValue, chain_steps, big_repeats, gc_on=True) * 1e3,
         chain_bench(MgValue, chain_steps, big_repeats, gc_on=False) * 1e3,
-        "ms", ">= 20x vs GC on")
+        "ms",
+        ">= 20x vs GC on",
+    )
 
     ag_mem, mg_mem = memory("pyautograd", memory_terms), memory("micrograd", memory_terms)
-    row(f"memory, every Value alive ({ag_mem['nodes']:,} nodes)",
-        ag_mem["alive"], mg_mem["alive"], mg_mem["alive"], "bytes/node", "<= 100")
-    row("memory, only the root alive", ag_mem["graph_only"], mg_mem["graph_only"],
-        mg_mem["graph_only"], "bytes/node", "<= 64")
+    row(
+        f"memory, every Value alive ({ag_mem['nodes']:,} nodes)",
+        ag_mem["alive"],
+        mg_mem["alive"],
+        mg_mem["alive"],
+        "bytes/node",
+        "<= 100",
+    )
+    row(
+        "memory, only the root alive",
+        ag_mem["graph_only"],
+        mg_mem["graph_only"],
+        mg_mem["graph_only"],
+        "bytes/node",
+        "<= 64",
+    )
 
     quiet_ag = lifecycle(AgValue, "add", ops_n, repeats, gc_on=True)
     quiet_mg = lifecycle(MgValue, "add", ops_n, repeats, gc_on=True)
     busy_ag = beside_busy_thread(AgValue, ops_n, repeats)
     busy_mg = beside_busy_thread(MgValue, ops_n, repeats)
     row("`a + b` lifecycle, quiet", quiet_ag, quiet_mg, math.nan, "ns/op")
-    row("`a + b` lifecycle, beside a busy thread", busy_ag, busy_mg, math.nan, "ns/op",
-        "~2x quiet (time-sliced GIL), not 100x")
+    row(
+        "`a + b` lifecycle, beside a busy thread",
+        busy_ag,
+        busy_mg,
+        math.nan,
+        "ns/op",
+        "~2x quiet (time-sliced GIL), not 100x",
+    )
 
-    print("| measurement | pyautograd | micrograd, GC on | micrograd, GC off "
-          "| vs GC on | vs GC off | unit | target |")
+    print("| measurement | pyautograd | micrograd, GC on | micrograd, GC off | vs GC on | vs GC off | unit | target |")
     print("|---|---:|---:|---:|---:|---:|---|---|")
     for what, ours, on, off, unit, target in rows:
         off_cell = "-" if math.isnan(off) else f"{off:,.1f}"
         off_ratio = "-" if math.isnan(off) else ratio(off, ours)
-        print(f"| {what} | {ours:,.1f} | {on:,.1f} | {off_cell} | {ratio(on, ours)} "
-              f"| {off_ratio} | {unit} | {target} |")
+        print(
+            f"| {what} | {ours:,.1f} | {on:,.1f} | {off_cell} | {ratio(on, ours)} | {off_ratio} | {unit} | {target} |"
+        )
     print()
-    print(f"micrograd with GC off leaves its ops' cycles for gc.collect(), which then costs "
-          f"{collect_ns['add']:.0f} ns per `a + b` and {collect_ns['mul']:.0f} ns per `a * 2.0` "
-          f"(not in the table's GC-off column).")
-    print(f"pyautograd memory with every Value alive: {ag_mem['alive_python']:.1f} bytes/node of "
-          f"Python objects (the 56-byte Value, its GC header included) + {ag_mem['alive_arena']:.1f} "
-          f"in the arena.")
-    print(f"pyautograd node size: {ag_mem['node_size']} bytes; backward's scratch buffers, "
-          f"kept for reuse after it: {ag_mem['scratch_after_backward']:.1f} bytes/node; "
-          f"busy-thread slowdown: pyautograd {busy_ag / quiet_ag:.1f}x, "
-          f"micrograd {busy_mg / quiet_mg:.1f}x")
+    print(
+        f"micrograd with GC off leaves its ops' cycles for gc.collect(), which then costs "
+        f"{collect_ns['add']:.0f} ns per `a + b` and {collect_ns['mul']:.0f} ns per `a * 2.0` "
+        f"(not in the table's GC-off column)."
+    )
+    print(
+        f"pyautograd memory with every Value alive: {ag_mem['alive_python']:.1f} bytes/node of "
+        f"Python objects (the 56-byte Value, its GC header included) + {ag_mem['alive_arena']:.1f} "
+        f"in the arena."
+    )
+    print(
+        f"pyautograd node size: {ag_mem['node_size']} bytes; backward's scratch buffers, "
+        f"kept for reuse after it: {ag_mem['scratch_after_backward']:.1f} bytes/node; "
+        f"busy-thread slowdown: pyautograd {busy_ag / quiet_ag:.1f}x, "
+        f"micrograd {busy_mg / quiet_mg:.1f}x"
+    )
     print(f"machine: {machine()}")
 
 

@@ -20,6 +20,7 @@ The machine may be shared and busy: the compared variants run interleaved in one
 (their order alternating), each is repeated, and the minimum counts. Not a test: it
 asserts nothing.
 """
+
 import argparse
 import gc
 import os
@@ -47,7 +48,7 @@ def interleaved(variants, repeats):
     results = {name: [] for name in variants}
     order = list(variants.items())
     for r in range(repeats):
-        for name, run in (order if r % 2 == 0 else order[::-1]):
+        for name, run in order if r % 2 == 0 else order[::-1]:
             gc.collect()
             results[name].append(run())
     return {name: min(times) for name, times in results.items()}
@@ -55,9 +56,11 @@ def interleaved(variants, repeats):
 
 # ---- 1. data/grad reads and writes ----
 
+
 class Slotted:
     """The cheapest Python object with a data and a grad: what a Value's attributes cost
     at best in CPython."""
+
     __slots__ = ("data", "grad")
 
     def __init__(self, data):
@@ -67,6 +70,7 @@ class Slotted:
 
 def attribute_loops(objs, passes):
     """Each loop does `passes` passes over objs and returns seconds per object visit."""
+
     def together():
         t0 = clock()
         for _ in range(passes):
@@ -105,8 +109,13 @@ def attribute_loops(objs, passes):
                 p.data -= 1e-9
         return (clock() - t0) / (passes * len(objs))
 
-    return {"together": together, "`v.data`": data_read, "`v.grad`": grad_read,
-            "`v.grad = 0.0`": grad_write, "`p.data -= x`": data_isub}
+    return {
+        "together": together,
+        "`v.data`": data_read,
+        "`v.grad`": grad_read,
+        "`v.grad = 0.0`": grad_write,
+        "`p.data -= x`": data_isub,
+    }
 
 
 def bench_attributes(n_objs, passes, repeats):
@@ -123,6 +132,7 @@ def bench_attributes(n_objs, passes, repeats):
 
 # ---- 2. a leaf against an op, made and dropped ----
 
+
 def bench_leaf(n, repeats):
     """ns per `Value(x)` and per `a + b`, each made and dropped; ten per loop turn."""
     a, b, x = Value(1.5), Value(2.5), 0.25
@@ -132,13 +142,31 @@ def bench_leaf(n, repeats):
     def leaf():
         t0 = clock()
         for _ in range(turns):
-            V(x); V(x); V(x); V(x); V(x); V(x); V(x); V(x); V(x); V(x)  # noqa: E702
+            V(x)
+            V(x)
+            V(x)
+            V(x)
+            V(x)
+            V(x)
+            V(x)
+            V(x)
+            V(x)
+            V(x)  # noqa: E702
         return (clock() - t0) / (turns * 10)
 
     def add():
         t0 = clock()
         for _ in range(turns):
-            a + b; a + b; a + b; a + b; a + b; a + b; a + b; a + b; a + b; a + b  # noqa: E702
+            a + b
+            a + b
+            a + b
+            a + b
+            a + b
+            a + b
+            a + b
+            a + b
+            a + b
+            a + b  # noqa: E702
         return (clock() - t0) / (turns * 10)
 
     best = interleaved({"leaf": leaf, "add": add}, repeats)
@@ -146,6 +174,7 @@ def bench_leaf(n, repeats):
 
 
 # ---- 3. micrograd-style layer code ----
+
 
 def layer(w, x):
     return [sum(wi * xi for wi, xi in zip(wo, x)) for wo in w]
@@ -165,6 +194,7 @@ def bench_layer(nout, nin, calls, repeats):
             for _ in range(calls):
                 layer(w, x)
             return (clock() - t0) / calls
+
         return timed
 
     best = interleaved({"ag": run(w_v, x_v), "float": run(w_f, x_f)}, repeats)
@@ -172,6 +202,7 @@ def bench_layer(nout, nin, calls, repeats):
 
 
 # ---- 4. backward of a fresh big graph ----
+
 
 def bench_backward(n_terms, repeats):
     """ns per node of backward alone, each repeat on a freshly built graph, GC off while
@@ -192,6 +223,7 @@ def bench_backward(n_terms, repeats):
             del root, ws, xs
             gc.collect()  # frees micrograd's cycles before the next variant runs
             return elapsed / nodes[V]
+
         return timed
 
     best = interleaved({"ag": run(Value), "mg": run(MgValue)}, repeats)
@@ -199,6 +231,7 @@ def bench_backward(n_terms, repeats):
 
 
 # ---- 5. pyautograd.nn: an eager step against a replayed one ----
+
 
 def bench_nn_replay(steps, repeats):
     """ms per moons training step (examples/moons.train), rebuilding the graph each step
@@ -212,6 +245,7 @@ def bench_nn_replay(steps, repeats):
             stamps = []
             moons.train(model, X, y, steps, replay, lambda k, loss, acc: stamps.append(clock()))
             return (stamps[-1] - stamps[0]) / (steps - 1)
+
         return timed
 
     best = interleaved({"eager": run(False), "replay": run(True)}, repeats)
@@ -260,6 +294,7 @@ def bench_microgpt(steps, repeats):
 
 # ---- report ----
 
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, fewer steps")
@@ -269,7 +304,7 @@ def main(argv=None):
     # Many short runs rather than a few long ones: a noisy spell of a shared machine
     # then spoils a few runs, and the minimum skips them.
     repeats = 5 if quick else 11
-    attr_objs, attr_passes = 4192, 10   # microgpt's parameter count
+    attr_objs, attr_passes = 4192, 10  # microgpt's parameter count
     leaf_ops = 200_000
     layer_calls = 100
     graph_terms, graph_repeats = 250_000, (1 if quick else 5)  # ~10^6 nodes; steal hits single runs
@@ -277,9 +312,12 @@ def main(argv=None):
     gpt_steps, gpt_repeats = (6 if quick else 20), (2 if quick else 3)
 
     print(f"machine: {machine()}")
-    print(f"best of {repeats} (backward: {graph_repeats}, moons: {moons_repeats} runs of "
-          f"{moons_steps} steps, microgpt: {gpt_repeats} runs of {gpt_steps} steps)"
-          f"{'; quick' if quick else ''}\n", flush=True)
+    print(
+        f"best of {repeats} (backward: {graph_repeats}, moons: {moons_repeats} runs of "
+        f"{moons_steps} steps, microgpt: {gpt_repeats} runs of {gpt_steps} steps)"
+        f"{'; quick' if quick else ''}\n",
+        flush=True,
+    )
     started = clock()
 
     def note(what):
@@ -294,35 +332,59 @@ def main(argv=None):
 
     attrs = bench_attributes(attr_objs, attr_passes, repeats)
     ag, plain = attrs["together"]
-    row("data/grad: `v.data`, `v.grad`, `v.grad = 0.0`, `p.data -= x` (Value vs __slots__ object)",
-        f"{ag:.0f} ns", f"{plain:.0f} ns", ag / plain, "<= 1.5x")
+    row(
+        "data/grad: `v.data`, `v.grad`, `v.grad = 0.0`, `p.data -= x` (Value vs __slots__ object)",
+        f"{ag:.0f} ns",
+        f"{plain:.0f} ns",
+        ag / plain,
+        "<= 1.5x",
+    )
     note("attributes")
 
     leaf, add = bench_leaf(leaf_ops, repeats)
-    row("`Value(x)` made and dropped vs `a + b` made and dropped",
-        f"{leaf:.0f} ns", f"{add:.0f} ns", leaf / add, "<= 1.5x")
+    row(
+        "`Value(x)` made and dropped vs `a + b` made and dropped",
+        f"{leaf:.0f} ns",
+        f"{add:.0f} ns",
+        leaf / add,
+        "<= 1.5x",
+    )
     note("Value(x)")
 
     ag_layer, float_layer = bench_layer(64, 16, layer_calls, repeats)
-    row("layer code `[sum(wi * xi ...) for wo in w]`, 64 x 16 (Values vs floats)",
-        f"{ag_layer:.1f} us", f"{float_layer:.1f} us", ag_layer / float_layer, "<= 1.6x")
+    row(
+        "layer code `[sum(wi * xi ...) for wo in w]`, 64 x 16 (Values vs floats)",
+        f"{ag_layer:.1f} us",
+        f"{float_layer:.1f} us",
+        ag_layer / float_layer,
+        "<= 1.6x",
+    )
     note("layer code")
 
     ag_back, mg_back, nodes = bench_backward(graph_terms, graph_repeats)
-    row(f"backward of a fresh {nodes:,}-node graph (micrograd 0.1.0, GC off, vs pyautograd)",
-        f"{ag_back:.1f} ns/node", f"{mg_back:.0f} ns/node", mg_back / ag_back, ">= 45x")
+    row(
+        f"backward of a fresh {nodes:,}-node graph (micrograd 0.1.0, GC off, vs pyautograd)",
+        f"{ag_back:.1f} ns/node",
+        f"{mg_back:.0f} ns/node",
+        mg_back / ag_back,
+        ">= 45x",
+    )
     note("backward")
 
     eager, replay = bench_nn_replay(moons_steps, moons_repeats)
-    row("`pyautograd.nn` moons step: eager vs replay", f"{eager:.3f} ms", f"{replay:.3f} ms",
-        eager / replay, "<= 5x")
+    row("`pyautograd.nn` moons step: eager vs replay", f"{eager:.3f} ms", f"{replay:.3f} ms", eager / replay, "<= 5x")
     note("nn eager vs replay")
 
     phases, totals, losses = bench_microgpt(gpt_steps, gpt_repeats)
     ag_rate = gpt_steps / sum(totals["pyautograd"])
     py_rate = gpt_steps / sum(totals["python"])
-    row("microgpt training steps/s (PyValue, GC on, vs pyautograd)",
-        f"{ag_rate:.1f} steps/s", f"{py_rate:.2f} steps/s", ag_rate / py_rate, ">= 12x")
+    row(
+        "microgpt training steps/s (PyValue, GC on, vs pyautograd)",
+        f"{ag_rate:.1f} steps/s",
+        f"{py_rate:.2f} steps/s",
+        ag_rate / py_rate,
+        ">= 12x",
+    )
     note("microgpt")
 
     print("| figure | pyautograd | baseline | ratio | target | met |")
@@ -335,19 +397,27 @@ def main(argv=None):
         if what != "together":
             print(f"  {what:<16} {ag:6.1f} vs {plain:5.1f}  ({ag / plain:.2f}x)")
 
-    print(f"\nmicrogpt, ms per step summed over phases (minimum over {gpt_repeats} runs of "
-          f"the same {gpt_steps} steps):")
+    print(
+        f"\nmicrogpt, ms per step summed over phases (minimum over {gpt_repeats} runs of the same {gpt_steps} steps):"
+    )
     print(f"  {'':<12}" + "".join(f"{ph:>10}" for ph in PHASES) + f"{'step':>10}")
     sums = {e: {ph: sum(phases[e][ph]) / gpt_steps * 1e3 for ph in PHASES} for e in phases}
     for e in phases:
-        print(f"  {e:<12}" + "".join(f"{sums[e][ph]:10.2f}" for ph in PHASES)
-              + f"{sum(totals[e]) / gpt_steps * 1e3:10.2f}")
-    print(f"  {'ratio':<12}" + "".join(
-        f"{sums['python'][ph] / sums['pyautograd'][ph]:9.1f}x" for ph in PHASES)
-        + f"{sum(totals['python']) / sum(totals['pyautograd']):9.1f}x")
+        print(
+            f"  {e:<12}"
+            + "".join(f"{sums[e][ph]:10.2f}" for ph in PHASES)
+            + f"{sum(totals[e]) / gpt_steps * 1e3:10.2f}"
+        )
+    print(
+        f"  {'ratio':<12}"
+        + "".join(f"{sums['python'][ph] / sums['pyautograd'][ph]:9.1f}x" for ph in PHASES)
+        + f"{sum(totals['python']) / sum(totals['pyautograd']):9.1f}x"
+    )
     worst = max(abs(a - b) / abs(b) for a, b in zip(losses["pyautograd"], losses["python"]))
-    print(f"  losses of the two engines agree to {worst:.1e} relative over {gpt_steps} steps"
-          f"{'' if worst <= 1e-9 else '  WARNING: they should agree to 1e-9'}")
+    print(
+        f"  losses of the two engines agree to {worst:.1e} relative over {gpt_steps} steps"
+        f"{'' if worst <= 1e-9 else '  WARNING: they should agree to 1e-9'}"
+    )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\ntotal {clock() - started:.0f} s; load average at the end {load:.2f}")
 

@@ -12,6 +12,7 @@ hand (issue 20's target: within 1.2x).
 
     python bench/bench_export.py [--samples 100,10000] [--steps 5] [--repeats 60]
 """
+
 import argparse
 import os
 import random
@@ -46,6 +47,7 @@ def best(fn, repeats):
 
 def bench_torch(model, module, X, y, steps, repeats):
     import torch
+
     torch.set_num_threads(1)
     hand = model.to_torch()  # the same weights, written as torch users write it
     x = torch.tensor(X, dtype=torch.float64)
@@ -65,6 +67,7 @@ def bench_torch(model, module, X, y, steps, repeats):
                 loss.backward()
                 opt.step()
             return (time.perf_counter() - t) / steps
+
         return timed
 
     exported = run(module, lambda: module(x0, x1))
@@ -79,6 +82,7 @@ def bench_torch(model, module, X, y, steps, repeats):
 def bench_jax(fn, params, X, y, steps, repeats):
     import jax
     import jax.numpy as jnp
+
     x = jnp.asarray(X)
     x0, x1 = x[:, 0], x[:, 1]
     labels = jnp.asarray(y, dtype=jnp.float64)
@@ -95,6 +99,7 @@ def bench_jax(fn, params, X, y, steps, repeats):
             scores = f(p, x0, x1)
             reg = sum(jnp.sum(v * v) for v in p.values())
             return jnp.mean(jax.nn.relu(1 - labels * scores)) + 1e-4 * reg
+
         return loss
 
     cases = {}
@@ -114,13 +119,16 @@ def bench_jax(fn, params, X, y, steps, repeats):
                 out = call()
             jax.block_until_ready(out)
             return (time.perf_counter() - t) / steps
+
         return run
 
     times = {}
     for _ in range(repeats):
         for name, (forward, grad) in cases.items():
-            for what, call in (("forward", lambda f=forward: f(params, x0, x1)),
-                               ("value_and_grad", lambda g=grad: g(params, x0, x1))):
+            for what, call in (
+                ("forward", lambda f=forward: f(params, x0, x1)),
+                ("value_and_grad", lambda g=grad: g(params, x0, x1)),
+            ):
                 times.setdefault((what, name), []).append(timed(call)())
     return {k: min(v) for k, v in times.items()}
 
@@ -135,8 +143,10 @@ def main(argv=None):
     for n in map(int, args.samples.split(",")):
         X, y = data(n)
         t = bench_torch(model, module, X, y, args.steps, args.repeats)
-        print(f"torch, {n} samples, training step: exported {t['exported'] * 1e6:8.1f} us, "
-              f"by hand {t['by hand'] * 1e6:8.1f} us, ratio {t['exported'] / t['by hand']:.3f}")
+        print(
+            f"torch, {n} samples, training step: exported {t['exported'] * 1e6:8.1f} us, "
+            f"by hand {t['by hand'] * 1e6:8.1f} us, ratio {t['exported'] / t['by hand']:.3f}"
+        )
         try:
             import jax  # noqa: F401
         except ImportError:
@@ -145,8 +155,10 @@ def main(argv=None):
         j = bench_jax(fn, params, X, y, args.steps, args.repeats)
         for what in ("forward", "value_and_grad"):
             e, h = j[(what, "exported")], j[(what, "by hand")]
-            print(f"jax.jit, {n} samples, {what}: exported {e * 1e6:8.1f} us, "
-                  f"by hand {h * 1e6:8.1f} us, ratio {e / h:.3f}")
+            print(
+                f"jax.jit, {n} samples, {what}: exported {e * 1e6:8.1f} us, "
+                f"by hand {h * 1e6:8.1f} us, ratio {e / h:.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ the Values holding them go.
 
 Not a test: nothing here asserts; tests/test_higher_order.py checks correctness.
 """
+
 import argparse
 import gc
 import math
@@ -79,8 +80,7 @@ def hvp_parts(root, params, v):
     t3 = time.perf_counter()
     del first, s, result
     t4 = time.perf_counter()
-    return {"grad, graph": t1 - t0, "dot with v": t2 - t1, "grad of that": t3 - t2,
-            "free": t4 - t3, "HVP": t4 - t0}
+    return {"grad, graph": t1 - t0, "dot with v": t2 - t1, "grad of that": t3 - t2, "free": t4 - t3, "HVP": t4 - t0}
 
 
 def timed(fn):
@@ -93,11 +93,13 @@ def timed(fn):
 def measure(root, params, v, rounds):
     """Each measurement's times over interleaved rounds (seconds), with the cyclic GC
     off while timing (nothing here makes cycles) and run between measurements."""
-    runs = {"backward": lambda: {"backward": timed(root.backward)},
-            "grad": lambda: {"grad": timed(lambda: grad(root, params))},
-            "hvp": lambda: {"hvp": timed(lambda: hvp_dual(root, params, v))},
-            "jvp": lambda: {"jvp": timed(lambda: jvp(root, params, v))},
-            "HVP": lambda: hvp_parts(root, params, v)}
+    runs = {
+        "backward": lambda: {"backward": timed(root.backward)},
+        "grad": lambda: {"grad": timed(lambda: grad(root, params))},
+        "hvp": lambda: {"hvp": timed(lambda: hvp_dual(root, params, v))},
+        "jvp": lambda: {"jvp": timed(lambda: jvp(root, params, v))},
+        "HVP": lambda: hvp_parts(root, params, v),
+    }
     times = {}
     gc.disable()
     try:
@@ -123,8 +125,9 @@ def fresh_child(n_terms):
 
 def fresh(n_terms):
     here = os.path.abspath(__file__)
-    done = subprocess.run([sys.executable, here, "--fresh-child", str(n_terms)],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, here, "--fresh-child", str(n_terms)], capture_output=True, text=True, check=True
+    )
     back, first_hvp = map(float, done.stdout.split())
     return back, first_hvp
 
@@ -168,8 +171,10 @@ def machine():
     except OSError:
         pass
     load = f"; load average at start {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
-    return (f"{platform.platform()}; CPU: {cpu} ({os.cpu_count()} logical); "
-            f"Python {platform.python_version()} ({platform.python_implementation()}){load}")
+    return (
+        f"{platform.platform()}; CPU: {cpu} ({os.cpu_count()} logical); "
+        f"Python {platform.python_version()} ({platform.python_implementation()}){load}"
+    )
 
 
 def main():
@@ -191,8 +196,7 @@ def main():
     root, params = build_graph(args.terms)
     v = direction(len(params))
     nodes = graph_size(root)
-    print(f"graph: {nodes:,} nodes, {len(params):,} parameters; best of {args.rounds} "
-          f"interleaved rounds\n", flush=True)
+    print(f"graph: {nodes:,} nodes, {len(params):,} parameters; best of {args.rounds} interleaved rounds\n", flush=True)
 
     times = measure(root, params, v, args.rounds)
     best = {name: min(ts) for name, ts in times.items()}
@@ -206,8 +210,9 @@ def main():
         t, median = best[name], statistics.median(times[name])
         shown = f"HVP: {name}" if name in ("grad, graph", "dot with v", "grad of that", "free") else name
         target = f"<= {TARGET:g}x" if name == "HVP" else f"<= {TARGET_DUAL:g}x" if name == "hvp" else ""
-        print(f"| {shown} | {t * 1e3:,.2f} | {median * 1e3:,.2f} | {t / nodes * 1e9:,.1f} "
-              f"| {t / back:.2f}x | {target} |")
+        print(
+            f"| {shown} | {t * 1e3:,.2f} | {median * 1e3:,.2f} | {t / nodes * 1e9:,.1f} | {t / back:.2f}x | {target} |"
+        )
     ratio = best["HVP"] / back
     fresh_back, fresh_hvp = fresh(args.terms)
     print()
@@ -215,25 +220,35 @@ def main():
     by_dual = [h.data for h in hvp_dual(root, params, v)]
     by_graph = [h.data for h in hvp(root, params, v)]
     agree = max(abs(a - b) for a, b in zip(by_dual, by_graph)) / max(abs(b) for b in by_graph)
-    print(f"hvp (dual numbers) / backward: {dual_ratio:.2f}x best, "
-          f"{statistics.median(times['hvp']) / back:.2f}x median "
-          f"({'within' if dual_ratio <= TARGET_DUAL else 'OVER'} the {TARGET_DUAL:g}x target); "
-          f"it agrees with the double backward's H v to {agree:.1e} relative")
-    print(f"HVP / backward: {ratio:.1f}x best, {statistics.median(times['HVP']) / back:.1f}x median "
-          f"({'within' if ratio <= TARGET else 'OVER'} the {TARGET:g}x target); the first HVP in a "
-          f"fresh process: {fresh_hvp * 1e3:.2f} ms, {fresh_hvp / fresh_back:.1f}x its backward "
-          f"({fresh_back * 1e3:.2f} ms)")
-    print(f"derivative graph: grad(create_graph=True) adds {added:,} nodes "
-          f"({added / nodes:.2f} per node of the graph); v . gradient has {under:,} nodes "
-          f"under it (the graph included)")
-    print(f"H v against central differences of the gradient: max error {error:.1e} "
-          f"of max |H v| (step 1e-6: differences are good to ~1e-7 here)")
+    print(
+        f"hvp (dual numbers) / backward: {dual_ratio:.2f}x best, "
+        f"{statistics.median(times['hvp']) / back:.2f}x median "
+        f"({'within' if dual_ratio <= TARGET_DUAL else 'OVER'} the {TARGET_DUAL:g}x target); "
+        f"it agrees with the double backward's H v to {agree:.1e} relative"
+    )
+    print(
+        f"HVP / backward: {ratio:.1f}x best, {statistics.median(times['HVP']) / back:.1f}x median "
+        f"({'within' if ratio <= TARGET else 'OVER'} the {TARGET:g}x target); the first HVP in a "
+        f"fresh process: {fresh_hvp * 1e3:.2f} ms, {fresh_hvp / fresh_back:.1f}x its backward "
+        f"({fresh_back * 1e3:.2f} ms)"
+    )
+    print(
+        f"derivative graph: grad(create_graph=True) adds {added:,} nodes "
+        f"({added / nodes:.2f} per node of the graph); v . gradient has {under:,} nodes "
+        f"under it (the graph included)"
+    )
+    print(
+        f"H v against central differences of the gradient: max error {error:.1e} "
+        f"of max |H v| (step 1e-6: differences are good to ~1e-7 here)"
+    )
 
     del root, params
     gc.collect()
     left = stats()["live_nodes"] - baseline
-    print(f"memory: {left:,} nodes left after dropping the graph and its derivatives "
-          f"({'all freed' if left == 0 else 'LEAK'}); live nodes now {stats()['live_nodes']:,}")
+    print(
+        f"memory: {left:,} nodes left after dropping the graph and its derivatives "
+        f"({'all freed' if left == 0 else 'LEAK'}); live nodes now {stats()['live_nodes']:,}"
+    )
     print(f"machine: {machine()}")
 
 

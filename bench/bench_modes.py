@@ -6,6 +6,7 @@ The modes are per-thread flags in C, so the default path should pay nothing meas
 for them: the "after on/off" rows should read 1.00x within noise.
 Usage: python bench/bench_modes.py [--quick]
 """
+
 import statistics
 import sys
 import timeit

@@ -15,6 +15,7 @@ and prints ms per step and the ratios. The variants' losses are checked to agree
 --quick runs the micrograd-engine variants for a few steps only (they take ~1 s a step
 with GC on) and compares per-step times; pyautograd's variants always run --steps.
 """
+
 import argparse
 import gc
 import inspect
@@ -37,12 +38,19 @@ def micrograd_nn_with(engine_module):
     """micrograd's nn.py, its source run unchanged but for `from micrograd.engine import
     Value` becoming `from <engine_module> import Value`."""
     import micrograd.nn
+
     source = inspect.getsource(micrograd.nn)
     line = "from micrograd.engine import Value"
     assert line in source, "micrograd/nn.py no longer has the import this benchmark switches"
     module = types.ModuleType(f"micrograd_nn_on_{engine_module.replace('.', '_')}")
-    exec(compile(source.replace(line, f"from {engine_module} import Value"),
-                 f"micrograd/nn.py (Value from {engine_module})", "exec"), module.__dict__)
+    exec(
+        compile(
+            source.replace(line, f"from {engine_module} import Value"),
+            f"micrograd/nn.py (Value from {engine_module})",
+            "exec",
+        ),
+        module.__dict__,
+    )
     return module
 
 
@@ -57,14 +65,14 @@ def micrograd_demo(Value, MLP, X, y, steps, between_steps=None):
             between_steps()
         inputs = [list(map(Value, xrow)) for xrow in X]
         scores = list(map(model, inputs))
-        losses = [(1 + -yi*scorei).relu() for yi, scorei in zip(y, scores)]
+        losses = [(1 + -yi * scorei).relu() for yi, scorei in zip(y, scores)]
         data_loss = sum(losses) * (1.0 / len(losses))
-        reg_loss = ALPHA * sum((p*p for p in model.parameters()))
+        reg_loss = ALPHA * sum((p * p for p in model.parameters()))
         total_loss = data_loss + reg_loss
         accuracy = [(yi > 0) == (scorei.data > 0) for yi, scorei in zip(y, scores)]
         model.zero_grad()
         total_loss.backward()
-        learning_rate = 1.0 - 0.9*k/100
+        learning_rate = 1.0 - 0.9 * k / 100
         for p in model.parameters():
             p.data -= learning_rate * p.grad
         history.append((total_loss.data, sum(accuracy) / len(accuracy)))
@@ -73,6 +81,7 @@ def micrograd_demo(Value, MLP, X, y, steps, between_steps=None):
 
 def pyautograd_nn(X, y, steps, replay):
     from pyautograd.nn import MLP
+
     random.seed(SEED)
     model = MLP(2, [16, 16, 1])
     history = []
@@ -106,10 +115,12 @@ def timed(run, steps, gc_off=False):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=100, help="training steps (default 100)")
-    parser.add_argument("--quick", action="store_true",
-                        help="micrograd-engine variants run 3 steps (GC on) / 10 steps (others)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs of each pyautograd variant; the best counts (default 3)")
+    parser.add_argument(
+        "--quick", action="store_true", help="micrograd-engine variants run 3 steps (GC on) / 10 steps (others)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of each pyautograd variant; the best counts (default 3)"
+    )
     args = parser.parse_args(argv)
 
     import micrograd
@@ -133,20 +144,29 @@ def main(argv=None):
         rows.append((name, steps, best[0], best[1]))
         print(f"  {name:<34} {steps:>4} steps  {best[0] * 1e3:10.3f} ms/step", flush=True)
 
-    print(f"micrograd's moons training, MLP(2, [16, 16, 1]), {args.steps} steps"
-          f"{' (quick)' if args.quick else ''}; python {sys.version.split()[0]}")
-    run("micrograd 0.1.0, default GC",
-        lambda n: micrograd_demo(micrograd.engine.Value, micrograd.nn.MLP, X, y, n), slow_gc)
-    run("micrograd 0.1.0, GC off",
+    print(
+        f"micrograd's moons training, MLP(2, [16, 16, 1]), {args.steps} steps"
+        f"{' (quick)' if args.quick else ''}; python {sys.version.split()[0]}"
+    )
+    run(
+        "micrograd 0.1.0, default GC",
+        lambda n: micrograd_demo(micrograd.engine.Value, micrograd.nn.MLP, X, y, n),
+        slow_gc,
+    )
+    run(
+        "micrograd 0.1.0, GC off",
         lambda n, collect: micrograd_demo(micrograd.engine.Value, micrograd.nn.MLP, X, y, n, collect),
-        slow, gc_off=True)
-    run("micrograd nn.py on pyautograd.engine",
-        lambda n: micrograd_demo(pyautograd.engine.Value, switched.MLP, X, y, n), slow,
-        repeat=args.repeat if not args.quick else 1)
-    run("pyautograd.nn (fused)", lambda n: pyautograd_nn(X, y, n, replay=False), args.steps,
-        repeat=args.repeat)
-    run("pyautograd.nn --replay", lambda n: pyautograd_nn(X, y, n, replay=True), args.steps,
-        repeat=args.repeat)
+        slow,
+        gc_off=True,
+    )
+    run(
+        "micrograd nn.py on pyautograd.engine",
+        lambda n: micrograd_demo(pyautograd.engine.Value, switched.MLP, X, y, n),
+        slow,
+        repeat=args.repeat if not args.quick else 1,
+    )
+    run("pyautograd.nn (fused)", lambda n: pyautograd_nn(X, y, n, replay=False), args.steps, repeat=args.repeat)
+    run("pyautograd.nn --replay", lambda n: pyautograd_nn(X, y, n, replay=True), args.steps, repeat=args.repeat)
 
     # Every variant trains the same model on the same data: their losses must agree.
     reference = rows[1][3]
@@ -158,15 +178,17 @@ def main(argv=None):
     gc_on, gc_off = rows[0][2], rows[1][2]
     print()
     print(f"  {'':<34} {'vs micrograd GC on':>18} {'vs micrograd GC off':>20}")
-    targets = {"micrograd nn.py on pyautograd.engine": "target >= 10x vs GC off",
-               "pyautograd.nn (fused)": "target >= 30x vs GC off",
-               "pyautograd.nn --replay": "targets >= 1000x vs GC on, >= 100x vs GC off"}
+    targets = {
+        "micrograd nn.py on pyautograd.engine": "target >= 10x vs GC off",
+        "pyautograd.nn (fused)": "target >= 30x vs GC off",
+        "pyautograd.nn --replay": "targets >= 1000x vs GC on, >= 100x vs GC off",
+    }
     for name, _, per_step, _ in rows:
-        print(f"  {name:<34} {gc_on / per_step:17.1f}x {gc_off / per_step:19.1f}x   "
-              f"{targets.get(name, '')}")
+        print(f"  {name:<34} {gc_on / per_step:17.1f}x {gc_off / per_step:19.1f}x   {targets.get(name, '')}")
     final_loss, final_acc = rows[-1][3][-1]
-    print(f"\nfinal loss {final_loss:.6f}, training accuracy {final_acc * 100:.0f}% "
-          f"(pyautograd after {args.steps} steps)")
+    print(
+        f"\nfinal loss {final_loss:.6f}, training accuracy {final_acc * 100:.0f}% (pyautograd after {args.steps} steps)"
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ MLP(2, [16, 16, 1]) draws them in micrograd's order), same lr schedule. The loss
 every engine are checked against pyautograd's before any time is printed.
 --quick runs micrograd for a few steps only and scales its time per step to --steps.
 """
+
 import argparse
 import gc
 import os
@@ -51,6 +52,7 @@ def learning_rate(k):
 
 # ---- micrograd, as its demo.ipynb trains ----
 
+
 def micrograd_run(X, y, steps, gc_enabled):
     from micrograd.engine import Value as MValue
     from micrograd.nn import MLP as MMLP
@@ -85,6 +87,7 @@ def micrograd_run(X, y, steps, gc_enabled):
 
 
 # ---- pyautograd: build once, replay every step ----
+
 
 def build_loss(model, X, y):
     """micrograd's demo loss with pyautograd's fused sums (bitwise the same values)."""
@@ -141,6 +144,7 @@ def replay_run(X, y, steps, profile=False):
 
 # ---- the hand-written C loop ----
 
+
 def compile_c_baseline(workdir):
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not cc:
@@ -155,8 +159,7 @@ def c_run(exe, X, y, params, steps, repeats):
     lines = [f"{len(X)} {steps} {repeats}"]
     lines += [f"{x0!r} {x1!r} {float(yi)!r}" for (x0, x1), yi in zip(X, y)]
     lines += [repr(p) for p in params]
-    out = subprocess.run([exe], input="\n".join(lines) + "\n", capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run([exe], input="\n".join(lines) + "\n", capture_output=True, text=True, check=True).stdout
     seconds, losses, final = None, [], []
     for line in out.splitlines():
         word, *rest = line.split()
@@ -171,6 +174,7 @@ def c_run(exe, X, y, params, steps, repeats):
 
 # ---- checks and the table ----
 
+
 def max_relative_difference(a, b):
     return max((abs(x - y) / max(abs(y), 1e-300) for x, y in zip(a, b)), default=0.0)
 
@@ -178,25 +182,28 @@ def max_relative_difference(a, b):
 def check(name, losses, reference):
     diff = max_relative_difference(losses, reference)
     status = "ok" if diff <= LOSS_TOLERANCE else "MISMATCH"
-    print(f"  {name:<28} losses vs pyautograd over {len(losses)} steps: "
-          f"max relative difference {diff:.1e} ({status})")
+    print(f"  {name:<28} losses vs pyautograd over {len(losses)} steps: max relative difference {diff:.1e} ({status})")
     return diff <= LOSS_TOLERANCE
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=100, help="training steps (default 100)")
-    parser.add_argument("--quick", action="store_true",
-                        help="micrograd runs a few steps and its time is scaled to --steps")
-    parser.add_argument("--repeats", type=int, default=10,
-                        help="replay and C: best of this many trainings (default 10)")
+    parser.add_argument(
+        "--quick", action="store_true", help="micrograd runs a few steps and its time is scaled to --steps"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=10, help="replay and C: best of this many trainings (default 10)"
+    )
     args = parser.parse_args(argv)
     if args.steps < 1 or args.repeats < 1:
         parser.error("--steps and --repeats must be >= 1")
 
     X, y = make_moons(100, noise=0.1, seed=SEED)
-    micro_steps = {"micrograd (GC on)": min(args.steps, 3 if args.quick else args.steps),
-                   "micrograd (GC off)": min(args.steps, 10 if args.quick else args.steps)}
+    micro_steps = {
+        "micrograd (GC on)": min(args.steps, 3 if args.quick else args.steps),
+        "micrograd (GC off)": min(args.steps, 10 if args.quick else args.steps),
+    }
 
     # pyautograd first: its losses are what every engine is checked against.
     losses, final_params, _, _, nodes, parts = replay_run(X, y, args.steps, profile=True)
@@ -219,11 +226,15 @@ def main(argv=None):
     timings["pyautograd replay"] = replay_seconds
     timings["C baseline (moons.c)"] = c_seconds
 
-    print(f"moons: {len(X)} points, MLP(2, {SIZES}), {len(start_params)} parameters, "
-          f"{args.steps} SGD steps; replayed graph: {nodes:,} nodes")
+    print(
+        f"moons: {len(X)} points, MLP(2, {SIZES}), {len(start_params)} parameters, "
+        f"{args.steps} SGD steps; replayed graph: {nodes:,} nodes"
+    )
     print("correctness:")
-    ok = all([check(name, micro_losses[name], losses) for name in micro_losses]
-             + [check("C baseline (moons.c)", c_losses, losses)])
+    ok = all(
+        [check(name, micro_losses[name], losses) for name in micro_losses]
+        + [check("C baseline (moons.c)", c_losses, losses)]
+    )
     param_diff = max(abs(a - b) for a, b in zip(c_params, final_params))
     print(f"  {'C baseline (moons.c)':<28} final parameters vs pyautograd: max |difference| {param_diff:.1e}")
 
@@ -231,13 +242,18 @@ def main(argv=None):
     for name, seconds in timings.items():
         scaled = " (scaled)" if name in micro_steps and micro_steps[name] < args.steps else ""
         ratio = seconds / replay_seconds
-        ratio_text = "-" if name == "pyautograd replay" else (
-            f"{ratio:,.0f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower")
+        ratio_text = (
+            "-"
+            if name == "pyautograd replay"
+            else (f"{ratio:,.0f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower")
+        )
         print(f"{name:<26}{seconds:>11.4f}{seconds / args.steps * 1e3:>10.3f}{ratio_text:>16}{scaled}")
 
     print(f"\nreplay, where the time goes (medians over {args.steps} steps of one profiled run):")
-    print(f"  build the graph once       {(replay_seconds - replay_step_seconds) * 1e3:8.3f} ms"
-          f"  (best run; the steps alone: {replay_step_seconds / args.steps * 1e6:.1f} us/step)")
+    print(
+        f"  build the graph once       {(replay_seconds - replay_step_seconds) * 1e3:8.3f} ms"
+        f"  (best run; the steps alone: {replay_step_seconds / args.steps * 1e6:.1f} us/step)"
+    )
     for part, seconds in parts.items():
         print(f"  {part:<26} {seconds * 1e6:8.1f} us/step  ({seconds / nodes * 1e9:.1f} ns/node)")
 
@@ -246,13 +262,17 @@ def main(argv=None):
     for name, target in TARGETS.items():
         ratio = timings[name] / replay_seconds
         met &= ratio >= target
-        print(f"  replay vs {name:<20} {ratio:9,.0f}x faster (target >= {target:,.0f}x): "
-              f"{'met' if ratio >= target else 'MISSED'}")
+        print(
+            f"  replay vs {name:<20} {ratio:9,.0f}x faster (target >= {target:,.0f}x): "
+            f"{'met' if ratio >= target else 'MISSED'}"
+        )
     c_ratio = replay_seconds / c_seconds
     met &= c_ratio <= C_TARGET
-    print(f"  replay vs {'C baseline':<20} {c_ratio:9.2f}x slower (target <= {C_TARGET:g}x): "
-          f"{'met' if c_ratio <= C_TARGET else 'MISSED'}"
-          f"  (graph build included; the steps alone: {replay_step_seconds / c_seconds:.2f}x)")
+    print(
+        f"  replay vs {'C baseline':<20} {c_ratio:9.2f}x slower (target <= {C_TARGET:g}x): "
+        f"{'met' if c_ratio <= C_TARGET else 'MISSED'}"
+        f"  (graph build included; the steps alone: {replay_step_seconds / c_seconds:.2f}x)"
+    )
     return 0 if ok else 1
 
 

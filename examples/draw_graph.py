@@ -7,12 +7,14 @@ and Graphviz's dot program. Run: python examples/draw_graph.py [--out DIR]
 The pictures go to --out, by default the system's temporary directory, never the
 checkout; the paths are printed. The docs' copies are rewritten with --out docs.
 """
+
 import argparse
 import tempfile
 from pathlib import Path
 
 from pyautograd.engine import Value
 from pyautograd.viz import draw_dot, summary
+
 
 def seed_example():
     x = Value(2.0, label="x")
@@ -26,9 +28,12 @@ def seed_example():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_out = Path(tempfile.gettempdir())
-    parser.add_argument("--out", type=Path, default=default_out,
-                        help=f"directory for the pictures (default {default_out}; --out docs "
-                             f"rewrites the docs' copies)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=default_out,
+        help=f"directory for the pictures (default {default_out}; --out docs rewrites the docs' copies)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     z = seed_example()

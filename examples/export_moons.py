@@ -11,6 +11,7 @@ float64 rounding.
 
 Needs torch: pip install "pyautograd-arena[torch]".
 """
+
 import argparse
 import random
 import sys
@@ -26,13 +27,14 @@ def train_exported(module, X, y, steps):
     """The exported module trained batched in torch: the same loss and schedule as
     moons.train. Returns the loss of each step."""
     import torch
+
     x0 = torch.tensor([row[0] for row in X], dtype=torch.float64)
     x1 = torch.tensor([row[1] for row in X], dtype=torch.float64)
     labels = torch.tensor(y, dtype=torch.float64)
     opt = torch.optim.SGD(module.parameters(), lr=moons.learning_rate(0))
     history = []
     for k in range(steps):
-        scores = module(x0, x1)                          # all 100 samples at once
+        scores = module(x0, x1)  # all 100 samples at once
         data_loss = torch.relu(1 - labels * scores).mean()
         reg_loss = moons.ALPHA * sum((p * p).sum() for p in module.parameters())
         loss = data_loss + reg_loss
@@ -65,8 +67,7 @@ def main(argv=None):
     print()
 
     scalar_losses = []
-    moons.train(model, X, y, steps=args.steps,
-                on_step=lambda k, loss, acc: scalar_losses.append(loss))
+    moons.train(model, X, y, steps=args.steps, on_step=lambda k, loss, acc: scalar_losses.append(loss))
     torch_losses = train_exported(module, X, y, args.steps)
 
     print(f"{'step':>4}  {'pyautograd (scalars)':>22}  {'torch (batched)':>22}  {'difference':>10}")

@@ -15,6 +15,7 @@ What it is not: a tokenizer, a batched or vectorised model, or a faithful copy o
 microgpt's code (this was written from the architecture). The data (a few hundred
 first names) is embedded below, so it runs offline.
 """
+
 import argparse
 import math
 import random
@@ -55,8 +56,8 @@ dawson myles matteo river steven thiago zane matias judah messiah jeremy preston
 kaleb alejandro marcus mark peter maximus barrett jax andres holden legend charlie knox
 """.split()
 
-VOCAB_SIZE = 27      # a..z are 0..25
-BOS = 26             # begins and ends every document
+VOCAB_SIZE = 27  # a..z are 0..25
+BOS = 26  # begins and ends every document
 N_EMBD = 16
 N_HEAD = 4
 HEAD_DIM = N_EMBD // N_HEAD
@@ -81,6 +82,7 @@ def decode(tokens):
 
 
 # ---- a micrograd-style scalar in pure Python, the reference engine ----
+
 
 class PyValue:
     """A scalar that records its inputs and their local derivatives, microgpt's way.
@@ -111,7 +113,7 @@ class PyValue:
         return PyValue(out, (self, other), (1 / other.data, -out / other.data))  # d/db = -a/b^2
 
     def __pow__(self, k):  # k a number
-        return PyValue(self.data ** k, (self,), (k * self.data ** (k - 1),))
+        return PyValue(self.data**k, (self,), (k * self.data ** (k - 1),))
 
     def exp(self):
         out = math.exp(self.data)
@@ -123,10 +125,10 @@ class PyValue:
     def relu(self):
         return PyValue(max(0.0, self.data), (self,), (float(self.data > 0),))
 
-    def __neg__(self):          # -a
+    def __neg__(self):  # -a
         return self * -1
 
-    def __sub__(self, other):   # a - b
+    def __sub__(self, other):  # a - b
         return self + (-other)
 
     def __radd__(self, other):  # other + a
@@ -164,6 +166,7 @@ class PyValue:
 
 
 # ---- the model: written once, for any Value class ----
+
 
 def init_params(Value, seed, std=0.08):
     """The weight matrices (lists of rows of Values), drawn from a seeded generator in a
@@ -218,12 +221,10 @@ def gpt(params, token, pos, keys, values):
         heads = []
         for h in range(N_HEAD):
             lo = h * HEAD_DIM
-            q_h = q[lo:lo + HEAD_DIM]
-            logits = [sum(q_h[j] * k[lo + j] for j in range(HEAD_DIM)) / HEAD_DIM ** 0.5
-                      for k in keys[layer]]
+            q_h = q[lo : lo + HEAD_DIM]
+            logits = [sum(q_h[j] * k[lo + j] for j in range(HEAD_DIM)) / HEAD_DIM**0.5 for k in keys[layer]]
             weights = softmax(logits)
-            heads.extend(sum(w * v[lo + j] for w, v in zip(weights, values[layer]))
-                         for j in range(HEAD_DIM))
+            heads.extend(sum(w * v[lo + j] for w, v in zip(weights, values[layer])) for j in range(HEAD_DIM))
         x = linear(heads, params[f"h{layer}.attn.wo"])
         x = [a + b for a, b in zip(x, residual)]
         # MLP: 16 -> 64 -> relu -> 16
@@ -268,10 +269,10 @@ class Trainer:
         beta1, beta2, eps, m, v = self.beta1, self.beta2, self.eps, self.m, self.v
         for i, p in enumerate(self.flat):
             m[i] = beta1 * m[i] + (1 - beta1) * p.grad
-            v[i] = beta2 * v[i] + (1 - beta2) * p.grad ** 2
+            v[i] = beta2 * v[i] + (1 - beta2) * p.grad**2
             m_hat = m[i] / (1 - beta1 ** (step + 1))
             v_hat = v[i] / (1 - beta2 ** (step + 1))
-            p.data -= lr_t * m_hat / (v_hat ** 0.5 + eps)
+            p.data -= lr_t * m_hat / (v_hat**0.5 + eps)
             p.grad = 0
 
     def step(self, step):
@@ -317,14 +318,19 @@ def engine(name):
     if name == "python":
         return PyValue
     from pyautograd.engine import Value
+
     return Value
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=500, help="training steps (default 500)")
-    parser.add_argument("--engine", choices=("pyautograd", "python"), default="pyautograd",
-                        help="pyautograd's Value (default) or the pure-Python PyValue")
+    parser.add_argument(
+        "--engine",
+        choices=("pyautograd", "python"),
+        default="pyautograd",
+        help="pyautograd's Value (default) or the pure-Python PyValue",
+    )
     parser.add_argument("--seed", type=int, default=42, help="seed for data order and weights")
     parser.add_argument("--samples", type=int, default=10, help="names to sample after training")
     args = parser.parse_args(argv)
@@ -332,15 +338,18 @@ def main(argv=None):
         parser.error("--steps must be >= 1")
 
     Value = engine(args.engine)
-    print(f"microgpt on {args.engine}: {len(NAMES)} names, vocab {VOCAB_SIZE}, n_embd {N_EMBD}, "
-          f"{N_LAYER} layer, {N_HEAD} heads, block {BLOCK_SIZE}")
+    print(
+        f"microgpt on {args.engine}: {len(NAMES)} names, vocab {VOCAB_SIZE}, n_embd {N_EMBD}, "
+        f"{N_LAYER} layer, {N_HEAD} heads, block {BLOCK_SIZE}"
+    )
     start = time.perf_counter()
     trainer = Trainer(Value, args.steps, args.seed)
-    trainer.train(lambda k, loss: print(f"step {k + 1:4d} / {args.steps} | loss {loss:.6f}",
-                                        flush=True))
+    trainer.train(lambda k, loss: print(f"step {k + 1:4d} / {args.steps} | loss {loss:.6f}", flush=True))
     seconds = time.perf_counter() - start
-    print(f"{len(trainer.flat)} parameters; {args.steps} steps in {seconds:.2f} s "
-          f"({seconds / args.steps * 1e3:.1f} ms/step)")
+    print(
+        f"{len(trainer.flat)} parameters; {args.steps} steps in {seconds:.2f} s "
+        f"({seconds / args.steps * 1e3:.1f} ms/step)"
+    )
     print("samples (temperature 0.5):")
     for name in sample(trainer.params, args.samples, 0.5, args.seed):
         print(f"  {name}")

@@ -13,6 +13,7 @@ into the checkout); the path is printed.
 The progress bar (tqdm) and the plot (matplotlib) are the [examples] extra:
 pip install "pyautograd-arena[examples]".
 """
+
 import argparse
 import os
 import tempfile
@@ -93,6 +94,7 @@ def train(model, X, y, steps=100, replay=False, on_step=None):
 def plot_decision_boundary(model, X, y, path):
     """The model's sign over a grid, with the data on top, written to path (PNG)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -105,8 +107,7 @@ def plot_decision_boundary(model, X, y, path):
         Z = [[float(model([xv, yv]).data > 0) for xv in xs] for yv in ys]
     fig, ax = plt.subplots(figsize=(6, 5))
     ax.contourf(xs, ys, Z, cmap=plt.cm.Spectral, alpha=0.8)
-    ax.scatter([p[0] for p in X], [p[1] for p in X], c=y, s=40, cmap=plt.cm.Spectral,
-               edgecolors="k", linewidths=0.5)
+    ax.scatter([p[0] for p in X], [p[1] for p in X], c=y, s=40, cmap=plt.cm.Spectral, edgecolors="k", linewidths=0.5)
     ax.set_xlim(x_min, x_max)
     ax.set_ylim(y_min, y_max)
     ax.set_title("pyautograd: MLP(2, [16, 16, 1]) on two moons")
@@ -118,11 +119,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=100, help="SGD steps (default 100)")
     default_out = os.path.join(tempfile.gettempdir(), "moons.png")
-    parser.add_argument("--out", default=default_out,
-                        help=f"decision boundary PNG (default {default_out})")
+    parser.add_argument("--out", default=default_out, help=f"decision boundary PNG (default {default_out})")
     parser.add_argument("--no-plot", action="store_true", help="skip the plot (no matplotlib needed)")
-    parser.add_argument("--replay", action="store_true",
-                        help="build the loss graph once and re-run it in C each step")
+    parser.add_argument("--replay", action="store_true", help="build the loss graph once and re-run it in C each step")
     parser.add_argument("--verbose", action="store_true", help="print every step's loss and accuracy")
     parser.add_argument("--seed", type=int, default=1337, help="seed for the data and the weights")
     args = parser.parse_args(argv)
@@ -132,18 +131,27 @@ def main(argv=None):
     random.seed(args.seed)
     X, y = make_moons(100, noise=0.1, seed=args.seed)
     model = MLP(2, [16, 16, 1])
-    print(f"{model.__class__.__name__}(2, [16, 16, 1]): {len(model.parameters())} parameters, "
-          f"{'replaying one graph' if args.replay else 'rebuilding the graph each step'}")
+    print(
+        f"{model.__class__.__name__}(2, [16, 16, 1]): {len(model.parameters())} parameters, "
+        f"{'replaying one graph' if args.replay else 'rebuilding the graph each step'}"
+    )
 
-    train_with_progress(lambda on_step: train(model, X, y, args.steps, args.replay, on_step),
-                        args.steps, args.verbose, desc="moons", every=10)
+    train_with_progress(
+        lambda on_step: train(model, X, y, args.steps, args.replay, on_step),
+        args.steps,
+        args.verbose,
+        desc="moons",
+        every=10,
+    )
 
     if not args.no_plot:
         try:
             plot_decision_boundary(model, X, y, args.out)
         except ImportError:
-            print("the plot needs matplotlib: pip install 'pyautograd-arena[examples]', "
-                  "or pass --no-plot", file=sys.stderr)
+            print(
+                "the plot needs matplotlib: pip install 'pyautograd-arena[examples]', or pass --no-plot",
+                file=sys.stderr,
+            )
             return 2
         print(f"decision boundary written to {os.path.abspath(args.out)}")
     return 0

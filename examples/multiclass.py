@@ -12,6 +12,7 @@ into the checkout); the path is printed.
 The progress bar (tqdm) and the plot (matplotlib) are the [examples] extra:
 pip install "pyautograd-arena[examples]".
 """
+
 import argparse
 import os
 import tempfile
@@ -64,6 +65,7 @@ def train(model, X, y, steps, lr=0.02, on_step=None):
 def plot_regions(model, X, y, path):
     """The predicted class over a grid, with the data on top, written to path (PNG)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -75,8 +77,7 @@ def plot_regions(model, X, y, path):
     fig, ax = plt.subplots(figsize=(6, 6))
     colors = ["#d7191c", "#2c7bb6", "#1a9641"]  # one per class, regions and points alike
     ax.contourf(grid, grid, Z, levels=[c - 0.5 for c in range(CLASSES + 1)], colors=colors, alpha=0.35)
-    ax.scatter([p[0] for p in X], [p[1] for p in X], c=[colors[c] for c in y], s=30,
-               edgecolors="k", linewidths=0.5)
+    ax.scatter([p[0] for p in X], [p[1] for p in X], c=[colors[c] for c in y], s=30, edgecolors="k", linewidths=0.5)
     ax.set_title("pyautograd: MLP(2, [16, 16, 3]), softmax cross-entropy, Adam")
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -87,8 +88,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=200, help="Adam steps (default 200)")
     parser.add_argument("--lr", type=float, default=0.02, help="Adam's learning rate (default 0.02)")
     default_out = os.path.join(tempfile.gettempdir(), "spirals.png")
-    parser.add_argument("--out", default=default_out,
-                        help=f"decision regions PNG (default {default_out})")
+    parser.add_argument("--out", default=default_out, help=f"decision regions PNG (default {default_out})")
     parser.add_argument("--no-plot", action="store_true", help="skip the plot (no matplotlib needed)")
     parser.add_argument("--verbose", action="store_true", help="print every step's loss and accuracy")
     parser.add_argument("--seed", type=int, default=0, help="seed for the data and the weights")
@@ -99,18 +99,24 @@ def main(argv=None):
     random.seed(args.seed)
     X, y = make_spirals(seed=args.seed)
     model = MLP(2, [16, 16, CLASSES])
-    print(f"MLP(2, [16, 16, {CLASSES}]): {len(model.parameters())} parameters, "
-          f"{len(X)} points in {CLASSES} classes")
+    print(f"MLP(2, [16, 16, {CLASSES}]): {len(model.parameters())} parameters, {len(X)} points in {CLASSES} classes")
 
-    train_with_progress(lambda on_step: train(model, X, y, args.steps, args.lr, on_step),
-                        args.steps, args.verbose, desc="spirals", every=25)
+    train_with_progress(
+        lambda on_step: train(model, X, y, args.steps, args.lr, on_step),
+        args.steps,
+        args.verbose,
+        desc="spirals",
+        every=25,
+    )
 
     if not args.no_plot:
         try:
             plot_regions(model, X, y, args.out)
         except ImportError:
-            print("the plot needs matplotlib: pip install 'pyautograd-arena[examples]', "
-                  "or pass --no-plot", file=sys.stderr)
+            print(
+                "the plot needs matplotlib: pip install 'pyautograd-arena[examples]', or pass --no-plot",
+                file=sys.stderr,
+            )
             return 2
         print(f"decision regions written to {os.path.abspath(args.out)}")
     return 0

@@ -1,5 +1,6 @@
 """The examples' progress display: a tqdm bar with loss and accuracy when tqdm is
 installed (the [examples] extra), plain lines otherwise."""
+
 import time
 
 
@@ -36,6 +37,8 @@ def train_with_progress(train, steps, verbose, desc, every):
         close()
     seconds = time.perf_counter() - start
     loss, acc = history[-1]
-    print(f"final loss {loss!r}, accuracy {acc * 100:.1f}% "
-          f"({steps} steps in {seconds:.3f} s, {seconds / steps * 1e3:.2f} ms/step)")
+    print(
+        f"final loss {loss!r}, accuracy {acc * 100:.1f}% "
+        f"({steps} steps in {seconds:.3f} s, {seconds / steps * 1e3:.2f} ms/step)"
+    )
     return loss, acc

@@ -1,4 +1,5 @@
 """The README's example: the seed document's expression, differentiated by pyautograd."""
+
 from pyautograd.engine import Value
 
 # Forward pass

@@ -2,6 +2,7 @@
 
 A drop-in, faster micrograd: `from pyautograd.engine import Value`.
 """
+
 import os as _os
 
 try:
@@ -19,7 +20,8 @@ except ImportError as _error:
         f"installed package, because the current directory (or the script's) comes first "
         f"on sys.path. Run Python from another directory to use the installed package, or "
         f"install this tree in editable mode (`pip install -e .`), which builds the "
-        f"extension here.") from _error
+        f"extension here."
+    ) from _error
 
 from .autograd import GradcheckError, grad, gradcheck, gradgradcheck, hessian, hvp, jvp
 from .engine import OP_FUNCTIONS as _OP_FUNCTIONS
@@ -28,8 +30,22 @@ from .functional import dot, log_softmax, softmax, sum  # sum shadows the builti
 from .modes import detect_anomaly, is_grad_enabled, no_grad
 
 # sum is left out: `from pyautograd import *` must not replace the builtin sum.
-__all__ = ["Value", "no_grad", "detect_anomaly", "is_grad_enabled", "dot", "softmax", "log_softmax",
-           "grad", "jvp", "hvp", "hessian", "gradcheck", "gradgradcheck", "GradcheckError"]
+__all__ = [
+    "Value",
+    "no_grad",
+    "detect_anomaly",
+    "is_grad_enabled",
+    "dot",
+    "softmax",
+    "log_softmax",
+    "grad",
+    "jvp",
+    "hvp",
+    "hessian",
+    "gradcheck",
+    "gradgradcheck",
+    "GradcheckError",
+]
 
 # The op table's module functions (maximum, minimum, ...), one per `function` row.
 globals().update(_OP_FUNCTIONS)

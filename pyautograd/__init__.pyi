@@ -11,24 +11,42 @@ from .modes import detect_anomaly as detect_anomaly, is_grad_enabled as is_grad_
 from .modes import no_grad as no_grad
 
 # As __init__.py's (sum left out so that `import *` keeps Python's sum).
-__all__ = ["Value", "no_grad", "detect_anomaly", "is_grad_enabled",
-           "dot", "softmax", "log_softmax", "grad", "jvp", "hvp", "hessian", "gradcheck",
-           "gradgradcheck", "GradcheckError"]
+__all__ = [
+    "Value",
+    "no_grad",
+    "detect_anomaly",
+    "is_grad_enabled",
+    "dot",
+    "softmax",
+    "log_softmax",
+    "grad",
+    "jvp",
+    "hvp",
+    "hessian",
+    "gradcheck",
+    "gradgradcheck",
+    "GradcheckError",
+]
 __version__: str
 
 # ---- begin: the op table's functions (tools/op_stubs.py) ----
 from .engine import maximum as maximum
 from .engine import minimum as minimum
-__all__ += ['maximum', 'minimum']
+
+__all__ += ["maximum", "minimum"]
 # ---- end: the op table's functions ----
 
-def grad(output: Value, inputs: Value | Iterable[Value], *,
-         create_graph: bool = False) -> list[Value]:
+def grad(output: Value, inputs: Value | Iterable[Value], *, create_graph: bool = False) -> list[Value]:
     """d output / d input for each input, touching no .grad; with create_graph=True the
     results are Values that can be differentiated again."""
 
-def jvp(outputs: Value | Iterable[Value], inputs: Value | Iterable[Value], tangents: Iterable[float], *,
-        create_graph: bool = False) -> list[Value]:
+def jvp(
+    outputs: Value | Iterable[Value],
+    inputs: Value | Iterable[Value],
+    tangents: Iterable[float],
+    *,
+    create_graph: bool = False,
+) -> list[Value]:
     """Forward mode: each output's directional derivative along tangents (one per input)."""
 
 def hvp(output: Value, inputs: Value | Iterable[Value], vector: Iterable[float]) -> list[Value]:
@@ -37,11 +55,23 @@ def hvp(output: Value, inputs: Value | Iterable[Value], vector: Iterable[float])
 def hessian(output: Value, inputs: Value | Iterable[Value]) -> list[list[Value]]:
     """The Hessian of output in inputs, row by row."""
 
-def gradcheck(fn: Callable[..., Value], inputs: Value | Iterable[Value], *,
-              eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3) -> bool:
+def gradcheck(
+    fn: Callable[..., Value],
+    inputs: Value | Iterable[Value],
+    *,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+) -> bool:
     """True if fn's gradient at inputs (fn(*inputs)) agrees with central finite
     differences; else GradcheckError naming the worst input."""
 
-def gradgradcheck(fn: Callable[..., Value], inputs: Value | Iterable[Value], *,
-                  eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3) -> bool:
+def gradgradcheck(
+    fn: Callable[..., Value],
+    inputs: Value | Iterable[Value],
+    *,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+) -> bool:
     """As gradcheck, for fn's second derivatives (grad of grad)."""

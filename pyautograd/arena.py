@@ -1,4 +1,5 @@
 """What the C arena holds right now: for tests that prove nothing leaks, and for the curious."""
+
 import numbers
 
 from . import _ag

@@ -9,6 +9,7 @@ Newton's method, gradient penalties.
 gradcheck and gradgradcheck compare first and second derivatives with central finite
 differences, as torch.autograd's do.
 """
+
 import math
 
 from . import _ag
@@ -118,7 +119,8 @@ def _compare(analytical, numerical, atol, rtol, what, names):
         a, n = analytical[worst_i], numerical[worst_i]
         raise GradcheckError(
             f"{what}: the derivative in {names[worst_i]} is {a!r}, finite differences give "
-            f"{n!r} (off by {abs(a - n)!r}; allowed {atol} + {rtol} * |numerical|)")
+            f"{n!r} (off by {abs(a - n)!r}; allowed {atol} + {rtol} * |numerical|)"
+        )
     return True
 
 

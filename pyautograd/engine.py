@@ -8,6 +8,7 @@ micrograd's: one object per node, with attributes and weak references, and subcl
 and Python-written ops (`out._backward = fn`) work. What this module adds, in Python:
 pickling and copying, and the messages of the exceptions the C side raises.
 """
+
 import gc
 import os
 import sys
@@ -21,6 +22,7 @@ __all__ = ["Value"]
 
 # ---- the GIL is the arena's lock (csrc/arena.h, invariant 4) ----
 
+
 def _refusal_without_gil(free_threaded_build, gil_enabled):
     """Why pyautograd cannot run in this interpreter, or None when it can.
 
@@ -32,17 +34,20 @@ def _refusal_without_gil(free_threaded_build, gil_enabled):
     if gil_enabled:
         return None
     build = "this free-threaded build of Python" if free_threaded_build else "this Python"
-    return (f"pyautograd needs the GIL, and {build} runs without it: the C arena has no "
-            "lock of its own, and two threads in it at once would corrupt the graph. "
-            "Run Python with the GIL on: PYTHON_GIL=1 in the environment, or python -X gil=1.")
+    return (
+        f"pyautograd needs the GIL, and {build} runs without it: the C arena has no "
+        "lock of its own, and two threads in it at once would corrupt the graph. "
+        "Run Python with the GIL on: PYTHON_GIL=1 in the environment, or python -X gil=1."
+    )
 
 
 def _gil_refusal():
     """_refusal_without_gil for the running interpreter. Read after pyautograd._ag is
     imported: importing an extension that does not declare itself free-threading-safe
     is what turns the GIL back on in a free-threaded build."""
-    return _refusal_without_gil(bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
-                                getattr(sys, "_is_gil_enabled", lambda: True)())
+    return _refusal_without_gil(
+        bool(sysconfig.get_config_var("Py_GIL_DISABLED")), getattr(sys, "_is_gil_enabled", lambda: True)()
+    )
 
 
 _no_gil = _gil_refusal()
@@ -71,6 +76,7 @@ def _python_method(function):
 # ---- pickling and copying: a Value travels as a leaf with its data, grad, label and
 # attributes; the graph that made it does not ----
 
+
 @_python_method
 def __reduce__(self):
     return _restore, (type(self), self.data, self.grad, self.label), self.__getstate__()
@@ -94,14 +100,15 @@ _restore_leaf = _restore  # older pickles name it so
 
 # ---- errors: the C side calls this to raise the exception for a failed call ----
 
+
 def _op_column(column):
     """One column of the C op table (csrc/ops.h), indexed by op code."""
     return tuple(ffi.string(column(code)).decode() for code in range(lib.ag_op_count()))
 
 
-OP_NAMES = _op_column(lib.ag_op_name)      # "add", "relu", ...
-_SYMBOLS = _op_column(lib.ag_op_symbol)    # what `_op` shows: "+", "ReLU", ...
-OP_PYTHON = _op_column(lib.ag_op_python)   # how Python reaches it: "nb_add", "method", ...
+OP_NAMES = _op_column(lib.ag_op_name)  # "add", "relu", ...
+_SYMBOLS = _op_column(lib.ag_op_symbol)  # what `_op` shows: "+", "ReLU", ...
+OP_PYTHON = _op_column(lib.ag_op_python)  # how Python reaches it: "nb_add", "method", ...
 
 # The rows Python reaches as module functions (pyautograd.maximum, ...): the C module
 # has one per row; they are published here and in pyautograd.
@@ -118,37 +125,41 @@ def _raise_failure(what, inputs, node, node_op, status=None, value=None, live=No
     if status is None:
         status, value, live = lib.ag_last_error(), lib.ag_error_value(), lib.ag_live_nodes()
     if status == lib.AG_ENOMEM:
-        raise MemoryError(f"pyautograd: out of memory in {what} "
-                          f"({live:,} node{'' if live == 1 else 's'} live)")
+        raise MemoryError(f"pyautograd: out of memory in {what} ({live:,} node{'' if live == 1 else 's'} live)")
     if status == lib.AG_EANOMALY:
         from .modes import anomaly_error
+
         raise anomaly_error(what, inputs, node, node_op, value)
     if status == lib.AG_ENOREPLAY:
         op = f"_op {node._op!r}" if node is not None and node._op else "no _op"
         raise RuntimeError(
             f"forward() cannot replay this graph: it holds a node made by hand ({op}, "
             f"data {node.data!r}), whose value was computed in Python, so there is no "
-            f"forward function to run again. Rebuild the graph instead.")
+            f"forward function to run again. Rebuild the graph instead."
+        )
     if status == lib.AG_EPYRULE:
         call = "grad(create_graph=True)" if what == "grad" else f"{what}()"
         instead = "Use create_graph=False, or build" if what == "grad" else "Use grad(), or build"
         raise RuntimeError(
             f"{call} cannot differentiate a node whose _backward is written "
             f"in Python (_op {node._op!r}, data {node.data!r}): a Python function is no graph. "
-            f"{instead} the op from Value operations.")
+            f"{instead} the op from Value operations."
+        )
     if status == lib.AG_ECHOSEN:
         raise RuntimeError(
             f"forward() cannot replay this graph: it holds a derivative built by "
             f"grad(create_graph=True) that picked a branch by the values of the time "
             f"(pow's derivative where the base or the exponent was 0; node _op "
             f"{node._op!r}, data {node.data!r}), which other values may not take. "
-            f"Call grad() again at the new values instead.")
+            f"Call grad() again at the new values instead."
+        )
     if status == lib.AG_EBUSY:
         raise RuntimeError(
             f"{what}() reached a node that another backward() or grad() is using: one "
             f"that runs Python _backward rules, in another thread or around this call "
             f"(called from one of its rules). Its gradients are half-summed in those "
-            f"nodes; run the two one after the other (e.g. under a lock).")
+            f"nodes; run the two one after the other (e.g. under a lock)."
+        )
     raise ValueError(f"pyautograd: invalid arguments to {what}")
 
 

@@ -76,7 +76,6 @@ class Value:
     def softplus(self) -> Value: ...
     def leaky_relu(self, slope: float = 0.01) -> Value: ...
     # ---- end: the op table's methods ----
-
     # Attributes of the program's own (an optimizer's p.m and p.v, a drawing's
     # _vis_color), a documented feature: any other name reads and writes as Any. The
     # names above keep their types (data and grad take floats, _op and _prev are
@@ -84,7 +83,6 @@ class Value:
     # mypy lets a Value pass for protocols it does not implement ("x" * v).
     def __getattr__(self, name: str) -> Any: ...
     def __setattr__(self, name: str, value: Any, /) -> None: ...
-
     def backward(self) -> None: ...
     def forward(self) -> float: ...
     def __getstate__(self) -> dict[str, Any] | None: ...
@@ -93,7 +91,8 @@ class Value:
 # ---- begin: the op table's functions (tools/op_stubs.py) ----
 def maximum(a: Value | float, b: Value | float, /) -> Value: ...
 def minimum(a: Value | float, b: Value | float, /) -> Value: ...
-__all__ += ['maximum', 'minimum']
+
+__all__ += ["maximum", "minimum"]
 # ---- end: the op table's functions ----
 
 # The C op table's columns, indexed by op code (pyautograd.viz reads them).
@@ -105,5 +104,12 @@ _SYMBOLS: tuple[str, ...]
 ffi: Any
 lib: Any
 
-def _raise_failure(what: str, inputs: Any, node: Value | None, node_op: str, status: int | None = None,
-                   value: float | None = None, live: int | None = None) -> NoReturn: ...
+def _raise_failure(
+    what: str,
+    inputs: Any,
+    node: Value | None,
+    node_op: str,
+    status: int | None = None,
+    value: float | None = None,
+    live: int | None = None,
+) -> NoReturn: ...

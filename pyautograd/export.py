@@ -16,6 +16,7 @@ entry in OP_RULES: its torch form and its JAX form, with pyautograd's derivative
 torch and jax are optional (extras [torch] and [jax]): importing this module imports
 neither; each export imports its target when called.
 """
+
 import keyword
 import operator
 import re
@@ -36,8 +37,7 @@ class ExportError(ValueError):
 
 
 _OP = {name: code for code, name in enumerate(OP_NAMES)}
-_LEAF, _CONST, _SUM, _DOT, _CUSTOM, _LOCAL = (
-    _OP[n] for n in ("leaf", "const", "sum", "dot", "custom", "local"))
+_LEAF, _CONST, _SUM, _DOT, _CUSTOM, _LOCAL = (_OP[n] for n in ("leaf", "const", "sum", "dot", "custom", "local"))
 _CHOSEN = 256  # node_ops' flag: a derivative built for the values of the time
 
 
@@ -45,11 +45,13 @@ def _need(module_name, extra):
     try:
         return __import__(module_name)
     except ImportError as error:
-        raise ImportError(f"pyautograd.export needs {module_name} for this: "
-                          f"pip install 'pyautograd-arena[{extra}]'") from error
+        raise ImportError(
+            f"pyautograd.export needs {module_name} for this: pip install 'pyautograd-arena[{extra}]'"
+        ) from error
 
 
 # ---- the rules: one entry per elementwise row of the op table ----
+
 
 class Rule:
     """How one elementwise op exports. `torch(a, b)` builds it from torch tensors (or fx
@@ -66,6 +68,7 @@ class Rule:
 
 def _torch_mod():
     import torch
+
     return torch
 
 
@@ -97,7 +100,7 @@ def _torch_tanh(a):
 
             @staticmethod
             def backward(ctx, g):
-                out, = ctx.saved_tensors
+                (out,) = ctx.saved_tensors
                 return g * (1.0 - out * out)
 
         _tanh_function.append(Tanh)
@@ -124,8 +127,7 @@ def _gelu_inner(a):
 
 def _gelu_to_a(t, a, b, out, np):
     th = np.tanh(_gelu_inner(a))
-    return t * (0.5 * (1.0 + th) + ((0.5 * a) * (1.0 - th * th))
-                * (_GELU_BETA * (1.0 + (3.0 * _GELU_KAPPA) * (a * a))))
+    return t * (0.5 * (1.0 + th) + ((0.5 * a) * (1.0 - th * th)) * (_GELU_BETA * (1.0 + (3.0 * _GELU_KAPPA) * (a * a))))
 
 
 def _softplus_d(np, a, b=None):
@@ -152,85 +154,131 @@ def _torch_leaky_relu(a, b):
 
 
 OP_RULES = {
-    "add": Rule(2, operator.add, lambda np, a, b: a + b,
-                lambda t, a, b, out, np: t, lambda t, a, b, out, np: t),
-    "sub": Rule(2, operator.sub, lambda np, a, b: a - b,
-                lambda t, a, b, out, np: t, lambda t, a, b, out, np: -t),
-    "mul": Rule(2, operator.mul, lambda np, a, b: a * b,
-                lambda t, a, b, out, np: t * b, lambda t, a, b, out, np: t * a),
-    "truediv": Rule(2, operator.truediv, lambda np, a, b: a / b,
-                    lambda t, a, b, out, np: t * (1.0 / b),
-                    lambda t, a, b, out, np: -(t * (out / b))),
+    "add": Rule(2, operator.add, lambda np, a, b: a + b, lambda t, a, b, out, np: t, lambda t, a, b, out, np: t),
+    "sub": Rule(2, operator.sub, lambda np, a, b: a - b, lambda t, a, b, out, np: t, lambda t, a, b, out, np: -t),
+    "mul": Rule(
+        2, operator.mul, lambda np, a, b: a * b, lambda t, a, b, out, np: t * b, lambda t, a, b, out, np: t * a
+    ),
+    "truediv": Rule(
+        2,
+        operator.truediv,
+        lambda np, a, b: a / b,
+        lambda t, a, b, out, np: t * (1.0 / b),
+        lambda t, a, b, out, np: -(t * (out / b)),
+    ),
     # torch's pow has ops.h's rules (they were written from it)
-    "pow": Rule(2, operator.pow, lambda np, a, b: np.power(a, b),
-                lambda t, a, b, out, np: _pick(np, b == 0.0, t, b * np.power(a, b - 1.0)),
-                lambda t, a, b, out, np: t * np.where((a == 0.0) & (b >= 0.0), 0.0,
-                                                      out * np.log(a))),
+    "pow": Rule(
+        2,
+        operator.pow,
+        lambda np, a, b: np.power(a, b),
+        lambda t, a, b, out, np: _pick(np, b == 0.0, t, b * np.power(a, b - 1.0)),
+        lambda t, a, b, out, np: t * np.where((a == 0.0) & (b >= 0.0), 0.0, out * np.log(a)),
+    ),
     "neg": Rule(1, operator.neg, lambda np, a, b: -a, lambda t, a, b, out, np: -t),
     # torch.relu: gradient 0 at 0 as here (it differs only at nan: G there, 0 here)
-    "relu": Rule(1, lambda a: _torch_mod().relu(a), lambda np, a, b: np.where(a < 0.0, 0.0, a),
-                 lambda t, a, b, out, np: np.where(out > 0.0, t, 0.0)),
-    "tanh": Rule(1, _torch_tanh, lambda np, a, b: np.tanh(a),
-                 lambda t, a, b, out, np: t * (1.0 - out * out)),
-    "exp": Rule(1, lambda a: _torch_mod().exp(a), lambda np, a, b: np.exp(a),
-                lambda t, a, b, out, np: t * out),
-    "log": Rule(1, lambda a: _torch_mod().log(a), lambda np, a, b: np.log(a),
-                lambda t, a, b, out, np: t * (1.0 / a)),
+    "relu": Rule(
+        1,
+        lambda a: _torch_mod().relu(a),
+        lambda np, a, b: np.where(a < 0.0, 0.0, a),
+        lambda t, a, b, out, np: np.where(out > 0.0, t, 0.0),
+    ),
+    "tanh": Rule(1, _torch_tanh, lambda np, a, b: np.tanh(a), lambda t, a, b, out, np: t * (1.0 - out * out)),
+    "exp": Rule(1, lambda a: _torch_mod().exp(a), lambda np, a, b: np.exp(a), lambda t, a, b, out, np: t * out),
+    "log": Rule(1, lambda a: _torch_mod().log(a), lambda np, a, b: np.log(a), lambda t, a, b, out, np: t * (1.0 / a)),
     # torch.sigmoid's gradient is G * out * (1 - out), as here
-    "sigmoid": Rule(1, lambda a: _torch_mod().sigmoid(a),
-                    lambda np, a, b: 1.0 / (1.0 + np.exp(-a)),
-                    lambda t, a, b, out, np: t * (out * (1.0 - out))),
-    "step": Rule(1, lambda a: (a > 0.0).to(_torch_mod().float64),
-                 lambda np, a, b: np.where(a > 0.0, 1.0, 0.0),
-                 lambda t, a, b, out, np: t * 0.0),
-    "gate": Rule(2, lambda a, b: _torch_mod().where(b > 0.0, a, 0.0),
-                 lambda np, a, b: np.where(b > 0.0, a, 0.0),
-                 lambda t, a, b, out, np: np.where(b > 0.0, t, 0.0),
-                 lambda t, a, b, out, np: t * 0.0),
-    "sin": Rule(1, lambda a: _torch_mod().sin(a), lambda np, a, b: np.sin(a),
-                lambda t, a, b, out, np: t * np.cos(a)),
-    "cos": Rule(1, lambda a: _torch_mod().cos(a), lambda np, a, b: np.cos(a),
-                lambda t, a, b, out, np: -(t * np.sin(a))),
-    "sqrt": Rule(1, lambda a: _torch_mod().sqrt(a), lambda np, a, b: np.sqrt(a),
-                 lambda t, a, b, out, np: t / (2.0 * out)),
-    "abs": Rule(1, lambda a: _torch_mod().abs(a), lambda np, a, b: np.abs(a),
-                lambda t, a, b, out, np: t * _sign(np, a)),
+    "sigmoid": Rule(
+        1,
+        lambda a: _torch_mod().sigmoid(a),
+        lambda np, a, b: 1.0 / (1.0 + np.exp(-a)),
+        lambda t, a, b, out, np: t * (out * (1.0 - out)),
+    ),
+    "step": Rule(
+        1,
+        lambda a: (a > 0.0).to(_torch_mod().float64),
+        lambda np, a, b: np.where(a > 0.0, 1.0, 0.0),
+        lambda t, a, b, out, np: t * 0.0,
+    ),
+    "gate": Rule(
+        2,
+        lambda a, b: _torch_mod().where(b > 0.0, a, 0.0),
+        lambda np, a, b: np.where(b > 0.0, a, 0.0),
+        lambda t, a, b, out, np: np.where(b > 0.0, t, 0.0),
+        lambda t, a, b, out, np: t * 0.0,
+    ),
+    "sin": Rule(1, lambda a: _torch_mod().sin(a), lambda np, a, b: np.sin(a), lambda t, a, b, out, np: t * np.cos(a)),
+    "cos": Rule(
+        1, lambda a: _torch_mod().cos(a), lambda np, a, b: np.cos(a), lambda t, a, b, out, np: -(t * np.sin(a))
+    ),
+    "sqrt": Rule(
+        1, lambda a: _torch_mod().sqrt(a), lambda np, a, b: np.sqrt(a), lambda t, a, b, out, np: t / (2.0 * out)
+    ),
+    "abs": Rule(
+        1, lambda a: _torch_mod().abs(a), lambda np, a, b: np.abs(a), lambda t, a, b, out, np: t * _sign(np, a)
+    ),
     # the slope is a number (x.leaky_relu(0.1)); a tensor slope gets ops.h's rule too
-    "leaky_relu": Rule(2, _torch_leaky_relu, lambda np, a, b: np.where(a > 0.0, a, a * b),
-                       lambda t, a, b, out, np: t * np.where(a > 0.0, 1.0, b),
-                       lambda t, a, b, out, np: t * (a - np.where(a > 0.0, a, 0.0))),
+    "leaky_relu": Rule(
+        2,
+        _torch_leaky_relu,
+        lambda np, a, b: np.where(a > 0.0, a, a * b),
+        lambda t, a, b, out, np: t * np.where(a > 0.0, 1.0, b),
+        lambda t, a, b, out, np: t * (a - np.where(a > 0.0, a, 0.0)),
+    ),
     # the tanh form, torch's gelu(approximate='tanh') operation for operation (ops.h)
-    "gelu": Rule(1, lambda a: _torch_mod().nn.functional.gelu(a, approximate="tanh"),
-                 lambda np, a, b: 0.5 * a * (1.0 + np.tanh(_gelu_inner(a))), _gelu_to_a),
-    "softplus": Rule(1, lambda a: _torch_mod().nn.functional.softplus(a),
-                     lambda np, a, b: np.where(a > 20.0, a, np.log1p(np.exp(a))),
-                     lambda t, a, b, out, np: t * _softplus_d(np, a)),
+    "gelu": Rule(
+        1,
+        lambda a: _torch_mod().nn.functional.gelu(a, approximate="tanh"),
+        lambda np, a, b: 0.5 * a * (1.0 + np.tanh(_gelu_inner(a))),
+        _gelu_to_a,
+    ),
+    "softplus": Rule(
+        1,
+        lambda a: _torch_mod().nn.functional.softplus(a),
+        lambda np, a, b: np.where(a > 20.0, a, np.log1p(np.exp(a))),
+        lambda t, a, b, out, np: t * _softplus_d(np, a),
+    ),
     # torch.maximum's rules: G to the larger input, G / 2 to each at a tie, G to both at a nan
-    "maximum": Rule(2, lambda a, b: _torch_mod().maximum(a, b),
-                    lambda np, a, b: np.where(np.isnan(a) | np.isnan(b), a + b,
-                                              np.where(a >= b, a, b)),
-                    lambda t, a, b, out, np: _share_of(np, t, a, b),
-                    lambda t, a, b, out, np: _share_of(np, t, b, a)),
-    "minimum": Rule(2, lambda a, b: _torch_mod().minimum(a, b),
-                    lambda np, a, b: np.where(np.isnan(a) | np.isnan(b), a + b,
-                                              np.where(a <= b, a, b)),
-                    lambda t, a, b, out, np: _share_of(np, t, b, a),
-                    lambda t, a, b, out, np: _share_of(np, t, a, b)),
+    "maximum": Rule(
+        2,
+        lambda a, b: _torch_mod().maximum(a, b),
+        lambda np, a, b: np.where(np.isnan(a) | np.isnan(b), a + b, np.where(a >= b, a, b)),
+        lambda t, a, b, out, np: _share_of(np, t, a, b),
+        lambda t, a, b, out, np: _share_of(np, t, b, a),
+    ),
+    "minimum": Rule(
+        2,
+        lambda a, b: _torch_mod().minimum(a, b),
+        lambda np, a, b: np.where(np.isnan(a) | np.isnan(b), a + b, np.where(a <= b, a, b)),
+        lambda t, a, b, out, np: _share_of(np, t, b, a),
+        lambda t, a, b, out, np: _share_of(np, t, a, b),
+    ),
     # internal rows: only derivative graphs make them
-    "sign": Rule(1, lambda a: (a > 0.0).to(_torch_mod().float64) - (a < 0.0).to(_torch_mod().float64),
-                 lambda np, a, b: _sign(np, a), lambda t, a, b, out, np: t * 0.0),
-    "leaky_slope": Rule(2, lambda a, b: _torch_mod().where(a > 0.0, _torch_mod().ones_like(a), b),
-                        lambda np, a, b: np.where(a > 0.0, 1.0, b),
-                        lambda t, a, b, out, np: t * 0.0,
-                        lambda t, a, b, out, np: t * (1.0 - np.where(a > 0.0, 1.0, 0.0))),
+    "sign": Rule(
+        1,
+        lambda a: (a > 0.0).to(_torch_mod().float64) - (a < 0.0).to(_torch_mod().float64),
+        lambda np, a, b: _sign(np, a),
+        lambda t, a, b, out, np: t * 0.0,
+    ),
+    "leaky_slope": Rule(
+        2,
+        lambda a, b: _torch_mod().where(a > 0.0, _torch_mod().ones_like(a), b),
+        lambda np, a, b: np.where(a > 0.0, 1.0, b),
+        lambda t, a, b, out, np: t * 0.0,
+        lambda t, a, b, out, np: t * (1.0 - np.where(a > 0.0, 1.0, 0.0)),
+    ),
     # torch.sigmoid is exp(a) / (exp(a) + 1) to the ulp, with the same derivative
-    "softplus_d": Rule(1, lambda a: _torch_mod().where(a > 20.0, _torch_mod().ones_like(a),
-                                                      _torch_mod().sigmoid(a)),
-                       _softplus_d, lambda t, a, b, out, np: t * (out * (1.0 - out))),
-    "max_share": Rule(2, lambda a, b: 1.0 - (a < b).to(_torch_mod().float64)
-                      - 0.5 * (a == b).to(_torch_mod().float64),
-                      lambda np, a, b: _max_share(np, a, b),
-                      lambda t, a, b, out, np: t * 0.0, lambda t, a, b, out, np: t * 0.0),
+    "softplus_d": Rule(
+        1,
+        lambda a: _torch_mod().where(a > 20.0, _torch_mod().ones_like(a), _torch_mod().sigmoid(a)),
+        _softplus_d,
+        lambda t, a, b, out, np: t * (out * (1.0 - out)),
+    ),
+    "max_share": Rule(
+        2,
+        lambda a, b: 1.0 - (a < b).to(_torch_mod().float64) - 0.5 * (a == b).to(_torch_mod().float64),
+        lambda np, a, b: _max_share(np, a, b),
+        lambda t, a, b, out, np: t * 0.0,
+        lambda t, a, b, out, np: t * 0.0,
+    ),
 }
 """Export rules by op name (pyautograd.engine.OP_NAMES): one entry per elementwise row
 of the op table. The structural rows (leaf, const, sum, dot) are the exporter's own;
@@ -243,6 +291,7 @@ def elementwise_ops():
 
 
 # ---- reading the graph ----
+
 
 def _as_values(things, what):
     single = isinstance(things, Value)
@@ -286,12 +335,42 @@ def _walk(outputs):
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
-_RESERVED = {"forward", "training", "graph", "code", "parameters", "buffers", "modules",
-             "children", "state_dict", "to", "type", "double", "float", "half", "cuda", "cpu",
-             "eval", "train", "apply", "zero_grad", "register_buffer", "register_parameter",
-             "add_module", "get_submodule", "get_parameter", "get_buffer", "recompile",
-             "print_readable", "meta", "leaves", "pyautograd_leaves", "dump_patches",
-             "call_super_init", "T_destination"}
+_RESERVED = {
+    "forward",
+    "training",
+    "graph",
+    "code",
+    "parameters",
+    "buffers",
+    "modules",
+    "children",
+    "state_dict",
+    "to",
+    "type",
+    "double",
+    "float",
+    "half",
+    "cuda",
+    "cpu",
+    "eval",
+    "train",
+    "apply",
+    "zero_grad",
+    "register_buffer",
+    "register_parameter",
+    "add_module",
+    "get_submodule",
+    "get_parameter",
+    "get_buffer",
+    "recompile",
+    "print_readable",
+    "meta",
+    "leaves",
+    "pyautograd_leaves",
+    "dump_patches",
+    "call_super_init",
+    "T_destination",
+}
 
 
 def _usable(name):
@@ -314,20 +393,21 @@ class _Plan:
         arg_of = {}
         for k, (v, op) in enumerate(zip(inputs, _ag.node_ops(inputs))):
             if op & 255 not in (_LEAF, _CUSTOM, _LOCAL) or v._inputs:
-                raise ValueError(f"inputs[{k}] must be a leaf Value, not a node computed by "
-                                 f"an op ({_describe(v)})")
+                raise ValueError(f"inputs[{k}] must be a leaf Value, not a node computed by an op ({_describe(v)})")
             if v._id in arg_of:
                 raise ValueError(f"inputs[{k}] is listed twice")
             arg_of[v._id] = k
-        kind = [None] * n          # 'arg', 'param', 'const', 'op'
+        kind = [None] * n  # 'arg', 'param', 'const', 'op'
         batched = [False] * n
         for p, v in enumerate(order):
             op, chosen = ops[p] & 255, ops[p] & _CHOSEN
             ins = ins_of[p]
             if chosen:
-                raise ExportError(f"cannot export a derivative built by grad(create_graph=True) "
-                                  f"that picked a branch by the values of the time "
-                                  f"({_describe(v)}): other values may not take it")
+                raise ExportError(
+                    f"cannot export a derivative built by grad(create_graph=True) "
+                    f"that picked a branch by the values of the time "
+                    f"({_describe(v)}): other values may not take it"
+                )
             if v._id in arg_of:
                 kind[p], batched[p] = "arg", True
                 continue
@@ -338,13 +418,19 @@ class _Plan:
                 kind[p] = "const"
                 continue
             if op in (_CUSTOM, _LOCAL):
-                how = ("its local derivatives are numbers, and its value was computed in "
-                       "Python" if op == _LOCAL else "its value was computed in Python")
-                raise ExportError(f"cannot export a hand-made node ({_describe(v)}): {how}, "
-                                  f"so it is no function of its inputs that torch or JAX could run")
+                how = (
+                    "its local derivatives are numbers, and its value was computed in Python"
+                    if op == _LOCAL
+                    else "its value was computed in Python"
+                )
+                raise ExportError(
+                    f"cannot export a hand-made node ({_describe(v)}): {how}, "
+                    f"so it is no function of its inputs that torch or JAX could run"
+                )
             if "_backward" in v.__dict__:
-                raise ExportError(f"cannot export a node with a Python _backward "
-                                  f"({_describe(v)}): a Python function is no graph")
+                raise ExportError(
+                    f"cannot export a node with a Python _backward ({_describe(v)}): a Python function is no graph"
+                )
             name = OP_NAMES[op]
             if op not in (_SUM, _DOT) and name not in OP_RULES:
                 raise ExportError(f"no export rule for op {name!r} ({_describe(v)})")
@@ -356,11 +442,11 @@ class _Plan:
         self.n_inputs = len(inputs)
         self.arg_of = arg_of
         self.arg_names = self._arg_names(inputs)
-        self.code = []            # instructions
-        self.widths = []          # per var: None (scalar) or vector width
+        self.code = []  # instructions
+        self.widths = []  # per var: None (scalar) or vector width
         self.var_batched = []
-        self.params = {}          # name -> (shape, data list, leaves list)  (row-major)
-        self.consts = {}          # name -> (shape, data list)
+        self.params = {}  # name -> (shape, data list, leaves list)  (row-major)
+        self.consts = {}  # name -> (shape, data list)
         self._plan([position[v._id] for v in outputs])
 
     @staticmethod
@@ -394,7 +480,7 @@ class _Plan:
             bias = ins[-1] if len(ins) % 2 else None
             if bias is not None and not source[bias]:
                 continue
-            evens, odds = ins[0:2 * pairs:2], ins[1:2 * pairs:2]
+            evens, odds = ins[0 : 2 * pairs : 2], ins[1 : 2 * pairs : 2]
             if all(source[q] for q in evens):
                 ws, xs = evens, odds
             elif all(source[q] for q in odds):
@@ -404,8 +490,7 @@ class _Plan:
             key = (xs, bias is None)
             group = by_key.get(key)
             if group is None:
-                group = by_key[key] = {"kind": "linear", "xs": xs, "rows": [], "biases": [],
-                                       "members": []}
+                group = by_key[key] = {"kind": "linear", "xs": xs, "rows": [], "biases": [], "members": []}
                 groups.append(group)
             group["rows"].append(ws)
             group["biases"].append(bias)
@@ -418,9 +503,14 @@ class _Plan:
         while True:
             buckets = {}
             for p in range(len(kind)):
-                if kind[p] == "op" and p not in member and len(ins_of[p]) == 1 \
-                        and ins_of[p][0] in member and OP_NAMES[ops[p] & 255] in OP_RULES \
-                        and OP_RULES[OP_NAMES[ops[p] & 255]].arity == 1:
+                if (
+                    kind[p] == "op"
+                    and p not in member
+                    and len(ins_of[p]) == 1
+                    and ins_of[p][0] in member
+                    and OP_NAMES[ops[p] & 255] in OP_RULES
+                    and OP_RULES[OP_NAMES[ops[p] & 255]].arity == 1
+                ):
                     g, j = member[ins_of[p][0]]
                     buckets.setdefault((ops[p] & 255, g), {}).setdefault(j, []).append(p)
             added = False
@@ -445,22 +535,29 @@ class _Plan:
         for p, ins in enumerate(ins_of):
             for q in ins:
                 first_user.setdefault(q, p)
-        owner = {}   # leaf position -> (param key, index)
+        owner = {}  # leaf position -> (param key, index)
         entries = []  # (order key, param key, shape, leaf positions)
         for g, group in enumerate(groups):
             if group["kind"] != "linear":
                 continue
             rows, at = group["rows"], group["members"][0]
             flat = [q for row in rows for q in row]
-            if all(kind[q] == "param" for q in flat) and len(set(flat)) == len(flat) \
-                    and not any(q in owner for q in flat):
+            if (
+                all(kind[q] == "param" for q in flat)
+                and len(set(flat)) == len(flat)
+                and not any(q in owner for q in flat)
+            ):
                 key = ("weight", g)
                 for i, q in enumerate(flat):
                     owner[q] = (key, divmod(i, len(rows[0])))
                 entries.append(((at, 0), key, (len(rows), len(rows[0])), flat))
             biases = group["biases"]
-            if biases[0] is not None and all(kind[q] == "param" for q in biases) \
-                    and len(set(biases)) == len(biases) and not any(q in owner for q in biases):
+            if (
+                biases[0] is not None
+                and all(kind[q] == "param" for q in biases)
+                and len(set(biases)) == len(biases)
+                and not any(q in owner for q in biases)
+            ):
                 key = ("bias", g)
                 for j, q in enumerate(biases):
                     owner[q] = (key, (j,))
@@ -471,8 +568,7 @@ class _Plan:
         labels = [order[p].label for p in scalars]
         names = {}
         for p, label in zip(scalars, labels):
-            if _usable(label) and labels.count(label) == 1 and not re.match(
-                    r"(p\d+|linear\d+_(weight|bias))\Z", label):
+            if _usable(label) and labels.count(label) == 1 and not re.match(r"(p\d+|linear\d+_(weight|bias))\Z", label):
                 names[("scalar", p)] = label
         counters = {"scalar": 0, "linear": 0}
         linear_number = {}
@@ -531,8 +627,12 @@ class _Plan:
 
         def new_vector(qs):
             rs = [refs[q] for q in qs]
-            if rs and rs[0][0] == "col" and self.widths[rs[0][1]] == len(rs) and all(
-                    r[0] == "col" and r[1] == rs[0][1] and r[2] == j for j, r in enumerate(rs)):
+            if (
+                rs
+                and rs[0][0] == "col"
+                and self.widths[rs[0][1]] == len(rs)
+                and all(r[0] == "col" and r[1] == rs[0][1] and r[2] == j for j, r in enumerate(rs))
+            ):
                 return rs[0][1]
             items = [scalar(r) for r in rs]
             flags = [is_batched(r) for r in items]
@@ -545,9 +645,12 @@ class _Plan:
             flat = [q for row in qs_rows for q in row] if key == "weight" else list(qs_rows)
             shape = (len(qs_rows), len(qs_rows[0])) if key == "weight" else (len(qs_rows),)
             first = self.param_of.get(flat[0])
-            if first is not None and first[1] == ((0, 0) if key == "weight" else (0,)) and all(
-                    self.param_of.get(q, (None,))[0] == first[0] for q in flat) \
-                    and self.params[first[0]][0] == shape:
+            if (
+                first is not None
+                and first[1] == ((0, 0) if key == "weight" else (0,))
+                and all(self.param_of.get(q, (None,))[0] == first[0] for q in flat)
+                and self.params[first[0]][0] == shape
+            ):
                 return ("param", first[0], None)
             if all(kind[q] == "const" for q in flat):
                 name = f"const{len(self.consts)}"
@@ -606,10 +709,11 @@ class _Plan:
                 if pairs == 0:
                     refs[p] = bias
                     continue
-                wv = vector(ins[0:2 * pairs:2])
-                xv = vector(ins[1:2 * pairs:2])
-                out = self._var(None, self.var_batched[wv] or self.var_batched[xv]
-                                or (bias is not None and is_batched(bias)))
+                wv = vector(ins[0 : 2 * pairs : 2])
+                xv = vector(ins[1 : 2 * pairs : 2])
+                out = self._var(
+                    None, self.var_batched[wv] or self.var_batched[xv] or (bias is not None and is_batched(bias))
+                )
                 code.append(("dot", out, wv, xv, bias))
                 refs[p] = ("var", out)
                 continue
@@ -642,7 +746,7 @@ class _Plan:
             elif len(shape) == 1:
                 out[name] = list(leaves)
             else:
-                out[name] = [list(leaves[i * shape[1]:(i + 1) * shape[1]]) for i in range(shape[0])]
+                out[name] = [list(leaves[i * shape[1] : (i + 1) * shape[1]]) for i in range(shape[0])]
         return out
 
 
@@ -679,8 +783,7 @@ def _run(plan, target, xs):
         elif tag == "stack":
             env[out] = target.stack([get(a) for a in ins[2]], ins[3])
         elif tag == "linear":
-            env[out] = target.linear(env[ins[2]], get(ins[3]),
-                                     None if ins[4] is None else get(ins[4]))
+            env[out] = target.linear(env[ins[2]], get(ins[3]), None if ins[4] is None else get(ins[4]))
         elif tag == "map":
             env[out] = target.op(ins[2], [env[ins[3]]])
         elif tag == "sum":
@@ -707,6 +810,7 @@ _NUMBER_FIRST = {"truediv", "pow"}
 class _TorchTarget:
     def __init__(self, torch, root, graph, tracer):
         from torch.fx.proxy import Proxy
+
         self.torch, self.root, self.graph, self.tracer, self.Proxy = torch, root, graph, tracer, Proxy
         self.attrs = {}
 
@@ -720,7 +824,8 @@ class _TorchTarget:
 
     def op(self, name, args):
         if (name in _TENSORS_ONLY and any(isinstance(a, float) for a in args)) or (
-                name in _NUMBER_FIRST and isinstance(args[0], float)):
+            name in _NUMBER_FIRST and isinstance(args[0], float)
+        ):
             # a number where these take tensors: torch's Python-number forms differ (2.0 ** x
             # is wrong for a negative base, 0.0 / x's gradient is nan at 1e-300), or do not
             # exist (torch.maximum), or are float32 (torch.where)
@@ -737,8 +842,10 @@ class _TorchTarget:
     def _tensors(self, items, flags):
         like = next((i for i, f in zip(items, flags) if f), None)
         if like is not None:
-            return [i if f else (self.torch.full_like(like, i) if isinstance(i, float)
-                                 else i.expand_as(like)) for i, f in zip(items, flags)]
+            return [
+                i if f else (self.torch.full_like(like, i) if isinstance(i, float) else i.expand_as(like))
+                for i, f in zip(items, flags)
+            ]
         like = next(i for i in items if not isinstance(i, float))
         return [self.torch.full_like(like, i) if isinstance(i, float) else i for i in items]
 
@@ -771,8 +878,7 @@ class _TorchTarget:
         return r
 
 
-def to_torch(outputs: Value | Sequence[Value],
-             inputs: Value | Sequence[Value]) -> "torch.fx.GraphModule":
+def to_torch(outputs: Value | Sequence[Value], inputs: Value | Sequence[Value]) -> "torch.fx.GraphModule":
     """The graph computing `outputs` (a Value or a list of Values) from `inputs` (the leaf
     Values that become its arguments, in order) as a torch.fx.GraphModule.
 
@@ -787,11 +893,11 @@ def to_torch(outputs: Value | Sequence[Value],
     torch = _need("torch", "torch")
     import torch.fx as fx
     from torch.fx.proxy import GraphAppendingTracer, Proxy
+
     plan = _Plan(outputs, inputs)
     root = torch.nn.Module()
     for name, (shape, data, _) in plan.params.items():
-        root.register_parameter(name, torch.nn.Parameter(
-            torch.tensor(data, dtype=torch.float64).reshape(shape)))
+        root.register_parameter(name, torch.nn.Parameter(torch.tensor(data, dtype=torch.float64).reshape(shape)))
     for name, (shape, data) in plan.consts.items():
         root.register_buffer(name, torch.tensor(data, dtype=torch.float64).reshape(shape))
     graph = fx.Graph()
@@ -818,8 +924,10 @@ def _jax_op(name):
         return fn
     import jax
     import jax.numpy as jnp
+
     rule = OP_RULES[name]
     if rule.arity == 1:
+
         @jax.custom_jvp
         def fn(a):
             return rule.forward(jnp, a, None)
@@ -830,6 +938,7 @@ def _jax_op(name):
             out = rule.forward(jnp, a, None)
             return out, rule.to_a(ta, a, None, out, jnp)
     else:
+
         @jax.custom_jvp
         def fn(a, b):
             return rule.forward(jnp, a, b)
@@ -839,6 +948,7 @@ def _jax_op(name):
             (a, b), (ta, tb) = primals, tangents
             out = rule.forward(jnp, a, b)
             return out, rule.to_a(ta, a, b, out, jnp) + rule.to_b(tb, a, b, out, jnp)
+
     fn.__name__ = f"pyautograd_{name}"
     _jax_ops[name] = fn
     return fn
@@ -856,8 +966,7 @@ class _JaxTarget:
 
     def op(self, name, args):
         jnp = self.jnp
-        return _jax_op(name)(*(jnp.asarray(a, jnp.float64) if isinstance(a, float) else a
-                               for a in args))
+        return _jax_op(name)(*(jnp.asarray(a, jnp.float64) if isinstance(a, float) else a for a in args))
 
     def select(self, v, j):
         return v[..., j]
@@ -867,8 +976,7 @@ class _JaxTarget:
         if not all(flags):
             like = next((i for i, f in zip(items, flags) if f), None)
             shape = jnp.shape(like) if like is not None else ()
-            items = [i if f else jnp.broadcast_to(jnp.asarray(i, jnp.float64), shape)
-                     for i, f in zip(items, flags)]
+            items = [i if f else jnp.broadcast_to(jnp.asarray(i, jnp.float64), shape) for i, f in zip(items, flags)]
         return jnp.stack(items, -1)
 
     def build(self, items, shape):
@@ -893,8 +1001,9 @@ class _JaxTarget:
         return self.jnp.asarray(r, self.jnp.float64) if isinstance(r, float) else r
 
 
-def to_jax(outputs: Value | Sequence[Value],
-           inputs: Value | Sequence[Value]) -> tuple[Callable[..., Any], dict[str, Any]]:
+def to_jax(
+    outputs: Value | Sequence[Value], inputs: Value | Sequence[Value]
+) -> tuple[Callable[..., Any], dict[str, Any]]:
     """The graph computing `outputs` from `inputs` as a pure JAX function: returns
     (fn, params), where fn(params, *xs) takes one float64 array per input, all of one
     shape, and returns the outputs elementwise over it (an array for one output, a tuple
@@ -908,17 +1017,17 @@ def to_jax(outputs: Value | Sequence[Value],
     jax = _need("jax", "jax")
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
+
     plan = _Plan(outputs, inputs)
-    params = {name: jnp.asarray(data, jnp.float64).reshape(shape)
-              for name, (shape, data, _) in plan.params.items()}
-    consts = {name: jnp.asarray(data, jnp.float64).reshape(shape)
-              for name, (shape, data) in plan.consts.items()}
+    params = {name: jnp.asarray(data, jnp.float64).reshape(shape) for name, (shape, data, _) in plan.params.items()}
+    consts = {name: jnp.asarray(data, jnp.float64).reshape(shape) for name, (shape, data) in plan.consts.items()}
     n_inputs = plan.n_inputs
 
     def fn(params, *xs):
         if len(xs) != n_inputs:
-            raise TypeError(f"the exported function takes params and {n_inputs} "
-                            f"input{'' if n_inputs == 1 else 's'}, not {len(xs)}")
+            raise TypeError(
+                f"the exported function takes params and {n_inputs} input{'' if n_inputs == 1 else 's'}, not {len(xs)}"
+            )
         outs = _run(plan, _JaxTarget(jnp, params, consts), xs)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
@@ -929,12 +1038,14 @@ def to_jax(outputs: Value | Sequence[Value],
 
 # ---- pyautograd.nn modules as torch.nn modules ----
 
+
 def module_to_torch(module: Any) -> Any:
     """A pyautograd.nn Neuron, Layer or MLP as a torch.nn.Sequential of nn.Linear (float64,
     the same weights) and nn.ReLU: it maps a tensor of shape (..., nin) to (..., nout).
     Needs torch (the [torch] extra)."""
     torch = _need("torch", "torch")
     from . import nn
+
     if isinstance(module, nn.MLP):
         layers = list(module.layers)
     elif isinstance(module, nn.Layer):
@@ -942,20 +1053,19 @@ def module_to_torch(module: Any) -> Any:
     elif isinstance(module, nn.Neuron):
         layers = [[module]]
     else:
-        raise TypeError(f"to_torch() exports a Neuron, a Layer or an MLP, "
-                        f"not {type(module).__name__!r}")
+        raise TypeError(f"to_torch() exports a Neuron, a Layer or an MLP, not {type(module).__name__!r}")
     parts = []
     for layer in layers:
         neurons = list(layer.neurons) if isinstance(layer, nn.Layer) else layer
         nins = {len(n.w) for n in neurons}
         nonlins = {bool(n.nonlin) for n in neurons}
         if len(nins) != 1 or len(nonlins) != 1:
-            raise ValueError("to_torch() needs the neurons of a layer to have the same number "
-                             "of inputs and the same nonlin")
+            raise ValueError(
+                "to_torch() needs the neurons of a layer to have the same number of inputs and the same nonlin"
+            )
         linear = torch.nn.Linear(nins.pop(), len(neurons), dtype=torch.float64)
         with torch.no_grad():
-            linear.weight.copy_(torch.tensor([[w.data for w in n.w] for n in neurons],
-                                             dtype=torch.float64))
+            linear.weight.copy_(torch.tensor([[w.data for w in n.w] for n in neurons], dtype=torch.float64))
             linear.bias.copy_(torch.tensor([n.b.data for n in neurons], dtype=torch.float64))
         parts.append(linear)
         if nonlins.pop():

@@ -5,6 +5,7 @@ chain of 32 binary ones, and its gradient is exact. The order of evaluation is
 micrograd's (Python's sum: start first, then each term left to right), so the results
 are bitwise those of the unfused expressions.
 """
+
 import math
 import numbers
 from collections.abc import Iterable
@@ -28,8 +29,7 @@ def sum(values: Iterable[Value | float], start: Value | float = 0) -> Value:  # 
     return _ag.sum(values, start)
 
 
-def dot(ws: Iterable[Value | float], xs: Iterable[Value | float],
-        start: Value | float = 0) -> Value:
+def dot(ws: Iterable[Value | float], xs: Iterable[Value | float], start: Value | float = 0) -> Value:
     """start + ws[0]*xs[0] + ws[1]*xs[1] + ... as one node.
 
     Bitwise equal to micrograd's sum((w*x for w, x in zip(ws, xs)), start). ws and xs

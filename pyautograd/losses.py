@@ -4,6 +4,7 @@ mse, micrograd's max-margin hinge, and the two cross-entropies, computed from lo
 in their numerically stable forms (like torch's BCEWithLogitsLoss and cross_entropy).
 Each takes a batch (a sequence) or a single prediction.
 """
+
 import numbers
 from collections.abc import Iterable
 from typing import overload
@@ -35,21 +36,17 @@ def _batch(predictions, targets, what):
         targets = [targets]
     for name, seq in (("predictions", predictions), ("targets", targets)):
         if not hasattr(seq, "__iter__"):
-            raise TypeError(f"{what}() {name} must be a Value, a number or a sequence, "
-                            f"not {type(seq).__name__!r}")
+            raise TypeError(f"{what}() {name} must be a Value, a number or a sequence, not {type(seq).__name__!r}")
     predictions, targets = list(predictions), list(targets)
     if len(predictions) != len(targets):
-        raise ValueError(f"{what}() needs as many targets as predictions, "
-                         f"got {len(targets)} and {len(predictions)}")
+        raise ValueError(f"{what}() needs as many targets as predictions, got {len(targets)} and {len(predictions)}")
     if not predictions:
         raise ValueError(f"{what}() needs at least one prediction")
     for name, seq in (("predictions", predictions), ("targets", targets)):
         # one check per distinct type, not per element: a batch has one or two types
-        if not all(issubclass(t, _COMMON_SCALARS) or issubclass(t, numbers.Real)
-                   for t in set(map(type, seq))):
+        if not all(issubclass(t, _COMMON_SCALARS) or issubclass(t, numbers.Real) for t in set(map(type, seq))):
             x = next(x for x in seq if not _is_scalar(x))
-            raise TypeError(f"{what}() {name} must be Values or real numbers, "
-                            f"not {type(x).__name__!r}")
+            raise TypeError(f"{what}() {name} must be Values or real numbers, not {type(x).__name__!r}")
     return predictions, targets
 
 
@@ -84,8 +81,7 @@ def binary_cross_entropy_with_logits(logits: _Batch, targets: _Batch) -> Value:
     logits, targets = _batch(logits, targets, "binary_cross_entropy_with_logits")
     odd = [t for t in set(targets) if not isinstance(t, Value) and not 0 <= t <= 1]  # nan too
     if odd:
-        raise ValueError(f"binary_cross_entropy_with_logits() targets must be in [0, 1], "
-                         f"got {odd[0]!r}")
+        raise ValueError(f"binary_cross_entropy_with_logits() targets must be in [0, 1], got {odd[0]!r}")
     losses = []
     for x, t in zip(logits, targets):
         if not isinstance(x, Value):
@@ -101,8 +97,9 @@ def cross_entropy(logits: Iterable[Iterable[Value | float]], targets: Iterable[i
 def cross_entropy(logits: Iterable[Value | float], targets: int) -> Value: ...
 
 
-def cross_entropy(logits: Iterable[Iterable[Value | float]] | Iterable[Value | float],
-                  targets: Iterable[int] | int) -> Value:
+def cross_entropy(
+    logits: Iterable[Iterable[Value | float]] | Iterable[Value | float], targets: Iterable[int] | int
+) -> Value:
     """mean of -log_softmax(row)[target] over the batch, as torch's cross_entropy.
 
     logits is one row (a sequence of Values, one per class) with one int target, or a
@@ -114,23 +111,19 @@ def cross_entropy(logits: Iterable[Iterable[Value | float]] | Iterable[Value | f
     if rows and _is_scalar(rows[0]):  # one row of class logits, one target
         rows, targets = [rows], [targets]
     if not hasattr(targets, "__iter__"):
-        raise TypeError(f"cross_entropy() targets must be a sequence of class indices, "
-                        f"not {type(targets).__name__!r}")
+        raise TypeError(f"cross_entropy() targets must be a sequence of class indices, not {type(targets).__name__!r}")
     targets = list(targets)
     if len(rows) != len(targets):
-        raise ValueError(f"cross_entropy() needs as many targets as rows of logits, "
-                         f"got {len(targets)} and {len(rows)}")
+        raise ValueError(f"cross_entropy() needs as many targets as rows of logits, got {len(targets)} and {len(rows)}")
     if not rows:
         raise ValueError("cross_entropy() needs at least one row of logits")
     losses = []
     for row, target in zip(rows, targets):
         if not isinstance(target, numbers.Integral) or isinstance(target, bool):
-            raise TypeError(f"cross_entropy() targets must be class indices (int), "
-                            f"not {type(target).__name__!r}")
+            raise TypeError(f"cross_entropy() targets must be class indices (int), not {type(target).__name__!r}")
         shifted = functional._shifted(functional._as_values(row, "cross_entropy"))
         if not 0 <= target < len(shifted):
-            raise IndexError(f"cross_entropy() target {target} is out of range "
-                             f"for {len(shifted)} classes")
+            raise IndexError(f"cross_entropy() target {target} is out of range for {len(shifted)} classes")
         # -log_softmax(row)[target], without making the other classes' log-probabilities
         log_total = functional.sum([s.exp() for s in shifted]).log()
         losses.append(log_total - shifted[target])

@@ -3,6 +3,7 @@
 Both are flags in C (per thread), so the per-op path in Python checks nothing and
 pays nothing for them.
 """
+
 import contextlib
 import math
 from collections.abc import Callable
@@ -75,6 +76,7 @@ class detect_anomaly(_Mode):
 
 def _describe(x):
     from .engine import Value
+
     return repr(x.data) if isinstance(x, Value) else repr(float(x))
 
 
@@ -93,7 +95,7 @@ def anomaly_error(what, inputs, node, node_op, value):
         phase = "value" if what == "forward" else "gradient"
         return FloatingPointError(
             f"detect_anomaly: {node_op!r} produced a non-finite {phase} in {what} "
-            f"(its value {node.data!r}, its inputs ({_describe_all(node._inputs)}))")
+            f"(its value {node.data!r}, its inputs ({_describe_all(node._inputs)}))"
+        )
     kind = "nan" if math.isnan(value) else repr(value)
-    return FloatingPointError(f"detect_anomaly: {what!r} produced {kind} from inputs "
-                              f"({_describe_all(inputs)})")
+    return FloatingPointError(f"detect_anomaly: {what!r} produced {kind} from inputs ({_describe_all(inputs)})")

@@ -8,6 +8,7 @@ micrograd's order, so the values are bitwise micrograd's) and one relu, not a ch
 activations from layer to layer as a NodeList (node ids it owns) without making Values
 in between, and zero_grad is one C call.
 """
+
 import numbers
 import random
 from collections.abc import Iterable
@@ -32,6 +33,7 @@ def _structure_changed():
 
 def _tracked(method):
     """list's mutating method, bumping the structure version first."""
+
     def mutate(self, *args):
         _structure_changed()
         return method(self, *args)
@@ -79,7 +81,6 @@ def _too_few(what, nin, x):
 
 
 class Module:
-
     def zero_grad(self) -> None:
         """Sets every parameter's grad to 0, in one C call."""
         _ag.zero_grad(self.parameters())
@@ -91,11 +92,11 @@ class Module:
         """This Neuron, Layer or MLP as a torch.nn.Sequential of nn.Linear (float64, the
         same weights) and nn.ReLU (pyautograd.export.module_to_torch; needs torch)."""
         from .export import module_to_torch
+
         return module_to_torch(self)
 
 
 class Neuron(Module):
-
     def __init__(self, nin: int, nonlin: bool = True) -> None:
         _check_size("Neuron", "nin", nin)
         self.w: list[Value] = _TrackedList(Value(random.uniform(-1, 1)) for _ in range(nin))
@@ -116,7 +117,7 @@ class Neuron(Module):
         except TypeError as error:  # name the call that was made, not the op inside it
             if not str(error).startswith("dot() xs "):
                 raise
-            raise TypeError(f"Neuron() {str(error)[len('dot() xs '):]}") from None
+            raise TypeError(f"Neuron() {str(error)[len('dot() xs ') :]}") from None
         return act.relu() if self.nonlin else act
 
     def parameters(self) -> list[Value]:
@@ -141,7 +142,6 @@ class _LayerPlan:
 
 
 class Layer(Module):
-
     def __init__(self, nin: int, nout: int, **kwargs: Any) -> None:
         _check_size("Layer", "nin", nin)
         _check_size("Layer", "nout", nout)
@@ -158,10 +158,19 @@ class Layer(Module):
         if cached is not None and cached.version == _structure_version[0]:
             return cached if type(cached) is _LayerPlan else None
         neurons = self.neurons
-        ok = (type(neurons) is _TrackedList and neurons
-              and all(type(n) is Neuron and type(n.w) is _TrackedList and isinstance(n.b, Value)
-                      and all(isinstance(w, Value) for w in n.w) for n in neurons)
-              and len({len(n.w) for n in neurons}) == 1 and len(neurons[0].w) > 0)
+        ok = (
+            type(neurons) is _TrackedList
+            and neurons
+            and all(
+                type(n) is Neuron
+                and type(n.w) is _TrackedList
+                and isinstance(n.b, Value)
+                and all(isinstance(w, Value) for w in n.w)
+                for n in neurons
+            )
+            and len({len(n.w) for n in neurons}) == 1
+            and len(neurons[0].w) > 0
+        )
         plan = _LayerPlan(neurons) if ok else None
         # A layer that can't have a plan remembers that too, for this version.
         object.__setattr__(self, "_plan_cache", plan or _NoPlan(_structure_version[0]))
@@ -208,7 +217,6 @@ class _NoPlan:
 
 
 class MLP(Module):
-
     def __init__(self, nin: int, nouts: list[int]) -> None:
         _check_size("MLP", "nin", nin)
         if not isinstance(nouts, (list, tuple)):
@@ -218,8 +226,9 @@ class MLP(Module):
         for i, nout in enumerate(nouts):
             _check_size("MLP", f"nouts[{i}]", nout)
         sz = [nin] + list(nouts)
-        self.layers: list[Layer] = _TrackedList(Layer(sz[i], sz[i+1], nonlin=i != len(nouts)-1)
-                                                for i in range(len(nouts)))
+        self.layers: list[Layer] = _TrackedList(
+            Layer(sz[i], sz[i + 1], nonlin=i != len(nouts) - 1) for i in range(len(nouts))
+        )
 
     def __setattr__(self, name, value):
         _structure_changed()
@@ -236,8 +245,7 @@ class MLP(Module):
         plans = []
         for i, layer in enumerate(layers):
             plan = layer._plan() if type(layer) is Layer else None
-            if plan is None or (plans and plans[-1].nout != plan.nin) or (
-                    plan.nout == 1 and i != len(layers) - 1):
+            if plan is None or (plans and plans[-1].nout != plan.nin) or (plan.nout == 1 and i != len(layers) - 1):
                 plans = None
                 break
             plans.append(plan)

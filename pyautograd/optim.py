@@ -15,6 +15,7 @@ that checks what it is given at once, so one set between steps (a schedule, a wa
 momentum) takes effect at the next step, and a bad one raises where it is set, naming
 itself and its valid range, not later inside step().
 """
+
 import numbers
 from collections.abc import Iterable, Sequence
 
@@ -25,8 +26,7 @@ from .engine import Value, _raise_failure
 __all__ = ["Optimizer", "SGD", "Adam"]
 
 
-def _check_real(name: str, value: float, low: float = 0.0, high: float | None = None,
-                open_high: bool = False) -> float:
+def _check_real(name: str, value: float, low: float = 0.0, high: float | None = None, open_high: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, not {type(value).__name__!r}")
     value = float(value)
@@ -42,8 +42,7 @@ class Optimizer:
 
     def __init__(self, params: Iterable[Value], lr: float) -> None:
         if isinstance(params, Value):
-            raise TypeError("params must be an iterable of Values (e.g. model.parameters()), "
-                            "not one Value")
+            raise TypeError("params must be an iterable of Values (e.g. model.parameters()), not one Value")
         params = list(params)
         for p in params:
             if not isinstance(p, Value):
@@ -76,8 +75,10 @@ class Optimizer:
         """Takes back what state_dict() gave, for an optimizer over as many parameters."""
         groups = state_dict["param_groups"]
         if len(groups) != 1 or list(groups[0]["params"]) != list(range(self._n)):
-            raise ValueError(f"load_state_dict: this optimizer has {self._n} parameter(s) in one "
-                             f"group; the state has groups of {[len(g['params']) for g in groups]}")
+            raise ValueError(
+                f"load_state_dict: this optimizer has {self._n} parameter(s) in one "
+                f"group; the state has groups of {[len(g['params']) for g in groups]}"
+            )
         for name in self._HYPER:  # each setter checks its value
             setattr(self, name, groups[0][name])
         self._load_param_state(state_dict["state"])
@@ -124,8 +125,7 @@ class SGD(Optimizer):
     As torch's, the momentum buffer is made at the first step with momentum != 0 (so
     momentum may be turned on after construction), and kept while momentum is 0."""
 
-    def __init__(self, params: Iterable[Value], lr: float, momentum: float = 0,
-                 weight_decay: float = 0) -> None:
+    def __init__(self, params: Iterable[Value], lr: float, momentum: float = 0, weight_decay: float = 0) -> None:
         super().__init__(params, lr)
         self.momentum = momentum
         self.weight_decay = weight_decay
@@ -171,25 +171,31 @@ class SGD(Optimizer):
         if first_momentum_step:
             self._momentum_buffer = self._buffer()
         buffer = ffi.NULL if self._momentum_buffer is None else self._momentum_buffer
-        if lib.ag_sgd_step(self._ids, self._n, self._lr, self._momentum, self._weight_decay,
-                           buffer, first_momentum_step):
+        if lib.ag_sgd_step(
+            self._ids, self._n, self._lr, self._momentum, self._weight_decay, buffer, first_momentum_step
+        ):
             if first_momentum_step:
                 self._momentum_buffer = None  # nothing was updated: the next step is the first
             _raise_failure("SGD.step", (), None, "")
         self._steps += 1
 
     def __repr__(self) -> str:
-        return (f"SGD({self._n} parameters, lr={self._lr}, momentum={self.momentum}, "
-                f"weight_decay={self.weight_decay})")
+        return f"SGD({self._n} parameters, lr={self._lr}, momentum={self.momentum}, weight_decay={self.weight_decay})"
 
 
 class Adam(Optimizer):
     """Adam, as torch.optim.Adam; with decoupled=True, AdamW (torch.optim.AdamW): the
     weight decay shrinks the parameters directly instead of joining the gradient."""
 
-    def __init__(self, params: Iterable[Value], lr: float = 1e-3,
-                 betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0, decoupled: bool = False) -> None:
+    def __init__(
+        self,
+        params: Iterable[Value],
+        lr: float = 1e-3,
+        betas: Sequence[float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        decoupled: bool = False,
+    ) -> None:
         super().__init__(params, lr)
         self.betas = betas
         self.eps = eps
@@ -207,8 +213,10 @@ class Adam(Optimizer):
     def _param_state(self) -> dict:
         if not self._steps:
             return {}
-        return {i: {"step": self._steps, "exp_avg": self._exp_avg[i], "exp_avg_sq": self._exp_avg_sq[i]}
-                for i in range(self._n)}
+        return {
+            i: {"step": self._steps, "exp_avg": self._exp_avg[i], "exp_avg_sq": self._exp_avg_sq[i]}
+            for i in range(self._n)
+        }
 
     def _load_param_state(self, state: dict) -> None:
         self._fresh_state()
@@ -226,8 +234,10 @@ class Adam(Optimizer):
     def betas(self, value: Sequence[float]) -> None:
         if not hasattr(value, "__len__") or len(value) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), not {value!r}")
-        self._betas = (_check_real("betas[0]", value[0], 0.0, 1.0, open_high=True),
-                       _check_real("betas[1]", value[1], 0.0, 1.0, open_high=True))
+        self._betas = (
+            _check_real("betas[0]", value[0], 0.0, 1.0, open_high=True),
+            _check_real("betas[1]", value[1], 0.0, 1.0, open_high=True),
+        )
 
     @property
     def eps(self) -> float:
@@ -256,12 +266,24 @@ class Adam(Optimizer):
     def step(self) -> None:
         """Updates every parameter from its .grad, in one C call."""
         beta1, beta2 = self._betas
-        if lib.ag_adam_step(self._ids, self._n, self._lr, beta1, beta2, self._eps,
-                            self._weight_decay, self._decoupled, self._steps + 1,
-                            self._exp_avg, self._exp_avg_sq):
+        if lib.ag_adam_step(
+            self._ids,
+            self._n,
+            self._lr,
+            beta1,
+            beta2,
+            self._eps,
+            self._weight_decay,
+            self._decoupled,
+            self._steps + 1,
+            self._exp_avg,
+            self._exp_avg_sq,
+        ):
             _raise_failure("Adam.step", (), None, "")
         self._steps += 1
 
     def __repr__(self) -> str:
-        return (f"Adam({self._n} parameters, lr={self._lr}, betas={self.betas}, eps={self.eps}, "
-                f"weight_decay={self.weight_decay}, decoupled={self.decoupled})")
+        return (
+            f"Adam({self._n} parameters, lr={self._lr}, betas={self.betas}, eps={self.eps}, "
+            f"weight_decay={self.weight_decay}, decoupled={self.decoupled})"
+        )

@@ -9,6 +9,7 @@ Values only for the nodes it draws: a graph can be millions of nodes wide or dee
 In a notebook a Value shows its repr, like micrograd's; display_graphs() makes every Value
 show its graph instead.
 """
+
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,8 +20,7 @@ from .engine import _SYMBOLS, OP_NAMES, Value
 if TYPE_CHECKING:
     import graphviz
 
-__all__ = ["to_dot", "draw_dot", "summary", "GraphSummary", "mimebundle", "display_graphs",
-           "DEFAULT_MAX_NODES"]
+__all__ = ["to_dot", "draw_dot", "summary", "GraphSummary", "mimebundle", "display_graphs", "DEFAULT_MAX_NODES"]
 
 DEFAULT_MAX_NODES = 500
 """How many Values a drawing shows unless told otherwise: enough for a lecture-sized
@@ -33,6 +33,7 @@ _HISTOGRAM_KEYS = tuple(symbol or name for name, symbol in zip(OP_NAMES, _SYMBOL
 
 # ---- arguments ----
 
+
 def _check_root(root, what):
     if not isinstance(root, Value):
         raise TypeError(f"{what}() needs a Value, not {type(root).__name__!r}")
@@ -41,8 +42,7 @@ def _check_root(root, what):
 def _check_options(rankdir, max_nodes):
     if rankdir not in RANKDIRS:
         raise ValueError(f"rankdir must be one of {', '.join(RANKDIRS)}, not {rankdir!r}")
-    if max_nodes is not None and (not isinstance(max_nodes, int) or isinstance(max_nodes, bool)
-                                  or max_nodes < 1):
+    if max_nodes is not None and (not isinstance(max_nodes, int) or isinstance(max_nodes, bool) or max_nodes < 1):
         raise ValueError(f"max_nodes must be an int >= 1 or None (no cap), not {max_nodes!r}")
 
 
@@ -159,16 +159,16 @@ def _statements(root, max_nodes, expand_dot=False):
         lines.append(f"\t{names[child]} -> {target[user]}{extra}\n")
     if cut:
         total = left_out + len(values)
-        note = (f"{left_out:,} of {total:,} nodes not drawn\\n"
-                f"(max_nodes={max_nodes})")
+        note = f"{left_out:,} of {total:,} nodes not drawn\\n(max_nodes={max_nodes})"
         lines.append(f'\tleft_out [label="{note}" shape=note style=dashed]\n')
         for i in cut:
             lines.append(f"\tleft_out -> {target[i]} [style=dashed]\n")
     return lines
 
 
-def to_dot(root: Value, rankdir: str = "LR", max_nodes: int | None = DEFAULT_MAX_NODES,
-           expand_dot: bool = False) -> str:
+def to_dot(
+    root: Value, rankdir: str = "LR", max_nodes: int | None = DEFAULT_MAX_NODES, expand_dot: bool = False
+) -> str:
     """The graph under root as DOT source (a str), needing no graphviz install.
 
     Nodes nearest the root come first; past max_nodes (None: no cap) a note node says
@@ -183,8 +183,13 @@ def to_dot(root: Value, rankdir: str = "LR", max_nodes: int | None = DEFAULT_MAX
     return f"digraph {{\n\tgraph [rankdir={rankdir}]\n{body}}}\n"
 
 
-def draw_dot(root: Value, format: str = "svg", rankdir: str = "LR",
-             max_nodes: int | None = DEFAULT_MAX_NODES, expand_dot: bool = False) -> "graphviz.Digraph":
+def draw_dot(
+    root: Value,
+    format: str = "svg",
+    rankdir: str = "LR",
+    max_nodes: int | None = DEFAULT_MAX_NODES,
+    expand_dot: bool = False,
+) -> "graphviz.Digraph":
     """The graph under root as a graphviz.Digraph, as in the micrograd lecture:
     .render() writes a file, and a notebook shows it inline. Needs `graphviz`.
     expand_dot=True: a neuron's dot node as micrograd's products and sums (to_dot)."""
@@ -193,11 +198,14 @@ def draw_dot(root: Value, format: str = "svg", rankdir: str = "LR",
     try:
         import graphviz
     except ImportError as error:
-        raise ImportError("pyautograd.viz.draw_dot needs the graphviz package: "
-                          "pip install 'pyautograd-arena[viz]' (and Graphviz's dot program, "
-                          "e.g. apt install graphviz)") from error
-    return graphviz.Digraph(format=format, graph_attr={"rankdir": rankdir},
-                            body=_statements(root, max_nodes, bool(expand_dot)))
+        raise ImportError(
+            "pyautograd.viz.draw_dot needs the graphviz package: "
+            "pip install 'pyautograd-arena[viz]' (and Graphviz's dot program, "
+            "e.g. apt install graphviz)"
+        ) from error
+    return graphviz.Digraph(
+        format=format, graph_attr={"rankdir": rankdir}, body=_statements(root, max_nodes, bool(expand_dot))
+    )
 
 
 def mimebundle(value: Value, max_nodes: int | None = DEFAULT_MAX_NODES) -> dict[str, str]:
@@ -229,12 +237,14 @@ def display_graphs(enabled: bool = True) -> None:
 
 # ---- a text summary ----
 
+
 @dataclass(frozen=True)
 class GraphSummary:
     """The shape of the graph under a root. str() gives a small table."""
-    nodes: int            # reachable from the root, root included
-    depth: int            # longest path from the root to a leaf, in edges (a leaf alone: 0)
-    ops: dict[str, int]   # op ('+', 'tanh', 'leaf', ...) -> how many nodes it made, most first
+
+    nodes: int  # reachable from the root, root included
+    depth: int  # longest path from the root to a leaf, in edges (a leaf alone: 0)
+    ops: dict[str, int]  # op ('+', 'tanh', 'leaf', ...) -> how many nodes it made, most first
 
     def __str__(self) -> str:
         lines = [f"{self.nodes:,} nodes, depth {self.depth:,}"]

@@ -1,4 +1,5 @@
 """Shared test setup. Tests import the installed package, as users do (see README)."""
+
 import importlib
 import os
 import sys

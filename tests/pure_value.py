@@ -18,6 +18,7 @@ microgpt's way, `PureValue(data, children, local_grads)` (or `local_grads=`): a
 sequence of numbers, one per child, whose backward adds `local_grad * out.grad` into
 each child. A third positional argument that is a str is micrograd's `_op`.
 """
+
 import math
 
 __all__ = ["PureValue"]
@@ -47,6 +48,7 @@ class PureValue:
             def _backward():
                 for child, local in zip(children, local_grads):
                     child.grad += local * out.grad
+
             self._backward = _backward
 
     @staticmethod
@@ -62,6 +64,7 @@ class PureValue:
         def _backward():
             self.grad += out.grad
             other.grad += out.grad
+
         out._backward = _backward
         return out
 
@@ -72,6 +75,7 @@ class PureValue:
         def _backward():
             self.grad += out.grad
             other.grad -= out.grad
+
         out._backward = _backward
         return out
 
@@ -82,6 +86,7 @@ class PureValue:
         def _backward():
             self.grad += other.data * out.grad
             other.grad += self.data * out.grad
+
         out._backward = _backward
         return out
 
@@ -92,6 +97,7 @@ class PureValue:
         def _backward():
             self.grad += out.grad / other.data  # d(a/b)/da = 1/b
             other.grad -= out.data / other.data * out.grad  # d(a/b)/db = -(a/b)/b
+
         out._backward = _backward
         return out
 
@@ -99,10 +105,11 @@ class PureValue:
         if not isinstance(exponent, (int, float)):
             return NotImplemented
         e = int(exponent) if float(exponent).is_integer() else exponent
-        out = PureValue(self.data ** exponent, (self,), f"**{e}")
+        out = PureValue(self.data**exponent, (self,), f"**{e}")
 
         def _backward():
             self.grad += exponent * self.data ** (exponent - 1) * out.grad
+
         out._backward = _backward
         return out
 
@@ -127,6 +134,7 @@ class PureValue:
 
         def _backward():
             self.grad -= out.grad
+
         out._backward = _backward
         return out
 
@@ -135,6 +143,7 @@ class PureValue:
 
         def _backward():
             self.grad += (out.data > 0) * out.grad
+
         out._backward = _backward
         return out
 
@@ -143,6 +152,7 @@ class PureValue:
 
         def _backward():
             self.grad += (1.0 - out.data * out.data) * out.grad
+
         out._backward = _backward
         return out
 
@@ -151,6 +161,7 @@ class PureValue:
 
         def _backward():
             self.grad += out.data * out.grad
+
         out._backward = _backward
         return out
 
@@ -159,6 +170,7 @@ class PureValue:
 
         def _backward():
             self.grad += out.grad / self.data
+
         out._backward = _backward
         return out
 

@@ -7,6 +7,7 @@ errors follow IEEE (log(-1) is nan, 1/0 is inf), as the C core does, so both can
 anything. Besides each grad, backward() keeps `mass`: the sum of |contributions| that
 made it, which bounds the rounding a different summation order can cause.
 """
+
 import math
 
 
@@ -71,7 +72,7 @@ def _gelu(a):
 
 def _gelu_grad(a):
     # d/da: 0.5 (1 + t) + 0.5 a (1 - t^2) beta (1 + 3 kappa a^2), t the tanh above
-    t = math.tanh(_GELU_BETA * (a + _GELU_KAPPA * a ** 3))
+    t = math.tanh(_GELU_BETA * (a + _GELU_KAPPA * a**3))
     return 0.5 * (1.0 + t) + 0.5 * a * (1.0 - t * t) * _GELU_BETA * (1.0 + 3.0 * _GELU_KAPPA * a * a)
 
 
@@ -120,11 +121,9 @@ OPS = {
     "sqrt": (1, lambda a, b: _sqrt(a), lambda a, b, out: (_div(0.5, out), 0.0)),
     "abs": (1, lambda a, b: abs(a), lambda a, b, out: (_sign(a), 0.0)),
     "gelu": (1, lambda a, b: _gelu(a), lambda a, b, out: (_gelu_grad(a), 0.0)),
-    "softplus": (1, lambda a, b: _softplus(a),
-                 lambda a, b, out: (1.0 if a > 20.0 else _sigmoid(a), 0.0)),
+    "softplus": (1, lambda a, b: _softplus(a), lambda a, b, out: (1.0 if a > 20.0 else _sigmoid(a), 0.0)),
     # v.leaky_relu(slope): b is the slope, a number (the C row's constant second input)
-    "leaky_relu": (2, lambda a, b: a if a > 0.0 else a * b,
-                   lambda a, b, out: (1.0, 0.0) if a > 0.0 else (b, a)),
+    "leaky_relu": (2, lambda a, b: a if a > 0.0 else a * b, lambda a, b, out: (1.0, 0.0) if a > 0.0 else (b, a)),
     "maximum": (2, _maximum, lambda a, b, out: _shares(a, b)),
     "minimum": (2, _minimum, lambda a, b, out: _shares(b, a)),
 }

@@ -2,6 +2,7 @@
 operation and the type for non-numbers, MemoryError when the arena is full (simulated
 with pyautograd.arena.set_node_limit), and the arena stays usable afterwards.
 """
+
 import decimal
 import fractions
 import gc
@@ -16,8 +17,11 @@ from pyautograd.engine import Value
 
 NOT_NUMBERS = ["abc", None, 1j, [1.0], (1.0,), {}, object(), decimal.Decimal(1), b"1"]
 BINARY = [
-    (operator.add, "+"), (operator.sub, "-"), (operator.mul, "*"),
-    (operator.truediv, "/"), (operator.pow, "**"),
+    (operator.add, "+"),
+    (operator.sub, "-"),
+    (operator.mul, "*"),
+    (operator.truediv, "/"),
+    (operator.pow, "**"),
 ]
 
 
@@ -93,11 +97,11 @@ def test_other_real_numbers_are_accepted():
 
 def test_int_too_big_for_a_double_overflows_like_float():
     with pytest.raises(OverflowError):
-        float(10 ** 400)
+        float(10**400)
     with pytest.raises(OverflowError):
-        Value(10 ** 400)
+        Value(10**400)
     with pytest.raises(OverflowError):
-        Value(1.0) + 10 ** 400
+        Value(1.0) + 10**400
 
 
 def test_set_node_limit_validates_its_argument():
@@ -118,6 +122,7 @@ def test_set_node_limit_validates_its_argument():
 
 # ---- constructor arguments in the wrong places ----
 
+
 def test_children_that_are_not_iterable_are_named():
     with pytest.raises(TypeError, match=r"^Value\(\) _children must be an iterable of Values, not 'int'$"):
         Value(1, 2)
@@ -125,8 +130,11 @@ def test_children_that_are_not_iterable_are_named():
 
 def test_local_grads_that_are_not_a_sequence_are_named():
     x = Value(1.0)
-    with pytest.raises(TypeError, match=r"^Value\(\) local_grads must be a sequence of real numbers, "
-                                        r"one per child, not 'float'$"):
+    with pytest.raises(
+        TypeError,
+        match=r"^Value\(\) local_grads must be a sequence of real numbers, "
+        r"one per child, not 'float'$",
+    ):
         Value(1, (x,), local_grads=3.0)
     assert Value(1, (x,), local_grads=(3.0,))._op == ""  # the sequence form works
 
@@ -164,6 +172,7 @@ def test_numpy_bools_are_taken_like_bools():
 
 # ---- MemoryError when the arena is full ----
 
+
 @pytest.fixture
 def node_limit():
     """Sets a cap on live nodes for one test and always lifts it afterwards."""
@@ -191,7 +200,7 @@ def test_memory_error_past_the_node_limit(node_limit):
     assert live() == base + 10 and len(chain) == 10
     # what exists still works: read, backward, forward
     chain[-1].backward()
-    assert chain[-1].data == 1.0 and x.grad == 2.0 ** 9
+    assert chain[-1].data == 1.0 and x.grad == 2.0**9
     assert chain[-1].forward() == 1.0
     node_limit(0)
     y = chain[-1] + 1  # the arena is usable again
@@ -200,16 +209,20 @@ def test_memory_error_past_the_node_limit(node_limit):
     assert live() == base
 
 
-@pytest.mark.parametrize("make", [
-    lambda v: Value(2.0),
-    lambda v: v + v,
-    lambda v: v + 2.0,  # needs a constant node and the result: both or neither
-    lambda v: 2.0 ** v,
-    lambda v: v.tanh(),
-    lambda v: -v,
-    lambda v: Value(1.0, (v,), "custom"),
-    lambda v: c_sum([v, v]),
-], ids=["leaf", "add", "add-const", "rpow-const", "tanh", "neg", "custom", "sum"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda v: Value(2.0),
+        lambda v: v + v,
+        lambda v: v + 2.0,  # needs a constant node and the result: both or neither
+        lambda v: 2.0**v,
+        lambda v: v.tanh(),
+        lambda v: -v,
+        lambda v: Value(1.0, (v,), "custom"),
+        lambda v: c_sum([v, v]),
+    ],
+    ids=["leaf", "add", "add-const", "rpow-const", "tanh", "neg", "custom", "sum"],
+)
 def test_every_way_of_making_a_node_fails_cleanly_when_full(node_limit, make):
     base = live()
     v = Value(3.0)

@@ -13,6 +13,7 @@
   heading of the page it names.
 - README.md stays a front page: at most 250 lines.
 """
+
 import os
 import re
 import shutil
@@ -41,15 +42,18 @@ def fenced_blocks(page):
     text = page.read_text(encoding="utf-8")
     for m in FENCE.finditer(text):
         line = text.count("\n", 0, m.start()) + 1
-        needs = NEEDS.search(text[:m.start()])
+        needs = NEEDS.search(text[: m.start()])
         wanted = needs.group(1).replace(",", " ").split() if needs else []
         yield line, m.group(1).strip(), m.group(2), wanted
 
 
 def python_blocks():
-    return [pytest.param(code, needs, id=f"{page.relative_to(ROOT)}:{line}")
-            for page in PAGES for line, language, code, needs in fenced_blocks(page)
-            if language == "python"]
+    return [
+        pytest.param(code, needs, id=f"{page.relative_to(ROOT)}:{line}")
+        for page in PAGES
+        for line, language, code, needs in fenced_blocks(page)
+        if language == "python"
+    ]
 
 
 def require_dot():
@@ -82,8 +86,7 @@ def test_python_block_runs_on_its_own(code, needs, tmp_path):
     script = tmp_path / "block.py"
     script.write_text(code, encoding="utf-8")
     # `python block.py` puts tmp_path first on sys.path: the installed package is imported
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"the block exited {done.returncode}:\n{done.stderr}"
 
 
@@ -91,24 +94,25 @@ def test_python_block_runs_on_its_own(code, needs, tmp_path):
 def test_fences_name_a_known_language(page):
     for line, language, _, needs in fenced_blocks(page):
         assert language in LANGUAGES, (
-            f"{page.name}:{line}: ```{language}: use ```python, ```bash (shell), ```c or a "
-            f"bare ``` (output)")
+            f"{page.name}:{line}: ```{language}: use ```python, ```bash (shell), ```c or a bare ``` (output)"
+        )
         assert not needs or language == "python", f"{page.name}:{line}: needs: on a non-python block"
 
 
 # ---- the table of bad inputs ----
 
+
 def tool_output(*args, cwd):
     # run from a fresh process: the memory rows show how many nodes are live
-    done = subprocess.run([sys.executable, str(TOOL), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(TOOL), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
 def table_in(text):
     assert TABLE_START in text and TABLE_END in text, (
-        f"docs/errors.md must hold the table between {TABLE_START.strip()} and {TABLE_END}")
+        f"docs/errors.md must hold the table between {TABLE_START.strip()} and {TABLE_END}"
+    )
     return text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0]
 
 
@@ -116,8 +120,8 @@ def test_the_errors_page_shows_what_the_tool_prints_now(tmp_path):
     printed = tool_output(cwd=tmp_path)
     assert printed.startswith("| input | what it gets |\n| --- | --- |\n")
     assert table_in(ERRORS.read_text(encoding="utf-8")) == printed, (
-        "docs/errors.md's table of bad inputs is stale: run "
-        "python tools/bad_input_table.py --write docs/errors.md")
+        "docs/errors.md's table of bad inputs is stale: run python tools/bad_input_table.py --write docs/errors.md"
+    )
 
 
 def test_the_tool_writes_the_table_in_place(tmp_path):
@@ -134,8 +138,9 @@ def test_the_tool_writes_the_table_in_place(tmp_path):
 def test_the_tool_refuses_a_page_without_the_markers(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("# no markers here\n", encoding="utf-8")
-    done = subprocess.run([sys.executable, str(TOOL), "--write", str(page)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(TOOL), "--write", str(page)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 1 and "bad-input-table" in done.stderr
     assert page.read_text(encoding="utf-8") == "# no markers here\n"
 
@@ -179,14 +184,14 @@ def test_the_readme_is_a_front_page():
 # `code spans`, the docs as a table with one row per op, the op's name first.
 
 OP_LIST_START, OP_LIST_END = "<!-- op-list -->", "<!-- /op-list -->"
-OP_LIST_PAGES = [README, ROOT / "docs" / "api.md", ROOT / "docs" / "how-it-works.md",
-                 ROOT / "docs" / "differences.md"]
+OP_LIST_PAGES = [README, ROOT / "docs" / "api.md", ROOT / "docs" / "how-it-works.md", ROOT / "docs" / "differences.md"]
 
 
 def op_list(page):
     text = page.read_text(encoding="utf-8")
     assert text.count(OP_LIST_START) == 1 and text.count(OP_LIST_END) == 1, (
-        f"{page.name} must hold one op list between {OP_LIST_START} and {OP_LIST_END}")
+        f"{page.name} must hold one op list between {OP_LIST_START} and {OP_LIST_END}"
+    )
     return text.split(OP_LIST_START, 1)[1].split(OP_LIST_END, 1)[0]
 
 
@@ -210,8 +215,11 @@ def op_list_problems(block):
     named = ops_named(block)
     problems = [f"no row for {op!r}" for op in OP_NAMES if op not in named]
     if table_rows(block):
-        problems += [f"{name!r} is not an op of the table, or is there twice" for name in named
-                     if name not in OP_NAMES or named.count(name) > 1]
+        problems += [
+            f"{name!r} is not an op of the table, or is there twice"
+            for name in named
+            if name not in OP_NAMES or named.count(name) > 1
+        ]
     return problems
 
 
@@ -245,6 +253,5 @@ def test_how_it_works_says_where_python_reaches_each_op():
     rows = table_rows(op_list(ROOT / "docs" / "how-it-works.md"))
     shown = {row[0].strip("`"): (row[1].strip("`"), row[2].strip("`")) for row in rows}
     # the structural ops (nodes.h) have no Python slot; the elementwise ones are ops.h rows
-    assert shown == {op: ("ops.h", python) if python else ("nodes.h", "—")
-                     for op, python in zip(OP_NAMES, OP_PYTHON)}
+    assert shown == {op: ("ops.h", python) if python else ("nodes.h", "—") for op, python in zip(OP_NAMES, OP_PYTHON)}
     assert [row[0].strip("`") for row in rows] == list(OP_NAMES)  # in table order

@@ -3,6 +3,7 @@ accuracy in its 100 steps, --replay prints the same losses as rebuilding, the pl
 written, and --help and --no-plot work without the [examples] extra installed; newton
 reaches Rosenbrock's minimum within 1e-10 and says so in its exit code.
 """
+
 import os
 import re
 import shutil
@@ -19,9 +20,11 @@ MULTICLASS = os.path.join(EXAMPLES, "multiclass.py")
 
 # Runs an example with tqdm and matplotlib made unimportable, as without the extra; the
 # script's folder replaces -c's '' on sys.path, as when the script is run by its path.
-WITHOUT_EXTRAS = ("import os, runpy, sys; sys.modules['tqdm'] = sys.modules['matplotlib'] = None; "
-                  "sys.argv = sys.argv[1:]; sys.path[0] = os.path.dirname(sys.argv[0]); "
-                  "runpy.run_path(sys.argv[0], run_name='__main__')")
+WITHOUT_EXTRAS = (
+    "import os, runpy, sys; sys.modules['tqdm'] = sys.modules['matplotlib'] = None; "
+    "sys.argv = sys.argv[1:]; sys.path[0] = os.path.dirname(sys.argv[0]); "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 
 
 def run(*args, without_extras=False, check=True):
@@ -78,8 +81,14 @@ def test_by_default_plots_go_to_the_temporary_directory_not_the_current_one(tmp_
     here, temp = tmp_path / "checkout", tmp_path / "temp"
     here.mkdir()
     temp.mkdir()
-    out = subprocess.run([sys.executable, script, "--steps", "1"], cwd=here, capture_output=True,
-                         text=True, timeout=120, env=dict(os.environ, TMPDIR=str(temp)))
+    out = subprocess.run(
+        [sys.executable, script, "--steps", "1"],
+        cwd=here,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, TMPDIR=str(temp)),
+    )
     assert out.returncode == 0, out.stderr
     assert list(here.iterdir()) == []
     assert f"written to {temp / png}" in out.stdout  # the whole path, printed
@@ -96,9 +105,14 @@ def test_draw_graph_writes_to_the_temporary_directory_by_default(tmp_path):
     temp.mkdir()
     docs = os.path.join(EXAMPLES, "..", "docs")
     before = {name: os.stat(os.path.join(docs, name)).st_mtime_ns for name in os.listdir(docs)}
-    out = subprocess.run([sys.executable, os.path.join(EXAMPLES, "draw_graph.py")], cwd=here,
-                         capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, TMPDIR=str(temp)))
+    out = subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, "draw_graph.py")],
+        cwd=here,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, TMPDIR=str(temp)),
+    )
     assert out.returncode == 0, out.stderr
     for fmt in ("svg", "png"):
         assert f"wrote {temp / f'seed_graph.{fmt}'}" in out.stdout
@@ -113,8 +127,7 @@ def test_without_the_examples_extra(script, tmp_path):
     assert "--no-plot" in help_text and "--steps" in help_text
     plain = run(script, "--steps", "2", "--no-plot", without_extras=True)
     assert "final loss" in plain.stdout
-    no_plot = run(script, "--steps", "1", "--out", str(tmp_path / "x.png"), without_extras=True,
-                  check=False)
+    no_plot = run(script, "--steps", "1", "--out", str(tmp_path / "x.png"), without_extras=True, check=False)
     assert no_plot.returncode == 2
     assert "--no-plot" in no_plot.stderr and not (tmp_path / "x.png").exists()
 
@@ -129,8 +142,10 @@ NEWTON = os.path.join(EXAMPLES, "newton.py")
 
 def test_newton_reaches_the_rosenbrock_minimum():
     out = run(NEWTON).stdout
-    steps = [re.match(r"step (\d+): x = (\S+), y = (\S+), f = (\S+), \|grad\| = (\S+), Hessian", line)
-             for line in step_lines(out)]
+    steps = [
+        re.match(r"step (\d+): x = (\S+), y = (\S+), f = (\S+), \|grad\| = (\S+), Hessian", line)
+        for line in step_lines(out)
+    ]
     assert steps and all(steps)
     assert [int(s.group(1)) for s in steps] == list(range(len(steps)))
     assert (float(steps[0].group(2)), float(steps[0].group(3))) == (-1.2, 1.0)
@@ -154,10 +169,12 @@ def test_microgpt_trains_the_same_on_pyautograd_and_on_its_pure_python_value():
     # the same program, written for micrograd-style Values, on both engines: the same
     # losses (every op is an IEEE operation done in the same order on both)
     import importlib.util
+
     spec = importlib.util.spec_from_file_location("microgpt", MICROGPT)
     microgpt = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(microgpt)
     from pyautograd.engine import Value
+
     ours = microgpt.train(Value, 3)
     theirs = microgpt.train(microgpt.PyValue, 3)
     assert all(abs(a - b) <= 1e-12 * abs(b) for a, b in zip(ours, theirs)), (ours, theirs)
@@ -167,5 +184,5 @@ def test_microgpt_trains_the_same_on_pyautograd_and_on_its_pure_python_value():
 def test_microgpt_runs_as_a_script():
     lines = run(MICROGPT, "--steps", "3", "--samples", "2").stdout.splitlines()
     assert len([line for line in lines if re.match(r"step +\d+ / 3 \| loss \d+\.\d+$", line)]) == 3
-    samples = lines[lines.index("samples (temperature 0.5):") + 1:]
+    samples = lines[lines.index("samples (temperature 0.5):") + 1 :]
     assert len(samples) == 2 and all(s.strip().isalpha() for s in samples)

@@ -7,6 +7,7 @@ the structure, not the width or the batch. torch tests fail rather than skip whe
 PYAUTOGRAD_REQUIRE_TORCH is set, jax tests when PYAUTOGRAD_REQUIRE_JAX is set (CI sets
 both); the onnx test is skipped exactly when onnx or onnxruntime is not installed.
 """
+
 import gc
 import math
 import operator
@@ -64,9 +65,14 @@ def assert_close(got, want, what, scale=0.0):
 
 # ---- the op table ----
 
-NB = {"nb_add": operator.add, "nb_subtract": operator.sub, "nb_multiply": operator.mul,
-      "nb_true_divide": operator.truediv, "nb_power": operator.pow,
-      "nb_negative": operator.neg}
+NB = {
+    "nb_add": operator.add,
+    "nb_subtract": operator.sub,
+    "nb_multiply": operator.mul,
+    "nb_true_divide": operator.truediv,
+    "nb_power": operator.pow,
+    "nb_negative": operator.neg,
+}
 
 
 def elementwise_rows():
@@ -76,6 +82,7 @@ def elementwise_rows():
 
 def test_every_op_table_row_has_an_export_rule():
     from pyautograd._ag import lib
+
     rows = elementwise_rows()
     assert {"add", "relu", "gate"} <= {n for n, _ in rows}
     missing = [n for n, _ in rows if n not in export.OP_RULES]
@@ -91,25 +98,33 @@ def test_every_op_table_row_has_an_export_rule():
 
 # Where each op is evaluated: ordinary points and the edges of its rules.
 UNARY_POINTS = [-30.0, -3.0, -1.0, -0.5, -1e-300, 0.0, 1e-300, 0.5, 1.0, 2.5, 20.0, 700.0]
-BINARY_POINTS = [(a, b) for a in (-2.0, -0.5, 0.0, 0.5, 1.5, 3.0)
-                 for b in (-2.0, -1.0, 0.0, 0.5, 1.0, 2.0, 3.0)] + [(math.nan, 1.0), (1.0, math.nan)]
+BINARY_POINTS = [(a, b) for a in (-2.0, -0.5, 0.0, 0.5, 1.5, 3.0) for b in (-2.0, -1.0, 0.0, 0.5, 1.0, 2.0, 3.0)] + [
+    (math.nan, 1.0),
+    (1.0, math.nan),
+]
 CONSTANTS = [-2.0, 0.0, 0.5, 3.0]
 
 
 # internal rows, and an op whose derivative graph holds each
-DERIVATIVE_OF = {"gate": lambda x: x.relu(), "sign": lambda x: x.abs(),
-                 "leaky_slope": lambda x: x.leaky_relu(0.1), "softplus_d": lambda x: x.softplus(),
-                 "max_share": lambda x: pyautograd.maximum(x, 0.5)}
+DERIVATIVE_OF = {
+    "gate": lambda x: x.relu(),
+    "sign": lambda x: x.abs(),
+    "leaky_slope": lambda x: x.leaky_relu(0.1),
+    "softplus_d": lambda x: x.softplus(),
+    "max_share": lambda x: pyautograd.maximum(x, 0.5),
+}
 
 
 def internal_op_graph(name):
     """A graph that holds a node of an internal row (made only by derivative graphs):
     a function of x whose value is computed through that node."""
+
     def make(x):
         if name in DERIVATIVE_OF:  # the derivative of an op whose graph holds the row
-            g, = grad(DERIVATIVE_OF[name](x) * 3.0, [x], create_graph=True)
+            (g,) = grad(DERIVATIVE_OF[name](x) * 3.0, [x], create_graph=True)
             return g * x + x
         raise KeyError(f"no graph holds an op {name!r}: add one here")
+
     return make
 
 
@@ -128,8 +143,9 @@ def samples_for(name, python):
     if python == "method":
         return [("x", lambda x: getattr(x, name)(), [(p,) for p in UNARY_POINTS])]
     if python == "method_slope":
-        return [(f"x,{c}", lambda x, c=c: getattr(x, name)(c), [(p,) for p in UNARY_POINTS])
-                for c in (0.01, 0.2, -0.5, 0.0)]
+        return [
+            (f"x,{c}", lambda x, c=c: getattr(x, name)(c), [(p,) for p in UNARY_POINTS]) for c in (0.01, 0.2, -0.5, 0.0)
+        ]
     fn = getattr(pyautograd, name) if python == "function" else NB[python]
     if name == "neg":
         return [("x", fn, [(p,) for p in UNARY_POINTS])]
@@ -159,6 +175,7 @@ def graph_of(build, n):
 
 def ops_present(root):
     from pyautograd.viz import summary
+
     return set(summary(root).ops)
 
 
@@ -168,8 +185,7 @@ def test_each_op_exports_exactly_to_torch(torch, name, python):
         y, xs = graph_of(build, len(points[0]))
         module = export.to_torch(y, xs)
         want, want_grads = reference(build, points)
-        args = [torch.tensor([p[k] for p in points], dtype=torch.float64, requires_grad=True)
-                for k in range(len(xs))]
+        args = [torch.tensor([p[k] for p in points], dtype=torch.float64, requires_grad=True) for k in range(len(xs))]
         out = module(*args)
         assert out.shape == (len(points),)
         assert_close(out.tolist(), want, f"{name}({label}) value")
@@ -181,6 +197,7 @@ def test_each_op_exports_exactly_to_torch(torch, name, python):
 @pytest.mark.parametrize("name,python", elementwise_rows(), ids=[n for n, _ in elementwise_rows()])
 def test_each_op_exports_exactly_to_jax(jax, name, python):
     import jax.numpy as jnp
+
     for label, build, points in samples_for(name, python):
         y, xs = graph_of(build, len(points[0]))
         fn, params = export.to_jax(y, xs)
@@ -189,8 +206,7 @@ def test_each_op_exports_exactly_to_jax(jax, name, python):
         out = fn(params, *args)
         assert out.dtype == jnp.float64 and out.shape == (len(points),)
         assert_close(out.tolist(), want, f"{name}({label}) value")
-        gs = jax.grad(lambda *a, fn=fn, params=params: jnp.sum(fn(params, *a)),
-                      argnums=tuple(range(len(xs))))(*args)
+        gs = jax.grad(lambda *a, fn=fn, params=params: jnp.sum(fn(params, *a)), argnums=tuple(range(len(xs))))(*args)
         for k, g in enumerate(gs):
             assert_close(g.tolist(), [w[k] for w in want_grads], f"{name}({label}) d/dx{k}")
 
@@ -198,13 +214,14 @@ def test_each_op_exports_exactly_to_jax(jax, name, python):
 @pytest.mark.parametrize("name", sorted(UNBUILDABLE))
 def test_rules_of_rows_no_graph_makes(torch, jax, name):
     import jax.numpy as jnp
+
     forward, derivative = UNBUILDABLE[name]
     rule = export.OP_RULES[name]
     t = torch.tensor(UNARY_POINTS, dtype=torch.float64, requires_grad=True)
     out = rule.torch(t)
     assert_close(out.tolist(), [forward(a) for a in UNARY_POINTS], f"torch {name}")
     if out.requires_grad:
-        g, = torch.autograd.grad(out.sum(), [t])
+        (g,) = torch.autograd.grad(out.sum(), [t])
         assert_close(g.tolist(), [derivative(a) for a in UNARY_POINTS], f"torch d {name}")
     fn = export._jax_op(name)
     a = jnp.asarray(UNARY_POINTS)
@@ -222,11 +239,11 @@ def test_the_internal_rows_are_in_the_graphs_that_test_them():
 def test_gradients_with_respect_to_parameters_at_the_edges(torch, jax):
     """Per sample (0-d inputs): d/d parameter equals pyautograd's, at the rules' edges."""
     import jax.numpy as jnp
+
     cases = [
         ("relu at 0", lambda x, w: (x * w).relu(), [(0.0, 2.0), (1.0, 0.0), (-1.0, 2.0)]),
-        ("pow base 0", lambda x, w: x ** w, [(0.0, 0.0), (0.0, 2.0), (0.0, -1.0), (-2.0, 0.5),
-                                             (-2.0, 2.0), (1.5, 0.0)]),
-        ("pow of a param", lambda x, w: w ** x, [(0.0, 0.0), (2.0, 0.0), (-1.0, 0.0), (0.5, -2.0)]),
+        ("pow base 0", lambda x, w: x**w, [(0.0, 0.0), (0.0, 2.0), (0.0, -1.0), (-2.0, 0.5), (-2.0, 2.0), (1.5, 0.0)]),
+        ("pow of a param", lambda x, w: w**x, [(0.0, 0.0), (2.0, 0.0), (-1.0, 0.0), (0.5, -2.0)]),
         ("tanh far out", lambda x, w: (x * w).tanh(), [(12.0, 1.0), (-19.0, 1.0), (0.3, 1.0)]),
         ("sigmoid far out", lambda x, w: (x * w).sigmoid(), [(-700.0, 1.0), (40.0, 1.0)]),
         ("div by huge", lambda x, w: x / w, [(1.0, 1e200), (3.0, -1e-200), (1.0, 0.0)]),
@@ -241,19 +258,18 @@ def test_gradients_with_respect_to_parameters_at_the_edges(torch, jax):
             t = torch.tensor(x0, dtype=torch.float64, requires_grad=True)
             out = module(t)
             gx, gw = torch.autograd.grad(out, [t, module.w], materialize_grads=True, allow_unused=True)
-            assert_close([out.item(), gx.item(), gw.item()], [y.data, x.grad, w.grad],
-                         f"torch {what} at {(x0, w0)}")
+            assert_close([out.item(), gx.item(), gw.item()], [y.data, x.grad, w.grad], f"torch {what} at {(x0, w0)}")
             fn, params = export.to_jax(y, [x])
             value = fn(params, jnp.asarray(x0))
             jgx, jgp = jax.grad(fn, argnums=(1, 0))(params, jnp.asarray(x0))
             # XLA's tanh is not C's to the ulp: where tanh saturates (|x| > 10), 1 - out*out
             # is a few ulps of 1 and differs relatively; it agrees to 1e-12 of G there
             scale = 1.0 if what == "tanh far out" else 0.0
-            assert_close([value, jgx, jgp["w"]], [y.data, x.grad, w.grad],
-                         f"jax {what} at {(x0, w0)}", scale=scale)
+            assert_close([value, jgx, jgp["w"]], [y.data, x.grad, w.grad], f"jax {what} at {(x0, w0)}", scale=scale)
 
 
 # ---- structure: layers, sums and dots ----
+
 
 def mlp_graph(nin=3, nouts=(8, 8, 2), seed=0):
     random.seed(seed)
@@ -291,8 +307,14 @@ def test_an_mlp_exports_to_torch_as_matrix_products(torch):
     assert sum(t is linear for t in calls) == 3
     assert sum(t is torch.relu for t in calls) == 2  # one per hidden layer, on the vector
     shapes = {name: tuple(p.shape) for name, p in module.named_parameters()}
-    assert shapes == {"linear0_weight": (8, 3), "linear0_bias": (8,), "linear1_weight": (8, 8),
-                      "linear1_bias": (8,), "linear2_weight": (2, 8), "linear2_bias": (2,)}
+    assert shapes == {
+        "linear0_weight": (8, 3),
+        "linear0_bias": (8,),
+        "linear1_weight": (8, 8),
+        "linear1_bias": (8,),
+        "linear2_weight": (2, 8),
+        "linear2_bias": (2,),
+    }
     assert all(p.dtype == torch.float64 for p in module.parameters())
     leaves = module.pyautograd_leaves
     assert leaves["linear1_weight"][3][5] is model.layers[1].neurons[3].w[5]
@@ -310,8 +332,9 @@ def test_an_exported_mlp_is_pyautograd_per_sample_in_torch(torch, shape):
     n = math.prod(shape)
     batch = batch_of(n, 3)
     want, want_in = per_sample(model, batch)
-    args = [torch.tensor([row[k] for row in batch], dtype=torch.float64).reshape(shape)
-            .requires_grad_() for k in range(3)]
+    args = [
+        torch.tensor([row[k] for row in batch], dtype=torch.float64).reshape(shape).requires_grad_() for k in range(3)
+    ]
     ys = module(*args)
     assert isinstance(ys, tuple) and len(ys) == 2 and all(y.shape == shape for y in ys)
     for j in range(2):
@@ -328,16 +351,22 @@ def test_an_exported_mlp_is_pyautograd_per_sample_in_torch(torch, shape):
 
 def test_an_exported_mlp_is_pyautograd_per_sample_in_jax(jax):
     import jax.numpy as jnp
+
     model, xs, outs = mlp_graph()
     fn, params = export.to_jax(outs, xs)
-    assert list(params) == ["linear0_weight", "linear0_bias", "linear1_weight", "linear1_bias",
-                            "linear2_weight", "linear2_bias"]
+    assert list(params) == [
+        "linear0_weight",
+        "linear0_bias",
+        "linear1_weight",
+        "linear1_bias",
+        "linear2_weight",
+        "linear2_bias",
+    ]
     batch = batch_of(6, 3)
     want, want_in = per_sample(model, batch)
     args = [jnp.asarray([row[k] for row in batch]) for k in range(3)]
     jitted = jax.jit(fn)
-    for ys in (fn(params, *args), jitted(params, *args),
-               jax.vmap(fn, in_axes=(None, 0, 0, 0))(params, *args)):
+    for ys in (fn(params, *args), jitted(params, *args), jax.vmap(fn, in_axes=(None, 0, 0, 0))(params, *args)):
         for j in range(2):
             assert_close(ys[j].tolist(), [w[j] for w in want], f"output {j}", scale=1.0)
 
@@ -384,6 +413,7 @@ def test_sum_and_dot_export_as_reductions(torch, jax):
 
 # ---- parameters, constants, names ----
 
+
 def test_leaves_become_named_parameters_and_numbers_stay_constants(torch, jax):
     x = Value(1.0, label="x")
     w = Value(0.5, label="w")
@@ -391,7 +421,7 @@ def test_leaves_become_named_parameters_and_numbers_stay_constants(torch, jax):
     odd = Value(-1.0, label="not a name")
     plain = Value(4.0)
     handmade_leaf = Value(0.25, (), "my op")  # no children: a leaf that shows an _op
-    y = (x * w + twin1 * 2 - twin2 / 3 + odd * x + plain ** 2) * handmade_leaf
+    y = (x * w + twin1 * 2 - twin2 / 3 + odd * x + plain**2) * handmade_leaf
     module = export.to_torch(y, [x])
     names = [name for name, _ in module.named_parameters()]
     assert names == ["w", "p0", "p1", "p2", "p3", "p4"]
@@ -405,6 +435,7 @@ def test_leaves_become_named_parameters_and_numbers_stay_constants(torch, jax):
 
 def test_outputs_that_do_not_depend_on_the_inputs_take_their_shape(torch, jax):
     import jax.numpy as jnp
+
     x, w = Value(1.0), Value(3.0)
     module = export.to_torch([x * 2, w * 2, w], [x])
     a, b, c = module(torch.ones(4, dtype=torch.float64))
@@ -424,16 +455,17 @@ def test_one_output_gives_a_tensor_several_a_tuple(torch):
 
 # ---- what cannot be exported ----
 
+
 def test_what_cannot_be_exported_is_named(torch):
     x = Value(2.0)
-    handmade = Value(x.data ** 2, (x,), "square")
+    handmade = Value(x.data**2, (x,), "square")
     handmade._backward = lambda: None
     with pytest.raises(export.ExportError, match="hand-made.*'square'"):
         export.to_torch(handmade * 2, [x])
-    plain = Value(x.data ** 2, (x,), "sq")  # no _backward: its value is still Python's
+    plain = Value(x.data**2, (x,), "sq")  # no _backward: its value is still Python's
     with pytest.raises(export.ExportError, match="'sq'"):
         export.to_torch(plain, [x])
-    local = Value(x.data ** 2, (x,), [2 * x.data])
+    local = Value(x.data**2, (x,), [2 * x.data])
     with pytest.raises(export.ExportError, match="local derivatives"):
         export.to_torch(local + 1, [x])
     op_with_rule = x * 3
@@ -442,7 +474,7 @@ def test_what_cannot_be_exported_is_named(torch):
         export.to_torch(op_with_rule, [x])
     y = Value(2.0)
     f = Value(0.0) ** y
-    gy, = grad(f, [y], create_graph=True)
+    (gy,) = grad(f, [y], create_graph=True)
     with pytest.raises(export.ExportError, match="picked a branch"):
         export.to_torch(gy, [y])
     with pytest.raises(ValueError, match="leaf"):
@@ -463,11 +495,12 @@ def test_deep_graphs_export_without_recursion(torch):
     out = module(t)
     y.backward()
     assert_close([out[0].item()], [y.data], "value")
-    g, = torch.autograd.grad(out.sum(), [t])
+    (g,) = torch.autograd.grad(out.sum(), [t])
     assert_close([g[0].item()], [x.grad], "gradient", scale=1e-3)
 
 
 # ---- torch.export, onnx, nn modules ----
+
 
 def test_torch_export_of_an_exported_mlp(torch):
     model, xs, outs = mlp_graph()
@@ -509,19 +542,18 @@ def test_nn_modules_to_torch(torch):
     seq = layer.to_torch()
     assert [type(m).__name__ for m in seq] == ["Linear", "ReLU"]
     row = batch[0]
-    assert_close(seq(torch.tensor(row, dtype=torch.float64)).tolist(),
-                 [v.data for v in layer(row)], "Layer", scale=1.0)
+    assert_close(seq(torch.tensor(row, dtype=torch.float64)).tolist(), [v.data for v in layer(row)], "Layer", scale=1.0)
     neuron = Neuron(3, nonlin=False)
     seq = neuron.to_torch()
     assert [type(m).__name__ for m in seq] == ["Linear"]
-    assert_close(seq(torch.tensor(row, dtype=torch.float64)).tolist(), [neuron(row).data],
-                 "Neuron", scale=1.0)
+    assert_close(seq(torch.tensor(row, dtype=torch.float64)).tolist(), [neuron(row).data], "Neuron", scale=1.0)
     assert seq[0].weight.dtype == torch.float64
 
 
 def test_the_export_moons_example_trains_the_same_in_torch(torch, monkeypatch, capsys):
     import os
     import runpy
+
     examples = os.path.join(os.path.dirname(__file__), "..", "examples")
     monkeypatch.syspath_prepend(examples)  # the example imports moons.py beside it
     script = runpy.run_path(os.path.join(examples, "export_moons.py"), run_name="example")
@@ -536,10 +568,13 @@ def test_the_export_moons_example_trains_the_same_in_torch(torch, monkeypatch, c
 
 # ---- optional dependencies ----
 
+
 def test_import_pyautograd_imports_neither_torch_nor_jax(tmp_path):
-    code = ("import sys, pyautograd, pyautograd.export, pyautograd.nn\n"
-            "assert 'torch' not in sys.modules and 'jax' not in sys.modules, "
-            "[m for m in sys.modules if m in ('torch', 'jax')]\n")
+    code = (
+        "import sys, pyautograd, pyautograd.export, pyautograd.nn\n"
+        "assert 'torch' not in sys.modules and 'jax' not in sys.modules, "
+        "[m for m in sys.modules if m in ('torch', 'jax')]\n"
+    )
     # from a temporary directory: from the repository root the source tree would shadow
     # the installed package
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
@@ -568,6 +603,7 @@ def test_a_graph_a_million_deep_plans_without_recursion():
 
 def test_an_exported_function_keeps_only_the_leaves_alive(torch, jax):
     from pyautograd import arena
+
     gc.collect()
     before = arena.stats()["live_nodes"]
     x, w = Value(1.0), Value(2.0)

@@ -5,6 +5,7 @@ nobody ran (`releasing` set, a half-run worklist): it never freed a node again. 
 child finishes that loop (csrc/arena.c, "fork"), and a fork from inside the loop's own
 Python leaves the loop to carry on in the child as in the parent.
 """
+
 import os
 import threading
 import warnings
@@ -106,6 +107,7 @@ def test_a_fork_from_inside_the_free_loop_lets_the_loop_carry_on_in_the_child():
 
 def test_the_fork_hook_does_nothing_without_a_fork():
     from pyautograd._ag import lib
+
     x = Value(3.0)
     y = x * x
     lib.ag_after_fork_in_child()  # no fork happened: nothing to finish, nothing reset
@@ -129,6 +131,7 @@ def test_a_fork_while_another_thread_sweeps_with_a_python_rule_frees_its_nodes_i
         inside.set()
         resume.wait(60)
         shared.grad += 3.0 * out.grad
+
     out._backward = _backward
     other = shared * 5.0
     t = threading.Thread(target=out.backward)

@@ -5,6 +5,7 @@ what reads the same rows in reverse (grad, and grad of grad through create_graph
 against torch float64 (torch.func.jvp, double backward, torch.autograd.functional.hessian),
 on random graphs over every op Python can reach.
 """
+
 import gc
 import math
 import random
@@ -56,8 +57,9 @@ OPS = {
 
 
 def test_every_op_python_reaches_is_covered():
-    reachable = {name for name, how in zip(OP_NAMES, OP_PYTHON)
-                 if how not in ("internal", "") and name not in ("sum", "dot")}
+    reachable = {
+        name for name, how in zip(OP_NAMES, OP_PYTHON) if how not in ("internal", "") and name not in ("sum", "dot")
+    }
     assert reachable - {"leaf", "const", "custom", "local"} == set(OPS)
 
 
@@ -77,7 +79,7 @@ def run(program, xs, engine):
     for name, operands in program:
         f = OPS[name][0 if engine == "ours" else 1]
         values.append(f(*[values[i] for i in operands]))
-    out = values[len(xs):]
+    out = values[len(xs) :]
     total = out[-1]
     for v in out[-4:-1]:  # the output depends on several of the last steps
         total = total + v * 0.5
@@ -98,14 +100,18 @@ def test_jvp_hvp_and_hessian_against_torch_on_random_graphs(seed):
     out_t = run(program, ts, "torch")
     assert close(out.data, out_t.item())
 
-    grads_t = [torch.zeros((), dtype=torch.float64) if g is None else g
-               for g in torch.autograd.grad(out_t, ts, create_graph=True, allow_unused=True)]
+    grads_t = [
+        torch.zeros((), dtype=torch.float64) if g is None else g
+        for g in torch.autograd.grad(out_t, ts, create_graph=True, allow_unused=True)
+    ]
     jvp_t = sum(g * t for g, t in zip(grads_t, direction))
-    j, = jvp(out, xs, direction)
+    (j,) = jvp(out, xs, direction)
     assert close(j.data, jvp_t.item()), (program, j.data, jvp_t.item())
-    _, jvp_func = torch.func.jvp(lambda *a: run(program, list(a), "torch"),
-                                 tuple(torch.tensor(d, dtype=torch.float64) for d in data),
-                                 tuple(torch.tensor(t, dtype=torch.float64) for t in direction))
+    _, jvp_func = torch.func.jvp(
+        lambda *a: run(program, list(a), "torch"),
+        tuple(torch.tensor(d, dtype=torch.float64) for d in data),
+        tuple(torch.tensor(t, dtype=torch.float64) for t in direction),
+    )
     assert close(j.data, jvp_func.item())
 
     hv = hvp(out, xs, direction)
@@ -120,8 +126,9 @@ def test_jvp_hvp_and_hessian_against_torch_on_random_graphs(seed):
         assert close(ours.data, reverse.data)
 
     h = hessian(out, xs)
-    h_t = torch.autograd.functional.hessian(lambda *a: run(program, list(a), "torch"),
-                                            tuple(torch.tensor(d, dtype=torch.float64) for d in data))
+    h_t = torch.autograd.functional.hessian(
+        lambda *a: run(program, list(a), "torch"), tuple(torch.tensor(d, dtype=torch.float64) for d in data)
+    )
     for i in range(n):
         for k in range(n):
             assert close(h[i][k].data, h_t[i][k].item()), (i, k)
@@ -131,9 +138,9 @@ def test_jvp_hvp_and_hessian_against_torch_on_random_graphs(seed):
 def test_jvp_is_the_gradient_along_the_direction_bitwise_for_a_linear_chain():
     x, y = Value(1.25), Value(-0.5)
     out = (x * 3.0 + y * 2.0) * 1.5
-    j, = jvp(out, [x, y], [1.0, 0.0])
+    (j,) = jvp(out, [x, y], [1.0, 0.0])
     assert j.data == 4.5
-    j, = jvp(out, [x, y], [0.0, 1.0])
+    (j,) = jvp(out, [x, y], [0.0, 1.0])
     assert j.data == 3.0
 
 
@@ -158,8 +165,8 @@ def test_no_grad_is_touched_and_nothing_leaks():
 def test_jvp_create_graph_is_differentiable_and_matches_hvp():
     x, y = Value(0.4), Value(-1.1)
     out = (x * x * y).sin() + (x / (y * y + 1.0)).exp()
-    j, = jvp(out, [x, y], [0.5, -2.0], create_graph=True)
-    plain, = jvp(out, [x, y], [0.5, -2.0])
+    (j,) = jvp(out, [x, y], [0.5, -2.0], create_graph=True)
+    (plain,) = jvp(out, [x, y], [0.5, -2.0])
     assert close(j.data, plain.data)
     assert j._prev  # a graph, not a leaf
     by_grad = grad(j, [x, y])
@@ -192,7 +199,7 @@ def test_interior_nodes_as_inputs_are_seeds():
     x = Value(0.5)
     h = x * x
     out = h.exp()
-    j, = jvp(out, [h], [1.0])
+    (j,) = jvp(out, [h], [1.0])
     assert close(j.data, math.exp(0.25))
 
 
@@ -202,9 +209,13 @@ def test_python_rules_are_refused_and_bad_arguments_raise():
 
     def _backward():
         x.grad += 2.0 * x.data * out.grad
+
     out._backward = _backward
-    for call in (lambda: jvp(out, [x], [1.0]), lambda: hvp(out, [x], [1.0]),
-                 lambda: jvp(out, [x], [1.0], create_graph=True)):
+    for call in (
+        lambda: jvp(out, [x], [1.0]),
+        lambda: hvp(out, [x], [1.0]),
+        lambda: jvp(out, [x], [1.0], create_graph=True),
+    ):
         with pytest.raises(RuntimeError, match="Python"):
             call()
     y = x * 3.0

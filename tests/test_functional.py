@@ -2,6 +2,7 @@
 sum over Values, chains of binary nodes): bitwise values and gradients where the order
 of operations is the same; softmax and log_softmax against torch in float64.
 """
+
 import gc
 import math
 import random
@@ -55,8 +56,9 @@ def test_sum_is_bitwise_pythons_sum(xs, s, start_kind):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(finite, finite), min_size=1, max_size=20), finite,
-       st.sampled_from(["zero", "value", "number"]))
+@given(
+    st.lists(st.tuples(finite, finite), min_size=1, max_size=20), finite, st.sampled_from(["zero", "value", "number"])
+)
 def test_dot_is_bitwise_micrograds_neuron_sum(pairs, s, start_kind):
     ws, xs = [p[0] for p in pairs], [p[1] for p in pairs]
     fw, fx, cw, cx = fresh(ws), fresh(xs), fresh(ws), fresh(xs)

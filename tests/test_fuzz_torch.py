@@ -49,6 +49,7 @@ for the Value-Value form); pyautograd.maximum and minimum take the three forms.
 PYAUTOGRAD_FUZZ_EXAMPLES=N runs N random graphs (and proportionally more deep and wide
 ones) with a fresh random seed each run; by default a fixed, derandomized few thousand.
 """
+
 import functools
 import itertools
 import math
@@ -69,13 +70,12 @@ from conftest import require
 
 torch = require("torch", "PYAUTOGRAD_REQUIRE_TORCH")
 
-U = 2.0 ** -52
-TINY = 2.0 ** -1074 / U  # below 2**-1022 rounding is absolute: one subnormal step, in units of u
+U = 2.0**-52
+TINY = 2.0**-1074 / U  # below 2**-1022 rounding is absolute: one subnormal step, in units of u
 REL = 1e-12
 ROUNDING_SLACK = 32
 
-UNARY = ["neg", "relu", "tanh", "exp", "log", "sigmoid", "sin", "cos", "sqrt", "abs", "gelu",
-         "softplus"]
+UNARY = ["neg", "relu", "tanh", "exp", "log", "sigmoid", "sin", "cos", "sqrt", "abs", "gelu", "softplus"]
 SLOPED = ["leaky_relu"]  # v.leaky_relu(slope): a number for its second input
 BINARY = ["add", "sub", "mul", "truediv", "pow", "maximum", "minimum"]
 FUNCTIONS = {"maximum", "minimum"}  # pyautograd.maximum(a, b), not an operator
@@ -89,22 +89,31 @@ INTERNAL = {n for c, n in enumerate(OP_NAMES) if OP_PYTHON[c] == "internal"}
 NOT_DIFFERENTIABLE_AGAINST_TORCH = {"leaf", "const", "custom", "local"} | INTERNAL
 
 CONSTANTS = [0.0, 1.0, -1.0, 2.0, -2.0, 3.0, 0.5, -0.5, 2.5, 0.1, 1e-3, 100.0]
-EDGES = [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, 1e-200, -1e-200, 1e200, 750.0, -750.0,
-         math.inf, -math.inf, math.nan]
+EDGES = [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, 1e-200, -1e-200, 1e200, 750.0, -750.0, math.inf, -math.inf, math.nan]
 
 _EXTRA = int(os.environ.get("PYAUTOGRAD_FUZZ_EXAMPLES", "0"))
 
 
 def fuzz_settings(default_examples):
     examples = max(1, _EXTRA * default_examples // 2000) if _EXTRA else default_examples
-    return settings(max_examples=examples, deadline=None, derandomize=not _EXTRA,
-                    database=None, suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=not _EXTRA,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
 
 
 # ---- the two engines, op by op ----
 
-_BINARY_OPERATORS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
-                     "truediv": operator.truediv, "pow": operator.pow}
+_BINARY_OPERATORS = {
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "truediv": operator.truediv,
+    "pow": operator.pow,
+}
 
 
 def ours(op, args):
@@ -158,15 +167,26 @@ def theirs(op, args):
 # IEEE results without Python's exceptions; a zero derivative times anything is 0.
 
 _NP_FORWARD = {
-    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
-    "truediv": lambda a, b: a / b, "pow": lambda a, b: np.power(a, b), "neg": lambda a: -a,
-    "relu": lambda a: np.float64(0.0) if a < 0 else a, "tanh": np.tanh, "exp": np.exp,
-    "log": np.log, "sigmoid": lambda a: 1.0 / (1.0 + np.exp(-a)),
-    "sin": np.sin, "cos": np.cos, "sqrt": np.sqrt, "abs": np.abs,
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "truediv": lambda a, b: a / b,
+    "pow": lambda a, b: np.power(a, b),
+    "neg": lambda a: -a,
+    "relu": lambda a: np.float64(0.0) if a < 0 else a,
+    "tanh": np.tanh,
+    "exp": np.exp,
+    "log": np.log,
+    "sigmoid": lambda a: 1.0 / (1.0 + np.exp(-a)),
+    "sin": np.sin,
+    "cos": np.cos,
+    "sqrt": np.sqrt,
+    "abs": np.abs,
     "gelu": lambda a: 0.5 * a * (1.0 + np.tanh(GELU_BETA * (a + GELU_KAPPA * (a * a * a)))),
     "softplus": lambda a: a if a > 20.0 else np.log1p(np.exp(a)),
     "leaky_relu": lambda a, b: a if a > 0 else a * b,
-    "maximum": np.maximum, "minimum": np.minimum,
+    "maximum": np.maximum,
+    "minimum": np.minimum,
 }
 SLACK = 32 * U  # how far rounding may move a quantity, relative to its bound S
 SOFTPLUS_JUMP = math.log1p(math.exp(-20.0)) / U  # softplus's step at its threshold 20, in u
@@ -193,10 +213,16 @@ def _gelu_parts_ieee(a):
     own = _scaled(0.5 * a, e_t + abs(1.0 + t)) + abs(out)
     left, right = 0.5 * (1.0 + t), _scaled(_scaled(0.5 * a, s), u1) if s != 0 else 0.0
     d = left + (0.5 * a * s * u1 if s != 0 else 0.0)
-    own_d = (0.5 * (e_t + abs(1.0 + t)) + abs(left) + 4 * right
-             + _scaled(_scaled(0.5 * a, u1), 2 * abs(t) * e_t + t * t + abs(s)) + abs(d))
-    second = _scaled(s, u1) + _scaled(_scaled(0.5 * a, s), abs(6 * GELU_BETA * GELU_KAPPA * a)
-                                      + 2 * _scaled(t, u1 * u1))
+    own_d = (
+        0.5 * (e_t + abs(1.0 + t))
+        + abs(left)
+        + 4 * right
+        + _scaled(_scaled(0.5 * a, u1), 2 * abs(t) * e_t + t * t + abs(s))
+        + abs(d)
+    )
+    second = _scaled(s, u1) + _scaled(
+        _scaled(0.5 * a, s), abs(6 * GELU_BETA * GELU_KAPPA * a) + 2 * _scaled(t, u1 * u1)
+    )
     return out, d, own, own_d, second
 
 
@@ -263,14 +289,23 @@ def _local_derivatives(op, a, b, out, sa, sb, sout):
         return [(b, sb), (a, sa)]
     if op == "truediv":
         da, db = 1.0 / b, -out / b
-        return [(da, abs(da) + _scaled(da * da, sb)),
-                (db, abs(db) + _scaled(1.0 / b, sout) + _scaled(out / (b * b), sb))]
+        return [
+            (da, abs(da) + _scaled(da * da, sb)),
+            (db, abs(db) + _scaled(1.0 / b, sout) + _scaled(out / (b * b), sb)),
+        ]
     if op == "pow":
         da = 0.0 if b == 0 else b * a ** (b - 1.0)
         db = 0.0 if (a == 0 and b >= 0) else out * np.log(a)
         log_a = np.log(abs(a))
-        sda = (3 * abs(da) + _scaled(b * (b - 1.0) * a ** (b - 2.0), sa)
-               + _scaled(a ** (b - 1.0) * (1.0 + b * log_a), sb)) if da != 0 else 0.0
+        sda = (
+            (
+                3 * abs(da)
+                + _scaled(b * (b - 1.0) * a ** (b - 2.0), sa)
+                + _scaled(a ** (b - 1.0) * (1.0 + b * log_a), sb)
+            )
+            if da != 0
+            else 0.0
+        )
         sdb = (2 * abs(db) + _scaled(log_a, sout) + _scaled(out / a, sa)) if db != 0 else 0.0
         return [(da, sda), (db, sdb)]
     if op == "neg":
@@ -304,8 +339,7 @@ def _local_derivatives(op, a, b, out, sa, sb, sout):
         return [(d, 2.0 / U if _side_unsure(a, sa) else 0.0)]
     if op == "leaky_relu":
         d = 1.0 if a > 0 else b
-        return [(d, 2.0 * abs(1.0 - b) / U if _side_unsure(a, sa) else 0.0),
-                (0.0 if a > 0 else a, 0.0)]
+        return [(d, 2.0 * abs(1.0 - b) / U if _side_unsure(a, sa) else 0.0), (0.0 if a > 0 else a, 0.0)]
     if op == "gelu":
         _, d, _, own_d, second = _gelu_parts(a)
         return [(d, own_d + _scaled(second, sa))]
@@ -340,8 +374,7 @@ class Graph:
         self.trace = []  # readable program, for failure messages
         for x in leaves:
             t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-            self.nodes.append(dict(op="leaf", refs=[], derivs=[], ours=Value(x), theirs=t, S=0.0,
-                                   unsure=False))
+            self.nodes.append(dict(op="leaf", refs=[], derivs=[], ours=Value(x), theirs=t, S=0.0, unsure=False))
             self.trace.append(f"n{len(self.nodes) - 1} = leaf({x!r})")
 
     def value(self, i):
@@ -354,11 +387,13 @@ class Graph:
             op = "neg"  # see the module docstring: relu's gradient at nan differs on purpose
         if op == "log" and subnormal(self.value(refs[0])):
             op = "neg"  # see the module docstring: 1/x overflows
-        if op == "truediv" and subnormal(constant if constant is not None and not constant_first
-                                         else self.value(refs[-1])):
+        if op == "truediv" and subnormal(
+            constant if constant is not None and not constant_first else self.value(refs[-1])
+        ):
             op = "mul"
-        if op in FUNCTIONS and any(math.isnan(x) for x in [self.value(r) for r in refs]
-                                   + ([constant] if constant is not None else [])):
+        if op in FUNCTIONS and any(
+            math.isnan(x) for x in [self.value(r) for r in refs] + ([constant] if constant is not None else [])
+        ):
             op = "add"  # see the module docstring: the gradient at a nan differs
         if op in NARY:
             return self._add_nary(op, refs)
@@ -384,9 +419,15 @@ class Graph:
         # S of the value: its own rounding plus the inputs'. + - * / neg relu are single IEEE
         # operations, bitwise the same in both engines; the library functions may differ by
         # an ulp (torch's tanh/exp/log are not the C library's), sigmoid rounds three times.
-        own = {"sigmoid": 3 * abs(out) + TINY, "tanh": abs(out) + TINY, "exp": abs(out) + TINY,
-               "log": abs(out) + TINY, "pow": abs(out) + TINY, "sin": abs(out) + TINY,
-               "cos": abs(out) + TINY}.get(op, 0.0)
+        own = {
+            "sigmoid": 3 * abs(out) + TINY,
+            "tanh": abs(out) + TINY,
+            "exp": abs(out) + TINY,
+            "log": abs(out) + TINY,
+            "pow": abs(out) + TINY,
+            "sin": abs(out) + TINY,
+            "cos": abs(out) + TINY,
+        }.get(op, 0.0)
         if op in ("relu", "abs"):
             s_out = own + sa  # either branch moves the value by at most a's error
         elif op == "leaky_relu":
@@ -403,8 +444,7 @@ class Graph:
         else:
             derivs0 = local_derivatives(op, a, b, out, sa, sb, 0.0)
             s_out = own + sum(_scaled(d, s) for (d, _), s in zip(derivs0, scales))
-        unsure = (any(nodes[i]["unsure"] for i in refs)
-                  or flips(_NP_FORWARD[op], values, scales))
+        unsure = any(nodes[i]["unsure"] for i in refs) or flips(_NP_FORWARD[op], values, scales)
         if not math.isfinite(out) and not unsure:
             s_out = 0.0  # an inf or nan both engines must produce: no rounding to carry on
         derivs = local_derivatives(op, a, b, out, sa, sb, s_out)
@@ -426,13 +466,24 @@ class Graph:
             all_refs = list(refs)
         else:  # dot: refs are w0, x0, w1, x1, ..., and a bias when odd
             pairs = len(refs) // 2
-            ws, xs = refs[0:2 * pairs:2], refs[1:2 * pairs:2]
+            ws, xs = refs[0 : 2 * pairs : 2], refs[1 : 2 * pairs : 2]
             bias = refs[-1] if len(refs) % 2 else None
-            out_ours = ours("dot", ([nodes[i]["ours"] for i in ws], [nodes[i]["ours"] for i in xs],
-                                    nodes[bias]["ours"] if bias is not None else None))
-            out_theirs = theirs("dot", ([nodes[i]["theirs"] for i in ws],
-                                        [nodes[i]["theirs"] for i in xs],
-                                        nodes[bias]["theirs"] if bias is not None else None))
+            out_ours = ours(
+                "dot",
+                (
+                    [nodes[i]["ours"] for i in ws],
+                    [nodes[i]["ours"] for i in xs],
+                    nodes[bias]["ours"] if bias is not None else None,
+                ),
+            )
+            out_theirs = theirs(
+                "dot",
+                (
+                    [nodes[i]["theirs"] for i in ws],
+                    [nodes[i]["theirs"] for i in xs],
+                    nodes[bias]["theirs"] if bias is not None else None,
+                ),
+            )
             v = lambda i: nodes[i]["ours"].data
             s = lambda i: nodes[i]["S"]
             magnitude = sum(finite_abs(v(w) * v(x)) for w, x in zip(ws, xs))
@@ -456,8 +507,9 @@ class Graph:
 
     def _append(self, op, refs, derivs, out_ours, out_theirs, s_out, unsure):
         out_theirs.retain_grad()
-        self.nodes.append(dict(op=op, refs=refs, derivs=derivs, ours=out_ours,
-                               theirs=out_theirs, S=float(s_out), unsure=unsure))
+        self.nodes.append(
+            dict(op=op, refs=refs, derivs=derivs, ours=out_ours, theirs=out_theirs, S=float(s_out), unsure=unsure)
+        )
         self.trace.append(None)
 
     def check(self, root=None):
@@ -492,8 +544,7 @@ class Graph:
                 term_mass[j] += _scaled(d, g) + TINY
                 finite_mass[j] += finite_abs(_scaled(d, g))
                 uses[j] += 1
-                unsure[j] = (unsure[j] or unsure[k] or inputs_unsure
-                             or flips(operator.mul, [g, d], [sg[k], s_d]))
+                unsure[j] = unsure[j] or unsure[k] or inputs_unsure or flips(operator.mul, [g, d], [sg[k], s_d])
         for i, n in enumerate(nodes):
             g_theirs = n["theirs"].grad
             g_theirs = 0.0 if g_theirs is None else g_theirs.item()
@@ -526,8 +577,8 @@ leaf_values = st.one_of(moderate, moderate, moderate, st.sampled_from(EDGES))
 
 instruction = st.tuples(
     st.sampled_from(ALL_OPS),
-    st.integers(0, 1 << 16),              # first operand: one of the newest few nodes
-    st.integers(0, 1 << 16),              # second operand / n-ary operands: anywhere
+    st.integers(0, 1 << 16),  # first operand: one of the newest few nodes
+    st.integers(0, 1 << 16),  # second operand / n-ary operands: anywhere
     st.sampled_from(["vv", "vc", "cv"]),  # Value op Value, Value op number, number op Value
     st.sampled_from(CONSTANTS),
 )
@@ -550,8 +601,10 @@ def run_instruction(graph, instr, width, recent=4):
     return graph.add(op, [first], constant=constant, constant_first=form == "cv")
 
 
-@given(leaves=st.lists(leaf_values, min_size=1, max_size=5),
-       program=st.lists(st.tuples(instruction, st.integers(2, 12)), min_size=3, max_size=60))
+@given(
+    leaves=st.lists(leaf_values, min_size=1, max_size=5),
+    program=st.lists(st.tuples(instruction, st.integers(2, 12)), min_size=3, max_size=60),
+)
 @fuzz_settings(2000)
 def test_random_graphs_match_torch(leaves, program):
     graph = Graph(leaves)
@@ -560,9 +613,11 @@ def test_random_graphs_match_torch(leaves, program):
     graph.check()
 
 
-@given(leaves=st.lists(leaf_values, min_size=1, max_size=3),
-       block=st.lists(instruction, min_size=1, max_size=4),
-       repeats=st.integers(20, 400))
+@given(
+    leaves=st.lists(leaf_values, min_size=1, max_size=3),
+    block=st.lists(instruction, min_size=1, max_size=4),
+    repeats=st.integers(20, 400),
+)
 @fuzz_settings(40)
 def test_deep_graphs_match_torch(leaves, block, repeats):
     graph = Graph(leaves)
@@ -572,8 +627,10 @@ def test_deep_graphs_match_torch(leaves, block, repeats):
     graph.check()
 
 
-@given(leaves=st.lists(leaf_values, min_size=1, max_size=20),
-       program=st.lists(st.tuples(instruction, st.integers(20, 300)), min_size=1, max_size=8))
+@given(
+    leaves=st.lists(leaf_values, min_size=1, max_size=20),
+    program=st.lists(st.tuples(instruction, st.integers(20, 300)), min_size=1, max_size=8),
+)
 @fuzz_settings(150)
 def test_wide_graphs_match_torch(leaves, program):
     graph = Graph(leaves)
@@ -584,6 +641,7 @@ def test_wide_graphs_match_torch(leaves, program):
 
 
 # ---- the fuzzer covers every op, and its check can fail ----
+
 
 def test_fuzz_covers_every_op_in_the_c_table():
     differentiable = set(OP_NAMES) - NOT_DIFFERENTIABLE_AGAINST_TORCH

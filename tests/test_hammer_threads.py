@@ -5,6 +5,7 @@ Every value is checked against closed forms; at the end each shared leaf's grad 
 of every backward's contribution, whichever thread ran it, and live nodes are back to
 where they started. A few seconds.
 """
+
 import math
 import queue
 import random
@@ -93,17 +94,17 @@ def test_eight_threads_hammer_one_arena():
             if action == 0:
                 differentiate(built, k)
             elif action == 1:
-                handoff.put(built)          # someone else drops it (maybe after backward)
-            elif action == 2:               # replay a private graph with new leaf data
+                handoff.put(built)  # someone else drops it (maybe after backward)
+            elif action == 2:  # replay a private graph with new leaf data
                 p = Value(rng.uniform(-2, 2))
                 y = (p * p + shared[r % N_SHARED]).tanh()
                 p.data = 0.5
                 assert close(y.forward(), math.tanh(0.25 + data[r % N_SHARED]))
-            elif action == 3:               # no_grad in this thread only
+            elif action == 3:  # no_grad in this thread only
                 with no_grad():
                     detached = build(shared, data, rng).root
                 assert not detached._prev
-            try:                            # take over another thread's graph
+            try:  # take over another thread's graph
                 theirs = handoff.get_nowait()
             except queue.Empty:
                 continue

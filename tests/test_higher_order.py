@@ -17,6 +17,7 @@
 Closed forms compare with relative 1e-12 (the formula and the engine round differently,
 by a few ulp) plus 1e-14 absolute for entries that are 0 by the math.
 """
+
 import gc
 import math
 import os
@@ -79,11 +80,18 @@ def sigmoid(x):
 
 # ---- closed forms ----
 
+
 @pytest.mark.parametrize("x0", [-1.5, -0.0, 0.0, 0.3, 2.0, 7.25])
 def test_polynomial_to_the_fifth_derivative(x0):
-    got = derivatives(lambda x: 3 * x ** 4 - 2 * x ** 3 + x - 5, x0, 5)
-    expected = [3 * x0 ** 4 - 2 * x0 ** 3 + x0 - 5, 12 * x0 ** 3 - 6 * x0 ** 2 + 1,
-                36 * x0 ** 2 - 12 * x0, 72 * x0 - 12, 72.0, 0.0]
+    got = derivatives(lambda x: 3 * x**4 - 2 * x**3 + x - 5, x0, 5)
+    expected = [
+        3 * x0**4 - 2 * x0**3 + x0 - 5,
+        12 * x0**3 - 6 * x0**2 + 1,
+        36 * x0**2 - 12 * x0,
+        72 * x0 - 12,
+        72.0,
+        0.0,
+    ]
     for k, (q, r) in enumerate(zip(got, expected)):
         assert_close(q, r, f"derivative {k} at {x0}")
     assert got[5] == 0.0  # x ** 0 is constant: exactly 0, however it was reached
@@ -93,39 +101,39 @@ def test_polynomial_in_two_variables_to_the_third_order():
     # f = x^2 y^3 + x y - 4 y: every third derivative
     x0, y0 = 1.3, -0.7
     x, y = Value(x0), Value(y0)
-    f = x * x * y ** 3 + x * y - 4 * y
+    f = x * x * y**3 + x * y - 4 * y
     fx, fy = grad(f, [x, y], create_graph=True)
-    assert_close(fx.data, 2 * x0 * y0 ** 3 + y0)
-    assert_close(fy.data, 3 * x0 ** 2 * y0 ** 2 + x0 - 4)
+    assert_close(fx.data, 2 * x0 * y0**3 + y0)
+    assert_close(fy.data, 3 * x0**2 * y0**2 + x0 - 4)
     (fxx, fxy), (fyx, fyy) = [grad(g, [x, y], create_graph=True) for g in (fx, fy)]
-    for q, r in [(fxx, 2 * y0 ** 3), (fxy, 6 * x0 * y0 ** 2 + 1), (fyx, 6 * x0 * y0 ** 2 + 1),
-                 (fyy, 6 * x0 ** 2 * y0)]:
+    for q, r in [(fxx, 2 * y0**3), (fxy, 6 * x0 * y0**2 + 1), (fyx, 6 * x0 * y0**2 + 1), (fyy, 6 * x0**2 * y0)]:
         assert_close(q.data, r)
-    third = {name: [t.data for t in grad(g, [x, y])]
-             for name, g in [("xx", fxx), ("xy", fxy), ("yx", fyx), ("yy", fyy)]}
+    third = {
+        name: [t.data for t in grad(g, [x, y])] for name, g in [("xx", fxx), ("xy", fxy), ("yx", fyx), ("yy", fyy)]
+    }
     assert_close(third["xx"][0], 0.0)
-    assert_close(third["xx"][1], 6 * y0 ** 2)
+    assert_close(third["xx"][1], 6 * y0**2)
     for name in ("xy", "yx"):
-        assert_close(third[name][0], 6 * y0 ** 2)
+        assert_close(third[name][0], 6 * y0**2)
         assert_close(third[name][1], 12 * x0 * y0)
     assert_close(third["yy"][0], 12 * x0 * y0)
-    assert_close(third["yy"][1], 6 * x0 ** 2)
+    assert_close(third["yy"][1], 6 * x0**2)
 
 
 @pytest.mark.parametrize("x0, y0", [(1.7, 2.3), (0.4, -1.5), (2.0, 0.5), (3.0, 3.0), (0.9, 0.0)])
 def test_pow_in_both_arguments_to_the_third_order(x0, y0):
     x, y = Value(x0), Value(y0)
-    f = x ** y
+    f = x**y
     fx, fy = grad(f, [x, y], create_graph=True)
     ln = math.log(x0)
     assert_close(fx.data, 0.0 if y0 == 0 else y0 * x0 ** (y0 - 1))
-    assert_close(fy.data, x0 ** y0 * ln)
+    assert_close(fy.data, x0**y0 * ln)
     (fxx, fxy), (fyx, fyy) = [grad(g, [x, y], create_graph=True) for g in (fx, fy)]
     assert_close(fxx.data, y0 * (y0 - 1) * x0 ** (y0 - 2))
     if y0 != 0:  # at y == 0, d/dx is 0 by PyTorch's rule: a constant, see the edge tests
         assert_close(fxy.data, x0 ** (y0 - 1) * (1 + y0 * ln))
     assert_close(fyx.data, x0 ** (y0 - 1) * (1 + y0 * ln))
-    assert_close(fyy.data, x0 ** y0 * ln ** 2)
+    assert_close(fyy.data, x0**y0 * ln**2)
     fxxx, fxxy = [t.data for t in grad(fxx, [x, y])]
     fyyx, fyyy = [t.data for t in grad(fyy, [x, y])]
     fyxx, fyxy = [t.data for t in grad(fyx, [x, y])]
@@ -133,7 +141,7 @@ def test_pow_in_both_arguments_to_the_third_order(x0, y0):
     if y0 != 0:
         assert_close(fxxy, x0 ** (y0 - 2) * ((2 * y0 - 1) + y0 * (y0 - 1) * ln))
     assert_close(fyxx, x0 ** (y0 - 2) * ((2 * y0 - 1) + y0 * (y0 - 1) * ln))
-    assert_close(fyyy, x0 ** y0 * ln ** 3)
+    assert_close(fyyy, x0**y0 * ln**3)
     assert_close(fyyx, x0 ** (y0 - 1) * ln * (2 + y0 * ln))
     if y0 != 0:  # d/dy of the rule's constant 0 inside d/dx is 0 (torch's too)
         assert_close(fyxy, x0 ** (y0 - 1) * ln * (2 + y0 * ln))
@@ -152,18 +160,24 @@ def sigmoid_derivatives(x):
 
 UNIVARIATE = {
     "tanh": (lambda x: x.tanh(), tanh_derivatives),
-    "exp(2x)": (lambda x: (2 * x).exp(), lambda x: [math.exp(2 * x) * 2 ** k for k in range(4)]),
-    "log": (lambda x: x.log(), lambda x: [math.log(x), 1 / x, -1 / x ** 2, 2 / x ** 3]),
+    "exp(2x)": (lambda x: (2 * x).exp(), lambda x: [math.exp(2 * x) * 2**k for k in range(4)]),
+    "log": (lambda x: x.log(), lambda x: [math.log(x), 1 / x, -1 / x**2, 2 / x**3]),
     "sigmoid": (lambda x: x.sigmoid(), sigmoid_derivatives),
-    "1/x": (lambda x: 1 / x, lambda x: [1 / x, -1 / x ** 2, 2 / x ** 3, -6 / x ** 4]),
-    "log(sigmoid)": (lambda x: x.sigmoid().log(),  # -softplus(-x)
-                     lambda x: [math.log(sigmoid(x)), 1 - sigmoid(x)]
-                     + [-d for d in sigmoid_derivatives(x)[1:3]]),
+    "1/x": (lambda x: 1 / x, lambda x: [1 / x, -1 / x**2, 2 / x**3, -6 / x**4]),
+    "log(sigmoid)": (
+        lambda x: x.sigmoid().log(),  # -softplus(-x)
+        lambda x: [math.log(sigmoid(x)), 1 - sigmoid(x)] + [-d for d in sigmoid_derivatives(x)[1:3]],
+    ),
     "exp(tanh)": (lambda x: x.tanh().exp(), lambda x: _exp_tanh(x)),
-    "log(1 + x^2)": (lambda x: (1 + x * x).log(),
-                     lambda x: [math.log(1 + x * x), 2 * x / (1 + x * x),
-                                2 * (1 - x * x) / (1 + x * x) ** 2,
-                                4 * x * (x * x - 3) / (1 + x * x) ** 3]),
+    "log(1 + x^2)": (
+        lambda x: (1 + x * x).log(),
+        lambda x: [
+            math.log(1 + x * x),
+            2 * x / (1 + x * x),
+            2 * (1 - x * x) / (1 + x * x) ** 2,
+            4 * x * (x * x - 3) / (1 + x * x) ** 3,
+        ],
+    ),
     "tanh(exp)": (lambda x: x.exp().tanh(), lambda x: _tanh_exp(x)),
 }
 
@@ -180,7 +194,7 @@ def _tanh_exp(x):
     # where T1, T2, T3 are tanh's derivatives at e
     e = math.exp(x)
     t0, t1, t2, t3 = tanh_derivatives(e)
-    return [t0, t1 * e, t2 * e * e + t1 * e, t3 * e ** 3 + 3 * t2 * e * e + t1 * e]
+    return [t0, t1 * e, t2 * e * e + t1 * e, t3 * e**3 + 3 * t2 * e * e + t1 * e]
 
 
 @pytest.mark.parametrize("name", sorted(UNIVARIATE))
@@ -209,16 +223,17 @@ def test_tenth_derivative_of_exp():
     # exp's derivative is the exp node itself, so its derivative graphs stay tiny
     got = derivatives(lambda x: (0.5 * x).exp(), 1.1, 10)
     for k, q in enumerate(got):
-        assert_close(q, math.exp(0.55) * 0.5 ** k, f"derivative {k}")
+        assert_close(q, math.exp(0.55) * 0.5**k, f"derivative {k}")
 
 
 # ---- every op's second derivatives against the math ----
+
 
 # name -> (f, point, Hessian at the point)
 def _pow_hessian(a, b):
     ln = math.log(a)
     cross = a ** (b - 1) * (1 + b * ln)
-    return [[b * (b - 1) * a ** (b - 2), cross], [cross, a ** b * ln * ln]]
+    return [[b * (b - 1) * a ** (b - 2), cross], [cross, a**b * ln * ln]]
 
 
 def gelu_derivatives(a):
@@ -227,7 +242,7 @@ def gelu_derivatives(a):
     gelu'' = s u' + a s (u'' - 2 t u'^2) / 2."""
     beta, kappa = math.sqrt(2 / math.pi), 0.044715
     u1, u2 = beta * (1 + 3 * kappa * a * a), 6 * beta * kappa * a
-    t = math.tanh(beta * (a + kappa * a ** 3))
+    t = math.tanh(beta * (a + kappa * a**3))
     s = 1 - t * t
     return [0.5 * a * (1 + t), 0.5 * (1 + t) + 0.5 * a * s * u1, s * u1 + 0.5 * a * s * (u2 - 2 * t * u1 * u1)]
 
@@ -236,18 +251,17 @@ PER_OP = {
     "add": (lambda a, b: a + b, (0.3, -1.7), lambda a, b: [[0, 0], [0, 0]]),
     "sub": (lambda a, b: a - b, (0.3, -1.7), lambda a, b: [[0, 0], [0, 0]]),
     "mul": (lambda a, b: a * b, (0.3, -1.7), lambda a, b: [[0, 1], [1, 0]]),
-    "truediv": (lambda a, b: a / b, (0.3, -1.7),
-                lambda a, b: [[0, -1 / b ** 2], [-1 / b ** 2, 2 * a / b ** 3]]),
-    "pow": (lambda a, b: a ** b, (1.4, 2.6), _pow_hessian),
+    "truediv": (lambda a, b: a / b, (0.3, -1.7), lambda a, b: [[0, -1 / b**2], [-1 / b**2, 2 * a / b**3]]),
+    "pow": (lambda a, b: a**b, (1.4, 2.6), _pow_hessian),
     "neg": (lambda a: -a, (0.8,), lambda a: [[0]]),
     "relu": (lambda a: a.relu(), (0.8,), lambda a: [[0]]),
     "tanh": (lambda a: a.tanh(), (0.8,), lambda a: [[tanh_derivatives(a)[2]]]),
     "exp": (lambda a: a.exp(), (0.8,), lambda a: [[math.exp(a)]]),
-    "log": (lambda a: a.log(), (0.8,), lambda a: [[-1 / a ** 2]]),
+    "log": (lambda a: a.log(), (0.8,), lambda a: [[-1 / a**2]]),
     "sigmoid": (lambda a: a.sigmoid(), (0.8,), lambda a: [[sigmoid_derivatives(a)[2]]]),
     "sin": (lambda a: a.sin(), (0.8,), lambda a: [[-math.sin(a)]]),
     "cos": (lambda a: a.cos(), (0.8,), lambda a: [[-math.cos(a)]]),
-    "sqrt": (lambda a: a.sqrt(), (0.8,), lambda a: [[-0.25 * a ** -1.5]]),
+    "sqrt": (lambda a: a.sqrt(), (0.8,), lambda a: [[-0.25 * a**-1.5]]),
     "abs": (lambda a: a.abs(), (-0.8,), lambda a: [[0]]),
     "gelu": (lambda a: a.gelu(), (0.8,), lambda a: [[gelu_derivatives(a)[2]]]),
     "softplus": (lambda a: a.softplus(), (0.8,), lambda a: [[sigmoid_derivatives(a)[1]]]),
@@ -255,31 +269,39 @@ PER_OP = {
     "maximum": (pyautograd.maximum, (0.3, -1.7), lambda a, b: [[0, 0], [0, 0]]),
     "minimum": (pyautograd.minimum, (0.3, -1.7), lambda a, b: [[0, 0], [0, 0]]),
     # the new rows composed, so their derivatives pass a nonzero second derivative on
-    "abs(x^3)": (lambda a: (a ** 3).abs(), (-0.8,), lambda a: [[-6 * a]]),
-    "leaky_relu(x^3, c)": (lambda a: (a ** 3).leaky_relu(0.3), (-0.8,), lambda a: [[0.3 * 6 * a]]),
-    "leaky_relu(x^3) > 0": (lambda a: (a ** 3).leaky_relu(0.3), (0.8,), lambda a: [[6 * a]]),
+    "abs(x^3)": (lambda a: (a**3).abs(), (-0.8,), lambda a: [[-6 * a]]),
+    "leaky_relu(x^3, c)": (lambda a: (a**3).leaky_relu(0.3), (-0.8,), lambda a: [[0.3 * 6 * a]]),
+    "leaky_relu(x^3) > 0": (lambda a: (a**3).leaky_relu(0.3), (0.8,), lambda a: [[6 * a]]),
     "maximum(x * x, c)": (lambda a: pyautograd.maximum(a * a, 0.5), (0.8,), lambda a: [[2]]),
-    "maximum(c, x * y)": (lambda a, b: pyautograd.maximum(-5.0, a * b), (0.3, -1.7),
-                          lambda a, b: [[0, 1], [1, 0]]),
+    "maximum(c, x * y)": (lambda a, b: pyautograd.maximum(-5.0, a * b), (0.3, -1.7), lambda a, b: [[0, 1], [1, 0]]),
     "minimum(c, x * x)": (lambda a: pyautograd.minimum(2.0, a * a), (0.8,), lambda a: [[2]]),
-    "minimum(x ** 3, y)": (lambda a, b: pyautograd.minimum(a ** 3, b), (0.8, 1.7),
-                           lambda a, b: [[6 * a, 0], [0, 0]]),
-    "sqrt(x * y)": (lambda a, b: (a * b).sqrt(), (0.8, 1.7),
-                    lambda a, b: [[-0.25 * b * b * (a * b) ** -1.5, 0.25 * (a * b) ** -0.5],
-                                  [0.25 * (a * b) ** -0.5, -0.25 * a * a * (a * b) ** -1.5]]),
+    "minimum(x ** 3, y)": (lambda a, b: pyautograd.minimum(a**3, b), (0.8, 1.7), lambda a, b: [[6 * a, 0], [0, 0]]),
+    "sqrt(x * y)": (
+        lambda a, b: (a * b).sqrt(),
+        (0.8, 1.7),
+        lambda a, b: [
+            [-0.25 * b * b * (a * b) ** -1.5, 0.25 * (a * b) ** -0.5],
+            [0.25 * (a * b) ** -0.5, -0.25 * a * a * (a * b) ** -1.5],
+        ],
+    ),
     "softplus(2x)": (lambda a: (2 * a).softplus(), (-1.3,), lambda a: [[4 * sigmoid_derivatives(2 * a)[1]]]),
-    "sin(x) cos(y)": (lambda a, b: a.sin() * b.cos(), (0.8, 1.7),
-                      lambda a, b: [[-math.sin(a) * math.cos(b), -math.cos(a) * math.sin(b)],
-                                    [-math.cos(a) * math.sin(b), -math.sin(a) * math.cos(b)]]),
+    "sin(x) cos(y)": (
+        lambda a, b: a.sin() * b.cos(),
+        (0.8, 1.7),
+        lambda a, b: [
+            [-math.sin(a) * math.cos(b), -math.cos(a) * math.sin(b)],
+            [-math.cos(a) * math.sin(b), -math.sin(a) * math.cos(b)],
+        ],
+    ),
     # with a number on one side (a constant: only the Value's derivatives)
     "x + c": (lambda a: a + 2.5, (0.8,), lambda a: [[0]]),
     "c - x": (lambda a: 2.5 - a, (0.8,), lambda a: [[0]]),
     "x * c": (lambda a: a * 2.5, (0.8,), lambda a: [[0]]),
-    "c / x": (lambda a: 2.5 / a, (0.8,), lambda a: [[2 * 2.5 / a ** 3]]),
+    "c / x": (lambda a: 2.5 / a, (0.8,), lambda a: [[2 * 2.5 / a**3]]),
     "x / c": (lambda a: a / 2.5, (0.8,), lambda a: [[0]]),
-    "x ** c": (lambda a: a ** 2.5, (0.8,), lambda a: [[2.5 * 1.5 * a ** 0.5]]),
-    "c ** x": (lambda a: 2.5 ** a, (0.8,), lambda a: [[2.5 ** a * math.log(2.5) ** 2]]),
-    "x ** -1": (lambda a: a ** -1, (0.8,), lambda a: [[2 / a ** 3]]),
+    "x ** c": (lambda a: a**2.5, (0.8,), lambda a: [[2.5 * 1.5 * a**0.5]]),
+    "c ** x": (lambda a: 2.5**a, (0.8,), lambda a: [[2.5**a * math.log(2.5) ** 2]]),
+    "x ** -1": (lambda a: a**-1, (0.8,), lambda a: [[2 / a**3]]),
     "x * x": (lambda a: a * a, (0.8,), lambda a: [[2]]),
     "a + a": (lambda a: a + a, (0.8,), lambda a: [[0]]),
 }
@@ -295,8 +317,14 @@ def test_second_derivatives_of_each_op(name):
 
 
 # the internal rows: the op whose derivative graph they are made for (tested below)
-INTERNAL_ROWS = {"step": "relu", "gate": "relu", "sign": "abs", "leaky_slope": "leaky_relu",
-                 "softplus_d": "softplus", "max_share": "maximum"}
+INTERNAL_ROWS = {
+    "step": "relu",
+    "gate": "relu",
+    "sign": "abs",
+    "leaky_slope": "leaky_relu",
+    "softplus_d": "softplus",
+    "max_share": "maximum",
+}
 
 
 def test_every_op_of_the_c_table_has_a_second_derivative_test():
@@ -328,8 +356,9 @@ def test_sin_cos_softplus_sqrt_to_the_fourth_order(x0):
     for q, r in zip(sp[1:], sigmoid_derivatives(x0)):
         assert_close(q, r, f"softplus at {x0}", rel=1e-11)
     if x0 > 0:
-        for q, r in zip(derivatives(lambda x: x.sqrt(), x0, 3),
-                        [x0 ** 0.5, 0.5 * x0 ** -0.5, -0.25 * x0 ** -1.5, 0.375 * x0 ** -2.5]):
+        for q, r in zip(
+            derivatives(lambda x: x.sqrt(), x0, 3), [x0**0.5, 0.5 * x0**-0.5, -0.25 * x0**-1.5, 0.375 * x0**-2.5]
+        ):
             assert_close(q, r, f"sqrt at {x0}")
 
 
@@ -337,19 +366,22 @@ def all_ops_of(value):
     return {n._op for n in all_nodes(value)}
 
 
-@pytest.mark.parametrize("row, make, x0, slope, second", [
-    ("sign", lambda x: x.abs(), -1.5, -1.0, 0.0),
-    ("sign", lambda x: x.abs(), 0.0, 0.0, 0.0),
-    ("leaky_slope", lambda x: x.leaky_relu(0.25), -1.5, 0.25, 0.0),
-    ("leaky_slope", lambda x: x.leaky_relu(0.25), 0.0, 0.25, 0.0),
-    ("leaky_slope", lambda x: x.leaky_relu(0.25), 2.0, 1.0, 0.0),
-    ("softplus_d", lambda x: x.softplus(), 0.5, sigmoid(0.5), sigmoid_derivatives(0.5)[1]),
-    ("softplus_d", lambda x: x.softplus(), 30.0, 1.0, 0.0),
-    ("max_share", lambda x: pyautograd.maximum(x, 0.5), 1.5, 1.0, 0.0),
-    ("max_share", lambda x: pyautograd.maximum(x, 0.5), 0.5, 0.5, 0.0),
-    ("max_share", lambda x: pyautograd.minimum(x, 0.5), 0.5, 0.5, 0.0),
-    ("max_share", lambda x: pyautograd.minimum(x, 0.5), 1.5, 0.0, 0.0),
-])
+@pytest.mark.parametrize(
+    "row, make, x0, slope, second",
+    [
+        ("sign", lambda x: x.abs(), -1.5, -1.0, 0.0),
+        ("sign", lambda x: x.abs(), 0.0, 0.0, 0.0),
+        ("leaky_slope", lambda x: x.leaky_relu(0.25), -1.5, 0.25, 0.0),
+        ("leaky_slope", lambda x: x.leaky_relu(0.25), 0.0, 0.25, 0.0),
+        ("leaky_slope", lambda x: x.leaky_relu(0.25), 2.0, 1.0, 0.0),
+        ("softplus_d", lambda x: x.softplus(), 0.5, sigmoid(0.5), sigmoid_derivatives(0.5)[1]),
+        ("softplus_d", lambda x: x.softplus(), 30.0, 1.0, 0.0),
+        ("max_share", lambda x: pyautograd.maximum(x, 0.5), 1.5, 1.0, 0.0),
+        ("max_share", lambda x: pyautograd.maximum(x, 0.5), 0.5, 0.5, 0.0),
+        ("max_share", lambda x: pyautograd.minimum(x, 0.5), 0.5, 0.5, 0.0),
+        ("max_share", lambda x: pyautograd.minimum(x, 0.5), 1.5, 0.0, 0.0),
+    ],
+)
 def test_the_new_rows_derivative_graphs_are_built_of_their_internal_rows(row, make, x0, slope, second):
     # abs passes back G * sign(a), leaky_relu G * leaky_slope(a, slope), softplus
     # G * softplus_d(a), maximum and minimum G times max_share (gated): the internal rows
@@ -382,16 +414,17 @@ def test_relu_derivative_graph_is_built_of_gate_and_step():
 
 # ---- edge rules ----
 
+
 @pytest.mark.parametrize("x0", [0.0, -0.0, 2.0, -3.0])
 def test_x_to_the_0_has_exactly_0_derivatives(x0):
     x = Value(x0)
-    (g,) = grad(x ** 0, x, create_graph=True)
+    (g,) = grad(x**0, x, create_graph=True)
     (h,) = grad(g, x, create_graph=True)
     (t,) = grad(h, x)
     assert (g.data, h.data, t.data) == (0.0, 0.0, 0.0)
     # with a Value exponent that is 0: d/dx is 0 by the rule, d/dy is 0 at base 0 (y >= 0)
     x, y = Value(x0), Value(0.0)
-    gx, gy = grad(x ** y, [x, y], create_graph=True)
+    gx, gy = grad(x**y, [x, y], create_graph=True)
     assert gx.data == 0.0
     hx = [h.data for h in grad(gx, [x, y])]
     assert hx == [0.0, 0.0]  # the rule makes d/dx a constant, so its derivatives are 0
@@ -429,10 +462,10 @@ def test_pow_exponent_at_base_0_from_a_non_finite_gradient(torch):
     # d/db is 0 at base 0 by the rule, and an inf gradient times it is nan in backward(),
     # in grad() and in torch (grad * where(...)): create_graph=True must give the same
     x, y = Value(0.0), Value(2.0)
-    z = (x ** y) * math.inf
+    z = (x**y) * math.inf
     tx = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
     ty = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
-    theirs = [t.item() for t in torch.autograd.grad(tx ** ty * math.inf, [tx, ty])]
+    theirs = [t.item() for t in torch.autograd.grad(tx**ty * math.inf, [tx, ty])]
     plain = [g.data for g in grad(z, [x, y])]
     created = [g.data for g in grad(z, [x, y], create_graph=True)]
     assert all(math.isnan(v) for v in theirs + plain)
@@ -457,26 +490,24 @@ def test_a_gradient_that_cancels_to_0_still_multiplies_inf(torch):
 def test_pow_at_base_0(torch, b0):
     # PyTorch's rules: d/da is 0 where b == 0, d/db is 0 where a == 0 and b >= 0
     a, b = Value(0.0), Value(b0)
-    ga, gb = grad(a ** b, [a, b], create_graph=True)
+    ga, gb = grad(a**b, [a, b], create_graph=True)
     ta = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
     tb = torch.tensor(b0, dtype=torch.float64, requires_grad=True)
-    tga, tgb = torch.autograd.grad(ta ** tb, [ta, tb], create_graph=True)
+    tga, tgb = torch.autograd.grad(ta**tb, [ta, tb], create_graph=True)
     assert ga.data == tga.item()
     assert gb.data == 0.0 and tgb.item() == 0.0
     # d/da's own derivatives follow torch's
     ours = [h.data for h in grad(ga, [a, b])]
-    theirs = [0.0 if t is None else t.item()
-              for t in torch.autograd.grad(tga, [ta, tb], allow_unused=True)]
+    theirs = [0.0 if t is None else t.item() for t in torch.autograd.grad(tga, [ta, tb], allow_unused=True)]
     for q, r in zip(ours, theirs):  # torch's is nan at b == 0 (0 * inf in the untaken branch)
-        assert q == r or math.isnan(q) and math.isnan(r) or math.isnan(r) and math.isfinite(q), \
-            (ours, theirs)
+        assert q == r or math.isnan(q) and math.isnan(r) or math.isnan(r) and math.isfinite(q), (ours, theirs)
     # d/db is 0 by the rule there: a constant, so its derivatives are exactly 0 (torch's
     # where() gives nan here, from 0 * log(0) in the branch it did not take)
     assert [h.data for h in grad(gb, [a, b])] == [0.0, 0.0]
     # and the second derivative in a alone against the math, where it is finite
     expected = {0.0: 0.0, 1.0: 0.0, 2.0: 2.0, 3.0: 0.0, 0.5: -math.inf}[b0]
     x = Value(0.0)
-    (g,) = grad(x ** b0, x, create_graph=True)
+    (g,) = grad(x**b0, x, create_graph=True)
     assert grad(g, x)[0].data == expected
 
 
@@ -484,12 +515,11 @@ def test_pow_mixed_derivative_at_exponent_0_follows_torch(torch):
     # d/dx x**y = y x**(y-1) has d/dy = 1/x at y == 0 in the math; the x ** 0 rule (torch's
     # where) makes d/dx the constant 0 there, so both engines give 0
     x, y = Value(2.0), Value(0.0)
-    gx, _ = grad(x ** y, [x, y], create_graph=True)
+    gx, _ = grad(x**y, [x, y], create_graph=True)
     tx = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
     ty = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
-    (tgx,) = torch.autograd.grad(tx ** ty, [tx], create_graph=True)
-    theirs = [0.0 if t is None else t.item()
-              for t in torch.autograd.grad(tgx, [tx, ty], allow_unused=True)]
+    (tgx,) = torch.autograd.grad(tx**ty, [tx], create_graph=True)
+    theirs = [0.0 if t is None else t.item() for t in torch.autograd.grad(tgx, [tx, ty], allow_unused=True)]
     assert [h.data for h in grad(gx, [x, y])] == theirs == [0.0, 0.0]
 
 
@@ -506,26 +536,39 @@ KINKS = {
     "abs(x) * abs(x) at 0": (lambda x: x.abs() * x.abs(), lambda t, x: x.abs() * x.abs(), (0.0,)),
     "abs(x * y) at 0": (lambda x, y: (x * y).abs(), lambda t, x, y: (x * y).abs(), (0.0, 1.5)),
     "leaky_relu at 0": (lambda x: x.leaky_relu(), lambda t, x: _tf(t).leaky_relu(x), (0.0,)),
-    "leaky_relu(0.3) * x at 0": (lambda x: x.leaky_relu(0.3) * x,
-                                 lambda t, x: _tf(t).leaky_relu(x, 0.3) * x, (0.0,)),
-    "leaky_relu(-2) of x * y at 0": (lambda x, y: (x * y).leaky_relu(-2.0),
-                                     lambda t, x, y: _tf(t).leaky_relu(x * y, -2.0), (0.0, 0.7)),
+    "leaky_relu(0.3) * x at 0": (lambda x: x.leaky_relu(0.3) * x, lambda t, x: _tf(t).leaky_relu(x, 0.3) * x, (0.0,)),
+    "leaky_relu(-2) of x * y at 0": (
+        lambda x, y: (x * y).leaky_relu(-2.0),
+        lambda t, x, y: _tf(t).leaky_relu(x * y, -2.0),
+        (0.0, 0.7),
+    ),
     "relu * relu at 0": (lambda x: x.relu() * x.relu(), lambda t, x: x.relu() * x.relu(), (0.0,)),
     "maximum tie": (pyautograd.maximum, lambda t, x, y: t.maximum(x, y), (1.0, 1.0)),
     "minimum tie": (pyautograd.minimum, lambda t, x, y: t.minimum(x, y), (1.0, 1.0)),
     "maximum tie of 0 and -0": (pyautograd.maximum, lambda t, x, y: t.maximum(x, y), (0.0, -0.0)),
-    "maximum(x * x, y) tie": (lambda x, y: pyautograd.maximum(x * x, y),
-                              lambda t, x, y: t.maximum(x * x, y), (1.0, 1.0)),
-    "minimum(x * y, x) tie": (lambda x, y: pyautograd.minimum(x * y, x) * y,
-                              lambda t, x, y: t.minimum(x * y, x) * y, (2.0, 1.0)),
-    "maximum(x, 2) tie": (lambda x: pyautograd.maximum(x, 2.0) ** 3,
-                          lambda t, x: t.maximum(x, t.tensor(2.0, dtype=t.float64)) ** 3, (2.0,)),
-    "minimum(2, x) tie": (lambda x: pyautograd.minimum(2.0, x).exp(),
-                          lambda t, x: t.minimum(t.tensor(2.0, dtype=t.float64), x).exp(), (2.0,)),
+    "maximum(x * x, y) tie": (
+        lambda x, y: pyautograd.maximum(x * x, y),
+        lambda t, x, y: t.maximum(x * x, y),
+        (1.0, 1.0),
+    ),
+    "minimum(x * y, x) tie": (
+        lambda x, y: pyautograd.minimum(x * y, x) * y,
+        lambda t, x, y: t.minimum(x * y, x) * y,
+        (2.0, 1.0),
+    ),
+    "maximum(x, 2) tie": (
+        lambda x: pyautograd.maximum(x, 2.0) ** 3,
+        lambda t, x: t.maximum(x, t.tensor(2.0, dtype=t.float64)) ** 3,
+        (2.0,),
+    ),
+    "minimum(2, x) tie": (
+        lambda x: pyautograd.minimum(2.0, x).exp(),
+        lambda t, x: t.minimum(t.tensor(2.0, dtype=t.float64), x).exp(),
+        (2.0,),
+    ),
     "maximum(x, x)": (lambda x: pyautograd.maximum(x, x) * x, lambda t, x: t.maximum(x, x) * x, (0.5,)),
     "softplus past 20": (lambda x: x.softplus(), lambda t, x: _tf(t).softplus(x), (20.5,)),
-    "softplus(x * y) past 20": (lambda x, y: (x * y).softplus(),
-                                lambda t, x, y: _tf(t).softplus(x * y), (5.0, 6.0)),
+    "softplus(x * y) past 20": (lambda x, y: (x * y).softplus(), lambda t, x, y: _tf(t).softplus(x * y), (5.0, 6.0)),
     "softplus at 800": (lambda x: x.softplus(), lambda t, x: _tf(t).softplus(x), (800.0,)),
     "softplus at -800": (lambda x: x.softplus(), lambda t, x: _tf(t).softplus(x), (-800.0,)),
     "gelu at 0": (lambda x: x.gelu(), lambda t, x: _tf(t).gelu(x, approximate="tanh"), (0.0,)),
@@ -545,8 +588,9 @@ def test_kinks_ties_and_thresholds_to_the_third_order_follow_torch(torch, name):
         return [v for item in x for v in flat(item)] if isinstance(x, list) else [x]
 
     for k, (q, r) in enumerate(zip(flat(ours), flat(theirs))):
-        assert q == r or math.isnan(q) and math.isnan(r) or close(q, r, 1e-13, 0.0), \
+        assert q == r or math.isnan(q) and math.isnan(r) or close(q, r, 1e-13, 0.0), (
             f"{name}: entry {k}: pyautograd {q!r}, torch {r!r}\n  ours {ours}\n  torch {theirs}"
+        )
 
 
 def test_the_kink_rules_are_the_numbers_pytorch_documents():
@@ -572,7 +616,7 @@ def test_negative_base_to_a_constant_power_under_detect_anomaly():
     # Its derivative graph must not make the log of a negative base for the constant
     # exponent (nothing needs a constant's gradient), so anomaly mode stays quiet.
     x = Value(-2.0)
-    (g,) = grad(x ** 3, x, create_graph=True)
+    (g,) = grad(x**3, x, create_graph=True)
     with pyautograd.detect_anomaly():
         (h,) = grad(g, x, create_graph=True)
         assert h.data == -12.0
@@ -582,6 +626,7 @@ def test_negative_base_to_a_constant_power_under_detect_anomaly():
 
 # ---- sum, dot, losses, softmax, log_softmax: against torch float64 ----
 
+
 def torch_hessian(torch, f, point, third=False):
     """(value, gradient, Hessian[, d/dx of every Hessian entry]) of f at point in torch."""
     xs = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in point]
@@ -590,9 +635,10 @@ def torch_hessian(torch, f, point, third=False):
     def d(out, create):
         if not out.requires_grad:
             return [torch.zeros((), dtype=torch.float64) for _ in xs]
-        return [torch.zeros((), dtype=torch.float64) if t is None else t
-                for t in torch.autograd.grad(out, xs, create_graph=create, retain_graph=True,
-                                             allow_unused=True)]
+        return [
+            torch.zeros((), dtype=torch.float64) if t is None else t
+            for t in torch.autograd.grad(out, xs, create_graph=create, retain_graph=True, allow_unused=True)
+        ]
 
     first = d(y, True)
     second = [d(g, third) for g in first]
@@ -616,6 +662,7 @@ def our_hessian(f, point, third=False):
 def assert_matches_torch(ours, theirs, what):
     """Every entry within 1e-10 relative, plus 1e-13 of the largest entry of its kind
     (a Hessian entry that cancels to ~0 carries the rounding of the large ones)."""
+
     def flat(x):
         return [v for item in x for v in flat(item)] if isinstance(x, list) else [x]
 
@@ -623,8 +670,9 @@ def assert_matches_torch(ours, theirs, what):
         q_all, r_all = flat(q_all), flat(r_all)
         scale = max(abs(r) for r in r_all)
         for k, (q, r) in enumerate(zip(q_all, r_all)):
-            assert close(q, r, 1e-10, 1e-13 * scale), \
+            assert close(q, r, 1e-10, 1e-13 * scale), (
                 f"{what}, derivative order {kind} entry {k}: pyautograd {q!r}, torch {r!r}"
+            )
 
 
 def _nonlinear_terms(xs):
@@ -632,38 +680,54 @@ def _nonlinear_terms(xs):
 
 
 SUM_DOT_LOSS_CASES = {
-    "sum": (lambda *x: F.sum(_nonlinear_terms(x), x[1]),
-            lambda t, *x: x[1] + sum(_nonlinear_terms(x))),
-    "dot": (lambda *x: F.dot([x[0].tanh(), x[1], 2.0], [x[1], x[2].exp(), x[0]], x[0] * x[2]),
-            lambda t, *x: x[0] * x[2] + x[0].tanh() * x[1] + x[1] * x[2].exp() + 2.0 * x[0]),
-    "dot of squares": (lambda *x: F.dot(x, x).sigmoid(),
-                       lambda t, *x: (x[0] * x[0] + x[1] * x[1] + x[2] * x[2]).sigmoid()),
-    "mse": (lambda *x: losses.mse([x[0] * x[1], x[1].tanh(), x[2] ** 2], [0.5, -1.0, 2.0]),
-            lambda t, *x: t.nn.functional.mse_loss(
-                t.stack([x[0] * x[1], x[1].tanh(), x[2] ** 2]),
-                t.tensor([0.5, -1.0, 2.0], dtype=t.float64))),
-    "hinge": (lambda *x: losses.hinge([x[0] * x[1], x[2] * x[0], x[1] - 3], [1, -1, -1]),
-              lambda t, *x: ((1 - x[0] * x[1]).relu() + (1 + x[2] * x[0]).relu()
-                             + (1 + (x[1] - 3)).relu()) * (1.0 / 3)),
+    "sum": (lambda *x: F.sum(_nonlinear_terms(x), x[1]), lambda t, *x: x[1] + sum(_nonlinear_terms(x))),
+    "dot": (
+        lambda *x: F.dot([x[0].tanh(), x[1], 2.0], [x[1], x[2].exp(), x[0]], x[0] * x[2]),
+        lambda t, *x: x[0] * x[2] + x[0].tanh() * x[1] + x[1] * x[2].exp() + 2.0 * x[0],
+    ),
+    "dot of squares": (
+        lambda *x: F.dot(x, x).sigmoid(),
+        lambda t, *x: (x[0] * x[0] + x[1] * x[1] + x[2] * x[2]).sigmoid(),
+    ),
+    "mse": (
+        lambda *x: losses.mse([x[0] * x[1], x[1].tanh(), x[2] ** 2], [0.5, -1.0, 2.0]),
+        lambda t, *x: t.nn.functional.mse_loss(
+            t.stack([x[0] * x[1], x[1].tanh(), x[2] ** 2]), t.tensor([0.5, -1.0, 2.0], dtype=t.float64)
+        ),
+    ),
+    "hinge": (
+        lambda *x: losses.hinge([x[0] * x[1], x[2] * x[0], x[1] - 3], [1, -1, -1]),
+        lambda t, *x: ((1 - x[0] * x[1]).relu() + (1 + x[2] * x[0]).relu() + (1 + (x[1] - 3)).relu()) * (1.0 / 3),
+    ),
     "binary_cross_entropy_with_logits": (
-        lambda *x: losses.binary_cross_entropy_with_logits([x[0] * x[1], x[2], x[1] - x[0]],
-                                                           [1.0, 0.0, 0.3]),
+        lambda *x: losses.binary_cross_entropy_with_logits([x[0] * x[1], x[2], x[1] - x[0]], [1.0, 0.0, 0.3]),
         lambda t, *x: t.nn.functional.binary_cross_entropy_with_logits(
-            t.stack([x[0] * x[1], x[2], x[1] - x[0]]), t.tensor([1.0, 0.0, 0.3], dtype=t.float64))),
+            t.stack([x[0] * x[1], x[2], x[1] - x[0]]), t.tensor([1.0, 0.0, 0.3], dtype=t.float64)
+        ),
+    ),
     "cross_entropy": (
         lambda *x: losses.cross_entropy([[x[0], x[1] * x[2], x[2]], [x[1], x[0] ** 2, -x[2]]], [1, 2]),
         lambda t, *x: t.nn.functional.cross_entropy(
-            t.stack([t.stack([x[0], x[1] * x[2], x[2]]), t.stack([x[1], x[0] ** 2, -x[2]])]),
-            t.tensor([1, 2]))),
-    "softmax": (lambda *x: F.dot(F.softmax([x[0], x[1] * 2, x[2], x[0] * x[1]]), [1.0, -2.0, 0.5, 3.0]),
-                lambda t, *x: (t.softmax(t.stack([x[0], x[1] * 2, x[2], x[0] * x[1]]), 0)
-                               * t.tensor([1.0, -2.0, 0.5, 3.0], dtype=t.float64)).sum()),
-    "log_softmax": (lambda *x: F.dot(F.log_softmax([x[0], x[1].tanh(), x[2] * 3]), [0.2, -1.0, 0.7]),
-                    lambda t, *x: (t.log_softmax(t.stack([x[0], x[1].tanh(), x[2] * 3]), 0)
-                                   * t.tensor([0.2, -1.0, 0.7], dtype=t.float64)).sum()),
+            t.stack([t.stack([x[0], x[1] * x[2], x[2]]), t.stack([x[1], x[0] ** 2, -x[2]])]), t.tensor([1, 2])
+        ),
+    ),
+    "softmax": (
+        lambda *x: F.dot(F.softmax([x[0], x[1] * 2, x[2], x[0] * x[1]]), [1.0, -2.0, 0.5, 3.0]),
+        lambda t, *x: (
+            t.softmax(t.stack([x[0], x[1] * 2, x[2], x[0] * x[1]]), 0)
+            * t.tensor([1.0, -2.0, 0.5, 3.0], dtype=t.float64)
+        ).sum(),
+    ),
+    "log_softmax": (
+        lambda *x: F.dot(F.log_softmax([x[0], x[1].tanh(), x[2] * 3]), [0.2, -1.0, 0.7]),
+        lambda t, *x: (
+            t.log_softmax(t.stack([x[0], x[1].tanh(), x[2] * 3]), 0) * t.tensor([0.2, -1.0, 0.7], dtype=t.float64)
+        ).sum(),
+    ),
     "softmax of large logits": (
         lambda *x: F.softmax([x[0] * 400, x[1] * 400, x[2]])[0],
-        lambda t, *x: t.softmax(t.stack([x[0] * 400, x[1] * 400, x[2]]), 0)[0]),
+        lambda t, *x: t.softmax(t.stack([x[0] * 400, x[1] * 400, x[2]]), 0)[0],
+    ),
 }
 
 
@@ -677,6 +741,7 @@ def test_second_and_third_derivatives_match_torch(torch, name, point):
 
 
 # ---- the contract of grad() ----
+
 
 def test_an_input_the_output_does_not_depend_on_gets_0():
     x, y, z = Value(1.5), Value(-2.0), Value(3.0)
@@ -753,7 +818,7 @@ def test_no_grad_is_touched(create_graph):
     rng = random.Random(12)
     x, y = Value(0.7), Value(-1.3)
     a = x * y
-    b = a.tanh() + x ** 2
+    b = a.tanh() + x**2
     f = F.dot([b, a], [x.exp(), y.sigmoid()], b.relu()) / (1 + y * y)
     nodes = all_nodes(f)
     before = scribble(nodes, rng)
@@ -843,7 +908,7 @@ def test_python_backward_with_create_graph_raises_naming_the_node():
 def test_hand_made_nodes_with_numbers_for_derivatives():
     # Value(data, children, local_grads): its derivatives are numbers, constant to grad()
     x = Value(0.5)
-    y = Value(x.data ** 2, (x,), (2 * x.data,)) * x
+    y = Value(x.data**2, (x,), (2 * x.data,)) * x
     (g,) = grad(y, x, create_graph=True)
     assert g.data == 0.75  # 2x * x + x^2
     # the local gradient 2x is the number 1.0 to grad(): d/dx (x * 1.0 + h) = 1 + 1, not
@@ -889,8 +954,9 @@ def test_results_and_python_state_survive_their_graph():
         print("done")
     """)
     # run from elsewhere: from the repository root, `import pyautograd` finds the source tree
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60, cwd=tempfile.gettempdir())
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir()
+    )
     assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
     assert result.stdout.splitlines()[-1] == "done"
 
@@ -901,7 +967,7 @@ def test_derivative_graphs_are_freed():
     peak = baseline
     for k in range(30):
         x, y = Value(0.1 * k), Value(1.3)
-        f = F.dot([x.tanh(), y], [y ** x, x.sigmoid()], (x * y).exp()).log()
+        f = F.dot([x.tanh(), y], [y**x, x.sigmoid()], (x * y).exp()).log()
         first = grad(f, [x, y], create_graph=True)
         second = [grad(g, [x, y], create_graph=True) for g in first]
         third = [grad(h, [x, y]) for row in second for h in row]
@@ -933,8 +999,8 @@ def test_a_derivative_outlives_its_graph():
 # ---- gradcheck and gradgradcheck ----
 
 GOOD_FUNCTIONS = {
-    "polynomial": (lambda x, y: 3 * x ** 3 * y - x * y * y + 2, (0.7, -1.1)),
-    "pow both": (lambda x, y: x ** y, (1.3, 0.6)),
+    "polynomial": (lambda x, y: 3 * x**3 * y - x * y * y + 2, (0.7, -1.1)),
+    "pow both": (lambda x, y: x**y, (1.3, 0.6)),
     "chains": (lambda x, y: (x.tanh() * y.sigmoid()).exp() + (1 + x * x).log() / y, (0.4, 1.7)),
     "softmax": (lambda x, y, z: F.dot(F.softmax([x, y * z, z]), [1.0, 2.0, -1.0]), (0.2, -0.4, 0.9)),
     "cross_entropy": (lambda x, y, z: losses.cross_entropy([x, y, z * x], 1), (0.5, -0.3, 1.2)),
@@ -984,7 +1050,7 @@ def test_gradgradcheck_names_the_worst_entry():
     # hand-made nodes with numbers for derivatives have the right first derivatives, but
     # grad() treats those numbers as constants, so the second derivatives are 0
     def fn(x, y):
-        return Value(x.data ** 2 + y.data ** 3, (x, y), (2 * x.data, 3 * y.data ** 2))
+        return Value(x.data**2 + y.data**3, (x, y), (2 * x.data, 3 * y.data**2))
 
     xs = [Value(0.5), Value(2.0)]
     assert gradcheck(fn, xs) is True
@@ -1082,8 +1148,7 @@ def test_gradcheck_catches_a_nan_derivative():
 # (600 random, 40 deep, 150 wide) with a fresh seed each run (failures print it); by
 # default a fixed seed, ~8 s here.
 
-FUZZ_UNARY = ["neg", "relu", "tanh", "exp", "log", "sigmoid", "sin", "cos", "sqrt", "abs", "gelu",
-              "softplus"]
+FUZZ_UNARY = ["neg", "relu", "tanh", "exp", "log", "sigmoid", "sin", "cos", "sqrt", "abs", "gelu", "softplus"]
 FUZZ_SLOPED = ["leaky_relu"]  # v.leaky_relu(slope): the slope is a number, one of FUZZ_SLOPES
 FUZZ_BINARY = ["add", "sub", "mul", "truediv", "pow", "maximum", "minimum"]
 FUZZ_NARY = ["sum", "dot"]
@@ -1093,7 +1158,7 @@ FUZZ_CONSTANTS = [0.0, 1.0, -1.0, 2.0, -2.0, 3.0, 0.5, -0.5, 2.5, 0.1, 1e-3]
 FUZZ_EDGES = [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, 1e-3, 8.0, -8.0, 15.0]
 FUZZ_RARE_EDGES = [math.inf, -math.inf, math.nan]
 SLACK = 8
-PERTURBATION = 2.0 ** -40
+PERTURBATION = 2.0**-40
 PERTURBED_RUNS = 2
 
 _EXTRA = int(os.environ.get("PYAUTOGRAD_FUZZ_EXAMPLES", "0"))
@@ -1166,7 +1231,8 @@ class FuzzGraph:
         if op == "softplus" and 12.0 <= value <= 20.0:
             op = "neg"
         if op in ("maximum", "minimum") and any(
-                math.isnan(x) for x in [self.ours[r].data for r in refs] + [constant or 0.0]):
+            math.isnan(x) for x in [self.ours[r].data for r in refs] + [constant or 0.0]
+        ):
             op = "add"
         args = [self.ours[i] for i in refs]
         self.ours.append(apply_op(op, args, constant, constant_first, _OURS))
@@ -1198,20 +1264,32 @@ def perturbation(rng):
     return 1.0 + rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0) * PERTURBATION
 
 
-_OURS = {"sum": lambda args: F.sum(args),
-         "dot": lambda args: F.dot(args[0:len(args) - 1:2] if len(args) % 2 else args[0::2],
-                                   args[1:len(args) - 1:2] if len(args) % 2 else args[1::2],
-                                   args[-1] if len(args) % 2 else 0),
-         "tanh": lambda a: a.tanh(), "sigmoid": lambda a: a.sigmoid(),
-         "gelu": lambda a: a.gelu(), "softplus": lambda a: a.softplus(),
-         "leaky_relu": lambda a, slope: a.leaky_relu() if slope == 0.01 else a.leaky_relu(slope),
-         "maximum": pyautograd.maximum, "minimum": pyautograd.minimum}
+_OURS = {
+    "sum": lambda args: F.sum(args),
+    "dot": lambda args: F.dot(
+        args[0 : len(args) - 1 : 2] if len(args) % 2 else args[0::2],
+        args[1 : len(args) - 1 : 2] if len(args) % 2 else args[1::2],
+        args[-1] if len(args) % 2 else 0,
+    ),
+    "tanh": lambda a: a.tanh(),
+    "sigmoid": lambda a: a.sigmoid(),
+    "gelu": lambda a: a.gelu(),
+    "softplus": lambda a: a.softplus(),
+    "leaky_relu": lambda a, slope: a.leaky_relu() if slope == 0.01 else a.leaky_relu(slope),
+    "maximum": pyautograd.maximum,
+    "minimum": pyautograd.minimum,
+}
 
 # ops each engine spells its own way (kit[op](*args)); the rest are methods or operators
 _KIT_OPS = {"gelu", "softplus", "leaky_relu", "maximum", "minimum"}
 
-_BINARY_OPS = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
-               "truediv": lambda a, b: a / b, "pow": lambda a, b: a ** b}
+_BINARY_OPS = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "truediv": lambda a, b: a / b,
+    "pow": lambda a, b: a**b,
+}
 
 
 def apply_op(op, args, constant, constant_first, kit, factor=None):
@@ -1292,12 +1370,20 @@ def _torch_kit(torch):
             return g * ctx.factor, None
 
     tf = torch.nn.functional
-    kit = {"sum": t_sum, "dot": t_dot, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-           "perturbed tanh": PerturbedTanh.apply, "perturbed sigmoid": PerturbedSigmoid.apply,
-           "perturbed edge": PerturbedEdge.apply,
-           "gelu": lambda a: tf.gelu(a, approximate="tanh"), "softplus": tf.softplus,
-           "leaky_relu": lambda a, slope: tf.leaky_relu(a, float(slope)),
-           "maximum": torch.maximum, "minimum": torch.minimum}
+    kit = {
+        "sum": t_sum,
+        "dot": t_dot,
+        "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid,
+        "perturbed tanh": PerturbedTanh.apply,
+        "perturbed sigmoid": PerturbedSigmoid.apply,
+        "perturbed edge": PerturbedEdge.apply,
+        "gelu": lambda a: tf.gelu(a, approximate="tanh"),
+        "softplus": tf.softplus,
+        "leaky_relu": lambda a, slope: tf.leaky_relu(a, float(slope)),
+        "maximum": torch.maximum,
+        "minimum": torch.minimum,
+    }
     _TORCH_KITS[torch] = kit
     return kit
 
@@ -1309,8 +1395,8 @@ def third_order_pairs(n):
 def our_derivatives(graph, root):
     """{name: number} for every value and derivative compared, and the same derivatives
     with create_graph=False."""
-    xs, y = graph.ours[:len(graph.leaves)], graph.ours[root]
-    out = {f"value of n{k}": v.data for k, v in enumerate(graph.ours[:root + 1])}
+    xs, y = graph.ours[: len(graph.leaves)], graph.ours[root]
+    out = {f"value of n{k}": v.data for k, v in enumerate(graph.ours[: root + 1])}
     first = grad(y, xs, create_graph=True)
     second = [grad(g, xs, create_graph=True) for g in first]
     plain = {}
@@ -1337,11 +1423,10 @@ def torch_derivatives(torch, graph, root, rng=None):
     def d(out, create=True):
         if not out.requires_grad:
             return [zero for _ in leaves]
-        got = torch.autograd.grad(out, leaves, create_graph=create, retain_graph=True,
-                                  allow_unused=True)
+        got = torch.autograd.grad(out, leaves, create_graph=create, retain_graph=True, allow_unused=True)
         return [zero if t is None else t for t in got]
 
-    out = {f"value of n{k}": t.item() for k, t in enumerate(nodes[:root + 1])}
+    out = {f"value of n{k}": t.item() for k, t in enumerate(nodes[: root + 1])}
     first = d(y)
     second = [d(g) for g in first]
     for i, g in enumerate(first):
@@ -1364,8 +1449,10 @@ class FuzzTally:
 
     def summary(self):
         total = self.strict + self.loosened + self.skipped
-        return (f"{self.strict} entries compared strictly, {self.loosened} with rounding slack, "
-                f"{self.skipped} not both finite, of {total}")
+        return (
+            f"{self.strict} entries compared strictly, {self.loosened} with rounding slack, "
+            f"{self.skipped} not both finite, of {total}"
+        )
 
 
 def fuzz_agree(q, r, perturbed):
@@ -1391,20 +1478,23 @@ def check_graph(torch, graph, tally, seed, root=None):
     theirs = torch_derivatives(torch, graph, root)
     rng = random.Random(seed)
     perturbed = [torch_derivatives(torch, graph, root, rng) for _ in range(PERTURBED_RUNS)]
-    program = "\n  ".join(graph.trace[:len(graph.leaves) + root + 1])
+    program = "\n  ".join(graph.trace[: len(graph.leaves) + root + 1])
     for name, q in ours.items():
         r = theirs[name]
         verdict = fuzz_agree(q, r, [p[name] for p in perturbed])
         if not verdict:
-            raise AssertionError(f"{name}: pyautograd {q!r}, torch {r!r}, perturbed torch "
-                                 f"{[p[name] for p in perturbed]!r} (seed {seed})\n  {program}")
+            raise AssertionError(
+                f"{name}: pyautograd {q!r}, torch {r!r}, perturbed torch "
+                f"{[p[name] for p in perturbed]!r} (seed {seed})\n  {program}"
+            )
         setattr(tally, verdict, getattr(tally, verdict) + 1)
         if verdict != "skipped" and r != 0 and not name.startswith("value"):
             tally.nonzero_orders[name.count("dn")] += 1
     for name, q in plain.items():  # the same sweep read two ways: the same numbers
-        assert q == ours[name] or math.isnan(q) and math.isnan(ours[name]), \
+        assert q == ours[name] or math.isnan(q) and math.isnan(ours[name]), (
             f"{name}: create_graph=False gives {q!r}, create_graph=True {ours[name]!r}\n  {program}"
-    tally.ops.update(op for op, _, _, _ in graph.program[:root + 1 - len(graph.leaves)])
+        )
+    tally.ops.update(op for op, _, _, _ in graph.program[: root + 1 - len(graph.leaves)])
 
 
 def assert_not_vacuous(tally, compared_share):

@@ -44,6 +44,7 @@ and checks out; PYAUTOGRAD_HOSTILE_TRACE=1 prints each action before it runs (ru
 pytest with --capture=sys to see what ran last before a crash). An action can be run
 by hand: `act_scratch_grad(CTL, random.Random(seed))`.
 """
+
 import gc
 import math
 import numbers
@@ -67,8 +68,7 @@ from pyautograd.engine import Value
 
 import test_stateful as base
 from pure_value import PureValue
-from test_stateful import (PATH_TOL, REL, ProgramMachine, Tagged, live, path_bounds, same_grad,
-                           same_value)
+from test_stateful import PATH_TOL, REL, ProgramMachine, Tagged, live, path_bounds, same_grad, same_value
 
 _EXTRA = int(os.environ.get("PYAUTOGRAD_FUZZ_EXAMPLES", "0"))
 # For finding one bug behind another: names of actions (ACTIONS) and of the machine's
@@ -82,12 +82,13 @@ TRACE = bool(os.environ.get("PYAUTOGRAD_HOSTILE_TRACE"))
 DEFAULT_PROGRAMS = 40
 DEFAULT_THREADED = 25
 STEPS = 40
-MAX_DEPTH = 3         # hooks inside hooks inside hooks, no deeper
+MAX_DEPTH = 3  # hooks inside hooks inside hooks, no deeper
 ACTIONS_PER_FIRE = 2
 BUDGET_PER_STEP = 12  # actions a step's hooks may run in all
 
 
 # ---- the hooks' controller ----
+
 
 class Control:
     """What the hooks share: the script, a budget, what they found, what they keep."""
@@ -100,12 +101,12 @@ class Control:
         self.pos = 0
         self.budget = 0
         self.depth = 0
-        self.errors = []       # (where, text) of everything a hook found wrong
-        self.kept = []         # Values hooks met: identity-checked by the next invariant
+        self.errors = []  # (where, text) of everything a hook found wrong
+        self.kept = []  # Values hooks met: identity-checked by the next invariant
         self.resurrected = []  # Values a finalizer brought back
-        self.weakrefs = []     # weak references with callbacks, kept so the callbacks run
-        self.reg_owners = []   # weak references to the Values given `w.reg = w * w`
-        self.sweeps = []       # (node ids, runs Python rules, root) of sweeps test code runs
+        self.weakrefs = []  # weak references with callbacks, kept so the callbacks run
+        self.reg_owners = []  # weak references to the Values given `w.reg = w * w`
+        self.sweeps = []  # (node ids, runs Python rules, root) of sweeps test code runs
         self.running_rules = []  # node ids whose hostile Python rule is running
         self.held = lambda: []  # the machine's Held records
         self.gc_armed = False
@@ -135,8 +136,7 @@ class Control:
                 if name in OFF:
                     continue
                 if TRACE:
-                    print(f"hostile: {where} -> {name} {seed} (depth {self.depth})",
-                          file=sys.__stderr__, flush=True)
+                    print(f"hostile: {where} -> {name} {seed} (depth {self.depth})", file=sys.__stderr__, flush=True)
                 note(f"action ran: {name}")
                 try:
                     action(self, random.Random(seed))
@@ -181,6 +181,7 @@ def _gc_hook(phase, info):
 
 
 # ---- objects whose methods are hooks ----
+
 
 class HostileNumber:
     """A real number whose __float__ runs the hooks (and may empty a list C was given)."""
@@ -251,6 +252,7 @@ def hostile_mul(a, b, via_dict=False, where="_backward"):
             b.grad += a.data * out.grad
         finally:
             CTL.running_rules.pop()
+
     if via_dict:
         vars(out)["_backward"] = _backward
     else:
@@ -273,11 +275,16 @@ def draw_recipe(rnd, n_leaves=None, steps=None, smooth=False, plain=False):
     n_leaves = n_leaves or rnd.randint(1, 3)
     ops = []
     for _ in range(steps if steps is not None else rnd.randint(1, 7)):
-        kinds = [k for k in UNARY + BINARY if k.replace(" ", "") not in OFF
-                 and not (plain and k in ("rule", "dict rule", "local"))
-                 and not (smooth and k in ("relu", "pow"))]
-        ops.append((rnd.choice(kinds), rnd.randrange(10 ** 6), rnd.randrange(10 ** 6),
-                    rnd.choice(CONSTANTS), rnd.random() < 0.5))
+        kinds = [
+            k
+            for k in UNARY + BINARY
+            if k.replace(" ", "") not in OFF
+            and not (plain and k in ("rule", "dict rule", "local"))
+            and not (smooth and k in ("relu", "pow"))
+        ]
+        ops.append(
+            (rnd.choice(kinds), rnd.randrange(10**6), rnd.randrange(10**6), rnd.choice(CONSTANTS), rnd.random() < 0.5)
+        )
     leaves = [round(rnd.uniform(-2, 2), 3) for _ in range(n_leaves)]
     return leaves, ops
 
@@ -303,8 +310,7 @@ def build(recipe, engine, leaves_data=None, resolved=None):
                 kind = "tanh"
             if kind == "pow" and not (x > 0.1 and abs(y) <= 3):
                 kind = "*"
-            if kind in ("*", "rule", "dict rule", "local", "sq", "*c") and abs(x * y) > 1e3 \
-                    or abs(x) > 1e3:
+            if kind in ("*", "rule", "dict rule", "local", "sq", "*c") and abs(x * y) > 1e3 or abs(x) > 1e3:
                 kind = "tanh"
             if resolved is not None:
                 resolved.append(kind)
@@ -318,7 +324,7 @@ def build(recipe, engine, leaves_data=None, resolved=None):
         elif kind == "relu":
             out = a.relu()
         elif kind == "sq":
-            out = a ** 2
+            out = a**2
         elif kind == "exp":
             out = a.exp()
         elif kind == "+":
@@ -341,13 +347,14 @@ def build(recipe, engine, leaves_data=None, resolved=None):
             d = math.sin(a.data) * b.data
             grads = (math.cos(a.data) * b.data, math.sin(a.data))
             if hostile:
-                out = Value(HostileNumber(d) if flip else d, (a, b),
-                            [HostileNumber(g) for g in grads] if flip else grads)
+                out = Value(
+                    HostileNumber(d) if flip else d, (a, b), [HostileNumber(g) for g in grads] if flip else grads
+                )
             else:
                 out = PureValue(d, (a, b), grads)
                 out.local_grads = grads
         elif kind == "pow":
-            out = a ** b if hostile else base.pure_pow(a, b)
+            out = a**b if hostile else base.pure_pow(a, b)
         else:
             raise AssertionError(kind)
         nodes.append(out)
@@ -406,8 +413,7 @@ def nested(ctl, root, call, what):
         result = call()
     except RuntimeError as error:
         if not overlapping:
-            raise AssertionError(f"{what} over a graph no running sweep meets raised "
-                                 f"RuntimeError: {error}") from None
+            raise AssertionError(f"{what} over a graph no running sweep meets raised RuntimeError: {error}") from None
         note(f"hostile: nested {what} refused")
         return None
     finally:
@@ -421,6 +427,7 @@ def nested(ctl, root, call, what):
 
 
 # ---- the actions a hook runs ----
+
 
 def act_scratch_backward(ctl, rnd):
     """A scratch graph built (its ops' numbers and rules are hooks too), backward on
@@ -462,12 +469,12 @@ def act_scratch_grad(ctl, rnd):
             with pyautograd.no_grad():
                 return pyautograd.grad(root, leaves, create_graph=True)
         return pyautograd.grad(root, leaves, create_graph=create)
+
     got = nested(ctl, root, call, "grad(create_graph=True)" if create else "grad")
     changed = [k for k, (v, g) in enumerate(zip(nodes, before)) if not same_bits(v.grad, g)]
     if changed:
         k = changed[0]
-        raise AssertionError(f"grad() changed .grad of node {k} ({nodes[k]._op}): "
-                             f"{before[k]!r} -> {nodes[k].grad!r}")
+        raise AssertionError(f"grad() changed .grad of node {k} ({nodes[k]._op}): {before[k]!r} -> {nodes[k].grad!r}")
     if got is None:
         return
     check_grads("grad()" + (" in no_grad()" if quiet else ""), [g.data for g in got], expected)
@@ -489,7 +496,8 @@ def act_scratch_grad(ctl, rnd):
             if abs(second[j].data - estimate) > 1e-4 * (1 + abs(estimate)):
                 raise AssertionError(
                     f"d2/dx{i}dx{j} from grad(create_graph=True){' in no_grad()' if quiet else ''}"
-                    f": {second[j].data!r}, finite differences {estimate!r}")
+                    f": {second[j].data!r}, finite differences {estimate!r}"
+                )
     if quiet:
         note("hostile: grad(create_graph=True) in no_grad() checked")
 
@@ -519,7 +527,7 @@ def act_scratch_forward(ctl, rnd):
     if "powreplay" in OFF:
         return
     x, b = Value(rnd.choice([0.5, 1.5, 2.0])), Value(rnd.choice([0.0, 0.0, 1.0, 2.0]))
-    y = x ** b
+    y = x**b
     (g,) = pyautograd.grad(y, [x], create_graph=True)
     b.data = rnd.choice([0.0, 1.0, 3.0])
     try:
@@ -529,8 +537,7 @@ def act_scratch_forward(ctl, rnd):
         return
     want = b.data * x.data ** (b.data - 1) if b.data else 0.0
     if not same_value(replayed, want):
-        raise AssertionError(f"replayed d(x ** b)/dx at x={x.data}, b={b.data}: {replayed!r}, "
-                             f"expected {want!r}")
+        raise AssertionError(f"replayed d(x ** b)/dx at x={x.data}, b={b.data}: {replayed!r}, expected {want!r}")
 
 
 def act_gc(ctl, rnd):
@@ -579,8 +586,7 @@ def act_reinit(ctl, rnd):
         v.__init__(x, (fresh,), [HostileNumber(2.0)])
     after = (v._id, v.data, v.grad, v.label, v._op, v._inputs)
     if before != after:
-        raise AssertionError(f"a second __init__ ({kind}) changed {type(v).__name__}: "
-                             f"{before!r} -> {after!r}")
+        raise AssertionError(f"a second __init__ ({kind}) changed {type(v).__name__}: {before!r} -> {after!r}")
 
 
 # `w.reg = w * w`, or a finalizer attribute, on Values that Python-rule ops also use makes
@@ -655,6 +661,7 @@ def act_weakref_dies(ctl, rnd):
         met.append(first)
         if first.data != data:
             ctl.fail("weakref callback", f"out._inputs[0].data {first.data!r}, was {data!r}")
+
     ref = weakref.ref(x, callback)
     del x
     gc.collect(0)
@@ -672,8 +679,7 @@ def act_weakref_dies(ctl, rnd):
     done = nested(ctl, out, lambda: out.backward() or True, "backward")
     want = 2.0 if out._op == "*" else 2 * data
     if done and not same_value(again.grad, want):
-        raise AssertionError(f"grad through a Value made in a weakref callback {again.grad!r}, "
-                             f"expected {want!r}")
+        raise AssertionError(f"grad through a Value made in a weakref callback {again.grad!r}, expected {want!r}")
 
 
 def act_resurrect(ctl, rnd):
@@ -702,8 +708,7 @@ def act_resurrect(ctl, rnd):
     a.grad = b.grad = 0.0
     done = nested(ctl, v, lambda: v.backward() or True, "backward")
     if done and (a.grad, b.grad) != (b.data, a.data):
-        raise AssertionError(f"resurrected op's grads {(a.grad, b.grad)}, "
-                             f"expected {(b.data, a.data)}")
+        raise AssertionError(f"resurrected op's grads {(a.grad, b.grad)}, expected {(b.data, a.data)}")
     note("hostile: an op came back from its finalizer")
 
 
@@ -749,9 +754,12 @@ def act_grad_held(ctl, rnd):
     create = rnd.random() < 0.3
     runs_python = any(is_python_rule(v) for v in under.values())
     expected = pure_adjoints(root.p, [h.p for h in inputs])
-    got = nested(ctl, root.v, lambda: pyautograd.grad(root.v, [h.v for h in inputs],
-                                                   create_graph=create and not runs_python),
-                 "grad of a held root")
+    got = nested(
+        ctl,
+        root.v,
+        lambda: pyautograd.grad(root.v, [h.v for h in inputs], create_graph=create and not runs_python),
+        "grad of a held root",
+    )
     if got is not None:
         check_grads("grad of a held root", [g.data for g in got], expected)
 
@@ -769,12 +777,10 @@ def act_sweep_running(ctl, rnd):
     if how == "backward":
         nested(ctl, root, root.backward, "backward on a running sweep's root")
     elif how == "grad":
-        nested(ctl, root, lambda: pyautograd.grad(root, under[:3]),
-               "grad on a running sweep's root")
+        nested(ctl, root, lambda: pyautograd.grad(root, under[:3]), "grad on a running sweep's root")
     else:
         inner = under[rnd.randrange(len(under))]
-        nested(ctl, inner, lambda: pyautograd.grad(inner, under[:3]),
-               "grad of an interior node of a running sweep")
+        nested(ctl, inner, lambda: pyautograd.grad(inner, under[:3]), "grad of an interior node of a running sweep")
     note("hostile: a sweep started from inside a running one")
 
 
@@ -790,6 +796,7 @@ def act_gradcheck_raises(ctl, rnd):
         if calls[0] > limit:
             raise KeyError("fn fails")
         return (a * b).tanh()
+
     try:
         pyautograd.gradcheck(fn, xs)
     except KeyError:
@@ -837,14 +844,13 @@ ACTIONS = [
     ("sweep running", act_sweep_running),
     ("sweep running", act_sweep_running),
 ]
-SCRIPT = st.lists(st.tuples(st.integers(0, len(ACTIONS) - 1), st.integers(0, 2 ** 32)),
-                  min_size=1, max_size=6)
+SCRIPT = st.lists(st.tuples(st.integers(0, len(ACTIONS) - 1), st.integers(0, 2**32)), min_size=1, max_size=6)
 
 
 # ---- the machine ----
 
-class HostileMachine(ProgramMachine):
 
+class HostileMachine(ProgramMachine):
     def __init__(self):
         super().__init__()
         for _ in range(5):  # garbage of the last program that needs more than one pass
@@ -895,8 +901,12 @@ class HostileMachine(ProgramMachine):
         pout = pure_mul(a.p, b.p)
         self.hold(out, pout, False)
 
-    @rule(i=base.INDEX, x=st.floats(-3, 3, allow_nan=False), kind=st.sampled_from(
-        ["operand", "reflected", "leaf", "local grads", "data", "sum"]), script=SCRIPT)
+    @rule(
+        i=base.INDEX,
+        x=st.floats(-3, 3, allow_nan=False),
+        kind=st.sampled_from(["operand", "reflected", "leaf", "local grads", "data", "sum"]),
+        script=SCRIPT,
+    )
     def hostile_number(self, i, x, kind, script):
         """An op given a number whose __float__ is a hook."""
         if "hostile_number" in OFF:
@@ -946,8 +956,7 @@ class HostileMachine(ProgramMachine):
                 h.v.label = HostileText(text)
                 h.p.label = text
 
-    @rule(i=base.INDEX, script=SCRIPT, how=st.sampled_from(["weakref", "finalizer", "both"]),
-          collect=st.booleans())
+    @rule(i=base.INDEX, script=SCRIPT, how=st.sampled_from(["weakref", "finalizer", "both"]), collect=st.booleans())
     def hostile_death(self, i, script, how, collect):
         """A held Value dropped with a weakref callback and/or a finalizing attribute."""
         if "hostile_death" in OFF:
@@ -1023,8 +1032,7 @@ class HostileMachine(ProgramMachine):
         order, bound = path_bounds(root.p)
         old = {}
         if not zero:
-            old = {id(n): (n.grad_before, getattr(n, "gtol_before", 0.0)) for n in order
-                   if hasattr(n, "grad_before")}
+            old = {id(n): (n.grad_before, getattr(n, "gtol_before", 0.0)) for n in order if hasattr(n, "grad_before")}
         if zero:
             for node in base.walk([root.v]).values():
                 node.grad = 0.0
@@ -1062,8 +1070,12 @@ class HostileMachine(ProgramMachine):
         roots = [v for v, _ in self.everything()] + CTL.kept + CTL.resurrected
         seen = base.walk(roots)
         while True:
-            extra = [r for v in seen.values() for r in [getattr(v, "reg", None)]
-                     if isinstance(r, Value) and r._id not in seen]
+            extra = [
+                r
+                for v in seen.values()
+                for r in [getattr(v, "reg", None)]
+                if isinstance(r, Value) and r._id not in seen
+            ]
             if not extra:
                 return roots, seen
             roots += extra
@@ -1116,9 +1128,10 @@ class HostileMachine(ProgramMachine):
                     break
             errors = CTL.errors
             assert not errors, "while the program was dropped: " + describe(errors)
-            assert "leak" in OFF or live() == self.baseline, \
-                f"{live() - self.baseline} nodes left after the program and gc.collect(); " \
+            assert "leak" in OFF or live() == self.baseline, (
+                f"{live() - self.baseline} nodes left after the program and gc.collect(); "
                 f"Values the GC still sees: {left_over()}"
+            )
         finally:
             CTL.reset()
             gc.unfreeze()  # (again, if the clean-up above raised first)
@@ -1133,8 +1146,10 @@ def left_over():
     for o in gc.get_objects():
         if isinstance(o, Value) and len(found) < 10:
             holders = sorted({type(r).__name__ for r in gc.get_referrers(o)} - {"list"})
-            found.append(f"{type(o).__name__}(_op {o._op!r}, data {o.data!r}, attributes "
-                         f"{sorted(getattr(o, '__dict__', None) or {})}, held by {holders})")
+            found.append(
+                f"{type(o).__name__}(_op {o._op!r}, data {o.data!r}, attributes "
+                f"{sorted(getattr(o, '__dict__', None) or {})}, held by {holders})"
+            )
     return found or "none"
 
 
@@ -1155,9 +1170,21 @@ def test_hostile_program(tmp_path):
     if _IN_CHILD:
         pytest.skip("this is the child run: TestHostileProgram below is the test")
     env = dict(os.environ, PYAUTOGRAD_HOSTILE_CHILD="1")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           f"{os.path.abspath(__file__)}::TestHostileProgram"],
-                          env=env, cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"{os.path.abspath(__file__)}::TestHostileProgram",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "1 passed" in done.stdout, done.stdout[-2000:]
 
@@ -1167,12 +1194,18 @@ if TestHostileProgram is None:
     del TestHostileProgram
 else:
     TestHostileProgram.settings = settings(
-        max_examples=_scaled(DEFAULT_PROGRAMS), stateful_step_count=STEPS, deadline=None,
-        derandomize=not _EXTRA, database=None, suppress_health_check=list(HealthCheck),
-        **({"phases": [Phase.explicit, Phase.reuse, Phase.generate]} if "shrink" in OFF else {}))
+        max_examples=_scaled(DEFAULT_PROGRAMS),
+        stateful_step_count=STEPS,
+        deadline=None,
+        derandomize=not _EXTRA,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        **({"phases": [Phase.explicit, Phase.reuse, Phase.generate]} if "shrink" in OFF else {}),
+    )
 
 
 # ---- the threaded variant ----
+
 
 def gil_mul(a, b, log):
     """micrograd's a * b with a rule that lets the other thread run in the middle of the
@@ -1187,6 +1220,7 @@ def gil_mul(a, b, log):
         a.grad += b.data * g
         b.grad += a.data * g
         time.sleep(0)
+
     out._backward = _backward
     return out
 
@@ -1219,19 +1253,24 @@ def build_thread_graph(steps, pool, own, log):
 
 
 CALLS = st.sampled_from(["backward", "grad", "backward", "private backward", "private grad"])
-INDEX_T = st.integers(0, 10 ** 6)
-STEPS_T = st.lists(st.tuples(st.sampled_from(THREAD_OPS), INDEX_T,
-                             st.integers(0, 10 ** 6)), min_size=1, max_size=5)
+INDEX_T = st.integers(0, 10**6)
+STEPS_T = st.lists(st.tuples(st.sampled_from(THREAD_OPS), INDEX_T, st.integers(0, 10**6)), min_size=1, max_size=5)
 
 
 @pytest.mark.usefixtures("switch_often")
-@settings(max_examples=_scaled(DEFAULT_THREADED), deadline=None, derandomize=not _EXTRA,
-          database=None, suppress_health_check=list(HealthCheck))
-@given(shared=st.lists(st.tuples(st.sampled_from(["gil", "*", "tanh", "+"]), INDEX_T, INDEX_T),
-                       min_size=1, max_size=4),
-       steps=st.tuples(STEPS_T, STEPS_T), calls=st.tuples(
-           st.lists(CALLS, min_size=1, max_size=6), st.lists(CALLS, min_size=1, max_size=6)),
-       leaves=st.lists(st.floats(-1.5, 1.5, allow_nan=False), min_size=3, max_size=3))
+@settings(
+    max_examples=_scaled(DEFAULT_THREADED),
+    deadline=None,
+    derandomize=not _EXTRA,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+@given(
+    shared=st.lists(st.tuples(st.sampled_from(["gil", "*", "tanh", "+"]), INDEX_T, INDEX_T), min_size=1, max_size=4),
+    steps=st.tuples(STEPS_T, STEPS_T),
+    calls=st.tuples(st.lists(CALLS, min_size=1, max_size=6), st.lists(CALLS, min_size=1, max_size=6)),
+    leaves=st.lists(st.floats(-1.5, 1.5, allow_nan=False), min_size=3, max_size=3),
+)
 def test_threads_share_nodes_with_rules_that_release_the_gil(shared, steps, calls, leaves):
     """Two threads back-propagate graphs that share leaves and interior nodes (rules that
     release the GIL among them), and graphs of their own. A call over shared nodes may
@@ -1252,8 +1291,15 @@ def two_threads(shared, steps, calls, leaves):
     pool = list(xs)
     for kind, i, j in shared:  # interior nodes both threads' graphs use
         a, b = pool[i % len(pool)], pool[j % len(pool)]
-        pool.append(gil_mul(a, b, log) if kind == "gil" else a * b if kind == "*"
-                    else (a + b).tanh() if kind == "tanh" else a + b)
+        pool.append(
+            gil_mul(a, b, log)
+            if kind == "gil"
+            else a * b
+            if kind == "*"
+            else (a + b).tanh()
+            if kind == "tanh"
+            else a + b
+        )
     owns = [[Value(0.3 + k), Value(-0.7 * k)] for k in range(2)]
     roots, privates, nodes = [], [], []
     for k in range(2):
@@ -1262,8 +1308,7 @@ def two_threads(shared, steps, calls, leaves):
         roots.append(root)
         privates.append(private)
         nodes += made + made_p
-    watched = list({id(v): v for v in pool + owns[0] + owns[1] + nodes + roots + privates}
-                   .values())
+    watched = list({id(v): v for v in pool + owns[0] + owns[1] + nodes + roots + privates}.values())
 
     # each call alone: what backward() adds to every watched node, and what grad() gives
     def alone(root, inputs):
@@ -1274,6 +1319,7 @@ def two_threads(shared, steps, calls, leaves):
         for v in watched:
             v.grad = 0.0
         return added, [g.data for g in pyautograd.grad(root, inputs)]
+
     expected = {(k, False): alone(roots[k], pool) for k in range(2)}
     expected.update({(k, True): alone(privates[k], owns[k]) for k in range(2)})
 
@@ -1319,9 +1365,10 @@ def two_threads(shared, steps, calls, leaves):
         terms = [count * expected[key][0][n] for key, count in done.items()]
         want = math.fsum(terms)
         scale = math.fsum(abs(t) for t in terms)
-        assert abs(v.grad - want) <= 1e-12 * scale + 1e-300, \
-            (f"node {n} ({v._op}): grad {v.grad!r} is not the sum of the successful calls' "
-             f"{want!r} ({done}, {len(refused)} refused)")
+        assert abs(v.grad - want) <= 1e-12 * scale + 1e-300, (
+            f"node {n} ({v._op}): grad {v.grad!r} is not the sum of the successful calls' "
+            f"{want!r} ({done}, {len(refused)} refused)"
+        )
     if refused:
         event("threads: a call met the other thread's sweep and was refused")
     if len(set(log)) > 2:  # the main thread's single runs, then both workers

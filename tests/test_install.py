@@ -1,4 +1,5 @@
 """The package under test is the installed one, with its compiled extension and the GIL fix."""
+
 import importlib.metadata
 
 import pyautograd

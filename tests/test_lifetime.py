@@ -1,6 +1,7 @@
 """Graph lifetime: nodes live exactly as long as a Value or a live node uses them, with
 no Python reference cycles, flat memory over many rebuilds, and freeing from any thread.
 """
+
 import gc
 import subprocess
 import sys
@@ -21,7 +22,7 @@ def live():
 
 def small_graph(x, y):
     z = x * y + y + x.tanh()
-    return (z ** 2 - 1.5 / z).relu() + z.exp().log()
+    return (z**2 - 1.5 / z).relu() + z.exp().log()
 
 
 @pytest.fixture
@@ -36,6 +37,7 @@ def no_automatic_gc():
 
 
 # ---- freed when the last Value goes ----
+
 
 def test_graph_freed_when_last_value_goes():
     base = live()
@@ -105,6 +107,7 @@ def test_node_ids_are_reused_so_capacity_stays_put():
 
 # ---- no reference cycles ----
 
+
 def test_values_make_no_reference_cycles(no_automatic_gc):
     x, y = Value(2.0), Value(3.0)
     for _ in range(100):
@@ -136,6 +139,7 @@ def test_a_value_refers_to_no_other_value():
 
 # ---- flat memory over many rebuilds ----
 
+
 def test_memory_flat_over_thousands_of_rebuilds():
     """A training-loop shape: same leaves, graph rebuilt, backward, dropped, every step."""
     params = [Value(0.1 * i) for i in range(10)]
@@ -162,6 +166,7 @@ def test_memory_flat_over_thousands_of_rebuilds():
 
 
 # ---- threads ----
+
 
 def test_drop_in_another_thread():
     base = live()
@@ -191,6 +196,7 @@ def test_built_in_a_thread_kept_after_it_ends():
 
 # ---- interpreter shutdown ----
 
+
 def test_values_alive_at_exit_are_harmless(tmp_path):
     script = (
         "from pyautograd.engine import Value\n"
@@ -203,8 +209,7 @@ def test_values_alive_at_exit_are_harmless(tmp_path):
         "print('ok')\n"
     )
     # cwd elsewhere: `python -c` puts the cwd first on sys.path, and the source tree has no .so
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ok\n" and done.stderr == ""
 
@@ -213,6 +218,7 @@ def test_scratch_memory_of_a_huge_backward_is_given_back():
     # Sweeping a big graph grows scratch buffers; a later sweep of a small graph
     # returns them, so one huge backward does not pin its memory for good.
     from pyautograd import arena, sum as fused_sum
+
     before = arena.stats()["bytes"]
     leaves = [Value(1.0) for _ in range(3_000_000)]
     big = fused_sum(leaves)
@@ -243,6 +249,7 @@ def test_values_without_python_state_are_left_out_of_the_cyclic_gc():
 
 # ---- memory given back: side tables and blocks, whatever way a graph dies ----
 
+
 def side_table_bytes():
     """Bytes the arena holds beside its node blocks: input lists, labels, op texts."""
     s = stats()
@@ -258,14 +265,13 @@ def test_side_tables_shrink_when_labelled_hand_made_nodes_die():
     grown = side_table_bytes()
     del nodes  # one Value, so one node, at a time
     after = side_table_bytes()
-    assert grown - before > 40 * 2 ** 20, (before, grown)
+    assert grown - before > 40 * 2**20, (before, grown)
     # what may stay: the pool of freed id arrays (at most 4 MiB, arena.c) and each
     # table's keep size (1 MiB each)
-    assert after - before < 8 * 2 ** 20, (before, grown, after)
+    assert after - before < 8 * 2**20, (before, grown, after)
     # the tables still work after shrinking, and grow again
     again = [Value(2.0, (x,), "again", label=f"y{i}") for i in range(1000)]
-    assert [(v._op, v.label, v.data) for v in again[::333]] == [
-        ("again", f"y{i}", 2.0) for i in range(0, 1000, 333)]
+    assert [(v._op, v.label, v.data) for v in again[::333]] == [("again", f"y{i}", 2.0) for i in range(0, 1000, 333)]
     del again
     assert live() >= 1
 
@@ -307,8 +313,9 @@ def test_blocks_go_back_when_a_big_graph_dies_one_value_at_a_time():
         "del values\n"
         "print(peak, stats()['capacity'], stats()['live_nodes'])\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, cwd=tempfile.gettempdir())
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tempfile.gettempdir()
+    )
     assert done.returncode == 0, done.stderr
     peak, capacity, live_nodes = map(int, done.stdout.split())
     reserve = 1 << 19
@@ -328,11 +335,12 @@ def test_four_million_labelled_hand_made_nodes_give_their_memory_back():
         "del nodes\n"
         "print(peak, stats()['bytes'], stats()['live_nodes'])\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300, cwd=tempfile.gettempdir())
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tempfile.gettempdir()
+    )
     assert done.returncode == 0, done.stderr
     peak, after, live_nodes = map(int, done.stdout.split())
-    assert peak > 400 * 2 ** 20 and live_nodes == 1
+    assert peak > 400 * 2**20 and live_nodes == 1
     # the reserve of 2^19 nodes (20 MiB) and an eighth more, the id-array pool (4 MiB)
     # and the tables' keep sizes: once ~404 MiB stayed
-    assert after < 36 * 2 ** 20, (peak, after)
+    assert after < 36 * 2**20, (peak, after)

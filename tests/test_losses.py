@@ -2,6 +2,7 @@
 hinge loss bitwise against micrograd's demo expression, and the stable forms at logits
 where the naive formulas overflow.
 """
+
 import math
 import random
 
@@ -35,8 +36,7 @@ def against_torch(torch, ours_fn, torch_fn, inputs, targets, torch_targets=None)
     loss = ours_fn(ours_in, targets)
     loss.backward()
     t_in = torch.tensor(inputs, dtype=torch.float64, requires_grad=True)
-    t_loss = torch_fn(t_in, torch_targets if torch_targets is not None
-                      else torch.tensor(targets, dtype=torch.float64))
+    t_loss = torch_fn(t_in, torch_targets if torch_targets is not None else torch.tensor(targets, dtype=torch.float64))
     t_loss.backward()
     assert isinstance(loss, Value)
     assert close(loss.data, t_loss.item()), (loss.data, t_loss.item())
@@ -57,8 +57,7 @@ def test_hinge_matches_torch_and_micrograds_demo(torch):
     rng = random.Random(5)
     scores = [rng.uniform(-2, 2) for _ in range(12)]
     labels = [rng.choice([-1, 1]) for _ in scores]
-    against_torch(torch, losses.hinge,
-                  lambda s, y: torch.relu(1 - y * s).mean(), scores, labels)
+    against_torch(torch, losses.hinge, lambda s, y: torch.relu(1 - y * s).mean(), scores, labels)
     ours = losses.hinge(values(scores), labels)
     demo = [(1 + -yi * si).relu() for yi, si in zip(labels, values(scores))]
     demo_loss = sum(demo) * (1.0 / len(demo))  # micrograd's demo, on pyautograd Values
@@ -70,8 +69,13 @@ def test_binary_cross_entropy_with_logits_matches_torch(torch, scale):
     rng = random.Random(int(scale))
     logits = [rng.uniform(-1, 1) * scale for _ in range(10)] + [0.0]
     targets = [rng.choice([0.0, 1.0, 0.3]) for _ in logits]
-    loss = against_torch(torch, losses.binary_cross_entropy_with_logits,
-                         torch.nn.functional.binary_cross_entropy_with_logits, logits, targets)
+    loss = against_torch(
+        torch,
+        losses.binary_cross_entropy_with_logits,
+        torch.nn.functional.binary_cross_entropy_with_logits,
+        logits,
+        targets,
+    )
     assert math.isfinite(loss.data)
 
 
@@ -94,8 +98,7 @@ def test_cross_entropy_matches_torch(torch, scale):
 
 def test_single_predictions(torch):
     one = losses.cross_entropy(values([0.5, 2.0, -1.0]), 1)
-    t = torch.nn.functional.cross_entropy(torch.tensor([0.5, 2.0, -1.0], dtype=torch.float64),
-                                          torch.tensor(1))
+    t = torch.nn.functional.cross_entropy(torch.tensor([0.5, 2.0, -1.0], dtype=torch.float64), torch.tensor(1))
     assert close(one.data, t.item())
     assert close(losses.mse(Value(2.0), 0.5).data, 2.25)
     assert close(losses.hinge(Value(0.25), 1).data, 0.75)
@@ -149,8 +152,11 @@ def test_hinge_labels_outside_plus_minus_one_are_refused(label):
 @pytest.mark.parametrize("target", [2.0, -0.1, 1.0000001, math.nan, math.inf])
 def test_bce_targets_outside_zero_one_are_refused(target):
     v = Value(0.0)
-    with pytest.raises(ValueError, match=r"^binary_cross_entropy_with_logits\(\) targets must be in "
-                                         rf"\[0, 1\], got {target!r}$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^binary_cross_entropy_with_logits\(\) targets must be in "
+        rf"\[0, 1\], got {target!r}$",
+    ):
         losses.binary_cross_entropy_with_logits([v, v], [0.5, target])
     for edge in (0, 1, 0.0, 1.0, True):
         assert losses.binary_cross_entropy_with_logits([v], [edge]).data == math.log(2)
@@ -160,6 +166,7 @@ def test_losses_train_a_model():
     """Each loss, minimised by a few Adam steps, goes down."""
     from pyautograd.nn import MLP
     from pyautograd.optim import Adam
+
     random.seed(0)
     data = [[random.uniform(-1, 1), random.uniform(-1, 1)] for _ in range(16)]
     cases = [

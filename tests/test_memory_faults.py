@@ -3,6 +3,7 @@ keeps working. Real allocation failure comes from a low address-space limit
 (RLIMIT_AS) in a subprocess; the deterministic path from pyautograd.arena.set_node_limit.
 Also: 10,000 training-like iterations leak no node and no byte (pyautograd.arena.stats).
 """
+
 import math
 import os
 import subprocess
@@ -100,13 +101,15 @@ def test_running_out_of_address_space_raises_memory_error_and_recovers(tmp_path)
     script = ADDRESS_SPACE_SCRIPT.replace("{headroom}", str(96 << 20))
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     # run from elsewhere: from the repository root, `import pyautograd` finds the source tree
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=300, env=env, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
+    )
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     assert result.stdout.startswith("ok ")
 
 
 # ---- the deterministic path: a cap on live nodes ----
+
 
 @pytest.fixture
 def node_limit():
@@ -161,6 +164,7 @@ def test_a_model_that_hits_the_limit_mid_forward_recovers(node_limit):
 
 # ---- no leak over many training-like iterations ----
 
+
 def test_ten_thousand_training_iterations_leak_nothing():
     base = live()
     model = nn.MLP(2, [4, 1])
@@ -170,16 +174,16 @@ def test_ten_thousand_training_iterations_leak_nothing():
         x, y = data[i % len(data)]
         score = model(x)
         loss = (1 + -y * score).relu() + 1e-4 * sum((p * p for p in model.parameters()), Value(0.0))
-        loss.label = f"loss {i}"        # labels live in a side table: freed with the node
+        loss.label = f"loss {i}"  # labels live in a side table: freed with the node
         model.zero_grad()
         loss.backward()
         for p in model.parameters():
             p.data -= 0.01 * p.grad
         if i % 7 == 0:
-            loss.forward()              # cached order and tape, dropped with the root
+            loss.forward()  # cached order and tape, dropped with the root
         return loss.data
 
-    for i in range(100):                # warm up: the arena and scratch buffers reach size
+    for i in range(100):  # warm up: the arena and scratch buffers reach size
         step(i)
     before = arena.stats()
     for i in range(10_000):

@@ -5,6 +5,7 @@ and against micrograd==0.1.0 itself (values and grads within 1e-12 relative).
 The programs are written once, over whichever Value class runs them, in micrograd's
 own text (`+=` included). PyTorch runs micrograd's torch text for the same program.
 """
+
 import math
 
 import micrograd.engine as mg

@@ -20,6 +20,7 @@ PureValue (tests/pure_value.py, a pure-Python micrograd-style reference), on mic
 for sums that cancel to about zero). Every test passes on PureValue and micrograd, which is
 what shows the test itself is right.
 """
+
 import gc
 import math
 import random
@@ -62,6 +63,7 @@ def assert_same(got, want, fields=("data", "grad")):
 
 # ---- graph walks, the way micrograd users write them ----
 
+
 def walk_by_id(root, limit):
     """Every node under root, keyed by id() and kept alive in the dict, as draw_dot's
     users do. Stops past `limit` nodes: a walk that meets new objects for old nodes never ends."""
@@ -86,6 +88,7 @@ def trace(root, limit=10_000):
             for child in v._prev:
                 edges.add((child, v))
                 build(child)
+
     build(root)
     return nodes, edges
 
@@ -101,6 +104,7 @@ def build_topo(root, limit=10_000):
             for child in v._prev:
                 build(child)
             topo.append(v)
+
     build(root)
     return topo
 
@@ -155,11 +159,12 @@ def stray_nodes(records, ops, edges):
 
 # ---- the reference itself: PureValue is micrograd, and its derivatives are calculus ----
 
+
 def micrograd_style_program(V):
     """Operators micrograd 0.1.0 has, a node used many times, numbers on both sides."""
     a, b = V(-3.0), V(2.0)
     c = a + b
-    d = a * b + b ** 3
+    d = a * b + b**3
     e = c * d - (b - a).relu() + 10.0 / d
     f = (e * e + 2 * c) / 3.0 - (-a)
     g = f * c + (d + 1).relu()
@@ -171,16 +176,20 @@ def test_pure_value_matches_micrograd():
     assert_same(micrograd_style_program(PureValue), micrograd_style_program(mg.Value))
 
 
-@pytest.mark.parametrize("op, x, derivative", [
-    (lambda v: v.tanh(), 0.3, lambda x: 1 - math.tanh(x) ** 2),
-    (lambda v: v.exp(), 0.3, math.exp),
-    (lambda v: v.log(), 0.3, lambda x: 1 / x),
-    (lambda v: v.relu(), -0.3, lambda x: 0.0),
-    (lambda v: v ** -0.5, 0.3, lambda x: -0.5 * x ** -1.5),
-    (lambda v: 2.0 / v, 0.3, lambda x: -2.0 / x ** 2),
-    (lambda v: 2.0 - v, 0.3, lambda x: -1.0),
-    (lambda v: -v, 0.3, lambda x: -1.0),
-], ids=["tanh", "exp", "log", "relu", "pow", "rtruediv", "rsub", "neg"])
+@pytest.mark.parametrize(
+    "op, x, derivative",
+    [
+        (lambda v: v.tanh(), 0.3, lambda x: 1 - math.tanh(x) ** 2),
+        (lambda v: v.exp(), 0.3, math.exp),
+        (lambda v: v.log(), 0.3, lambda x: 1 / x),
+        (lambda v: v.relu(), -0.3, lambda x: 0.0),
+        (lambda v: v**-0.5, 0.3, lambda x: -0.5 * x**-1.5),
+        (lambda v: 2.0 / v, 0.3, lambda x: -2.0 / x**2),
+        (lambda v: 2.0 - v, 0.3, lambda x: -1.0),
+        (lambda v: -v, 0.3, lambda x: -1.0),
+    ],
+    ids=["tanh", "exp", "log", "relu", "pow", "rtruediv", "rsub", "neg"],
+)
 def test_pure_value_derivatives_are_calculus(op, x, derivative):
     v = PureValue(x)
     op(v).backward()
@@ -195,6 +204,7 @@ def test_pure_value_sort_is_not_recursive():
 
 
 # ==== 1. identity: one Python object per live node ====
+
 
 @engines(BASIC)
 def test_prev_holds_the_operand_objects(V):
@@ -259,6 +269,7 @@ def test_id_keyed_walk_visits_each_node_once(V, program):
 
 # ==== 2. attributes and weak references on every Value ====
 
+
 @engines(BASIC)
 def test_values_take_attributes(V):
     p, n = V(0.5), V(1.0) * V(2.0)
@@ -317,12 +328,14 @@ def test_attribute_on_a_value_first_seen_through_prev(V):
 
 # ==== 3. Python-written ops, micrograd style ====
 
+
 def python_square(V, x, op="square"):
     """A hand-written op: a node made with _children and a closure that refers to its own out."""
     out = V(x.data * x.data, (x,), op)
 
     def _backward():
         x.grad += 2.0 * x.data * out.grad
+
     out._backward = _backward
     return out
 
@@ -337,6 +350,7 @@ def test_backward_closure_on_a_hand_made_node(V):
         calls.append(out.grad)
         a.grad += (b.data + 1.0) * out.grad
         b.grad += a.data * out.grad
+
     out._backward = _backward
     assert out._backward is _backward
     loss = out * 3 + out * out
@@ -348,6 +362,7 @@ def test_backward_closure_on_a_hand_made_node(V):
 
 def extended_class(Base, calls):
     """A subclass carrying Python-written ops: one a method, one monkeypatched on afterwards."""
+
     class Ext(Base):
         def square(self):
             out = Ext(self.data * self.data, (self,), "square")
@@ -355,6 +370,7 @@ def extended_class(Base, calls):
             def _backward():
                 calls.append((out.label, out.grad))
                 self.grad += 2.0 * self.data * out.grad
+
             out._backward = _backward
             return out
 
@@ -365,6 +381,7 @@ def extended_class(Base, calls):
             calls.append((out.label, out.grad))
             self.grad += k * out.grad
             other.grad += k * out.grad
+
         out._backward = _backward
         return out
 
@@ -376,12 +393,12 @@ def interleaved_program(Base):
     calls = []
     Ext = extended_class(Base, calls)
     x, w, b = Ext(0.7, label="x"), Ext(-1.3, label="w"), Ext(0.4, label="b")
-    s = x.square()              # Python
-    u = s * w + b               # built-in * and +
-    v = Ext.square(u)           # Python, applied to a base-class result
-    t = v.tanh()                # built-in
-    z = s.scaled_sum(t, 3.0)    # Python (monkeypatched); s used a second time
-    loss = z * v + s            # built-in; v and s used again
+    s = x.square()  # Python
+    u = s * w + b  # built-in * and +
+    v = Ext.square(u)  # Python, applied to a base-class result
+    t = v.tanh()  # built-in
+    z = s.scaled_sum(t, 3.0)  # Python (monkeypatched); s used a second time
+    loss = z * v + s  # built-in; v and s used again
     nodes = {"x": x, "w": w, "b": b, "s": s, "u": u, "v": v, "t": t, "z": z, "loss": loss}
     for name, node in nodes.items():
         node.label = name
@@ -439,6 +456,7 @@ def test_self_referencing_closures_free_their_nodes():
 
 # ==== 4. manual backprop, as in the lecture ====
 
+
 def lecture_expression(V):
     a, b, c, f = V(2.0), V(-3.0), V(10.0), V(-2.0)
     e = a * b
@@ -467,13 +485,28 @@ def lecture_neuron(V):
     x1, x2 = V(2.0, label="x1"), V(0.0, label="x2")
     w1, w2 = V(-3.0, label="w1"), V(1.0, label="w2")
     b = V(6.8813735870195432, label="b")
-    x1w1 = x1 * w1; x1w1.label = "x1*w1"
-    x2w2 = x2 * w2; x2w2.label = "x2*w2"
-    x1w1x2w2 = x1w1 + x2w2; x1w1x2w2.label = "x1*w1 + x2*w2"
-    n = x1w1x2w2 + b; n.label = "n"
-    o = n.tanh(); o.label = "o"
-    return {"x1": x1, "x2": x2, "w1": w1, "w2": w2, "b": b, "x1w1": x1w1, "x2w2": x2w2,
-            "x1w1x2w2": x1w1x2w2, "n": n, "o": o}
+    x1w1 = x1 * w1
+    x1w1.label = "x1*w1"
+    x2w2 = x2 * w2
+    x2w2.label = "x2*w2"
+    x1w1x2w2 = x1w1 + x2w2
+    x1w1x2w2.label = "x1*w1 + x2*w2"
+    n = x1w1x2w2 + b
+    n.label = "n"
+    o = n.tanh()
+    o.label = "o"
+    return {
+        "x1": x1,
+        "x2": x2,
+        "w1": w1,
+        "w2": w2,
+        "b": b,
+        "x1w1": x1w1,
+        "x2w2": x2w2,
+        "x1w1x2w2": x1w1x2w2,
+        "n": n,
+        "o": o,
+    }
 
 
 def backprop_by_hand(nodes):
@@ -515,7 +548,7 @@ ONE_STEP_OPS = {
     "sub": lambda a, b: a - b,
     "mul": lambda a, b: a * b,
     "truediv": lambda a, b: a / b,
-    "pow": lambda a, b: a ** 3,
+    "pow": lambda a, b: a**3,
     "neg": lambda a, b: -a,
     "relu": lambda a, b: b.relu(),
     "tanh": lambda a, b: a.tanh(),
@@ -552,7 +585,7 @@ def shared_nodes_program(V):
     a, b = V(-2.0), V(3.0)
     c = a * b
     d = c + a
-    e = d * d + c.relu() + (b + a).relu() + b ** 2
+    e = d * d + c.relu() + (b + a).relu() + b**2
     f = e * a + 1.5 * d - c / b
     return {"a": a, "b": b, "c": c, "d": d, "e": e, "root": f}
 
@@ -590,6 +623,7 @@ def test_handwritten_build_topo_sweep_equals_backward(V, program):
 
 # ==== 5. the lecture's draw_dot, keyed by id() ====
 
+
 def drawing_program(V):
     x1, x2, w1, w2 = V(2.0), V(0.5), V(-3.0), V(1.0)
     n = x1 * w1 + x2 * w2 + 1.5
@@ -613,9 +647,10 @@ def test_draw_dot_by_id_has_one_record_per_node(V):
 
 # ==== 6. Eureka-style 3-class MLP, cross-entropy and AdamW ====
 
+
 class Neuron:
     def __init__(self, V, rng, nin, nonlin):
-        self.w = [V(rng.uniform(-1, 1) * nin ** -0.5) for _ in range(nin)]
+        self.w = [V(rng.uniform(-1, 1) * nin**-0.5) for _ in range(nin)]
         self.b = V(0.0)
         self.nonlin = nonlin
         for p in self.parameters():
@@ -643,8 +678,7 @@ class Layer:
 class MLP:
     def __init__(self, V, rng, nin, nouts):
         sizes = [nin] + nouts
-        self.layers = [Layer(V, rng, sizes[i], sizes[i + 1], nonlin=i != len(nouts) - 1)
-                       for i in range(len(nouts))]
+        self.layers = [Layer(V, rng, sizes[i], sizes[i + 1], nonlin=i != len(nouts) - 1) for i in range(len(nouts))]
 
     def __call__(self, x):
         for layer in self.layers:
@@ -677,9 +711,9 @@ class AdamW:
         self.t += 1
         for p in self.parameters:
             p.m = self.beta1 * p.m + (1 - self.beta1) * p.grad
-            p.v = self.beta2 * p.v + (1 - self.beta2) * p.grad ** 2
-            m_hat = p.m / (1 - self.beta1 ** self.t)
-            v_hat = p.v / (1 - self.beta2 ** self.t)
+            p.v = self.beta2 * p.v + (1 - self.beta2) * p.grad**2
+            m_hat = p.m / (1 - self.beta1**self.t)
+            v_hat = p.v / (1 - self.beta2**self.t)
             p.data -= self.lr * (m_hat / (math.sqrt(v_hat) + self.eps) + self.weight_decay * p.data)
 
     def zero_grad(self):
@@ -687,8 +721,7 @@ class AdamW:
             p.grad = 0.0
 
 
-POINTS = [((0.5, -1.2), 0), ((-0.3, 0.8), 1), ((1.1, 0.4), 2),
-          ((-0.9, -0.6), 0), ((0.2, 0.9), 1), ((0.7, -0.1), 2)]
+POINTS = [((0.5, -1.2), 0), ((-0.3, 0.8), 1), ((1.1, 0.4), 2), ((-0.9, -0.6), 0), ((0.2, 0.9), 1), ((0.7, -0.1), 2)]
 
 
 def mean_loss(V, model, points):
@@ -727,8 +760,16 @@ def test_mlp_adamw_training_matches_reference(V):
         assert p.grad == 0.0 and p._vis_color == "lightgreen"
 
 
-OP_COLOURS = {"+": "orange", "-": "cyan", "*": "gold", "/": "tan", "neg": "salmon",
-              "tanh": "pink", "exp": "yellow", "log": "violet"}
+OP_COLOURS = {
+    "+": "orange",
+    "-": "cyan",
+    "*": "gold",
+    "/": "tan",
+    "neg": "salmon",
+    "tanh": "pink",
+    "exp": "yellow",
+    "log": "violet",
+}
 
 
 def coloured_drawing(V):
@@ -770,6 +811,7 @@ def test_coloured_draw_dot_of_mlp_loss(V):
 
 # ==== 7. microgpt-style nodes: Value(data, children, local_grads) ====
 
+
 @engines(FULL)
 def test_local_grads_node_sends_its_numbers_back(V):
     a, b = V(2.0), V(-3.0)
@@ -792,6 +834,7 @@ def test_local_grads_node_between_builtin_ops(V):
         r = (q * q + q.tanh()) * x  # built-in, q used three times
         r.backward()
         return {"x": x, "y": y, "p": p, "q": q, "r": r}
+
     assert_same(program(V), program(PureValue))
 
 
@@ -806,6 +849,7 @@ def test_str_third_argument_is_still_op(V):
 
 def local_grad_class(Base):
     """microgpt's Value, as a subclass: every op is Value(data, children, local_grads)."""
+
     class LG(Base):
         def __add__(self, other):
             other = other if isinstance(other, Base) else LG(other)
@@ -816,7 +860,7 @@ def local_grad_class(Base):
             return LG(self.data * other.data, (self, other), (other.data, self.data))
 
         def __pow__(self, k):
-            return LG(self.data ** k, (self,), (k * self.data ** (k - 1),))
+            return LG(self.data**k, (self,), (k * self.data ** (k - 1),))
 
         def log(self):
             return LG(math.log(self.data), (self,), local_grads=(1 / self.data,))
@@ -827,13 +871,27 @@ def local_grad_class(Base):
         def relu(self):
             return LG(max(0.0, self.data), (self,), (float(self.data > 0),))
 
-        def __neg__(self): return self * -1
-        def __radd__(self, other): return self + other
-        def __sub__(self, other): return self + (-other)
-        def __rsub__(self, other): return other + (-self)
-        def __rmul__(self, other): return self * other
-        def __truediv__(self, other): return self * other ** -1
-        def __rtruediv__(self, other): return other * self ** -1
+        def __neg__(self):
+            return self * -1
+
+        def __radd__(self, other):
+            return self + other
+
+        def __sub__(self, other):
+            return self + (-other)
+
+        def __rsub__(self, other):
+            return other + (-self)
+
+        def __rmul__(self, other):
+            return self * other
+
+        def __truediv__(self, other):
+            return self * other**-1
+
+        def __rtruediv__(self, other):
+            return other * self**-1
+
     return LG
 
 
@@ -880,6 +938,7 @@ def test_microgpt_style_model_matches_reference(V):
 
 
 # ==== 8. subclasses ====
+
 
 @engines(FULL)
 def test_subclass_with_micrograd_signature(V):
@@ -933,7 +992,7 @@ def test_builtin_ops_on_subclass_instances_make_the_base_class(V):
         pass
 
     x, y = Sub(1.0), Sub(2.0)
-    results = [x + y, x * y, x - y, x / y, x ** 2, -x, x.relu(), 2 * x, x + 1, 1 - x, 3 / y]
+    results = [x + y, x * y, x - y, x / y, x**2, -x, x.relu(), 2 * x, x + 1, 1 - x, 3 / y]
     if hasattr(V, "tanh"):
         results += [x.tanh(), x.exp(), y.log()]
     assert all(type(r) is V for r in results), [type(r) for r in results]
@@ -941,6 +1000,7 @@ def test_builtin_ops_on_subclass_instances_make_the_base_class(V):
 
 
 # ==== 9. replay refuses what it cannot recompute (pyautograd's forward()) ====
+
 
 def test_forward_refuses_a_python_backward_node():
     x = Value(0.5)
@@ -972,6 +1032,7 @@ def test_forward_still_replays_builtin_graphs():
 
 
 # ==== 10. notebooks ====
+
 
 @engines(FULL)
 def test_repr_is_micrograds(V):

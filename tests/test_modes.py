@@ -1,6 +1,7 @@
 """pyautograd.no_grad() and pyautograd.detect_anomaly(): context managers and decorators,
 per thread, nesting, what they record and keep alive (checked with pyautograd.arena.stats),
 and the errors anomaly mode raises in forward, backward and replay."""
+
 import math
 import threading
 
@@ -35,6 +36,7 @@ def in_other_thread(action):
 
 
 # ---- no_grad ----
+
 
 def test_no_grad_computes_values_but_records_no_graph():
     x = Value(1.5)
@@ -137,6 +139,7 @@ def test_no_grad_is_per_thread():
 
 # ---- detect_anomaly ----
 
+
 def anomaly_message(action):
     """The message of the FloatingPointError action() raises under detect_anomaly(). The
     error and its traceback (which holds action's Values) are gone when this returns."""
@@ -166,13 +169,13 @@ FORWARD_FAILURES = [
     ("*", lambda: Value(1e200) * Value(1e200), "inf", ["1e+200", "1e+200"]),
     ("-", lambda: Value(math.inf) - math.inf, "nan", ["inf", "inf"]),
     ("sum", lambda: functional.sum([Value(1e308), Value(1e308)]), "inf", ["1e+308", "1e+308"]),
-    ("dot", lambda: functional.dot([Value(1e300)], [Value(1e300)], Value(2.0)), "inf",
-     ["1e+300", "1e+300", "2.0"]),
+    ("dot", lambda: functional.dot([Value(1e300)], [Value(1e300)], Value(2.0)), "inf", ["1e+300", "1e+300", "2.0"]),
 ]
 
 
-@pytest.mark.parametrize("op, make, produced, inputs", FORWARD_FAILURES,
-                         ids=[f"{op}->{p}" for op, _, p, _ in FORWARD_FAILURES])
+@pytest.mark.parametrize(
+    "op, make, produced, inputs", FORWARD_FAILURES, ids=[f"{op}->{p}" for op, _, p, _ in FORWARD_FAILURES]
+)
 def test_forward_anomaly_names_the_op_and_its_inputs(op, make, produced, inputs):
     base = live()
     message = anomaly_message(make)
@@ -187,9 +190,9 @@ def test_forward_anomaly_names_the_op_and_its_inputs(op, make, produced, inputs)
 def test_the_first_op_that_goes_non_finite_raises_not_a_later_one():
     with detect_anomaly():
         x = Value(-2.0)
-        y = x * 3 + 1          # finite: fine
+        y = x * 3 + 1  # finite: fine
         with pytest.raises(FloatingPointError, match=r"'log' produced nan from inputs \(-5.0\)"):
-            y.log().exp()      # log raises; exp is never reached
+            y.log().exp()  # log raises; exp is never reached
 
 
 def test_wide_inputs_are_cut_short_in_the_message():
@@ -200,10 +203,10 @@ def test_wide_inputs_are_cut_short_in_the_message():
 
 def test_backward_anomaly_names_the_op_and_leaves_every_grad_untouched():
     x, w = Value(0.0), Value(2.0)
-    hidden = x ** 0.5          # value 0.0 is fine; its gradient at 0 is inf
+    hidden = x**0.5  # value 0.0 is fine; its gradient at 0 is inf
     y = hidden * w + w.tanh()
     for i, v in enumerate((x, w, hidden, y)):
-        v.grad = 10.0 + i      # grads from earlier work that a failed backward must keep
+        v.grad = 10.0 + i  # grads from earlier work that a failed backward must keep
     with detect_anomaly():
         with pytest.raises(FloatingPointError) as caught:
             y.backward()
@@ -231,8 +234,9 @@ def test_forward_replay_anomaly_names_the_op():
     y = (x + 2.0).log().tanh()
     x.data = -3.0
     with detect_anomaly():
-        with pytest.raises(FloatingPointError,
-                           match=r"'log' produced a non-finite value in forward .*its inputs \(-1.0\)"):
+        with pytest.raises(
+            FloatingPointError, match=r"'log' produced a non-finite value in forward .*its inputs \(-1.0\)"
+        ):
             y.forward()
     assert math.isnan(y.forward())  # outside the mode the replay runs through
 

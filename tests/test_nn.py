@@ -3,6 +3,7 @@ the same forward values (bitwise: the fused dot keeps micrograd's order) and gra
 (within 1e-12); and the one-C-call paths (Layer, MLP) against the neuron-at-a-time one,
 including after the model's structure changes under them.
 """
+
 import copy
 import gc
 import pickle
@@ -45,8 +46,7 @@ def as_list(out):
     return out if isinstance(out, list) else [out]
 
 
-@pytest.mark.parametrize("nin, nouts, seed", [(2, [16, 16, 1], 1337), (3, [4, 4, 1], 0),
-                                              (5, [3, 2], 7), (1, [1], 42)])
+@pytest.mark.parametrize("nin, nouts, seed", [(2, [16, 16, 1], 1337), (3, [4, 4, 1], 0), (5, [3, 2], 7), (1, [1], 42)])
 def test_same_seed_gives_micrograds_parameters(nin, nouts, seed):
     ours, theirs = twin_models(nin, nouts, seed)
     assert [p.data for p in ours.parameters()] == [p.data for p in theirs.parameters()]
@@ -118,8 +118,7 @@ def test_hidden_layer_outputs_are_micrograds():
     linear_ours, linear_theirs = nn.Layer(2, 3, nonlin=False), mg_nn.Layer(2, 3, nonlin=False)
     for a, b in zip(linear_ours.parameters(), linear_theirs.parameters()):
         a.data = b.data
-    assert [bits(v.data) for v in linear_ours([-1.0, 0.5])] == \
-        [bits(v.data) for v in linear_theirs([-1.0, 0.5])]
+    assert [bits(v.data) for v in linear_ours([-1.0, 0.5])] == [bits(v.data) for v in linear_theirs([-1.0, 0.5])]
 
 
 def test_training_gives_micrograds_losses():
@@ -208,8 +207,9 @@ def test_batches_over_weight_rows_give_the_neuron_at_a_time_gradients_bitwise():
         return model.layers[2](square(square(square(model.layers[1](model.layers[0](x))))))
 
     def slow(x):
-        return neuron_at_a_time([model.layers[2]], neuron_at_a_time(
-            [square] * 3, neuron_at_a_time(model.layers[:2], x)))
+        return neuron_at_a_time(
+            [model.layers[2]], neuron_at_a_time([square] * 3, neuron_at_a_time(model.layers[:2], x))
+        )
 
     params = model.parameters() + square.parameters() + [v for x in batch[:12] for v in x]
     results = []
@@ -220,8 +220,7 @@ def test_batches_over_weight_rows_give_the_neuron_at_a_time_gradients_bitwise():
         loss.backward()
         loss.backward()  # a second sort over the same graph
         firsts = pyautograd.grad(loss, params[:10])
-        results.append((bits(loss.data), [bits(p.grad) for p in params],
-                        [bits(g.data) for g in firsts]))
+        results.append((bits(loss.data), [bits(p.grad) for p in params], [bits(g.data) for g in firsts]))
     assert results[0] == results[1]
     assert model._plans()[0] is not None and square._plan() is not None  # the fast path ran
 
@@ -388,19 +387,33 @@ def test_a_batch_given_as_one_input_names_the_model():
         nn.Neuron(2)([[1, 2], [3, 4]])
 
 
-@pytest.mark.parametrize("make, error, message", [
-    (lambda: nn.MLP(-1, [1]), ValueError, r"MLP\(\) nin must be an int >= 1, got -1"),
-    (lambda: nn.MLP(0, [1]), ValueError, r"MLP\(\) nin must be an int >= 1, got 0"),
-    (lambda: nn.MLP(2, [3, -1]), ValueError, r"MLP\(\) nouts\[1\] must be an int >= 1, got -1"),
-    (lambda: nn.MLP(2, []), ValueError, r"MLP\(\) nouts must name at least one layer, got \[\]"),
-    (lambda: nn.MLP(2, 3), TypeError, r"MLP\(\) nouts must be a list of layer sizes, not 'int'"),
-    (lambda: nn.MLP(2.0, [1]), TypeError, r"MLP\(\) nin must be an int, not 'float'"),
-    (lambda: nn.MLP(2, [True]), TypeError, r"MLP\(\) nouts\[0\] must be an int, not 'bool'"),
-    (lambda: nn.Layer(2, 0), ValueError, r"Layer\(\) nout must be an int >= 1, got 0"),
-    (lambda: nn.Layer(-3, 2), ValueError, r"Layer\(\) nin must be an int >= 1, got -3"),
-    (lambda: nn.Neuron(-1), ValueError, r"Neuron\(\) nin must be an int >= 1, got -1"),
-], ids=["mlp-nin", "mlp-nin-0", "mlp-nout", "mlp-no-layers", "mlp-nouts-int", "mlp-nin-float",
-        "mlp-bool", "layer-nout", "layer-nin", "neuron-nin"])
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (lambda: nn.MLP(-1, [1]), ValueError, r"MLP\(\) nin must be an int >= 1, got -1"),
+        (lambda: nn.MLP(0, [1]), ValueError, r"MLP\(\) nin must be an int >= 1, got 0"),
+        (lambda: nn.MLP(2, [3, -1]), ValueError, r"MLP\(\) nouts\[1\] must be an int >= 1, got -1"),
+        (lambda: nn.MLP(2, []), ValueError, r"MLP\(\) nouts must name at least one layer, got \[\]"),
+        (lambda: nn.MLP(2, 3), TypeError, r"MLP\(\) nouts must be a list of layer sizes, not 'int'"),
+        (lambda: nn.MLP(2.0, [1]), TypeError, r"MLP\(\) nin must be an int, not 'float'"),
+        (lambda: nn.MLP(2, [True]), TypeError, r"MLP\(\) nouts\[0\] must be an int, not 'bool'"),
+        (lambda: nn.Layer(2, 0), ValueError, r"Layer\(\) nout must be an int >= 1, got 0"),
+        (lambda: nn.Layer(-3, 2), ValueError, r"Layer\(\) nin must be an int >= 1, got -3"),
+        (lambda: nn.Neuron(-1), ValueError, r"Neuron\(\) nin must be an int >= 1, got -1"),
+    ],
+    ids=[
+        "mlp-nin",
+        "mlp-nin-0",
+        "mlp-nout",
+        "mlp-no-layers",
+        "mlp-nouts-int",
+        "mlp-nin-float",
+        "mlp-bool",
+        "layer-nout",
+        "layer-nin",
+        "neuron-nin",
+    ],
+)
 def test_sizes_that_would_make_empty_layers_are_refused(make, error, message):
     with pytest.raises(error, match=f"^{message}$"):
         make()

@@ -15,6 +15,7 @@ Tolerances (float64):
 The ranges keep third derivatives small enough that truncation (h^2 f''' / 6) stays well
 inside that.
 """
+
 import math
 import operator
 
@@ -31,7 +32,7 @@ from pyautograd.engine import OP_NAMES, OP_PYTHON, Value
 
 VALUE_REL_TOL = 1e-15
 GRAD_REL_TOL = 1e-6
-EPS = 2.0 ** -52
+EPS = 2.0**-52
 
 
 def reals(lo, hi):
@@ -126,8 +127,9 @@ def assert_grad(got, f, x):
 
 def test_every_op_in_the_c_table_is_tested_here():
     # Internal ops (relu's step) appear only in derivative graphs: tested in test_higher_order.py.
-    elementwise = {name for code, name in enumerate(OP_NAMES)
-                   if lib.ag_op_arity(code) in (1, 2) and OP_PYTHON[code] != "internal"}
+    elementwise = {
+        name for code, name in enumerate(OP_NAMES) if lib.ag_op_arity(code) in (1, 2) and OP_PYTHON[code] != "internal"
+    }
     assert elementwise == set(BINARY) | set(UNARY) | set(SLOPED) | set(FUNCTIONS)
     for code, name in enumerate(OP_NAMES):
         if name in BINARY:
@@ -142,6 +144,7 @@ def test_every_op_in_the_c_table_is_tested_here():
 
 
 # ---- binary ops, each in its three forms ----
+
 
 @pytest.mark.parametrize("name", sorted(BINARY))
 def test_binary_value_value(name):
@@ -206,7 +209,7 @@ def test_binary_int_operands_act_as_floats(name):
 @given(away_from_zero(0.1, 10.0), st.integers(-4, 4))
 def test_pow_negative_base_integer_exponent(a, n):
     x = Value(a)
-    z = x ** n
+    z = x**n
     assert_value(z.data, math.pow(a, n))
     z.backward()
     assert_grad(x.grad, lambda t: math.pow(t, n), a)
@@ -217,13 +220,14 @@ def test_pow_negative_base_integer_exponent(a, n):
 @given(reals(0.1, 10.0), reals(-3.0, 3.0))
 def test_pow_value_exponent_closed_form(a, b):
     x, y = Value(a), Value(b)
-    z = x ** y
+    z = x**y
     z.backward()
     assert math.isclose(x.grad, b * a ** (b - 1), rel_tol=1e-13)
-    assert math.isclose(y.grad, a ** b * math.log(a), rel_tol=1e-13, abs_tol=1e-15)
+    assert math.isclose(y.grad, a**b * math.log(a), rel_tol=1e-13, abs_tol=1e-15)
 
 
 # ---- unary ops ----
+
 
 @pytest.mark.parametrize("name", sorted(UNARY))
 def test_unary(name):
@@ -243,6 +247,7 @@ def test_unary(name):
 
 
 # ---- leaky_relu: with the default slope and with a slope given ----
+
 
 @pytest.mark.parametrize("spelling", ["default", "positional", "keyword"])
 def test_leaky_relu(spelling):
@@ -280,6 +285,7 @@ def test_leaky_relu_takes_a_real_number_for_its_slope():
 
 
 # ---- maximum and minimum: pyautograd functions, in their three forms ----
+
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_function_value_value(name):
@@ -338,12 +344,19 @@ def test_function_number_value(name):
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_function_operands(name):
     fn, ref, _ = FUNCTIONS[name]
-    for a, b in ((Value(3), 2), (3, Value(2)), (Value(3), True), (np.float64(2.5), Value(1.5)),
-                 (Value(1.5), np.int64(3)), (Value(1.5), np.float32(2.5))):
+    for a, b in (
+        (Value(3), 2),
+        (3, Value(2)),
+        (Value(3), True),
+        (np.float64(2.5), Value(1.5)),
+        (Value(1.5), np.int64(3)),
+        (Value(1.5), np.float32(2.5)),
+    ):
         z = fn(a, b)
         assert isinstance(z, Value)
-        assert_value(z.data, ref(float(a.data if isinstance(a, Value) else a),
-                                 float(b.data if isinstance(b, Value) else b)))
+        assert_value(
+            z.data, ref(float(a.data if isinstance(a, Value) else a), float(b.data if isinstance(b, Value) else b))
+        )
     x = Value(1.0)
     z = fn(x, x)  # the same Value twice: a tie with itself, G / 2 + G / 2
     z.backward()
@@ -380,6 +393,7 @@ def test_tanh_and_sigmoid_saturate_without_nan():
 
 # ---- accumulation: a node used more than once ----
 
+
 def test_a_plus_a():
     a = Value(3.0)
     b = a + a
@@ -409,12 +423,13 @@ def test_intermediate_used_twice(p, q):
 
 def test_same_value_as_base_and_exponent():
     x = Value(1.7)
-    z = x ** x  # d/dx x^x = x^x (ln x + 1)
+    z = x**x  # d/dx x^x = x^x (ln x + 1)
     z.backward()
-    assert math.isclose(x.grad, 1.7 ** 1.7 * (math.log(1.7) + 1), rel_tol=1e-14)
+    assert math.isclose(x.grad, 1.7**1.7 * (math.log(1.7) + 1), rel_tol=1e-14)
 
 
 # ---- IEEE domain behaviour: nothing raises, results are what IEEE (and PyTorch) give ----
+
 
 def test_log_of_negative_is_nan_and_of_zero_is_minus_inf():
     assert math.isnan(Value(-1.0).log().data)
@@ -447,6 +462,7 @@ def test_negative_base_fractional_power_is_nan():
 
 def test_micrograd_raises_or_goes_complex_where_we_follow_ieee():
     import micrograd.engine as mg
+
     with pytest.raises(ZeroDivisionError):
         mg.Value(1.0) / mg.Value(0.0)  # micrograd: 1.0 * 0.0 ** -1
     assert (Value(1.0) / Value(0.0)).data == math.inf
@@ -462,11 +478,11 @@ def test_exp_overflow_is_inf():
 def test_zero_base_gives_no_nan_exponent_gradient():
     # PyTorch's rule: d(a^b)/db is 0 where a == 0 and b >= 0 (not 0 * log 0 = nan).
     base, exponent = Value(0.0), Value(2.0)
-    z = base ** exponent
+    z = base**exponent
     z.backward()
     assert z.data == 0.0 and exponent.grad == 0.0 and base.grad == 0.0
     y = Value(3.0)
-    w = 0.0 ** y
+    w = 0.0**y
     w.backward()
     assert y.grad == 0.0
 
@@ -475,7 +491,7 @@ def test_zero_to_the_zero_has_zero_base_gradient():
     # x ** 0 is the constant 1, so its derivative is 0 everywhere, x = 0 included (PyTorch agrees).
     for exponent in (0, 0.0, Value(0.0)):
         x = Value(0.0)
-        z = x ** exponent
+        z = x**exponent
         z.backward()
         assert z.data == 1.0
         assert x.grad == 0.0
@@ -488,10 +504,10 @@ def test_ieee_edges_match_torch():
         ("log(0)", lambda x, y: x.log(), 0.0, 1.0),
         ("1/0", lambda x, y: x / y, 1.0, 0.0),
         ("0/0", lambda x, y: x / y, 0.0, 0.0),
-        ("0**-1", lambda x, y: x ** y, 0.0, -1.0),
-        ("0**0", lambda x, y: x ** y, 0.0, 0.0),
-        ("0**2", lambda x, y: x ** y, 0.0, 2.0),
-        ("0**0.5", lambda x, y: x ** y, 0.0, 0.5),
+        ("0**-1", lambda x, y: x**y, 0.0, -1.0),
+        ("0**0", lambda x, y: x**y, 0.0, 0.0),
+        ("0**2", lambda x, y: x**y, 0.0, 2.0),
+        ("0**0.5", lambda x, y: x**y, 0.0, 0.5),
         ("relu(0)", lambda x, y: x.relu() * y, 0.0, 1.0),
         ("exp(1000)", lambda x, y: x.exp() * y, 1000.0, 1.0),
     ]
@@ -512,15 +528,30 @@ def test_ieee_edges_match_torch():
 def _edge_ops(torch):
     """The new rows as Values spell them and as torch float64 does."""
     tf = torch.nn.functional
-    ours = {"abs": Value.abs, "sqrt": Value.sqrt, "sin": Value.sin, "cos": Value.cos,
-            "relu": Value.relu, "gelu": Value.gelu, "softplus": Value.softplus,
-            "leaky_relu": lambda x: x.leaky_relu(), "leaky_relu(0.3)": lambda x: x.leaky_relu(0.3),
-            "leaky_relu(-2)": lambda x: x.leaky_relu(slope=-2.0)}
-    theirs = {"abs": torch.abs, "sqrt": torch.sqrt, "sin": torch.sin, "cos": torch.cos,
-              "relu": torch.relu, "gelu": lambda t: tf.gelu(t, approximate="tanh"),
-              "softplus": tf.softplus, "leaky_relu": tf.leaky_relu,
-              "leaky_relu(0.3)": lambda t: tf.leaky_relu(t, 0.3),
-              "leaky_relu(-2)": lambda t: tf.leaky_relu(t, -2.0)}
+    ours = {
+        "abs": Value.abs,
+        "sqrt": Value.sqrt,
+        "sin": Value.sin,
+        "cos": Value.cos,
+        "relu": Value.relu,
+        "gelu": Value.gelu,
+        "softplus": Value.softplus,
+        "leaky_relu": lambda x: x.leaky_relu(),
+        "leaky_relu(0.3)": lambda x: x.leaky_relu(0.3),
+        "leaky_relu(-2)": lambda x: x.leaky_relu(slope=-2.0),
+    }
+    theirs = {
+        "abs": torch.abs,
+        "sqrt": torch.sqrt,
+        "sin": torch.sin,
+        "cos": torch.cos,
+        "relu": torch.relu,
+        "gelu": lambda t: tf.gelu(t, approximate="tanh"),
+        "softplus": tf.softplus,
+        "leaky_relu": tf.leaky_relu,
+        "leaky_relu(0.3)": lambda t: tf.leaky_relu(t, 0.3),
+        "leaky_relu(-2)": lambda t: tf.leaky_relu(t, -2.0),
+    }
     return ours, theirs
 
 
@@ -535,31 +566,31 @@ def same_float(ours, theirs):
 # (op, x, incoming gradient G, our value, our d/dx): PyTorch's rules at the kinks and
 # IEEE edges, written out, and each checked against torch float64 too
 UNARY_EDGES = [
-    ("abs", 0.0, 1.0, 0.0, 0.0),               # abs'(0) = sign(0) = 0
+    ("abs", 0.0, 1.0, 0.0, 0.0),  # abs'(0) = sign(0) = 0
     ("abs", -0.0, 1.0, 0.0, 0.0),
     ("abs", -3.0, 1.0, 3.0, -1.0),
     ("abs", -math.inf, 1.0, math.inf, -1.0),
-    ("abs", 0.0, math.inf, 0.0, math.nan),     # G * 0 with G = inf (torch: grad * sgn)
-    ("leaky_relu", 0.0, 1.0, 0.0, 0.01),       # the slope at 0, not 1, not 0
+    ("abs", 0.0, math.inf, 0.0, math.nan),  # G * 0 with G = inf (torch: grad * sgn)
+    ("leaky_relu", 0.0, 1.0, 0.0, 0.01),  # the slope at 0, not 1, not 0
     ("leaky_relu", -0.0, 1.0, -0.0, 0.01),
     ("leaky_relu(0.3)", 0.0, 1.0, 0.0, 0.3),
     ("leaky_relu(-2)", 0.0, 1.0, 0.0, -2.0),
     ("leaky_relu(0.3)", -math.inf, 1.0, -math.inf, 0.3),
-    ("leaky_relu(0.3)", math.nan, 1.0, math.nan, 0.3),   # nan > 0 is false: the slope side
+    ("leaky_relu(0.3)", math.nan, 1.0, math.nan, 0.3),  # nan > 0 is false: the slope side
     ("leaky_relu(0.3)", 0.0, math.inf, 0.0, math.inf),
-    ("relu", 0.0, 1.0, 0.0, 0.0),              # relu'(0) = 0
+    ("relu", 0.0, 1.0, 0.0, 0.0),  # relu'(0) = 0
     ("relu", -0.0, 1.0, 0.0, 0.0),
-    ("relu", -1.0, math.inf, 0.0, 0.0),        # the flat side: exactly 0 even from inf
+    ("relu", -1.0, math.inf, 0.0, 0.0),  # the flat side: exactly 0 even from inf
     ("softplus", 20.0, 1.0, math.log1p(math.exp(20.0)), math.exp(20.0) / (math.exp(20.0) + 1)),
-    ("softplus", 20.5, 1.0, 20.5, 1.0),        # past the threshold: x itself, slope 1
-    ("softplus", 700.0, 1.0, 700.0, 1.0),      # exp(700) is finite, but the threshold wins
-    ("softplus", 800.0, 1.0, 800.0, 1.0),      # exp(800) is inf: no inf / inf = nan
+    ("softplus", 20.5, 1.0, 20.5, 1.0),  # past the threshold: x itself, slope 1
+    ("softplus", 700.0, 1.0, 700.0, 1.0),  # exp(700) is finite, but the threshold wins
+    ("softplus", 800.0, 1.0, 800.0, 1.0),  # exp(800) is inf: no inf / inf = nan
     ("softplus", -40.0, 1.0, math.log1p(math.exp(-40.0)), math.exp(-40.0) / (math.exp(-40.0) + 1)),
     ("softplus", -800.0, 1.0, 0.0, 0.0),
     ("softplus", math.inf, 1.0, math.inf, 1.0),
     ("softplus", -math.inf, 1.0, 0.0, 0.0),
     ("softplus", math.nan, 1.0, math.nan, math.nan),
-    ("sqrt", 0.0, 1.0, 0.0, math.inf),         # sqrt'(0) = 1 / (2 * 0) = inf
+    ("sqrt", 0.0, 1.0, 0.0, math.inf),  # sqrt'(0) = 1 / (2 * 0) = inf
     ("sqrt", -0.0, 1.0, -0.0, -math.inf),
     ("sqrt", -1.0, 1.0, math.nan, math.nan),
     ("sqrt", math.inf, 1.0, math.inf, 0.0),
@@ -570,15 +601,16 @@ UNARY_EDGES = [
     ("cos", 0.0, 1.0, 1.0, -0.0),
     ("sin", 1e300, 1.0, math.sin(1e300), math.cos(1e300)),
     ("gelu", 0.0, 1.0, 0.0, 0.5),
-    ("gelu", math.inf, 1.0, math.inf, math.nan),   # 0.5 inf (1 - 1) in the derivative
+    ("gelu", math.inf, 1.0, math.inf, math.nan),  # 0.5 inf (1 - 1) in the derivative
     ("gelu", -math.inf, 1.0, math.nan, math.nan),  # 0.5 (-inf) (1 + tanh(-inf)) = -inf * 0
-    ("gelu", 1e200, 1.0, 1e200, math.nan),         # the cube overflows; torch's formula too
+    ("gelu", 1e200, 1.0, 1e200, math.nan),  # the cube overflows; torch's formula too
     ("gelu", math.nan, 1.0, math.nan, math.nan),
 ]
 
 
-@pytest.mark.parametrize("op, x0, g, value, slope", UNARY_EDGES,
-                         ids=[f"{e[0]}({e[1]!r})*{e[2]!r}" for e in UNARY_EDGES])
+@pytest.mark.parametrize(
+    "op, x0, g, value, slope", UNARY_EDGES, ids=[f"{e[0]}({e[1]!r})*{e[2]!r}" for e in UNARY_EDGES]
+)
 def test_kinks_and_edges_of_the_new_unary_ops_match_torch(op, x0, g, value, slope):
     torch = require("torch", "PYAUTOGRAD_REQUIRE_TORCH")
     ours_ops, theirs_ops = _edge_ops(torch)
@@ -600,8 +632,8 @@ def test_kinks_and_edges_of_the_new_unary_ops_match_torch(op, x0, g, value, slop
 
 # (a, b, G, our value, d/da, d/db) for maximum; minimum is checked on (-a, -b)
 MAXIMUM_EDGES = [
-    (1.0, 1.0, 1.0, 1.0, 0.5, 0.5),            # a tie: G / 2 to each side
-    (0.0, -0.0, 1.0, 0.0, 0.5, 0.5),           # 0 == -0: a tie
+    (1.0, 1.0, 1.0, 1.0, 0.5, 0.5),  # a tie: G / 2 to each side
+    (0.0, -0.0, 1.0, 0.0, 0.5, 0.5),  # 0 == -0: a tie
     (-2.5, -2.5, 3.0, -2.5, 1.5, 1.5),
     (math.inf, math.inf, 1.0, math.inf, 0.5, 0.5),
     (-math.inf, -math.inf, 1.0, -math.inf, 0.5, 0.5),
@@ -643,8 +675,7 @@ def test_maximum_and_minimum_ties_and_edges_match_torch(name, case):
 def test_maximum_and_minimum_propagate_nan_like_torch(name):
     torch = require("torch", "PYAUTOGRAD_REQUIRE_TORCH")
     fn, theirs = getattr(pyautograd, name), getattr(torch, name)
-    for a0, b0 in ((math.nan, 1.0), (1.0, math.nan), (math.nan, math.inf), (-math.inf, math.nan),
-                   (math.nan, math.nan)):
+    for a0, b0 in ((math.nan, 1.0), (1.0, math.nan), (math.nan, math.inf), (-math.inf, math.nan), (math.nan, math.nan)):
         t = theirs(torch.tensor(a0, dtype=torch.float64), torch.tensor(b0, dtype=torch.float64))
         assert math.isnan(t.item())
         assert math.isnan(fn(Value(a0), Value(b0)).data)

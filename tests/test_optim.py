@@ -2,6 +2,7 @@
 1e-12) for SGD and Adam/AdamW over their settings, with lr changed between steps; and
 the optimizers' own contract (zero_grad, validation, keeping parameters alive).
 """
+
 import copy
 import gc
 import math
@@ -64,53 +65,74 @@ def run_both(torch, make_ours, make_theirs, seed=0, n=7, lrs=None, changes=None)
 
 @pytest.mark.parametrize("momentum, weight_decay", [(0, 0), (0.9, 0), (0, 0.1), (0.5, 0.01)])
 def test_sgd_matches_torch(torch, momentum, weight_decay):
-    run_both(torch,
-             lambda ps: optim.SGD(ps, lr=0.05, momentum=momentum, weight_decay=weight_decay),
-             lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=momentum, weight_decay=weight_decay))
+    run_both(
+        torch,
+        lambda ps: optim.SGD(ps, lr=0.05, momentum=momentum, weight_decay=weight_decay),
+        lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=momentum, weight_decay=weight_decay),
+    )
 
 
-@pytest.mark.parametrize("kwargs", [
-    {},
-    {"lr": 0.1, "betas": (0.8, 0.99), "eps": 1e-6},
-    {"lr": 0.05, "weight_decay": 0.1},
-    {"lr": 0.01, "betas": (0.0, 0.5)},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"lr": 0.1, "betas": (0.8, 0.99), "eps": 1e-6},
+        {"lr": 0.05, "weight_decay": 0.1},
+        {"lr": 0.01, "betas": (0.0, 0.5)},
+    ],
+)
 def test_adam_matches_torch(torch, kwargs):
     run_both(torch, lambda ps: optim.Adam(ps, **kwargs), lambda ps: torch.optim.Adam(ps, **kwargs))
 
 
 @pytest.mark.parametrize("weight_decay", [0.01, 0.3])
 def test_decoupled_adam_matches_torch_adamw(torch, weight_decay):
-    run_both(torch,
-             lambda ps: optim.Adam(ps, lr=0.05, weight_decay=weight_decay, decoupled=True),
-             lambda ps: torch.optim.AdamW(ps, lr=0.05, weight_decay=weight_decay))
+    run_both(
+        torch,
+        lambda ps: optim.Adam(ps, lr=0.05, weight_decay=weight_decay, decoupled=True),
+        lambda ps: torch.optim.AdamW(ps, lr=0.05, weight_decay=weight_decay),
+    )
 
 
 def test_lr_set_between_steps_matches_torch(torch):
     lrs = [1.0 - 0.9 * k / STEPS for k in range(STEPS)]
-    run_both(torch, lambda ps: optim.SGD(ps, lr=9.0, momentum=0.3),
-             lambda ps: torch.optim.SGD(ps, lr=9.0, momentum=0.3), lrs=[x * 0.1 for x in lrs])
-    run_both(torch, lambda ps: optim.Adam(ps, lr=9.0), lambda ps: torch.optim.Adam(ps, lr=9.0),
-             lrs=[x * 0.1 for x in lrs])
+    run_both(
+        torch,
+        lambda ps: optim.SGD(ps, lr=9.0, momentum=0.3),
+        lambda ps: torch.optim.SGD(ps, lr=9.0, momentum=0.3),
+        lrs=[x * 0.1 for x in lrs],
+    )
+    run_both(
+        torch, lambda ps: optim.Adam(ps, lr=9.0), lambda ps: torch.optim.Adam(ps, lr=9.0), lrs=[x * 0.1 for x in lrs]
+    )
 
 
 def test_sgd_hyper_parameters_set_between_steps_match_torch(torch):
     # momentum turned on after construction (its buffer starts then, as torch's), off,
     # and on again (the buffer carries on); weight decay turned on late
-    changes = {1: {"momentum": 0.9}, 2: {"weight_decay": 0.1}, 3: {"momentum": 0.0},
-               4: {"momentum": 0.5, "weight_decay": 0.0}}
-    run_both(torch, lambda ps: optim.SGD(ps, lr=0.05), lambda ps: torch.optim.SGD(ps, lr=0.05),
-             changes=changes)
+    changes = {
+        1: {"momentum": 0.9},
+        2: {"weight_decay": 0.1},
+        3: {"momentum": 0.0},
+        4: {"momentum": 0.5, "weight_decay": 0.0},
+    }
+    run_both(torch, lambda ps: optim.SGD(ps, lr=0.05), lambda ps: torch.optim.SGD(ps, lr=0.05), changes=changes)
 
 
 def test_adam_hyper_parameters_set_between_steps_match_torch(torch):
-    changes = {1: {"betas": (0.5, 0.9)}, 2: {"eps": 1e-3}, 3: {"weight_decay": 0.2},
-               5: {"betas": (0.0, 0.99), "eps": 1e-8}}
-    run_both(torch, lambda ps: optim.Adam(ps, lr=0.05), lambda ps: torch.optim.Adam(ps, lr=0.05),
-             changes=changes)
-    run_both(torch, lambda ps: optim.Adam(ps, lr=0.05, decoupled=True),
-             lambda ps: torch.optim.AdamW(ps, lr=0.05, weight_decay=0.0),
-             changes={2: {"weight_decay": 0.3}, 4: {"betas": (0.7, 0.95)}})
+    changes = {
+        1: {"betas": (0.5, 0.9)},
+        2: {"eps": 1e-3},
+        3: {"weight_decay": 0.2},
+        5: {"betas": (0.0, 0.99), "eps": 1e-8},
+    }
+    run_both(torch, lambda ps: optim.Adam(ps, lr=0.05), lambda ps: torch.optim.Adam(ps, lr=0.05), changes=changes)
+    run_both(
+        torch,
+        lambda ps: optim.Adam(ps, lr=0.05, decoupled=True),
+        lambda ps: torch.optim.AdamW(ps, lr=0.05, weight_decay=0.0),
+        changes={2: {"weight_decay": 0.3}, 4: {"betas": (0.7, 0.95)}},
+    )
 
 
 def test_momentum_set_after_construction_is_used_at_the_next_step():
@@ -125,17 +147,20 @@ def test_momentum_set_after_construction_is_used_at_the_next_step():
     assert p.data == 0.5 - 0.5 * 1.9
 
 
-@pytest.mark.parametrize("make, name, bad, error, message", [
-    (lambda ps: optim.SGD(ps, lr=0.1), "momentum", -0.9, ValueError, "momentum must be >= 0"),
-    (lambda ps: optim.SGD(ps, lr=0.1), "momentum", "0.9", TypeError, "momentum must be a real"),
-    (lambda ps: optim.SGD(ps, lr=0.1), "weight_decay", float("nan"), ValueError, "weight_decay"),
-    (lambda ps: optim.SGD(ps, lr=0.1), "lr", None, TypeError, "lr must be a real"),
-    (lambda ps: optim.Adam(ps), "betas", (0.9, 1.0), ValueError, r"betas\[1\] must be in \[0, 1\)"),
-    (lambda ps: optim.Adam(ps), "betas", 0.9, TypeError, "betas must be a pair"),
-    (lambda ps: optim.Adam(ps), "betas", ("a", 0.9), TypeError, r"betas\[0\] must be a real"),
-    (lambda ps: optim.Adam(ps), "eps", -1e-8, ValueError, "eps must be >= 0"),
-    (lambda ps: optim.Adam(ps), "weight_decay", True, TypeError, "weight_decay must be a real"),
-])
+@pytest.mark.parametrize(
+    "make, name, bad, error, message",
+    [
+        (lambda ps: optim.SGD(ps, lr=0.1), "momentum", -0.9, ValueError, "momentum must be >= 0"),
+        (lambda ps: optim.SGD(ps, lr=0.1), "momentum", "0.9", TypeError, "momentum must be a real"),
+        (lambda ps: optim.SGD(ps, lr=0.1), "weight_decay", float("nan"), ValueError, "weight_decay"),
+        (lambda ps: optim.SGD(ps, lr=0.1), "lr", None, TypeError, "lr must be a real"),
+        (lambda ps: optim.Adam(ps), "betas", (0.9, 1.0), ValueError, r"betas\[1\] must be in \[0, 1\)"),
+        (lambda ps: optim.Adam(ps), "betas", 0.9, TypeError, "betas must be a pair"),
+        (lambda ps: optim.Adam(ps), "betas", ("a", 0.9), TypeError, r"betas\[0\] must be a real"),
+        (lambda ps: optim.Adam(ps), "eps", -1e-8, ValueError, "eps must be >= 0"),
+        (lambda ps: optim.Adam(ps), "weight_decay", True, TypeError, "weight_decay must be a real"),
+    ],
+)
 def test_a_bad_hyper_parameter_set_after_construction_raises_at_once(make, name, bad, error, message):
     p = Value(1.0)
     opt = make([p])
@@ -215,12 +240,13 @@ def test_reprs():
 
 # ---- saving and resuming ----
 
+
 def _moons_like(seed):
     from pyautograd import nn
+
     random.seed(seed)
     model = nn.MLP(2, [6, 1])
-    data = [([random.uniform(-1, 1), random.uniform(-1, 1)], random.choice([-1.0, 1.0]))
-            for _ in range(12)]
+    data = [([random.uniform(-1, 1), random.uniform(-1, 1)], random.choice([-1.0, 1.0])) for _ in range(12)]
     return model, data
 
 
@@ -235,11 +261,14 @@ def _train(model, opt, data, steps):
     return losses
 
 
-@pytest.mark.parametrize("make", [
-    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-3),
-    lambda ps: optim.Adam(ps, lr=0.05, weight_decay=1e-3),
-    lambda ps: optim.Adam(ps, lr=0.05, weight_decay=1e-2, decoupled=True),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-3),
+        lambda ps: optim.Adam(ps, lr=0.05, weight_decay=1e-3),
+        lambda ps: optim.Adam(ps, lr=0.05, weight_decay=1e-2, decoupled=True),
+    ],
+)
 @pytest.mark.parametrize("how", ["pickle", "deepcopy", "state_dict"])
 def test_a_run_saved_and_resumed_gives_bitwise_the_same_losses(make, how):
     model, data = _moons_like(3)

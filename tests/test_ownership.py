@@ -8,6 +8,7 @@ pickles that forged references, sub-interpreters, memory never given back, priva
 entry points trusting any id. The random mixes and the signal injection are in
 test_stateful.py and test_signals.py.
 """
+
 import gc
 import importlib
 import numbers
@@ -31,6 +32,7 @@ def live():
 
 # ---- 1. generators of temporaries ----
 
+
 def test_sum_of_a_generator_of_temporaries():
     base = live()
     xs = [Value(float(i)) for i in range(1, 6)]
@@ -46,13 +48,17 @@ def test_sum_of_a_generator_of_temporaries():
     assert live() == base + 5
 
 
-@pytest.mark.parametrize("make", [
-    lambda xs: pyautograd.dot((x * 1.0 for x in xs), (x + 0.0 for x in xs)),
-    lambda xs: pyautograd.dot(xs, (x * 1.0 for x in xs), start=sum(x for x in xs)),
-    lambda xs: pyautograd.sum((x * 2 for x in xs), start=xs[0] * 3),
-    lambda xs: losses.mse((x * 1.0 for x in xs), (0.5 for _ in xs)),
-    lambda xs: pyautograd.sum(pyautograd.softmax(x * 1.0 for x in xs)),
-], ids=["dot", "dot-start", "sum-start", "mse", "softmax"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda xs: pyautograd.dot((x * 1.0 for x in xs), (x + 0.0 for x in xs)),
+        lambda xs: pyautograd.dot(xs, (x * 1.0 for x in xs), start=sum(x for x in xs)),
+        lambda xs: pyautograd.sum((x * 2 for x in xs), start=xs[0] * 3),
+        lambda xs: losses.mse((x * 1.0 for x in xs), (0.5 for _ in xs)),
+        lambda xs: pyautograd.sum(pyautograd.softmax(x * 1.0 for x in xs)),
+    ],
+    ids=["dot", "dot-start", "sum-start", "mse", "softmax"],
+)
 def test_fused_ops_over_generators_equal_the_same_over_lists(make):
     xs = [Value(0.1 * i - 0.2) for i in range(5)]
     from_generator = make(xs)
@@ -64,7 +70,8 @@ def test_fused_ops_over_generators_equal_the_same_over_lists(make):
     listed.backward()
     assert from_generator.data == listed.data
     assert grads == [x.grad / 1.0 for x in xs] or all(
-        abs(g - x.grad) <= 1e-12 * max(1.0, abs(g)) for g, x in zip(grads, xs))
+        abs(g - x.grad) <= 1e-12 * max(1.0, abs(g)) for g, x in zip(grads, xs)
+    )
 
 
 def test_neuron_layer_and_mlp_take_generators():
@@ -90,6 +97,7 @@ def test_summary_and_forward_after_generators_stay_right():
 
 
 # ---- 2. a sequence whose len() disagrees with its iteration ----
+
 
 class LyingSequence:
     """len() says 16; iterating yields only 2 items."""
@@ -118,10 +126,11 @@ class ShrinkingReal(numbers.Real):
         return 0.5
 
     # the rest of numbers.Real, never used here
-    __abs__ = __add__ = __ceil__ = __eq__ = __floor__ = __floordiv__ = __le__ = __lt__ = \
-        __mod__ = __mul__ = __neg__ = __pos__ = __pow__ = __radd__ = __rfloordiv__ = \
-        __rmod__ = __rmul__ = __round__ = __rpow__ = __rtruediv__ = __truediv__ = \
-        __trunc__ = lambda *a: NotImplemented
+    __abs__ = __add__ = __ceil__ = __eq__ = __floor__ = __floordiv__ = __le__ = __lt__ = __mod__ = __mul__ = __neg__ = (
+        __pos__
+    ) = __pow__ = __radd__ = __rfloordiv__ = __rmod__ = __rmul__ = __round__ = __rpow__ = __rtruediv__ = __truediv__ = (
+        __trunc__
+    ) = lambda *a: NotImplemented
     __hash__ = object.__hash__
 
 
@@ -142,6 +151,7 @@ def test_a_number_that_shrinks_its_list_changes_nothing_here():
 
 # ---- 3. optimizers own their parameters' nodes ----
 
+
 @pytest.mark.parametrize("make", [lambda p: optim.SGD(p, lr=1.0), lambda p: optim.Adam(p, lr=1.0)])
 def test_an_optimizer_keeps_its_parameters_whatever_happens_to_its_list(make):
     w = Value(3.0)
@@ -160,6 +170,7 @@ def test_an_optimizer_keeps_its_parameters_whatever_happens_to_its_list(make):
 
 # ---- 4. detect_anomaly and the gradients of constants ----
 
+
 def test_anomaly_mode_does_not_compute_the_gradient_of_a_constant_exponent():
     x = Value(1.0)
     with pyautograd.detect_anomaly():
@@ -171,6 +182,7 @@ def test_anomaly_mode_does_not_compute_the_gradient_of_a_constant_exponent():
 
 
 # ---- 5. constructors that fail make nothing ----
+
 
 def test_new_with_a_foreign_class_makes_no_node():
     base = live()
@@ -186,6 +198,7 @@ def test_new_with_a_foreign_class_makes_no_node():
 
 # ---- 6. no reference can be forged ----
 
+
 def test_no_python_callable_makes_a_value_from_an_id():
     v = Value(1.0)
     assert type(v).__mro__ == (Value, object)
@@ -198,9 +211,24 @@ def test_no_python_callable_makes_a_value_from_an_id():
 
 def test_the_cffi_library_has_no_reference_counting_or_node_making_functions():
     names = set(dir(lib))
-    for forbidden in ("ag_incref", "ag_decref", "ag_decref_many", "ag_leaf", "ag_apply",
-                      "ag_apply1", "ag_apply2", "ag_sum", "ag_dot", "ag_custom", "ag_layer",
-                      "ag_backward", "ag_forward", "ag_data", "ag_set_data", "ag_input"):
+    for forbidden in (
+        "ag_incref",
+        "ag_decref",
+        "ag_decref_many",
+        "ag_leaf",
+        "ag_apply",
+        "ag_apply1",
+        "ag_apply2",
+        "ag_sum",
+        "ag_dot",
+        "ag_custom",
+        "ag_layer",
+        "ag_backward",
+        "ag_forward",
+        "ag_data",
+        "ag_set_data",
+        "ag_input",
+    ):
         assert forbidden not in names, forbidden
 
 
@@ -210,12 +238,14 @@ def test_a_crafted_pickle_cannot_reach_a_node():
     assert pickle.loads(crafted)._id != v._id
     # _restore with another class, or NodeList with v's id, makes nothing of v's
     from pyautograd.engine import _restore
+
     with pytest.raises(TypeError):
         _restore(int, 1.0, 0.0, "")
     assert pickle.loads(pickle.dumps(pyautograd._ag.NodeList)) is pyautograd._ag.NodeList
 
 
 # ---- 7. sub-interpreters and reloads ----
+
 
 @pytest.mark.parametrize("main_first", [False, True], ids=["sub first", "main first"])
 def test_a_sub_interpreter_gets_an_import_error_and_the_main_one_still_imports(main_first):
@@ -247,13 +277,15 @@ def test_a_sub_interpreter_gets_an_import_error_and_the_main_one_still_imports(m
     script = script.replace("MAIN_FIRST", str(main_first))
     if sys.version_info >= (3, 13):
         script = script.replace("_xxsubinterpreters", "_interpreters")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=tempfile.gettempdir(), timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tempfile.gettempdir(), timeout=60
+    )
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr
 
 
 def test_reloading_the_engine_keeps_one_value_class():
     from pyautograd import engine, functional
+
     x = Value(1.0)
     importlib.reload(engine)
     assert engine.Value is Value
@@ -264,6 +296,7 @@ def test_reloading_the_engine_keeps_one_value_class():
 
 
 # ---- 8. memory goes back ----
+
 
 @pytest.mark.stress
 def test_a_big_graph_gives_its_memory_back_when_it_dies():
@@ -293,8 +326,9 @@ def test_a_big_graph_gives_its_memory_back_when_it_dies():
         assert sanitized or after - start < 80e6, (start, after)
         print("ok", (after - start) / 1e6)
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=300, cwd=tempfile.gettempdir())
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tempfile.gettempdir()
+    )
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr
 
 
@@ -310,6 +344,7 @@ def test_a_training_loop_keeps_its_blocks():
 
 
 # ---- 9. entry points that take ids check them ----
+
 
 @pytest.mark.parametrize("bad", [0, 10**9, 2**31 - 1, 2**32 - 1])
 def test_entry_points_that_take_ids_refuse_ids_that_are_not_live_nodes(bad):

@@ -8,6 +8,7 @@
 - `import pyautograd` from a source tree without the built extension (a REPL or a script
   in the checkout) raises an ImportError that says so and how to fix it.
 """
+
 import email
 import importlib.metadata
 import re
@@ -21,9 +22,22 @@ from xml.etree import ElementTree
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-NOT_SOURCE = shutil.ignore_patterns(".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__",
-                                    ".hypothesis", ".pytest_cache", ".mypy_cache", ".ruff_cache",
-                                    "*.so", "*.o", "*.pyd", "_ag.c")
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git",
+    ".venv*",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".hypothesis",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    "*.so",
+    "*.o",
+    "*.pyd",
+    "_ag.c",
+)
 
 
 def source_version():
@@ -65,15 +79,32 @@ def test_the_sdist_test_suite_collects_every_module(unpacked_sdist):
     # directory first on sys.path, where the unpacked sources would shadow the package.
     # A module that skips itself (test_fuzz_torch without torch) shows in the JUnit report.
     report = unpacked_sdist.parent / "collect.xml"
-    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                           f"--junit-xml={report}", unpacked_sdist.name],
-                          cwd=unpacked_sdist.parent, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junit-xml={report}",
+            unpacked_sdist.name,
+        ],
+        cwd=unpacked_sdist.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
     assert not re.search(r"\berrors?\b", out.strip().splitlines()[-1]), out
     collected = set(re.findall(r"^(tests/test_\w+\.py)::", done.stdout, re.M))
-    skipped = {"tests/" + re.search(r"(test_\w+)$", case.get("name")).group(1) + ".py"
-               for case in ElementTree.parse(report).iter("testcase") if case.find("skipped") is not None}
+    skipped = {
+        "tests/" + re.search(r"(test_\w+)$", case.get("name")).group(1) + ".py"
+        for case in ElementTree.parse(report).iter("testcase")
+        if case.find("skipped") is not None
+    }
     shipped = {f"tests/{p.name}" for p in (unpacked_sdist / "tests").glob("test_*.py")}
     ours = {f"tests/{p.name}" for p in (ROOT / "tests").glob("test_*.py")}
     assert shipped == ours, f"not in the sdist: {sorted(ours - shipped)}"
@@ -109,8 +140,14 @@ def test_importing_from_a_source_tree_without_the_extension_says_why(how, tmp_pa
     # -S: no site-packages, so nothing but the tree can provide pyautograd (an editable
     # install's import hook would otherwise find its own extension)
     run = ["-c", "import pyautograd"] if how == "-c" else ["script.py"]
-    done = subprocess.run([sys.executable, "-S", *run], cwd=tree, capture_output=True, text=True,
-                          timeout=60, env={"PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [sys.executable, "-S", *run],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: pyautograd was imported from its source tree"), done.stderr

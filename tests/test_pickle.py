@@ -5,6 +5,7 @@ travel (a non-leaf arrives as a leaf, _prev empty). Within one pickle, one Pytho
 stays one object (pickle's memo). Models arrive with the same parameters, independent of
 the original's (deepcopy, pickle) or shared with it (copy.copy, as for any Python object).
 """
+
 import copy
 import gc
 import math
@@ -94,10 +95,10 @@ def test_copies_leak_nothing():
 
 # ---- nn models ----
 
+
 def same_parameters(a, b):
     pa, pb = a.parameters(), b.parameters()
-    return (len(pa) == len(pb)
-            and [(p.data, p.grad, p.label) for p in pa] == [(p.data, p.grad, p.label) for p in pb])
+    return len(pa) == len(pb) and [(p.data, p.grad, p.label) for p in pa] == [(p.data, p.grad, p.label) for p in pb]
 
 
 def trained_model():
@@ -108,8 +109,9 @@ def trained_model():
     return model
 
 
-@pytest.mark.parametrize("trip", [by_pickle(pickle.HIGHEST_PROTOCOL), by_pickle(0), copy.deepcopy],
-                         ids=["pickle", "pickle-0", "deepcopy"])
+@pytest.mark.parametrize(
+    "trip", [by_pickle(pickle.HIGHEST_PROTOCOL), by_pickle(0), copy.deepcopy], ids=["pickle", "pickle-0", "deepcopy"]
+)
 def test_a_model_round_trips_with_the_same_independent_parameters(trip):
     model = trained_model()
     clone = trip(model)
@@ -132,9 +134,16 @@ def test_a_shallow_copy_of_a_model_shares_its_parameters():
     assert twin(x).data == model(x).data
 
 
-@pytest.mark.parametrize("module", [lambda: nn.Neuron(3), lambda: nn.Neuron(3, nonlin=False),
-                                    lambda: nn.Layer(3, 2), lambda: nn.Layer(3, 2, nonlin=False)],
-                         ids=["relu-neuron", "linear-neuron", "relu-layer", "linear-layer"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        lambda: nn.Neuron(3),
+        lambda: nn.Neuron(3, nonlin=False),
+        lambda: nn.Layer(3, 2),
+        lambda: nn.Layer(3, 2, nonlin=False),
+    ],
+    ids=["relu-neuron", "linear-neuron", "relu-layer", "linear-layer"],
+)
 def test_neurons_and_layers_round_trip(module):
     m = module()
     clone = pickle.loads(pickle.dumps(m))

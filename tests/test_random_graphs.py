@@ -14,6 +14,7 @@ Tolerances: values are compared exactly (the same IEEE operations in the same or
 with the same libm). Grads are sums whose order differs between the engines; each may
 differ by at most 1e-12 times the sum of |contributions| that made it (`mass`).
 """
+
 import math
 import random
 
@@ -40,10 +41,14 @@ def call(engine, op, a, b=None):
     if b is None:
         return -a if op == "neg" else getattr(a, op)()
     return {
-        "add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b,
-        "truediv": lambda: a / b, "pow": lambda: a ** b,
+        "add": lambda: a + b,
+        "sub": lambda: a - b,
+        "mul": lambda: a * b,
+        "truediv": lambda: a / b,
+        "pow": lambda: a**b,
         "leaky_relu": lambda: a.leaky_relu(b),  # b: the slope, a number
-        "maximum": lambda: pyautograd.maximum(a, b), "minimum": lambda: pyautograd.minimum(a, b),
+        "maximum": lambda: pyautograd.maximum(a, b),
+        "minimum": lambda: pyautograd.minimum(a, b),
     }[op]()
 
 
@@ -70,8 +75,8 @@ def acceptable(op, node, exponent_is_value):
 instructions = st.lists(
     st.tuples(
         st.sampled_from(OPS),
-        st.integers(0, 1 << 20),              # first operand: which of the newest 4 nodes
-        st.integers(0, 1 << 20),              # second operand: an index into the pool
+        st.integers(0, 1 << 20),  # first operand: which of the newest 4 nodes
+        st.integers(0, 1 << 20),  # second operand: an index into the pool
         st.sampled_from(["vv", "vc", "cv"]),  # Value op Value, Value op number, number op Value
         st.sampled_from(CONSTANTS),
     ),
@@ -121,8 +126,9 @@ def check_backward(pool, root_index):
 
 
 def test_reference_engine_covers_every_op_in_the_c_table():
-    elementwise = {n for code, n in enumerate(OP_NAMES)
-                   if lib.ag_op_arity(code) in (1, 2) and OP_PYTHON[code] != "internal"}
+    elementwise = {
+        n for code, n in enumerate(OP_NAMES) if lib.ag_op_arity(code) in (1, 2) and OP_PYTHON[code] != "internal"
+    }
     assert elementwise == set(ref.OPS)
 
 
@@ -144,7 +150,7 @@ def test_random_graph_values_and_grads_agree(leaves, program, pick):
 def test_random_graph_forward_replay_agrees(leaves, program, scale):
     pool = build(leaves, program)
     root, ref_root = pool[-1]
-    for value, node in pool[:len(leaves)]:
+    for value, node in pool[: len(leaves)]:
         value.data = node.data = value.data * scale + 0.25
     replayed = root.forward()
     expected = ref.recompute(ref_root)
@@ -158,8 +164,16 @@ def test_random_graph_forward_replay_agrees(leaves, program, scale):
 def test_a_large_seeded_random_graph():
     rng = random.Random(20240607)
     leaves = [rng.uniform(-3, 3) for _ in range(50)]
-    program = [(rng.choice(OPS), rng.randrange(1 << 20), rng.randrange(1 << 20),
-                rng.choice(["vv", "vc", "cv"]), rng.choice(CONSTANTS)) for _ in range(5000)]
+    program = [
+        (
+            rng.choice(OPS),
+            rng.randrange(1 << 20),
+            rng.randrange(1 << 20),
+            rng.choice(["vv", "vc", "cv"]),
+            rng.choice(CONSTANTS),
+        )
+        for _ in range(5000)
+    ]
     pool = build(leaves, program)
     assert len({op for op, *_ in program}) == len(OPS)
     assert len(ref.topological_order(pool[-1][1])) > 1000  # the root reaches most of it

@@ -2,6 +2,7 @@
 independently (with math.tanh), and README.md shows that very code and that very output
 (the block between <!-- example-output --> and <!-- /example-output -->).
 """
+
 import math
 import re
 import subprocess
@@ -32,7 +33,8 @@ def expected_output():
 def readme_block(start_marker, end_marker):
     text = README.read_text(encoding="utf-8")
     assert start_marker in text and end_marker in text, (
-        f"README.md must hold the example's output between {start_marker} and {end_marker}")
+        f"README.md must hold the example's output between {start_marker} and {end_marker}"
+    )
     inside = text.split(start_marker, 1)[1].split(end_marker, 1)[0]
     fenced = re.fullmatch(r"\s*```[a-z]*\n(.*?)```\s*", inside, flags=re.S)
     assert fenced, f"expected one fenced code block between the markers, got {inside!r}"
@@ -71,8 +73,7 @@ def test_readme_runs_micrograds_own_example_unchanged(tmp_path):
     assert ours == theirs.replace("from micrograd.engine import", "from pyautograd.engine import", 1)
 
     def run(code):  # from an empty directory: `-c` puts the current one first on sys.path
-        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=60)
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         return done.stdout
 

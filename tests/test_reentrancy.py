@@ -6,6 +6,7 @@ dealloc, a GC pass inside an allocation, another thread while a rule waits) once
 the engine: a crash, a wrong number or a leak. docs/how-it-works.md lists those points
 and what C guarantees across each. tests/test_hostile.py mixes them at random.
 """
+
 import copy
 import gc
 import numbers
@@ -40,11 +41,13 @@ def triple(a):
 
     def _backward():
         a.grad += 3.0 * out.grad
+
     out._backward = _backward
     return out
 
 
 # ---- 1. a -0.0 grad and grad(create_graph=True) ----
+
 
 @pytest.mark.parametrize("where", ["output", "input", "both"])
 def test_negative_zero_grads_are_zeros_for_create_graph(where):
@@ -54,23 +57,25 @@ def test_negative_zero_grads_are_zeros_for_create_graph(where):
         y.grad = -0.0
     if where in ("input", "both"):
         x.grad = -0.0
-    g, = grad(y, [x], create_graph=True)
+    (g,) = grad(y, [x], create_graph=True)
     assert g.data == 6.0
-    h, = grad(g, [x])
+    (h,) = grad(g, [x])
     assert h.data == 2.0
     assert str(x.grad) == ("-0.0" if where != "output" else "0.0")  # put back as it was
 
 
 # ---- 2. threads: a sweep running Python rules owns its nodes ----
 
+
 def cube_waiting(a, entered, release):
     """a ** 3 as a Python rule that waits (the GIL released) in the middle of the sweep."""
-    out = Value(a.data ** 3, (a,), "cube")
+    out = Value(a.data**3, (a,), "cube")
 
     def _backward():
         entered.set()
         assert release.wait(10)
-        a.grad += 3.0 * a.data ** 2 * out.grad
+        a.grad += 3.0 * a.data**2 * out.grad
+
     out._backward = _backward
     return out
 
@@ -120,6 +125,7 @@ def test_a_disjoint_graph_may_run_inside_a_rule_and_an_overlapping_one_may_not()
         except RuntimeError as error:
             seen["error"] = str(error)
         x.grad += 2.0 * out.grad
+
     out._backward = _backward
     out.backward()
     assert seen["other"] == 10.0 and "called from one of its rules" in seen["error"]
@@ -137,7 +143,7 @@ def test_threads_with_python_rules_never_mix_gradients(switch_often):
         for _ in range(200):
             root = triple(shared) if k % 2 else shared * 2.0
             try:
-                g, = grad(root, [x])
+                (g,) = grad(root, [x])
             except RuntimeError as error:
                 errors.append(str(error))
                 continue
@@ -155,6 +161,7 @@ def test_threads_with_python_rules_never_mix_gradients(switch_often):
 
 
 # ---- 3. a weakref callback never gets the dying Value back ----
+
 
 def test_weakref_callback_during_dealloc_gets_a_fresh_value():
     x = Value(1.5)
@@ -180,6 +187,7 @@ def test_finalizer_of_an_attribute_runs_the_engine_while_its_value_dies():
             b.backward()
             gc.collect()
             got.append((b.data, a.grad))
+
     for _ in range(3):
         x = Value(1.5)
         x.spy = Spy()
@@ -192,6 +200,7 @@ def test_finalizer_of_an_attribute_runs_the_engine_while_its_value_dies():
 
 
 # ---- 4. a Value never moves to another node once handed out ----
+
 
 def test_a_second_init_does_nothing():
     s = Sub(2.0, label="s")
@@ -215,6 +224,7 @@ def test_root_reinitialised_inside_a_rule():
             Value.__init__(root, 100.0)
             gc.collect()
             x.grad += 4.0 * root.grad
+
         root._backward = _backward
         if replay:
             with pytest.raises(RuntimeError):
@@ -230,6 +240,7 @@ def test_float_of_a_local_grad_initialises_a_child():
         def __float__(self):
             Value.__init__(child, 9.0)
             return 2.0
+
     numbers.Real.register(Evil)
     out = Value(6.0, (child,), [Evil()])
     assert out._inputs[0] is child and child.data == 9.0
@@ -241,6 +252,7 @@ def test_float_of_a_local_grad_initialises_a_child():
 
 # ---- 5. a GC pass inside an allocation makes no second Value for one node ----
 
+
 def test_gc_pass_inside_an_allocation_asks_for_the_same_node():
     x = Value(1.5)
     out = x * 2.0
@@ -251,6 +263,7 @@ def test_gc_pass_inside_an_allocation_asks_for_the_same_node():
     def callback(phase, info):
         if phase == "start" and not met:
             met.append(out._inputs[0])
+
     saved = gc.get_threshold()
     gc.callbacks.append(callback)
     try:
@@ -272,6 +285,7 @@ def test_gc_pass_inside_an_allocation_asks_for_the_same_node():
 
 # ---- 6. grad()'s results are never half-made where Python can reach them ----
 
+
 def test_rule_walking_gc_objects_meets_no_half_made_value():
     x = Value(2.0)
     out = Value(4.0, (x,), "sq")
@@ -285,12 +299,14 @@ def test_rule_walking_gc_objects_meets_no_half_made_value():
                         assert item._id != 0, "a Value with no node yet"
                         met.append((item + 1.0).data)
         x.grad += 2.0 * x.data * out.grad
+
     out._backward = _backward
-    g, = grad(out, [x])
+    (g,) = grad(out, [x])
     assert g.data == 4.0 and met
 
 
 # ---- 7. the Value free list never overflows ----
+
 
 def test_chain_of_python_ops_dropped_at_once_with_a_full_free_list():
     base = baseline()
@@ -307,6 +323,7 @@ def test_chain_of_python_ops_dropped_at_once_with_a_full_free_list():
 
 
 # ---- 8. a finalizer that keeps an op alive finds it whole ----
+
 
 def test_finalizer_resurrecting_an_op_keeps_its_backward():
     saved = []
@@ -334,8 +351,8 @@ def test_finalizer_resurrecting_an_op_keeps_its_backward():
 
 # ---- 9. the GC sees every reference a pin holds ----
 
-@pytest.mark.parametrize("shape", ["w.reg = w * w", "w.reg = (w * w).tanh()", "w.hist = [w * 2]",
-                                   "later"])
+
+@pytest.mark.parametrize("shape", ["w.reg = w * w", "w.reg = (w * w).tanh()", "w.hist = [w * 2]", "later"])
 def test_attribute_holding_a_value_computed_from_its_owner_is_collected(shape):
     base = baseline()
     for _ in range(300):
@@ -357,9 +374,12 @@ def test_attribute_holding_a_value_computed_from_its_owner_is_collected(shape):
     assert live() == base
 
 
-@pytest.mark.xfail(strict=True, reason="a known limit: a pin that several nodes hold (here w*w's "
-                   "and a Python-rule op's) is reported to the GC by none of them, so a cycle "
-                   "through it is not collected (csrc/pins.c)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="a known limit: a pin that several nodes hold (here w*w's "
+    "and a Python-rule op's) is reported to the GC by none of them, so a cycle "
+    "through it is not collected (csrc/pins.c)",
+)
 def test_cycle_through_a_pin_that_several_nodes_hold_is_collected():
     base = baseline()
     for _ in range(50):
@@ -369,6 +389,7 @@ def test_cycle_through_a_pin_that_several_nodes_hold_is_collected():
 
         def _backward(out=out, w=w):
             w.grad += 2.0 * w.data * out.grad
+
         out._backward = _backward
         del w, out, _backward
     gc.collect()
@@ -396,33 +417,35 @@ def test_pins_reported_to_the_gc_never_free_what_is_alive():
 
 # ---- 10. silently wrong numbers ----
 
+
 def test_create_graph_inside_no_grad_builds_the_graph():
     x = Value(2.0)
-    y = x ** 3
+    y = x**3
     with no_grad():
-        g, = grad(y, [x], create_graph=True)
+        (g,) = grad(y, [x], create_graph=True)
         assert (x * 2.0)._prev == set()  # still no_grad after the call
-    h, = grad(g, [x])
+    (h,) = grad(g, [x])
     assert (g.data, h.data) == (12.0, 12.0)  # torch gives 12.0 too
 
 
 def test_replay_refuses_a_derivative_that_picked_a_branch():
     x, y = Value(0.0), Value(2.0)
-    f = x ** y
-    gy, = grad(f, [y], create_graph=True)
-    gx, = grad(f, [x], create_graph=True)
+    f = x**y
+    (gy,) = grad(f, [y], create_graph=True)
+    (gx,) = grad(f, [x], create_graph=True)
     x.data = 3.0
     for g in (gy, gx, gy * 2.0):
         with pytest.raises(RuntimeError, match="picked a branch"):
             g.forward()
     # a branch on a constant exponent never changes: x ** 2 replays
     x = Value(0.0)
-    d, = grad(x ** 2, [x], create_graph=True)
+    (d,) = grad(x**2, [x], create_graph=True)
     x.data = 3.0
     assert d.forward() == 6.0
 
 
 # ---- 11. smaller ----
+
 
 def test_backward_put_in_the_dict_by_hand_runs():
     x = Value(2.0)
@@ -432,6 +455,7 @@ def test_backward_put_in_the_dict_by_hand_runs():
     def rule():
         called.append(1)
         x.grad += 10.0 * out.grad
+
     vars(out)["_backward"] = rule
     assert out._backward is rule
     out.backward()
@@ -445,11 +469,14 @@ def test_backward_put_in_the_dict_by_hand_runs():
     assert grad(y, [x], create_graph=True)[0].data == 4.0
 
 
-@pytest.mark.parametrize("make", [
-    lambda: Value(1.0, label="a\0b"),
-    lambda: Value(1.0, (), "o\0p"),
-    lambda: setattr(Value(1.0), "label", "a\0"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Value(1.0, label="a\0b"),
+        lambda: Value(1.0, (), "o\0p"),
+        lambda: setattr(Value(1.0), "label", "a\0"),
+    ],
+)
 def test_text_with_nul_is_refused(make):
     with pytest.raises(ValueError, match="NUL"):
         make()

@@ -7,6 +7,7 @@ cache of topological orders (many replays, more roots than the cache holds, root
 and their ids being reused), and the limits, like torch.jit.trace's: Python control flow
 that read .data is not re-run; branches inside ops (relu) are.
 """
+
 import gc
 import math
 import operator
@@ -46,14 +47,17 @@ nary_dot = pyautograd.dot
 # their three forms; a method_slope row (v.leaky_relu(slope)) takes the instruction's
 # number as its slope, or none (the default slope).
 UNARY = [n for c, n in enumerate(OP_NAMES) if lib.ag_op_arity(c) == 1 and OP_PYTHON[c] != "internal"]
-BINARY = [n for c, n in enumerate(OP_NAMES)
-          if lib.ag_op_arity(c) == 2 and OP_PYTHON[c] not in ("internal", "method_slope")]
+BINARY = [
+    n for c, n in enumerate(OP_NAMES) if lib.ag_op_arity(c) == 2 and OP_PYTHON[c] not in ("internal", "method_slope")
+]
 FUNCTIONS = {n for c, n in enumerate(OP_NAMES) if OP_PYTHON[c] == "function"}
 SLOPED = [n for c, n in enumerate(OP_NAMES) if OP_PYTHON[c] == "method_slope"]
-KINDS = ([("unary", n) for n in UNARY]
-         + [(form, n) for n in BINARY for form in ("binary", "value_op_number", "number_op_value")]
-         + [(form, n) for n in SLOPED for form in ("slope", "default_slope")]
-         + [("sum", ""), ("dot", ""), ("dot_bias", "")])
+KINDS = (
+    [("unary", n) for n in UNARY]
+    + [(form, n) for n in BINARY for form in ("binary", "value_op_number", "number_op_value")]
+    + [(form, n) for n in SLOPED for form in ("slope", "default_slope")]
+    + [("sum", ""), ("dot", ""), ("dot_bias", "")]
+)
 # Nodes made by hand have no forward to replay: forward() refuses them (tested below).
 HAND_MADE = {"custom", "local"}
 INTERNAL = {n for c, n in enumerate(OP_NAMES) if OP_PYTHON[c] == "internal"}
@@ -138,11 +142,13 @@ instructions = st.tuples(
     st.lists(st.integers(0, 1000), min_size=1, max_size=7),
     st.one_of(st.floats(-3.0, 3.0), st.sampled_from([0.0, 2.0, -1.0])),
 ).map(lambda t: (t[0][0], t[0][1], t[1], t[2]))
-programs = st.integers(1, 5).flatmap(lambda n_leaves: st.tuples(
-    st.lists(instructions, min_size=1, max_size=30),
-    st.lists(numbers_, min_size=n_leaves, max_size=n_leaves),
-    st.lists(numbers_, min_size=n_leaves, max_size=n_leaves),
-))
+programs = st.integers(1, 5).flatmap(
+    lambda n_leaves: st.tuples(
+        st.lists(instructions, min_size=1, max_size=30),
+        st.lists(numbers_, min_size=n_leaves, max_size=n_leaves),
+        st.lists(numbers_, min_size=n_leaves, max_size=n_leaves),
+    )
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -167,6 +173,7 @@ def test_replaying_many_times_is_a_rebuild_each_time(case, later_values):
 
 
 # ---- what replay re-runs: branches inside ops ----
+
 
 def test_relu_branches_are_re_run():
     x = Value(1.5)
@@ -211,6 +218,7 @@ def test_a_leaf_replays_to_itself():
 
 # ---- the limit: Python control flow that read .data is recorded, not re-run ----
 
+
 def test_python_control_flow_is_not_re_run():
     # Like torch.jit.trace: the `if` ran once, while recording; replay follows the
     # branch that was taken then. Rebuilding with the new value takes the other branch.
@@ -222,8 +230,8 @@ def test_python_control_flow_is_not_re_run():
     x = Value(1.0)
     y = f(x)
     x.data = -1.0
-    assert y.forward() == -2.0           # the recorded branch: x * 2
-    assert f(Value(-1.0)).data == -3.0   # what running the Python again gives
+    assert y.forward() == -2.0  # the recorded branch: x * 2
+    assert f(Value(-1.0)).data == -3.0  # what running the Python again gives
 
     # A number read from .data while recording is a constant of the graph.
     a = Value(3.0)
@@ -234,10 +242,10 @@ def test_python_control_flow_is_not_re_run():
 
 # ---- the cache of topological orders ----
 
+
 def test_more_roots_than_the_cache_holds_replayed_alternately():
     rng = random.Random(0)
-    program = [(k, n, [rng.randrange(1000) for _ in range(4)], rng.uniform(-2, 2))
-               for k, n in rng.sample(KINDS, 20)]
+    program = [(k, n, [rng.randrange(1000) for _ in range(4)], rng.uniform(-2, 2)) for k, n in rng.sample(KINDS, 20)]
     n_roots = CACHE_SIZE + 5
     graphs = [build(program, [rng.uniform(-2, 2) for _ in range(3)]) for _ in range(n_roots)]
     for _ in range(3):
@@ -312,14 +320,14 @@ def test_replay_under_detect_anomaly_names_the_node_that_went_non_finite():
 
 # ---- the moons model: 100 steps of training, replayed vs rebuilt ----
 
+
 def _moons(n=100, seed=5):
     """Two noisy half circles (micrograd's demo data, without scikit-learn)."""
     rng = random.Random(seed)
     X, y = [], []
     for i in range(n):
         t = math.pi * (i // 2) / (n // 2 - 1)
-        x0, x1, label = ((math.cos(t), math.sin(t), -1) if i % 2 else
-                         (1 - math.cos(t), 1 - math.sin(t) - 0.5, 1))
+        x0, x1, label = (math.cos(t), math.sin(t), -1) if i % 2 else (1 - math.cos(t), 1 - math.sin(t) - 0.5, 1)
         X.append([x0 + rng.gauss(0, 0.1), x1 + rng.gauss(0, 0.1)])
         y.append(label)
     return X, y
@@ -385,7 +393,7 @@ def test_a_replayed_roots_backward_under_detect_anomaly_restores_every_grad():
     root.forward()  # root now has a cached order (and its tape)
     root.backward()
     grads = (x.grad, y.grad, root.grad)
-    x.data = 0.0   # log(0) is -inf: the gradients through it are not finite
+    x.data = 0.0  # log(0) is -inf: the gradients through it are not finite
     root.forward()
     with pyautograd.detect_anomaly():
         with pytest.raises(FloatingPointError, match="non-finite gradient in backward"):
@@ -394,6 +402,7 @@ def test_a_replayed_roots_backward_under_detect_anomaly_restores_every_grad():
 
 
 # ---- bench/c_baseline/moons.c: the limit the benchmark measures replay against ----
+
 
 def test_the_hand_written_c_baseline_trains_like_replay(tmp_path):
     # The benchmark's C loop must do the same arithmetic as pyautograd, or its speed
@@ -413,10 +422,10 @@ def test_the_hand_written_c_baseline_trains_like_replay(tmp_path):
     steps = 30
     losses, params, *_ = bench.replay_run(X, y, steps)
     from pyautograd.nn import MLP
+
     random.seed(bench.SEED)
     start = [p.data for p in MLP(2, bench.SIZES).parameters()]
-    c_losses, c_params, seconds = bench.c_run(bench.compile_c_baseline(str(tmp_path)), X, y,
-                                              start, steps, repeats=1)
+    c_losses, c_params, seconds = bench.c_run(bench.compile_c_baseline(str(tmp_path)), X, y, start, steps, repeats=1)
     assert len(c_losses) == steps and len(c_params) == len(params) and seconds > 0
     assert losses[-1] < losses[0] / 2  # it trained
     for a, b in zip(c_losses + c_params, losses + params):

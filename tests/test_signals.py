@@ -20,6 +20,7 @@ everything frees to the baseline.
 PYAUTOGRAD_SIGNAL_SEED=n repeats a run's random delays (the seed is printed);
 PYAUTOGRAD_SIGNAL_SECONDS (default 8) sets how long the interrupts go on.
 """
+
 import json
 import os
 import signal
@@ -402,18 +403,21 @@ def test_interrupts_inside_node_making_calls_leak_nothing(tmp_path):
     seed = int(os.environ.get("PYAUTOGRAD_SIGNAL_SEED", int.from_bytes(os.urandom(4), "little")))
     budget = os.environ.get("PYAUTOGRAD_SIGNAL_SECONDS", "8")
     # run from an empty directory: the installed package, never the source tree
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(seed), budget], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, (f"child failed (seed {seed}, rerun with "
-                                  f"PYAUTOGRAD_SIGNAL_SEED={seed}):\n{proc.stderr[-6000:]}")
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(seed), budget], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, (
+        f"child failed (seed {seed}, rerun with PYAUTOGRAD_SIGNAL_SEED={seed}):\n{proc.stderr[-6000:]}"
+    )
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"\n{report['landed']:,} of {report['calls']:,} calls interrupted by the injected "
-          f"exception ({report['in_callback']:,} of them inside Python code that a C call was "
-          f"running; {report['after']:,} more signals came after the call), seed {seed}")
+    print(
+        f"\n{report['landed']:,} of {report['calls']:,} calls interrupted by the injected "
+        f"exception ({report['in_callback']:,} of them inside Python code that a C call was "
+        f"running; {report['after']:,} more signals came after the call), seed {seed}"
+    )
     print("by entry point:", report["landed_by_entry"])
     assert report["leaks"] == {}, f"nodes leaked by interrupted calls (seed {seed}): {report}"
-    assert report["errors"] == {}, (f"the injected exception came out as another one "
-                                    f"(seed {seed}): {report['errors']}")
+    assert report["errors"] == {}, f"the injected exception came out as another one (seed {seed}): {report['errors']}"
     assert report["left_at_end"] == 0, f"nodes left after everything was dropped: {report}"
     # the exception must really have landed inside calls, in most kinds of call
     assert report["landed"] >= 2000, report

@@ -49,6 +49,7 @@ By default a fixed, derandomized set of 300 programs of 50 steps (~30 s);
 PYAUTOGRAD_FUZZ_EXAMPLES=N runs N * 300 / 2000 programs with a fresh seed each run, in
 proportion with test_fuzz_torch.py (N=20000: 3,000 programs, about 8 minutes).
 """
+
 import copy
 import gc
 import math
@@ -60,8 +61,7 @@ from fractions import Fraction
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
-                                 rule)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import pyautograd
 from pyautograd import arena, nn, optim, viz
@@ -74,8 +74,8 @@ DEFAULT_EXAMPLES = 300
 STEPS = 50
 
 REL = 1e-12
-PATH_TOL = 1e-12      # grads: times the sum over paths of |products of local derivatives|
-LIMIT = 1e6           # results past this are not made (keeps every graph far from overflow)
+PATH_TOL = 1e-12  # grads: times the sum over paths of |products of local derivatives|
+LIMIT = 1e6  # results past this are not made (keeps every graph far from overflow)
 MAX_HELD = 60
 
 
@@ -88,6 +88,7 @@ def live():
 
 
 # ---- numbers the way C computes them (IEEE, no exceptions), for the pure replay ----
+
 
 class _Domain(Exception):
     """The pure replay met a value the rule does not want (domain error, overflow)."""
@@ -118,11 +119,11 @@ def _pure_forward(op, c):
             e = float(op[2:])
             if (not e.is_integer() and a <= 1e-2) or (e < 0 and abs(a) < 1e-2):
                 raise _Domain
-            return _safe(a ** e)
+            return _safe(a**e)
         if op == "pow":
             if a <= 1e-2:
                 raise _Domain
-            return _safe(a ** b)
+            return _safe(a**b)
         if op == "neg":
             return -a
         if op == "sum1":
@@ -153,11 +154,13 @@ def pure_replay(root):
 
 # ---- pure twins of the ops PureValue does not have ----
 
+
 def pure_sigmoid(pa, data):
     out = PureValue(data, (pa,), "sigmoid")
 
     def _backward():
         pa.grad += out.data * (1.0 - out.data) * out.grad
+
     out._backward = _backward
     return out
 
@@ -165,12 +168,13 @@ def pure_sigmoid(pa, data):
 def pure_pow(pa, pb):
     """a ** b with a Value exponent: d/da = b a^(b-1) (0 at b == 0), d/db = out log a
     (0 at a == 0, b >= 0), pyautograd's (and torch's) rules; a > 0 here."""
-    out = PureValue(pa.data ** pb.data, (pa, pb), "pow")
+    out = PureValue(pa.data**pb.data, (pa, pb), "pow")
 
     def _backward():
         a, b = pa.data, pb.data
         pa.grad += (0.0 if b == 0 else b * a ** (b - 1)) * out.grad
         pb.grad += (0.0 if a == 0 and b >= 0 else out.data * math.log(a)) * out.grad
+
     out._backward = _backward
     return out
 
@@ -196,6 +200,7 @@ def pure_identity(pa):
 
     def _backward():
         pa.grad += out.grad
+
     out._backward = _backward
     return out
 
@@ -206,6 +211,7 @@ def pure_dot(ws, xs, start=0):
 
 
 # ---- the reference's gradient scale ----
+
 
 def edge_locals(node):
     """|local derivative| along each edge of a binary node, from its op: for a node that
@@ -256,6 +262,7 @@ def path_bounds(root):
 
 
 # ---- comparisons ----
+
 
 def same_value(q, r):
     if math.isnan(r):
@@ -331,28 +338,28 @@ class Held:
 
 
 SELF = object()  # an expected attribute: the Value itself
-ATTRIBUTES = [("tag", 7), ("tag", "seven"), ("note", (1, 2.5)), ("m", 0.25), ("v", -3),
-              ("_vis_color", "red")]
-NUMBERS = st.one_of(st.sampled_from([2, -1, 0.5, 3.0, 1e-3, -2.5, 0, 7, True, Fraction(1, 3)]),
-                    st.floats(-4, 4, allow_nan=False))
-LEAF_DATA = st.one_of(st.sampled_from([0.0, 1.0, -1.0, 0.5, 2.0, -0.0]),
-                      st.floats(-3, 3, allow_nan=False, allow_subnormal=False))
-INDEX = st.integers(0, 10 ** 6)
+ATTRIBUTES = [("tag", 7), ("tag", "seven"), ("note", (1, 2.5)), ("m", 0.25), ("v", -3), ("_vis_color", "red")]
+NUMBERS = st.one_of(
+    st.sampled_from([2, -1, 0.5, 3.0, 1e-3, -2.5, 0, 7, True, Fraction(1, 3)]), st.floats(-4, 4, allow_nan=False)
+)
+LEAF_DATA = st.one_of(
+    st.sampled_from([0.0, 1.0, -1.0, 0.5, 2.0, -0.0]), st.floats(-3, 3, allow_nan=False, allow_subnormal=False)
+)
+INDEX = st.integers(0, 10**6)
 
 
 class ProgramMachine(RuleBasedStateMachine):
-
     def __init__(self):
         super().__init__()
         if _garbage_possible[0]:  # the last program may have left cycles for the GC
             gc.collect()
             _garbage_possible[0] = False
         self.baseline = live()
-        self.held = []        # Held
-        self.models = []      # (module, [(param Value, twin)], structure of twins, kind)
+        self.held = []  # Held
+        self.models = []  # (module, [(param Value, twin)], structure of twins, kind)
         self.optimizers = []  # dicts: opt, twins, kind, mirror state
-        self.attrs = []       # (weakref to a Value, {name: expected})
-        self.cycles = False   # Python reference cycles holding Values were made
+        self.attrs = []  # (weakref to a Value, {name: expected})
+        self.cycles = False  # Python reference cycles holding Values were made
 
     @initialize(xs=st.lists(LEAF_DATA, min_size=1, max_size=4))
     def some_leaves(self, xs):
@@ -408,8 +415,14 @@ class ProgramMachine(RuleBasedStateMachine):
 
     # ---- ops ----
 
-    @rule(i=INDEX, j=INDEX, number=NUMBERS, use_number=st.booleans(), swap=st.booleans(),
-          op=st.sampled_from(["+", "-", "*", "/", "**"]))
+    @rule(
+        i=INDEX,
+        j=INDEX,
+        number=NUMBERS,
+        use_number=st.booleans(),
+        swap=st.booleans(),
+        op=st.sampled_from(["+", "-", "*", "/", "**"]),
+    )
     def binary(self, i, j, number, use_number, swap, op):
         if not self.held or not self.room():
             return
@@ -429,18 +442,27 @@ class ProgramMachine(RuleBasedStateMachine):
             else:  # Value ** number: a number PureValue takes (an int or a float)
                 bv = bp = random.Random(b_data).choice([2, 3, -1, 0.5, 1.5, 0, 2.0])
                 b_data = float(bv)
-                if ((not b_data.is_integer() and a_data <= 1e-2)
-                        or (b_data <= 0 and abs(a_data) < 1e-2)):
+                if (not b_data.is_integer() and a_data <= 1e-2) or (b_data <= 0 and abs(a_data) < 1e-2):
                     return
         try:
-            expected = _safe({"+": lambda: a_data + b_data, "-": lambda: a_data - b_data,
-                              "*": lambda: a_data * b_data, "/": lambda: a_data / b_data,
-                              "**": lambda: a_data ** b_data}[op]())
+            expected = _safe(
+                {
+                    "+": lambda: a_data + b_data,
+                    "-": lambda: a_data - b_data,
+                    "*": lambda: a_data * b_data,
+                    "/": lambda: a_data / b_data,
+                    "**": lambda: a_data**b_data,
+                }[op]()
+            )
         except (_Domain, OverflowError, ZeroDivisionError):
             return
-        python_op = {"+": lambda x, y: x + y, "-": lambda x, y: x - y,
-                     "*": lambda x, y: x * y, "/": lambda x, y: x / y,
-                     "**": lambda x, y: x ** y}[op]
+        python_op = {
+            "+": lambda x, y: x + y,
+            "-": lambda x, y: x - y,
+            "*": lambda x, y: x * y,
+            "/": lambda x, y: x / y,
+            "**": lambda x, y: x**y,
+        }[op]
         out = python_op(av, bv)
         if op == "**" and isinstance(bv, Value):
             base = ap if isinstance(ap, PureValue) else PureValue(ap)
@@ -473,9 +495,13 @@ class ProgramMachine(RuleBasedStateMachine):
 
     # ---- fused ops: lists and generators of temporaries ----
 
-    @rule(picks=st.lists(st.tuples(INDEX, NUMBERS, st.booleans()), min_size=0, max_size=6),
-          start=st.sampled_from(["zero", "number", "value"]), start_i=INDEX,
-          form=st.sampled_from(["list", "tuple", "generator", "scaled generator"]), scale=NUMBERS)
+    @rule(
+        picks=st.lists(st.tuples(INDEX, NUMBERS, st.booleans()), min_size=0, max_size=6),
+        start=st.sampled_from(["zero", "number", "value"]),
+        start_i=INDEX,
+        form=st.sampled_from(["list", "tuple", "generator", "scaled generator"]),
+        scale=NUMBERS,
+    )
     def fused_sum(self, picks, start, start_i, form, scale):
         if not self.room() or not self.held:
             return
@@ -502,17 +528,19 @@ class ProgramMachine(RuleBasedStateMachine):
         else:
             arg = {"list": list, "tuple": tuple, "generator": iter}[form](values)
             out = pyautograd.sum(arg, sv)
-            pout = pure_sum(twins, sp) if twins else (sp if isinstance(sp, PureValue)
-                                                       else PureValue(sp))
+            pout = pure_sum(twins, sp) if twins else (sp if isinstance(sp, PureValue) else PureValue(sp))
         if not values and start == "value":
             assert out is sv  # Python's sum([], start) is start
         if abs(out.data) > LIMIT:
             return
         self.hold(out, pout, rep)
 
-    @rule(picks=st.lists(st.tuples(INDEX, NUMBERS, st.booleans(), INDEX), min_size=1, max_size=5),
-          start=st.sampled_from(["zero", "number", "value"]), start_i=INDEX,
-          form=st.sampled_from(["lists", "generator of tanh", "generators"]))
+    @rule(
+        picks=st.lists(st.tuples(INDEX, NUMBERS, st.booleans(), INDEX), min_size=1, max_size=5),
+        start=st.sampled_from(["zero", "number", "value"]),
+        start_i=INDEX,
+        form=st.sampled_from(["lists", "generator of tanh", "generators"]),
+    )
     def fused_dot(self, picks, start, start_i, form):
         if not self.room() or not self.held:
             return
@@ -540,8 +568,11 @@ class ProgramMachine(RuleBasedStateMachine):
 
     # ---- hand-made nodes ----
 
-    @rule(i=INDEX, j=INDEX, kind=st.sampled_from(["mul closure", "sin closure", "no rule",
-                                                   "local grads", "local grads kw"]))
+    @rule(
+        i=INDEX,
+        j=INDEX,
+        kind=st.sampled_from(["mul closure", "sin closure", "no rule", "local grads", "local grads kw"]),
+    )
     def hand_made(self, i, j, kind):
         if not self.held or not self.room():
             return
@@ -555,12 +586,14 @@ class ProgramMachine(RuleBasedStateMachine):
             def _backward():
                 av.grad += bv.data * out.grad
                 bv.grad += av.data * out.grad
+
             out._backward = _backward
             pout = PureValue(ap.data * bp.data, (ap, bp), "*")
 
             def _pure_backward():
                 ap.grad += bp.data * pout.grad
                 bp.grad += ap.data * pout.grad
+
             pout._backward = _pure_backward
             self.cycles = True
         elif kind == "sin closure":
@@ -568,11 +601,13 @@ class ProgramMachine(RuleBasedStateMachine):
 
             def _backward():
                 av.grad += math.cos(av.data) * out.grad
+
             out._backward = _backward
             pout = PureValue(math.sin(ap.data), (ap,), "sin")
 
             def _pure_backward():
                 ap.grad += math.cos(ap.data) * pout.grad
+
             pout._backward = _pure_backward
             self.cycles = True
         elif kind == "no rule":  # keeps its inputs alive, passes no gradient
@@ -587,7 +622,7 @@ class ProgramMachine(RuleBasedStateMachine):
                 out = Value(data, (av, bv), local_grads=list(grads))
             pout = PureValue(data, (ap, bp), grads)
             pout.local_grads = grads
-        children = (av, bv)[:len(pout._children)]
+        children = (av, bv)[: len(pout._children)]
         assert {id(x) for x in out._prev} == {id(x) for x in children}
         assert len(out._inputs) == len(children)
         assert all(x is y for x, y in zip(out._inputs, children))
@@ -636,9 +671,14 @@ class ProgramMachine(RuleBasedStateMachine):
 
     # ---- nn ----
 
-    @rule(kind=st.sampled_from(["neuron", "layer", "mlp"]), seed=st.integers(0, 1000),
-          nin=st.integers(1, 3), nout=st.integers(1, 3), hidden=st.integers(2, 3),
-          nonlin=st.booleans())
+    @rule(
+        kind=st.sampled_from(["neuron", "layer", "mlp"]),
+        seed=st.integers(0, 1000),
+        nin=st.integers(1, 3),
+        nout=st.integers(1, 3),
+        hidden=st.integers(2, 3),
+        nonlin=st.booleans(),
+    )
     def make_model(self, kind, seed, nin, nout, hidden, nonlin):
         if len(self.models) >= 3:
             return
@@ -652,8 +692,9 @@ class ProgramMachine(RuleBasedStateMachine):
         else:
             module = nn.MLP(nin, [hidden, nout])
             layers = [layer.neurons for layer in module.layers]
-        twins = [[([PureValue(w.data) for w in n.w], PureValue(n.b.data), n.nonlin)
-                  for n in neurons] for neurons in layers]
+        twins = [
+            [([PureValue(w.data) for w in n.w], PureValue(n.b.data), n.nonlin) for n in neurons] for neurons in layers
+        ]
         pairs = []
         for neurons, layer_twins in zip(layers, twins):
             for n, (pw, pb, _) in zip(neurons, layer_twins):
@@ -662,8 +703,12 @@ class ProgramMachine(RuleBasedStateMachine):
         self.models.append((module, pairs, twins, kind))
 
     @precondition(lambda self: self.models)
-    @rule(m=INDEX, picks=st.lists(st.tuples(INDEX, NUMBERS, st.booleans()), min_size=4, max_size=4),
-          extra=st.booleans(), as_tuple=st.booleans())
+    @rule(
+        m=INDEX,
+        picks=st.lists(st.tuples(INDEX, NUMBERS, st.booleans()), min_size=4, max_size=4),
+        extra=st.booleans(),
+        as_tuple=st.booleans(),
+    )
     def apply_model(self, m, picks, extra, as_tuple):
         if not self.room():
             return
@@ -671,7 +716,7 @@ class ProgramMachine(RuleBasedStateMachine):
         nin = len(twins[0][0][0])
         small = [h for h in self.held if abs(h.v.data) <= 1e3]
         xs = []
-        for i, n, use in picks[:nin + (kind == "neuron" and extra)]:
+        for i, n, use in picks[: nin + (kind == "neuron" and extra)]:
             if use or not small:
                 xs.append((n, n, True))
             else:
@@ -712,9 +757,14 @@ class ProgramMachine(RuleBasedStateMachine):
 
     # ---- optimizers ----
 
-    @rule(picks=st.lists(INDEX, min_size=1, max_size=6), from_models=st.booleans(),
-          kind=st.sampled_from(["sgd", "sgd momentum", "adam", "adamw"]),
-          lr=st.sampled_from([0.01, 0.1, 0.5]), clear_own=st.booleans(), forget=st.booleans())
+    @rule(
+        picks=st.lists(INDEX, min_size=1, max_size=6),
+        from_models=st.booleans(),
+        kind=st.sampled_from(["sgd", "sgd momentum", "adam", "adamw"]),
+        lr=st.sampled_from([0.01, 0.1, 0.5]),
+        clear_own=st.booleans(),
+        forget=st.booleans(),
+    )
     def make_optimizer(self, picks, from_models, kind, lr, clear_own, forget):
         if len(self.optimizers) >= 2:
             return
@@ -736,8 +786,7 @@ class ProgramMachine(RuleBasedStateMachine):
             opt = optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
             mirror = {"buf": [0.0] * len(params)}
         else:
-            opt = optim.Adam(params, lr=lr, weight_decay=0.01 if kind == "adamw" else 0,
-                             decoupled=kind == "adamw")
+            opt = optim.Adam(params, lr=lr, weight_decay=0.01 if kind == "adamw" else 0, decoupled=kind == "adamw")
             mirror = {"m": [0.0] * len(params), "v": [0.0] * len(params)}
         params.clear()  # the user's list: the optimizer owns its parameters
         if clear_own:
@@ -793,8 +842,8 @@ class ProgramMachine(RuleBasedStateMachine):
             return data + (-lr) * d, state
         beta1, beta2 = opt.betas
         step = rec["steps"] + 1
-        step_size = lr / (1.0 - beta1 ** step)
-        bc2 = math.sqrt(1.0 - beta2 ** step)
+        step_size = lr / (1.0 - beta1**step)
+        bc2 = math.sqrt(1.0 - beta2**step)
         g = grad
         if opt.weight_decay:
             if opt.decoupled:
@@ -816,8 +865,7 @@ class ProgramMachine(RuleBasedStateMachine):
         order, bound = path_bounds(root.p)
         old = {}
         if not zero:  # pyautograd adds once per call: expect the old grads plus the new
-            old = {id(n): (n.grad_before, getattr(n, "gtol_before", 0.0)) for n in order
-                   if hasattr(n, "grad_before")}
+            old = {id(n): (n.grad_before, getattr(n, "gtol_before", 0.0)) for n in order if hasattr(n, "grad_before")}
         if zero:
             for node in walk([root.v]).values():
                 node.grad = 0.0
@@ -830,14 +878,15 @@ class ProgramMachine(RuleBasedStateMachine):
                 node.grad += before
                 tol += before_tol + REL * abs(before)
             node.gtol = tol
-        event(f"backward: {'zeroed first' if zero else 'adding to old grads'}, "
-              f"{'with' if not root.replayable else 'no'} hand-made nodes")
+        event(
+            f"backward: {'zeroed first' if zero else 'adding to old grads'}, "
+            f"{'with' if not root.replayable else 'no'} hand-made nodes"
+        )
 
     # ---- replay ----
 
     @precondition(lambda self: self.held)
-    @rule(i=INDEX, recent=st.booleans(),
-          factors=st.lists(st.floats(0.5, 1.5), min_size=1, max_size=4))
+    @rule(i=INDEX, recent=st.booleans(), factors=st.lists(st.floats(0.5, 1.5), min_size=1, max_size=4))
     def forward(self, i, recent, factors):
         root = self.pick_root(i, recent)
         under = walk([root.v])
@@ -944,8 +993,7 @@ class ProgramMachine(RuleBasedStateMachine):
     def values_and_grads_match_the_pure_engine(self):
         for v, p in self.everything():
             assert same_value(v.data, p.data), (v, p, v._op)
-            assert same_grad(v.grad, p.grad, getattr(p, "gtol", 0.0)), \
-                (v.grad, p.grad, getattr(p, "gtol", 0.0), v._op)
+            assert same_grad(v.grad, p.grad, getattr(p, "gtol", 0.0)), (v.grad, p.grad, getattr(p, "gtol", 0.0), v._op)
             assert v.label == p.label or not p.label, (v.label, p.label)
         for h in self.held:  # what backward(zero=False) adds to
             h.p.grad_before, h.p.gtol_before = h.p.grad, getattr(h.p, "gtol", 0.0)
@@ -1005,9 +1053,14 @@ class ProgramMachine(RuleBasedStateMachine):
 
 def _settings():
     examples = max(1, _EXTRA * DEFAULT_EXAMPLES // 2000) if _EXTRA else DEFAULT_EXAMPLES
-    return settings(max_examples=examples, stateful_step_count=STEPS, deadline=None,
-                    derandomize=not _EXTRA, database=None,
-                    suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=examples,
+        stateful_step_count=STEPS,
+        deadline=None,
+        derandomize=not _EXTRA,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
 
 
 TestProgram = ProgramMachine.TestCase

@@ -2,6 +2,7 @@
 differentiates (checked against a closed form) and frees (live nodes back to where they
 were) without recursion anywhere. Run apart: pytest -m stress (a minute or so, ~1 GB).
 """
+
 import math
 
 import pytest
@@ -73,7 +74,7 @@ def test_ten_million_deep_multiplicative_chain():
     for _ in range(n):
         x = x * 1.0000001 + 1e-9
     r = 1.0000001
-    growth = r ** n
+    growth = r**n
     assert math.isclose(x.data, growth + 1e-9 * (growth - 1) / (r - 1), rel_tol=1e-6)
     x.backward()
     assert math.isclose(x0.grad, growth, rel_tol=1e-6)
@@ -115,7 +116,7 @@ def test_backward_many_times_on_a_big_graph_does_not_grow_memory():
     for _ in range(200_000):
         y = (y * 0.999).tanh()
     for _ in range(2):  # from here on, the order is cached and scratch buffers are big
-        y.backward()     # enough (the second backward keeps the grads the first left)
+        y.backward()  # enough (the second backward keeps the grads the first left)
         y.forward()
     arena_bytes = stats()["bytes"]
     for _ in range(20):

@@ -3,6 +3,7 @@
 and drop graphs concurrently, share leaves, and free each other's graphs.
 Timing beside a busy thread is a benchmark (bench/bench_core.py), not a test.
 """
+
 import gc
 import math
 import threading
@@ -129,8 +130,7 @@ def test_graph_built_in_one_thread_dropped_in_another():
 
     run_threads(lambda f: f(), [(builder,), (dropper,)])
     assert dropped.is_set() and values["grad_root"] == 1.0
-    assert math.isclose(values["data"], 1.5 * 1.0001 ** 10_000 + 0.001 * (1.0001 ** 10_000 - 1) / 0.0001,
-                        rel_tol=1e-9)
+    assert math.isclose(values["data"], 1.5 * 1.0001**10_000 + 0.001 * (1.0001**10_000 - 1) / 0.0001, rel_tol=1e-9)
     assert stats()["live_nodes"] == base
 
 
@@ -178,14 +178,18 @@ def test_modes_stay_per_thread_under_contention():
 # No free-threaded interpreter runs these tests: the decision is a pure function of two
 # inputs, tested here with each combination, and the import path with the inputs faked.
 
-@pytest.mark.parametrize("free_threaded_build, gil_enabled, refused", [
-    (False, True, False),  # an ordinary build: the GIL is always on
-    (True, True, False),   # 3.13t / 3.14t with PYTHON_GIL=1 or -X gil=1
-    (True, False, True),   # 3.13t / 3.14t as they start: no GIL
-])
-def test_the_import_refuses_an_interpreter_running_without_the_gil(free_threaded_build,
-                                                                   gil_enabled, refused):
+
+@pytest.mark.parametrize(
+    "free_threaded_build, gil_enabled, refused",
+    [
+        (False, True, False),  # an ordinary build: the GIL is always on
+        (True, True, False),  # 3.13t / 3.14t with PYTHON_GIL=1 or -X gil=1
+        (True, False, True),  # 3.13t / 3.14t as they start: no GIL
+    ],
+)
+def test_the_import_refuses_an_interpreter_running_without_the_gil(free_threaded_build, gil_enabled, refused):
     from pyautograd.engine import _refusal_without_gil
+
     reason = _refusal_without_gil(free_threaded_build, gil_enabled)
     assert (reason is not None) == refused
     if refused:
@@ -197,10 +201,10 @@ def test_the_gil_check_reads_the_running_interpreter(monkeypatch):
     import sysconfig
 
     from pyautograd.engine import _gil_refusal
+
     assert _gil_refusal() is None  # this interpreter has its GIL on
     real = sysconfig.get_config_var
-    monkeypatch.setattr(sysconfig, "get_config_var",
-                        lambda name: 1 if name == "Py_GIL_DISABLED" else real(name))
+    monkeypatch.setattr(sysconfig, "get_config_var", lambda name: 1 if name == "Py_GIL_DISABLED" else real(name))
     monkeypatch.setattr(sys, "_is_gil_enabled", lambda: True, raising=False)
     assert _gil_refusal() is None
     monkeypatch.setattr(sys, "_is_gil_enabled", lambda: False, raising=False)
@@ -211,6 +215,7 @@ def test_importing_without_the_gil_raises_import_error_before_anything_is_made()
     import subprocess
     import sys
     import tempfile
+
     script = (
         "import sys, sysconfig\n"
         "real = sysconfig.get_config_var\n"
@@ -223,8 +228,9 @@ def test_importing_without_the_gil_raises_import_error_before_anything_is_made()
         "    print('refused', lib.ag_live_nodes())\n"
         "    print(error)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=tempfile.gettempdir(), timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tempfile.gettempdir(), timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("refused 0"), result.stdout
     assert "needs the GIL" in result.stdout and "PYTHON_GIL=1" in result.stdout

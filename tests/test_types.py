@@ -9,6 +9,7 @@ Every ```python block of README.md and docs/ must pass mypy --strict and pyright
 default mode, as an editor runs it); pyright is in the [test] extra, and its test is
 skipped only where it is not installed.
 """
+
 import importlib.util
 import json
 import os
@@ -133,7 +134,7 @@ print("usage: ok", held["live_nodes"], size)
 '''
 
 # Higher-order derivatives (pyautograd/autograd.py)
-HIGHER = '''
+HIGHER = """
 import pyautograd
 from pyautograd import GradcheckError, Value
 
@@ -154,10 +155,10 @@ try:
 except GradcheckError as error:
     raise SystemExit(str(error))
 print("higher: ok", second, passed)
-'''
+"""
 
 # expression -> what mypy reveals, after the set-up lines
-REVEAL_SETUP = '''
+REVEAL_SETUP = """
 import pyautograd
 from pyautograd import Value, arena, losses, no_grad, viz
 from pyautograd.nn import MLP, Layer, Neuron
@@ -169,7 +170,7 @@ x = Value(1.0)
 @no_grad
 def f(v: Value, k: int = 2) -> float:
     return v.data * k
-'''
+"""
 V = "pyautograd.engine.Value"
 REVEALS = {
     "Value(1.0) + 2": V,
@@ -206,7 +207,7 @@ REVEALS = {
 }
 
 # Each line marked `# E` must get an error, and no other line may.
-MISUSE = '''
+MISUSE = """
 import pyautograd
 from pyautograd import Value
 from pyautograd.nn import MLP
@@ -227,7 +228,7 @@ pyautograd.gradcheck(lambda a: a * a, [0.5])  # E  (inputs are Values)
 pyautograd.sum(["a"])  # E
 SGD([v], lr="0.1")  # E
 MLP(2, [3])("ab")  # E
-'''
+"""
 
 
 def _mypy_setup(tmp_path):
@@ -251,10 +252,26 @@ def _mypy(tmp_path, files):
     for name, source in files.items():
         (tmp_path / name).write_text(textwrap.dedent(source))
     run = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--config-file", "mypy.ini",
-         "--cache-dir", str(tmp_path / ".mypy_cache"), "--no-error-summary",
-         "--show-error-codes", "--hide-error-context", *files],
-        cwd=tmp_path, env=_mypy_setup(tmp_path), capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--config-file",
+            "mypy.ini",
+            "--cache-dir",
+            str(tmp_path / ".mypy_cache"),
+            "--no-error-summary",
+            "--show-error-codes",
+            "--hide-error-context",
+            *files,
+        ],
+        cwd=tmp_path,
+        env=_mypy_setup(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     found = {name: [] for name in files}
     for line in run.stdout.splitlines():
         match = re.match(r"(\w+\.py):(\d+): (error|note): (.*)", line)
@@ -283,8 +300,7 @@ def test_mypy_strict_passes_on_every_public_name_flags_misuse_and_infers_the_typ
     lines = REVEAL_SETUP.splitlines()
     first = len(lines) + 1
     reveal = "\n".join(lines + [f"reveal_type({expression})" for expression in REVEALS]) + "\n"
-    found = _mypy(tmp_path, {"usage.py": USAGE, "higher.py": HIGHER, "reveal.py": reveal,
-                             "misuse.py": MISUSE})
+    found = _mypy(tmp_path, {"usage.py": USAGE, "higher.py": HIGHER, "reveal.py": reveal, "misuse.py": MISUSE})
 
     for name in ("usage.py", "higher.py"):
         assert found[name] == [], f"mypy --strict on {name}:\n" + "\n".join(map(str, found[name]))
@@ -296,8 +312,7 @@ def test_mypy_strict_passes_on_every_public_name_flags_misuse_and_infers_the_typ
         revealed[list(REVEALS)[line - first]] = _normalised(match[1])
     assert revealed == REVEALS
 
-    marked = {i for i, text in enumerate(textwrap.dedent(MISUSE).splitlines(), 1)
-              if "# E" in text}
+    marked = {i for i, text in enumerate(textwrap.dedent(MISUSE).splitlines(), 1) if "# E" in text}
     flagged = {line for line, kind, _ in found["misuse.py"] if kind == "error"}
     assert flagged == marked, found["misuse.py"]
 
@@ -307,8 +322,7 @@ def test_the_usage_program_runs(tmp_path):
     for i, source in enumerate([USAGE, HIGHER]):
         path = tmp_path / f"program{i}.py"
         path.write_text(textwrap.dedent(source))
-        run = subprocess.run([sys.executable, str(path)], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=120)
+        run = subprocess.run([sys.executable, str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stdout + run.stderr
         assert ": ok" in run.stdout
 
@@ -317,17 +331,33 @@ def test_the_stubs_match_the_runtime(tmp_path):
     """mypy's stubtest: every name and signature in engine.pyi and __init__.pyi exists at
     runtime with that shape (C methods show only their names), and the C type has nothing
     the stub lacks. The modules typed inline are their own stubs."""
-    allow = [r"pyautograd\.(arena|export|functional|losses|modes|nn|optim|viz)(\..*)?",
-             r"pyautograd\.(no_grad|detect_anomaly)\..*",  # modes.py's, re-exported
-             # stub-only, so that attributes of one's own (p.m) type-check; at runtime
-             # they live in the instance's __dict__
-             r"pyautograd\.engine\.Value\.__getattr__"]
+    allow = [
+        r"pyautograd\.(arena|export|functional|losses|modes|nn|optim|viz)(\..*)?",
+        r"pyautograd\.(no_grad|detect_anomaly)\..*",  # modes.py's, re-exported
+        # stub-only, so that attributes of one's own (p.m) type-check; at runtime
+        # they live in the instance's __dict__
+        r"pyautograd\.engine\.Value\.__getattr__",
+    ]
     (tmp_path / "allowlist.txt").write_text("\n".join(allow) + "\n")
     env = _mypy_setup(tmp_path)
     run = subprocess.run(
-        [sys.executable, "-m", "mypy.stubtest", "pyautograd", "--mypy-config-file", "mypy.ini",
-         "--allowlist", "allowlist.txt", "--ignore-unused-allowlist"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "mypy.stubtest",
+            "pyautograd",
+            "--mypy-config-file",
+            "mypy.ini",
+            "--allowlist",
+            "allowlist.txt",
+            "--ignore-unused-allowlist",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -341,6 +371,7 @@ def test_the_op_tables_stubs_are_current():
 
 # ---- every python block of README.md and docs/ type-checks ----
 
+
 def _doc_blocks():
     """{file name: code} for every ```python block of README.md and docs/*.md, named after
     its page and line (README_99.py) so that a report points at it. A block that needs an
@@ -349,8 +380,10 @@ def _doc_blocks():
     from test_docs import PAGES, ROOT, fenced_blocks
 
     def checkable(needs):
-        return all(importlib.util.find_spec(name) is not None
-                   or os.environ.get(f"PYAUTOGRAD_REQUIRE_{name.upper()}") for name in needs)
+        return all(
+            importlib.util.find_spec(name) is not None or os.environ.get(f"PYAUTOGRAD_REQUIRE_{name.upper()}")
+            for name in needs
+        )
 
     blocks = {}
     for page in PAGES:
@@ -366,8 +399,8 @@ def test_the_docs_python_blocks_pass_mypy_strict(tmp_path):
     found = _mypy(tmp_path, _doc_blocks())
     failing = {name: problems for name, problems in found.items() if problems}
     assert not failing, "mypy --strict on the docs' python blocks:\n" + "\n".join(
-        f"{name}:{line}: {kind}: {message}" for name, problems in failing.items()
-        for line, kind, message in problems)
+        f"{name}:{line}: {kind}: {message}" for name, problems in failing.items() for line, kind, message in problems
+    )
 
 
 def test_the_docs_python_blocks_pass_pyright(tmp_path):
@@ -385,11 +418,17 @@ def test_the_docs_python_blocks_pass_pyright(tmp_path):
     (tmp_path / "pyrightconfig.json").write_text(json.dumps(config))
     env = dict(os.environ, PYRIGHT_PYTHON_IGNORE_WARNINGS="1")  # no version check online
     run = subprocess.run(
-        [sys.executable, "-m", "pyright", "--outputjson", "--pythonpath", sys.executable,
-         *blocks], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        [sys.executable, "-m", "pyright", "--outputjson", "--pythonpath", sys.executable, *blocks],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     report = json.loads(run.stdout)
     errors = [d for d in report["generalDiagnostics"] if d["severity"] == "error"]
     assert report["summary"]["filesAnalyzed"] == len(blocks), run.stdout + run.stderr
     assert not errors, "pyright on the docs' python blocks:\n" + "\n".join(
-        f"{Path(d['file']).name}:{d['range']['start']['line'] + 1}: {d['message']}" for d in errors)
+        f"{Path(d['file']).name}:{d['range']['start']['line'] + 1}: {d['message']}" for d in errors
+    )
     assert run.returncode == 0, run.stdout + run.stderr

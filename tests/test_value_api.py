@@ -2,6 +2,7 @@
 identity, backward, forward replay and no_grad. Where pyautograd deliberately differs
 from micrograd, the test runs micrograd itself beside it to show the difference.
 """
+
 import math
 import threading
 
@@ -16,6 +17,7 @@ from conftest import require
 
 
 # ---- constructor ----
+
 
 def test_constructor_takes_micrograd_signature():
     v = Value(2.5)
@@ -89,6 +91,7 @@ def test_hand_made_node_rejects_non_value_children():
 
 # ---- data and grad ----
 
+
 def test_data_setter_is_seen_by_later_ops():
     x = Value(1.0)
     x.data = 4.0
@@ -116,6 +119,7 @@ def test_data_of_an_existing_result_does_not_change_by_itself():
 
 # ---- _prev and _op ----
 
+
 def test_prev_holds_the_inputs():
     a, b = Value(2.0), Value(3.0)
     c = a * b
@@ -131,37 +135,44 @@ def test_prev_includes_promoted_constants_like_micrograd():
     assert sorted(v.data for v in ours._prev) == sorted(float(v.data) for v in theirs._prev)
 
 
-@pytest.mark.parametrize("build, symbol", [
-    (lambda a, b: a + b, "+"),
-    (lambda a, b: a * b, "*"),
-    (lambda a, b: a ** 2, "**2"),
-    (lambda a, b: a ** 0.5, "**0.5"),
-    (lambda a, b: a ** -1, "**-1"),
-    (lambda a, b: a.relu(), "ReLU"),
-    (lambda a, b: 2 + a, "+"),
-    (lambda a, b: 2 * a, "*"),
-])
+@pytest.mark.parametrize(
+    "build, symbol",
+    [
+        (lambda a, b: a + b, "+"),
+        (lambda a, b: a * b, "*"),
+        (lambda a, b: a**2, "**2"),
+        (lambda a, b: a**0.5, "**0.5"),
+        (lambda a, b: a**-1, "**-1"),
+        (lambda a, b: a.relu(), "ReLU"),
+        (lambda a, b: 2 + a, "+"),
+        (lambda a, b: 2 * a, "*"),
+    ],
+)
 def test_op_symbols_micrograd_shares(build, symbol):
     assert build(Value(2.0), Value(3.0))._op == symbol
     assert build(mg.Value(2.0), mg.Value(3.0))._op == symbol
 
 
-@pytest.mark.parametrize("build, symbol", [
-    (lambda a, b: a - b, "-"),
-    (lambda a, b: a / b, "/"),
-    (lambda a, b: -a, "neg"),
-    (lambda a, b: a ** b, "**"),
-    (lambda a, b: a.tanh(), "tanh"),
-    (lambda a, b: a.exp(), "exp"),
-    (lambda a, b: a.log(), "log"),
-    (lambda a, b: a.sigmoid(), "sigmoid"),
-])
+@pytest.mark.parametrize(
+    "build, symbol",
+    [
+        (lambda a, b: a - b, "-"),
+        (lambda a, b: a / b, "/"),
+        (lambda a, b: -a, "neg"),
+        (lambda a, b: a**b, "**"),
+        (lambda a, b: a.tanh(), "tanh"),
+        (lambda a, b: a.exp(), "exp"),
+        (lambda a, b: a.log(), "log"),
+        (lambda a, b: a.sigmoid(), "sigmoid"),
+    ],
+)
 def test_op_symbols_of_ops_micrograd_composes(build, symbol):
     # micrograd builds a - b as a + (-1 * b) and a / b as a * b**-1; here each is one node.
     assert build(Value(2.0), Value(3.0))._op == symbol
 
 
 # ---- repr ----
+
 
 def test_repr_matches_micrograd_format():
     v, m = Value(2.0), mg.Value(2.0)
@@ -174,6 +185,7 @@ def test_repr_matches_micrograd_format():
 
 
 # ---- identity: one Value per node, equality and hashing by identity, as micrograd ----
+
 
 def test_prev_hands_back_the_very_objects():
     a = Value(1.0)
@@ -196,6 +208,7 @@ def test_values_usable_as_dict_keys():
 
 
 # ---- backward ----
+
 
 def test_backward_root_gets_one():
     x = Value(3.0)
@@ -285,6 +298,7 @@ def test_backward_on_an_interior_node():
 
 # ---- forward replay ----
 
+
 def test_forward_replays_from_new_leaf_data():
     x, w = Value(1.0), Value(2.0)
     y = (x * w + 1).relu() + x.tanh()
@@ -325,6 +339,7 @@ def test_forward_keeps_constants_and_leaves_made_with_an_op_text():
 
 
 # ---- no_grad ----
+
 
 def test_no_grad_records_nothing():
     base = stats()["live_nodes"]

@@ -1,5 +1,6 @@
 """pyautograd.viz: DOT structure, escaping, the max_nodes cap, summary numbers, the notebook
 fallback, and pictures rendered by the real `dot` program (required in CI)."""
+
 import os
 import random
 import re
@@ -21,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 # ---- helpers: the seed graph, a reference walk over _prev, a tiny DOT reader ----
+
 
 def seed_graph():
     """The README's example, labelled, after backward()."""
@@ -113,6 +115,7 @@ def svg_texts(svg):
 
 # ---- to_dot: structure ----
 
+
 def test_seed_graph_has_a_record_per_value_and_a_node_per_op():
     x, y, z = seed_graph()
     values = reachable(z)
@@ -158,8 +161,20 @@ def test_an_input_used_twice_is_one_edge_marked_with_the_count():
 def test_op_text_is_what__op_shows():
     x = Value(3.0, label="x")
     e = Value(2.0, label="e")
-    graphs = [x ** 2, x ** 0.5, x ** e, -x, x.relu(), x.exp(), x.log(), x.sigmoid(), x / e, x - e,
-              pyautograd.sum([x, e, 1.0]), Value(1.0, (x, e), "my op")]
+    graphs = [
+        x**2,
+        x**0.5,
+        x**e,
+        -x,
+        x.relu(),
+        x.exp(),
+        x.log(),
+        x.sigmoid(),
+        x / e,
+        x - e,
+        pyautograd.sum([x, e, 1.0]),
+        Value(1.0, (x, e), "my op"),
+    ]
     for g in graphs:
         nodes, _ = parse_dot(viz.to_dot(g))
         assert nodes[f"{name(g)}_op"]["label"] == g._op.replace('"', '\\"')
@@ -178,7 +193,7 @@ def test_numbers_keep_the_lecture_format_and_stay_short():
         (label,) = records(parse_dot(viz.to_dot(v))[0]).values()
         data = label.split("|")[1].strip()
         assert data.startswith("data ") and len(data) < 20
-        return float(data[len("data "):])
+        return float(data[len("data ") :])
 
     for x in (1.5e12, -3.25e200, 0.5, -2.5e-7):
         assert shown(Value(x)) == pytest.approx(x, rel=1e-4, abs=1e-4)
@@ -188,16 +203,19 @@ def test_numbers_keep_the_lecture_format_and_stay_short():
     assert records(parse_dot(viz.to_dot(tiny))[0])[name(tiny)] == record_text(tiny)
 
 
-@pytest.mark.parametrize("label, escaped", [
-    ('say "hi"', 'say \\"hi\\"'),
-    ("{a|b}", "\\{a\\|b\\}"),
-    ("<port>", "\\<port\\>"),
-    ("back\\slash", "back\\\\slash"),
-    ("two\nlines", "two\\nlines"),
-    ("bell\x07", "bell\\\\x07"),
-    ("αβ ∂z/∂x", "&#945;&#946; &#8706;z/&#8706;x"),
-    ("a&b &lt;", "a&#38;b &#38;lt;"),
-])
+@pytest.mark.parametrize(
+    "label, escaped",
+    [
+        ('say "hi"', 'say \\"hi\\"'),
+        ("{a|b}", "\\{a\\|b\\}"),
+        ("<port>", "\\<port\\>"),
+        ("back\\slash", "back\\\\slash"),
+        ("two\nlines", "two\\nlines"),
+        ("bell\x07", "bell\\\\x07"),
+        ("αβ ∂z/∂x", "&#945;&#946; &#8706;z/&#8706;x"),
+        ("a&b &lt;", "a&#38;b &#38;lt;"),
+    ],
+)
 def test_labels_are_escaped_for_dot(label, escaped):
     v = Value(1.0, label=label)
     line = next(l for l in viz.to_dot(v).splitlines() if l.startswith(f"\t{name(v)} "))
@@ -219,12 +237,14 @@ def test_arguments_are_checked():
 
 def test_viz_imports_without_graphviz(tmp_path):
     code = "import sys, pyautograd.viz; print('graphviz' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=tmp_path)  # not the repo root, whose pyautograd/ has no _ag
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    )  # not the repo root, whose pyautograd/ has no _ag
     assert out.stdout.strip() == "False"
 
 
 # ---- random graphs: to_dot and summary against the reference walk ----
+
 
 def random_graph(seed, size=60):
     """A random DAG over binary and unary ops, with garbage made in between so that
@@ -281,6 +301,7 @@ def test_summary_matches_the_reference_walk(seed):
 
 # ---- summary on known graphs ----
 
+
 def test_summary_of_the_seed_graph():
     _, _, z = seed_graph()
     s = viz.summary(z)
@@ -319,6 +340,7 @@ def test_summary_of_a_deep_chain_with_promoted_constants():
 
 
 # ---- max_nodes: the part nearest the root, and a note on what was left out ----
+
 
 def test_max_nodes_keeps_the_nodes_nearest_the_root_and_counts_the_rest():
     n, cap = 50, 10
@@ -378,6 +400,7 @@ def test_a_million_deep_chain_draws_and_summarises():
 
 # ---- the notebook hook ----
 
+
 @pytest.fixture
 def graphs_in_notebooks():
     """viz.display_graphs() for one test, then the default (the repr) again."""
@@ -425,6 +448,7 @@ def test_mimebundle_shows_the_graph_as_svg(graphs_in_notebooks):
 
 # ---- pictures through the real dot program ----
 
+
 def test_draw_dot_returns_a_digraph_that_renders_the_values():
     graphviz = require_dot()
     x, y, z = seed_graph()
@@ -455,23 +479,26 @@ def test_to_dot_is_valid_for_the_dot_program_including_escapes_and_the_note():
     leaves = [Value(float(i), label=text) for i, text in enumerate(strange)]
     root = pyautograd.sum(leaves)
     root.label = "two\nlines"
-    svg = subprocess.run(["dot", "-Tsvg"], input=viz.to_dot(root, max_nodes=4), text=True,
-                         capture_output=True, check=True).stdout
+    svg = subprocess.run(
+        ["dot", "-Tsvg"], input=viz.to_dot(root, max_nodes=4), text=True, capture_output=True, check=True
+    ).stdout
     texts = svg_texts(svg)
     for text in strange[:3]:
         assert text in texts
     assert "two" in texts and "lines" in texts
     assert any(t.startswith(f"{len(strange) + 1 - 4:,} of {len(strange) + 1:,} nodes") for t in texts)
 
-    svg = subprocess.run(["dot", "-Tsvg"], input=viz.to_dot(root), text=True,
-                         capture_output=True, check=True).stdout
+    svg = subprocess.run(["dot", "-Tsvg"], input=viz.to_dot(root), text=True, capture_output=True, check=True).stdout
     assert set(strange) <= set(svg_texts(svg))
 
 
 def test_the_readme_command_draws_the_seed_graph(tmp_path):
     require_dot()
-    subprocess.run([sys.executable, str(REPO / "examples" / "draw_graph.py"), "--out", str(tmp_path)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "examples" / "draw_graph.py"), "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     x, y, z = seed_graph()
     texts = svg_texts((tmp_path / "seed_graph.svg").read_text())
     for v in (x, y, z):
@@ -480,6 +507,7 @@ def test_the_readme_command_draws_the_seed_graph(tmp_path):
 
 
 # ---- the lecture's pictures: micrograd's trace_graph.ipynb cells, node for node ----
+
 
 def micrograd_picture(root):
     """What micrograd's draw_dot (trace_graph.ipynb, the lecture) draws for root: its
@@ -525,6 +553,7 @@ def trace_graph_cells(engine, nn):
 def test_expand_dot_draws_the_lectures_neuron_as_micrograd_does():
     mg_engine, mg_nn = pytest.importorskip("micrograd.engine"), pytest.importorskip("micrograd.nn")
     from pyautograd import nn
+
     theirs = [micrograd_picture(v) for v in trace_graph_cells(mg_engine, mg_nn)]
     ours = trace_graph_cells(pyautograd.engine, nn)
 
@@ -542,8 +571,7 @@ def test_expand_dot_draws_the_lectures_neuron_as_micrograd_does():
     # as differences.md says: a constant gets no gradient here)
     for options in ({}, {"expand_dot": True}):
         texts, ops, n_nodes, n_edges = our_picture(ours[0], **options)
-        assert (ops, n_nodes, n_edges) == (theirs[0][1], theirs[0][2], theirs[0][3]) == (
-            ["*", "+", "ReLU"], 9, 8)
+        assert (ops, n_nodes, n_edges) == (theirs[0][1], theirs[0][2], theirs[0][3]) == (["*", "+", "ReLU"], 9, 8)
         assert [t.split(" | ")[0] for t in texts] == [t.split(" | ")[0] for t in theirs[0][0]]
 
 
@@ -551,6 +579,7 @@ def test_expand_dot_draws_the_lectures_neuron_as_micrograd_does():
 def test_expand_dot_matches_micrograd_for_neurons_of_any_size_and_in_a_layer(nin):
     mg_engine, mg_nn = pytest.importorskip("micrograd.engine"), pytest.importorskip("micrograd.nn")
     from pyautograd import nn
+
     pictures = []
     for engine, module in ((mg_engine, mg_nn), (pyautograd.engine, nn)):
         random.seed(nin)
@@ -564,21 +593,22 @@ def test_expand_dot_matches_micrograd_for_neurons_of_any_size_and_in_a_layer(nin
 
 def test_expand_dot_on_fused_dots_without_a_bias_and_with_repeated_inputs():
     x, y = Value(1.5, label="x"), Value(-2.0, label="y")
-    single = pyautograd.dot([x], [y])                  # one product: the node is that product
+    single = pyautograd.dot([x], [y])  # one product: the node is that product
     texts, ops, n_nodes, n_edges = our_picture(single, expand_dot=True)
     assert (ops, n_nodes, n_edges) == (["*"], 4, 3)
-    square_sum = pyautograd.dot([x, y], [x, y])        # x*x + y*y: no bias, each input twice
+    square_sum = pyautograd.dot([x, y], [x, y])  # x*x + y*y: no bias, each input twice
     square_sum.backward()
     nodes, edges = parse_dot(viz.to_dot(square_sum, expand_dot=True))
     assert sorted(a["label"] for a in nodes.values() if a.get("shape") != "record") == ["*", "*", "+"]
     assert sorted(a["label"] for _, _, a in edges if a) == ['"×2"', '"×2"']  # x*x, y*y
     assert f"data {x.data * x.data + y.data * y.data:.4f}" in records(nodes)[name(square_sum)]
-    assert len(records(nodes)) == 5                    # x, y, x*x, y*y, the sum
+    assert len(records(nodes)) == 5  # x, y, x*x, y*y, the sum
 
 
 def test_expand_dot_respects_max_nodes_and_renders(tmp_path):
     random.seed(3)
     from pyautograd import nn
+
     out = nn.MLP(3, [4, 1])([1.0, -2.0, 0.5])
     source = viz.to_dot(out, max_nodes=3, expand_dot=True)
     nodes, edges = parse_dot(source)
@@ -586,5 +616,6 @@ def test_expand_dot_respects_max_nodes_and_renders(tmp_path):
     drawn = set(nodes)
     assert all(tail in drawn and head in drawn for tail, head, _ in edges)
     if shutil.which("dot"):
-        subprocess.run(["dot", "-Tsvg"], input=viz.to_dot(out, expand_dot=True), text=True,
-                       capture_output=True, check=True)
+        subprocess.run(
+            ["dot", "-Tsvg"], input=viz.to_dot(out, expand_dot=True), text=True, capture_output=True, check=True
+        )

@@ -9,6 +9,7 @@ so the page never drifts from the code (tests/test_docs.py checks that it has no
 <!-- /bad-input-table --> in the file, and nothing else. Run it in a fresh process:
 the memory rows show how many nodes are live.
 """
+
 import argparse
 import decimal
 import fractions
@@ -25,6 +26,7 @@ NAN, INF = math.nan, math.inf
 
 def numpy():
     import numpy  # in the [test] extra; imported only for its row
+
     return numpy
 
 
@@ -59,7 +61,7 @@ def replay_nan():
 
 def backward_inf():
     x = Value(0.0)
-    y = x ** 0.5
+    y = x**0.5
     return with_anomaly(y.backward)
 
 
@@ -70,7 +72,7 @@ CASES = [
     ("`Value(1j)`", lambda: Value(1j)),
     ("`Value([1.0])`", lambda: Value([1.0])),
     ("`Value(Decimal(1))`", lambda: Value(decimal.Decimal(1))),
-    ("`Value(10**400)`", lambda: Value(10 ** 400)),
+    ("`Value(10**400)`", lambda: Value(10**400)),
     ("`Value(1) + 'x'`", lambda: Value(1) + "x"),
     ("`'x' + Value(1)`", lambda: "x" + Value(1)),
     ("`Value(2) ** 'x'`", lambda: Value(2) ** "x"),
@@ -81,11 +83,9 @@ CASES = [
     ("`Value(1.0, (Value(2.0), 3.0), 'op')`", lambda: Value(1.0, (Value(2.0), 3.0), "op")),
     ("`Value(1, 2)`", lambda: Value(1, 2)),
     ("`Value(1, (x,), local_grads=3.0)`", lambda: Value(1, (Value(2.0),), local_grads=3.0)),
-    ("`Value(6.0, (x,), 3.0)` (micrograd: `_op` '3.0', no gradient)",
-     lambda: Value(6.0, (Value(2.0),), 3.0)),
+    ("`Value(6.0, (x,), 3.0)` (micrograd: `_op` '3.0', no gradient)", lambda: Value(6.0, (Value(2.0),), 3.0)),
     ("`pyautograd.sum(3)`", lambda: functional.sum(3)),
-    ("`pyautograd.dot([a, b], [c])`",
-     lambda: functional.dot([Value(1.0), Value(2.0)], [Value(3.0)])),
+    ("`pyautograd.dot([a, b], [c])`", lambda: functional.dot([Value(1.0), Value(2.0)], [Value(3.0)])),
     ("`softmax([])`", lambda: functional.softmax([])),
     ("`arena.set_node_limit(-1)`", lambda: arena.set_node_limit(-1)),
     ("`arena.set_node_limit('a')`", lambda: arena.set_node_limit("a")),
@@ -94,50 +94,52 @@ CASES = [
     ("`MLP(2, [3, 1])([[1, 2]])` (a batch as one input)", lambda: nn.MLP(2, [3, 1])([[1, 2]])),
     ("`MLP(2, [3, 1])([[1, 2], [3, 4]])`", lambda: nn.MLP(2, [3, 1])([[1, 2], [3, 4]])),
     ("`Neuron(2)([[1, 2], [3, 4]])`", lambda: nn.Neuron(2)([[1, 2], [3, 4]])),
-    ("`MLP(2, [3, 1])([1.0])` (micrograd: computes on the one input)",
-     lambda: nn.MLP(2, [3, 1])([1.0])),
+    ("`MLP(2, [3, 1])([1.0])` (micrograd: computes on the one input)", lambda: nn.MLP(2, [3, 1])([1.0])),
     ("`MLP(2, [3, 1])([])`", lambda: nn.MLP(2, [3, 1])([])),
     ("`MLP(-1, [1])`", lambda: nn.MLP(-1, [1])),
     ("`MLP(2, [3, -1])`", lambda: nn.MLP(2, [3, -1])),
     ("`losses.hinge([s], [0])`", lambda: losses.hinge([Value(1.0)], [0])),
-    ("`losses.binary_cross_entropy_with_logits([x], [2.0])`",
-     lambda: losses.binary_cross_entropy_with_logits([Value(1.0)], [2.0])),
+    (
+        "`losses.binary_cross_entropy_with_logits([x], [2.0])`",
+        lambda: losses.binary_cross_entropy_with_logits([Value(1.0)], [2.0]),
+    ),
     # ---- accepted numbers ----
-    ("`Value(True)`, `Value(Fraction(1, 4))`",
-     lambda: (Value(True).data, Value(fractions.Fraction(1, 4)).data)),
-    ("`Value(np.True_)`, `Value(np.int64(3))` (numpy's bool is no `numbers.Real`: taken as bool)",
-     lambda: (Value(numpy().True_).data, Value(numpy().int64(3)).data)),
+    ("`Value(True)`, `Value(Fraction(1, 4))`", lambda: (Value(True).data, Value(fractions.Fraction(1, 4)).data)),
+    (
+        "`Value(np.True_)`, `Value(np.int64(3))` (numpy's bool is no `numbers.Real`: taken as bool)",
+        lambda: (Value(numpy().True_).data, Value(numpy().int64(3)).data),
+    ),
     # ---- IEEE domain edges: value, and gradient of each input ----
     ("`log(-1)`", lambda: grad_of(lambda x: x.log(), -1.0)),
     ("`log(0)`", lambda: grad_of(lambda x: x.log(), 0.0)),
     ("`1 / 0`", lambda: grad_of(lambda x, y: x / y, 1.0, 0.0)),
     ("`0 / 0`", lambda: grad_of(lambda x, y: x / y, 0.0, 0.0)),
-    ("`0 ** -1`", lambda: grad_of(lambda x, y: x ** y, 0.0, -1.0)),
-    ("`0 ** 0`", lambda: grad_of(lambda x, y: x ** y, 0.0, 0.0)),
-    ("`0 ** 0.5`", lambda: grad_of(lambda x: x ** 0.5, 0.0)),
-    ("`(-8) ** (1/3)`", lambda: grad_of(lambda x, y: x ** y, -8.0, 1 / 3)),
-    ("`(-2) ** 3` (Value exponent)", lambda: grad_of(lambda x, y: x ** y, -2.0, 3.0)),
+    ("`0 ** -1`", lambda: grad_of(lambda x, y: x**y, 0.0, -1.0)),
+    ("`0 ** 0`", lambda: grad_of(lambda x, y: x**y, 0.0, 0.0)),
+    ("`0 ** 0.5`", lambda: grad_of(lambda x: x**0.5, 0.0)),
+    ("`(-8) ** (1/3)`", lambda: grad_of(lambda x, y: x**y, -8.0, 1 / 3)),
+    ("`(-2) ** 3` (Value exponent)", lambda: grad_of(lambda x, y: x**y, -2.0, 3.0)),
     ("`exp(1000)`", lambda: grad_of(lambda x: x.exp(), 1000.0)),
     ("`tanh(inf)`", lambda: grad_of(lambda x: x.tanh(), INF)),
     ("`sigmoid(-inf)`", lambda: grad_of(lambda x: x.sigmoid(), -INF)),
     ("`relu(0)`", lambda: grad_of(lambda x: x.relu(), 0.0)),
     ("`relu(nan)`", lambda: grad_of(lambda x: x.relu(), NAN)),
-    ("`relu(-x)` under a gradient of inf: `log(relu(-x))` at x = 0",
-     lambda: grad_of(lambda x: (-x).relu().log(), 0.0)),
+    ("`relu(-x)` under a gradient of inf: `log(relu(-x))` at x = 0", lambda: grad_of(lambda x: (-x).relu().log(), 0.0)),
     ("`inf - inf`", lambda: grad_of(lambda x, y: x - y, INF, INF)),
     ("`1e308 * 10`", lambda: grad_of(lambda x: x * 10, 1e308)),
     ("`1e308 / 1e308`", lambda: grad_of(lambda x, y: x / y, 1e308, 1e308)),
     ("`log(1e-320)` (subnormal)", lambda: grad_of(lambda x: x.log(), 1e-320)),
-    ("`log(x) * 1e-300` at x = 1e-320 (torch: grad 1e20)",
-     lambda: grad_of(lambda x: x.log() * 1e-300, 1e-320)),
+    ("`log(x) * 1e-300` at x = 1e-320 (torch: grad 1e20)", lambda: grad_of(lambda x: x.log() * 1e-300, 1e-320)),
     # ---- memory ----
     ("an op past `arena.set_node_limit(n)`", lambda: limited(lambda: Value(1.0) * 2.0, 1)),
     ("a model past the node limit", lambda: limited(lambda: nn.MLP(2, [2, 1])([1.0, 2.0]), 9)),
     # ---- detect_anomaly ----
     ("`log(-1)` in `detect_anomaly()`", lambda: with_anomaly(lambda: Value(-1.0).log())),
     ("`1 / 0` in `detect_anomaly()`", lambda: with_anomaly(lambda: Value(1.0) / 0)),
-    ("`sum([1e308, 1e308])` in `detect_anomaly()`",
-     lambda: with_anomaly(lambda: functional.sum([Value(1e308), Value(1e308)]))),
+    (
+        "`sum([1e308, 1e308])` in `detect_anomaly()`",
+        lambda: with_anomaly(lambda: functional.sum([Value(1e308), Value(1e308)])),
+    ),
     ("`(x ** 0.5).backward()` at x = 0 in `detect_anomaly()`", backward_inf),
     ("`y.forward()` replaying `log` of a negative in `detect_anomaly()`", replay_nan),
 ]
@@ -178,16 +180,14 @@ def write_into(path, text):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="The table of bad inputs and what they get.")
-    parser.add_argument("--write", metavar="FILE",
-                        help=f"rewrite the table between {START} and {END} in FILE")
+    parser.add_argument("--write", metavar="FILE", help=f"rewrite the table between {START} and {END} in FILE")
     args = parser.parse_args(argv)
     text = table()
     if args.write is None:
         sys.stdout.write(text)
         return 0
     if not write_into(args.write, text):
-        print(f"{args.write}: no lines {START} and {END} to write the table between",
-              file=sys.stderr)
+        print(f"{args.write}: no lines {START} and {END} to write the table between", file=sys.stderr)
         return 1
     print(f"wrote the table ({len(CASES)} inputs) into {args.write}")
     return 0

@@ -6,6 +6,7 @@ lines. tests/test_types.py runs `--check`, which fails when a block is stale.
 
     python tools/op_stubs.py [--check]
 """
+
 import argparse
 import pathlib
 import re
@@ -27,15 +28,19 @@ def methods_block(indent="    "):
     return lines
 
 
+def extend_all(names):
+    """`__all__ += [...]` as `ruff format` writes it (CI checks the format)."""
+    return ["", "__all__ += [" + ", ".join(f'"{name}"' for name in names) + "]"]
+
+
 def functions_block():
     names = rows("function")
-    return [f"def {name}(a: Value | float, b: Value | float, /) -> Value: ..." for name in names] + [
-        f"__all__ += {names!r}"]
+    return [f"def {name}(a: Value | float, b: Value | float, /) -> Value: ..." for name in names] + extend_all(names)
 
 
 def imports_block():
     names = rows("function")
-    return [f"from .engine import {name} as {name}" for name in names] + [f"__all__ += {names!r}"]
+    return [f"from .engine import {name} as {name}" for name in names] + extend_all(names)
 
 
 BLOCKS = {  # file -> [(what the markers name, the lines, their indentation)]

@@ -7,6 +7,7 @@ Deliberately small (valgrind runs Python ~50x slower) and free of numpy/torch, w
 noise would drown ours. Exits non-zero when live nodes do not return to zero.
 Usage: python tools/stress_memcheck.py [rounds]
 """
+
 import copy
 import math
 import pickle
@@ -36,8 +37,8 @@ def every_op(x, y):
         out.append(getattr(y, name)(0.5))
     for name in UNARY:
         out.append(getattr(x, name)())
-    out.append(x + x)           # one input twice
-    out.append(x ** x)          # Value exponent, same node as base
+    out.append(x + x)  # one input twice
+    out.append(x**x)  # Value exponent, same node as base
     return out
 
 
@@ -48,16 +49,16 @@ def graphs_and_sweeps():
     wide = functional.dot([Value(i * 0.01) for i in range(100)], [x] * 100, 1.0)  # > 64: heap scratch
     total = functional.sum(nodes + [wide], y)
     total.label = "total"
-    total.label = "renamed"      # replaces a label
-    nodes[0].label = ""           # removes one
+    total.label = "renamed"  # replaces a label
+    nodes[0].label = ""  # removes one
     hand_made = Value(3.0, (x, y, total), "custom-op")
-    hand_made.backward()          # passes no gradient; the graph stays alive through it
+    hand_made.backward()  # passes no gradient; the graph stays alive through it
     total.backward()
-    total.backward()              # grads add once per call
+    total.backward()  # grads add once per call
     for v in (x, y):
         v.data += 0.1
-    total.forward()               # compiles and caches the order and tape
-    total.backward()              # through the tape
+    total.forward()  # compiles and caches the order and tape
+    total.backward()  # through the tape
     size = arena.graph_size(total)
     assert viz.summary(total).nodes == size and len(viz.to_dot(total, max_nodes=None)) > size
     _ = [v._prev for v in nodes] + [v._op for v in nodes] + [repr(total), hand_made._op]
@@ -75,7 +76,7 @@ def order_cache_eviction():
         for r in roots:
             r.forward()
             r.backward()
-    del roots[::2]                # cached roots die: their orders and tapes are freed
+    del roots[::2]  # cached roots die: their orders and tapes are freed
 
 
 def deep_chain(n=20_000):
@@ -91,8 +92,10 @@ def deep_chain(n=20_000):
 def training():
     model = nn.MLP(3, [8, 8, 1])
     data = [([0.1 * i, -0.2 * i, 0.3], 1.0 if i % 2 else -1.0) for i in range(8)]
-    for opt in (optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4),
-                optim.Adam(model.parameters(), lr=0.01, weight_decay=1e-4)):
+    for opt in (
+        optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4),
+        optim.Adam(model.parameters(), lr=0.01, weight_decay=1e-4),
+    ):
         for _ in range(3):
             scores = [model(x) for x, _ in data]
             loss = losses.hinge(scores, [t for _, t in data])
@@ -129,9 +132,17 @@ def modes_and_failures():
         leaf.data = -3.0
         expect(FloatingPointError, replay.forward)  # nan on replay
     base = arena.stats()["live_nodes"]
-    makers = [lambda: Value(1.0), lambda: x + x, lambda: x + 2.0, lambda: 2.0 ** x, lambda: x.tanh(),
-              lambda: functional.sum([x, x]), lambda: functional.dot([x, 1.0], [x, x], 3.0),
-              lambda: Value(1.0, (x,), "c"), lambda: nn.Layer(2, 2)([x, x])]
+    makers = [
+        lambda: Value(1.0),
+        lambda: x + x,
+        lambda: x + 2.0,
+        lambda: 2.0**x,
+        lambda: x.tanh(),
+        lambda: functional.sum([x, x]),
+        lambda: functional.dot([x, 1.0], [x, x], 3.0),
+        lambda: Value(1.0, (x,), "c"),
+        lambda: nn.Layer(2, 2)([x, x]),
+    ]
     for make in makers:
         for headroom in range(4):
             arena.set_node_limit(base + headroom)
@@ -166,16 +177,18 @@ def threads():
 def python_side():
     """Identity, attributes, weak references, Python-written ops, local-grad nodes,
     subclasses: the Values that carry Python state, pinned by their nodes."""
+
     class Sub(Value):
         def __init__(self, data, name=""):
             super().__init__(data, label=name)
             self.name = name
 
         def square(self):
-            out = Value(self.data ** 2, (self,), "square")
+            out = Value(self.data**2, (self,), "square")
 
             def _backward():
                 self.grad += 2 * self.data * out.grad
+
             out._backward = _backward  # a cycle: out -> dict -> closure -> cell -> out
             return out
 
