@@ -68,6 +68,7 @@ def test_gil_is_held_inside_c_calls():
 def test_threads_build_differentiate_and_drop_at_once():
     seeds = range(40)
     expected = {seed: compute(seed) for seed in seeds}  # one thread, first
+    gc.collect()  # earlier tests' cycles, which a GC pass in the threads would free mid-count
     base = stats()["live_nodes"]
     results = {}
 
@@ -105,6 +106,7 @@ def test_threads_sharing_leaves_accumulate_every_backward():
 
 
 def test_graph_built_in_one_thread_dropped_in_another():
+    gc.collect()  # as above
     base = stats()["live_nodes"]
     handoff = []
     ready, dropped = threading.Event(), threading.Event()
