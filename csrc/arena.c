@@ -440,7 +440,7 @@ AG_INLINE void release_held(ag_arena *ar, ag_node *node)
             if (--input->refs == 0) {
                 input->next_dying = ar->dying;
                 ar->dying = id;
-            } else if (input->refs == 1 && (input->flags & AG_FLAG_PINNED)) {
+            } else if (input->flags & AG_FLAG_PINNED) {
                 ar->freeing_next = (uint32_t)released; /* a fork in the Python below resumes after it */
                 loop_thread = this_thread();
                 ag_hooks.unpin(input); /* may run Python code, even ag_release: see run_worklist */

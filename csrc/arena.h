@@ -23,13 +23,15 @@
  *  5. No recursion on graph depth, in C or Python: sorts, sweeps, freeing and walks use
  *     explicit stacks or worklists.
  *  6. Values that carry nothing Python-side hold no Python references and stay out of
- *     the cyclic GC; a pin the GC cannot see through is reported by the Value that owns
- *     the path to it (value.c, value_traverse).
+ *     the cyclic GC; each reference a pin holds for a holder the GC cannot see through
+ *     is reported by the Value that alone owns the path from that holder (pins.c).
  *  7. Ownership: every id stored outside a node's own Value holds a reference.
  *  8. Identity: `py` is the one Python Value of the node while one exists, else NULL.
  *     A node whose Value carries Python state (attributes, a Python _backward, a
  *     subclass) keeps that Value alive while anything else holds the node (PINNED),
- *     so the state is there when the node comes back to Python through `_prev`.
+ *     so the state is there when the node comes back to Python through `_prev`: it
+ *     holds refs - 1 references to the Value, one for each other holder (so that the
+ *     GC can account for each holder's share, invariant 6).
  *     A Value never moves to another node once it has been handed out (value_new.c).
  *  9. Nodes may carry Python rules (AG_FLAG_PYRULE); the sweep runs them in order.
  * 10. Re-entrancy: wherever C calls Python (ag_hooks, and the C-API files' calls listed
@@ -175,8 +177,13 @@ ag_node *ag_node_checked(ag_id id);
  * the reference a node holds on its Value (invariant 8), and running a Python-written
  * _backward. The C core never includes Python.h; these are set once at import. */
 typedef struct ag_python_hooks {
+    /* the node has Python state and just got a holder besides its Value: one more
+     * reference to the Value (invariant 8) */
     void (*pin)(ag_node *node);
-    void (*unpin)(ag_node *node);   /* may run any Python code (the Value may die) */
+    /* the pinned node just lost a holder: one reference to the Value fewer; when only
+     * the Value still holds the node, the pin goes, which may run any Python code (the
+     * Value may die); before that, none */
+    void (*unpin)(ag_node *node);
     /* AG_OK, AG_EPYTHON with the exception set, or AG_ENORULE when the Value's dict
      * holds no _backward after all (the sweep then runs the op's own rule) */
     int (*run_rule)(ag_node *node);
@@ -188,12 +195,12 @@ typedef struct ag_python_hooks {
 extern ag_python_hooks ag_hooks;
 
 /* Takes a reference to a node that is alive. A node whose Value carries Python state
- * starts keeping that Value alive as soon as anything besides the Value holds it. */
+ * keeps that Value alive, with one reference for each holder besides the Value. */
 static inline void ag_retain(ag_id id)
 {
     ag_node *node = ag_node_at(id);
     node->refs++;
-    if ((node->flags & (AG_FLAG_PYSTATE | AG_FLAG_PINNED)) == AG_FLAG_PYSTATE && node->refs > 1)
+    if (node->flags & AG_FLAG_PYSTATE)
         ag_hooks.pin(node);
 }
 
@@ -207,7 +214,7 @@ static inline void ag_release(ag_id id)
     ag_node *node = ag_node_at(id);
     if (--node->refs == 0)
         ag_free_dead(id);
-    else if (node->refs == 1 && (node->flags & AG_FLAG_PINNED))
+    else if (node->flags & AG_FLAG_PINNED)
         ag_hooks.unpin(node);
 }
 

@@ -7,10 +7,19 @@
 
 /* ---- pins: a node keeping its Value (and so its Python state) alive ---- */
 
+/* One reference to the Value for each holder of the node besides the Value (invariant
+ * 8): a holder's share is what the GC sees reported for it (invariant 6, below). */
 static void pin(ag_node *node)
 {
     node->flags |= AG_FLAG_PINNED;
     Py_INCREF((PyObject *)node->py);
+}
+
+/* The node just got Python state: a reference for each holder it already has. */
+static void pin_holders(ag_node *node)
+{
+    for (uint32_t holders = node->refs - 1; holders; holders--)
+        pin(node);
 }
 
 /* ---- garbage that only its own state holds ----
@@ -105,6 +114,10 @@ static int held_only_by_its_state(PyObject *v)
 static void unpin(ag_node *node)
 {
     PyObject *v = node->py;
+    if (node->refs > 1) { /* others hold the node still: so do they the Value */
+        Py_DECREF(v);     /* never the last reference (one per holder left) */
+        return;
+    }
     node->flags &= (uint16_t)~AG_FLAG_PINNED;
     if (PyObject_GC_IsTracked(v) && held_only_by_its_state(v))
         Py_CLEAR(((ValueObject *)v)->dict); /* breaks the cycle: the group is freed */
@@ -114,12 +127,16 @@ static void unpin(ag_node *node)
 /* ---- pins the cyclic GC can see (invariant 6) ----
  * A pin is a reference from a node to its Value that no Python object holds, so the GC
  * cannot see it, and a cycle through one (w.reg = w * w: w, its dict, the product's
- * Value, its node, w's node, the pin, w) would never be collected. So the Value that
- * alone holds the way down to a pinned node reports the pin as a reference of its own
- * (value.c's value_traverse): its node is held by it alone, and each node on the way is held only
- * by the one above it, so the pin goes exactly when that Value goes. A pin is reported
- * at most once (ways held alone never meet), and reporting fewer than there are only
- * leaves a cycle uncollected, never frees what is alive. The walk looks at a bounded
+ * Value, its node, w's node, the pin, w) would never be collected. So a pin holds one
+ * reference for each holder of the node besides the Value (invariant 8), and the Value
+ * that alone holds the way down to a holder reports that holder's references as its
+ * own (value.c's value_traverse): its node is held by it alone, and each node on the
+ * way only by the one above it, so those references go exactly when that Value goes.
+ * Each holder is on at most one such way (ways held alone never meet), so the GC never
+ * sees more references than the pin holds; a holder that nobody reports (a list of
+ * ids, a row, a node that several hold) keeps the Value reachable: a cycle left
+ * uncollected, never something alive freed. With several holders reported (w.reg =
+ * w * w and w.sq = w + 1), one GC pass frees the lot. The walk looks at a bounded
  * number of inputs. Such a Value must be tracked by the GC: it is when it is made over
  * a node whose Value's state may refer to objects (AG_FLAG_REACHES_STATE: an attribute
  * that is not a number or a string, a Python _backward, a dict handed out), or over a
@@ -129,20 +146,25 @@ static void unpin(ag_node *node)
 
 #define AG_PIN_LOOKS 256 /* inputs looked at below one Value */
 
-/* Calls visit(pinned Value, arg) for each pinned node held alone through node `id`;
- * stops at the first nonzero return, which it returns. */
-int ag_visit_pins_held_alone(ag_id id, visitproc visit, void *arg)
+/* Calls visit(pinned Value, arg) for each pinned node below node `id` (through inputs
+ * that have no Value); stops at the first nonzero return, which it returns. With
+ * `alone`, only the pins that node `id` alone holds the way down to (what its Value
+ * may report to the GC); without, every pin below (whose holders the GC must track:
+ * the other holders may die and leave this one alone). */
+static int visit_pins_below(ag_id id, int alone, visitproc visit, void *arg)
 {
     ag_id stack[16];
     size_t depth = 0, looks = 0;
-    if (!id || ag_node_at(id)->refs != 1)
+    /* a node that others hold too is this Value's alone when pinned: each other holder
+     * then holds the Value as well, so the node dies before it (invariant 8) */
+    if (!id || (alone && ag_node_at(id)->refs != 1 && !(ag_node_at(id)->flags & AG_FLAG_PINNED)))
         return 0;
     stack[depth++] = id;
     while (depth && looks < AG_PIN_LOOKS) {
         const ag_node *node = ag_node_at(stack[--depth]);
         size_t n;
         const ag_id *in = ag_inputs_of(node, &n);
-        if (ag_rows_of(node))
+        if (alone && ag_rows_of(node))
             continue; /* its rows hold its inputs: not it alone */
         for (size_t i = 0; i < n && looks < AG_PIN_LOOKS; i++, looks++) {
             uint32_t uses = 0, first = 1;
@@ -154,18 +176,24 @@ int ag_visit_pins_held_alone(ag_id id, visitproc visit, void *arg)
             if (!first)
                 continue;
             ag_node *input = ag_node_at(in[i]);
-            if (input->py) { /* the Value holds one reference, the rest are uses here */
-                if ((input->flags & AG_FLAG_PINNED) && input->refs == uses + 1) {
+            if (input->py) {
+                /* the pin holds one reference for each of these uses (invariant 8) */
+                for (uint32_t u = (input->flags & AG_FLAG_PINNED) ? (alone ? uses : 1) : 0; u; u--) {
                     int stop = visit((PyObject *)input->py, arg);
                     if (stop)
                         return stop;
                 }
-            } else if (input->refs == uses && depth < sizeof stack / sizeof stack[0]) {
+            } else if ((!alone || input->refs == uses) && depth < sizeof stack / sizeof stack[0]) {
                 stack[depth++] = in[i];
             }
         }
     }
     return 0;
+}
+
+int ag_visit_pins_held_alone(ag_id id, visitproc visit, void *arg)
+{
+    return visit_pins_below(id, 1, visit, arg);
 }
 
 int ag_holds_no_object(PyObject *o)
@@ -189,29 +217,34 @@ void ag_note_held_objects(PyObject *self)
         ag_pin_holders_unknown = 1;
 }
 
-static int track_if_pinned(PyObject *pinned, void *holder)
+static int keep_if_pinned(PyObject *pinned, void *holder)
 {
     if (!(ag_node_at(VALUE_ID(pinned))->flags & AG_FLAG_REACHES_STATE))
         return 0;
     ag_node_at(((ValueObject *)holder)->id)->flags |= AG_FLAG_REACHES_STATE;
-    ag_track((ValueObject *)holder);
+    ag_mark_state(holder); /* tracked, and kept by its node while used (note_state_below) */
     return 1;
 }
 
 /* Nodes in use got Python state since the last GC pass: their holders may be Values the
- * GC does not track. Looks at every Value once (a GC callback, before a pass). */
+ * GC does not track, or that their nodes do not keep. Looks at every Value (a GC
+ * callback, before a pass), again while it finds new holders: a holder found makes the
+ * holders of its own node holders too, wherever they are in the blocks. */
 void ag_track_pin_holders(void)
 {
     if (!ag_pin_holders_unknown)
         return;
     ag_pin_holders_unknown = 0;
     const ag_arena *ar = &ag_the_arena;
-    for (size_t b = 0; b < ar->n_blocks; b++)
-        for (size_t i = 0; ar->blocks[b] && i < AG_BLOCK_NODES; i++) {
-            ag_node *node = &ar->blocks[b][i];
-            if (node->op != AG_FREE && node->py && !((ValueObject *)node->py)->tracked)
-                ag_visit_pins_held_alone((ag_id)(b << AG_BLOCK_SHIFT | i), track_if_pinned, node->py);
-        }
+    for (int found = 1; found;) {
+        found = 0;
+        for (size_t b = 0; b < ar->n_blocks; b++)
+            for (size_t i = 0; ar->blocks[b] && i < AG_BLOCK_NODES; i++) {
+                ag_node *node = &ar->blocks[b][i];
+                if (node->op != AG_FREE && node->py && !(node->flags & AG_FLAG_PYSTATE))
+                    found |= visit_pins_below((ag_id)(b << AG_BLOCK_SHIFT | i), 0, keep_if_pinned, node->py);
+            }
+    }
 }
 
 /* The Value gets Python state: its node keeps it while anything else holds the node,
@@ -225,8 +258,7 @@ void ag_mark_state(PyObject *self)
     if (!PyObject_GC_IsTracked(self)) /* a subclass instance is tracked from birth */
         PyObject_GC_Track(self);
     ((ValueObject *)self)->tracked = 1;
-    if (node->refs > 1)
-        pin(node);
+    pin_holders(node);
 }
 
 /* The Python _backward in the node's Value's dict (borrowed), or NULL (an exception

@@ -100,13 +100,15 @@ int ag_layer_weights_rows(PyObject *o, const char *what, ag_row *const **rows, s
 
 /* pins.c: pins the cyclic GC can see (invariant 6). A Value reports the pins it alone
  * holds the way down to (ag_visit_pins_held_alone, from its tp_traverse); Values that
- * may hold one are tracked by the GC: when made (ag_note_state_below, from ag_value_own),
+ * may hold one, alone now or once the other holders die, are tracked by the GC: when made (ag_note_state_below, from ag_value_own),
  * and, when a node in use gets state that may refer to objects (ag_note_held_objects,
  * which sets ag_pin_holders_unknown), by ag_track_pin_holders before the next GC pass. */
 extern int ag_pin_holders_unknown;
 void ag_track_pin_holders(void);
 void ag_note_held_objects(PyObject *self);
-int ag_holds_no_object(PyObject *o); /* a number or a string: it can make no cycle */
+/* A number or a string refers to no other object: an attribute that is one (Eureka's
+ * p.m = 0.0) can make no cycle. */
+int ag_holds_no_object(PyObject *o);
 int ag_visit_pins_held_alone(ag_id id, visitproc visit, void *arg);
 
 static inline void ag_track(ValueObject *v)
@@ -117,10 +119,13 @@ static inline void ag_track(ValueObject *v)
     }
 }
 
-/* A number or a string refers to no other object: an attribute that is one (Eureka's
- * p.m = 0.0) can make no cycle. */
+/* pins.c: the Value gets Python state (attributes, a Python _backward, a subclass):
+ * its node pins it while used, and the cyclic GC looks after it (invariant 8). */
+void ag_mark_state(PyObject *self);
+
 /* A Value made over a node that reaches such state may come to hold a pin: the GC
- * tracks it. */
+ * tracks it, and its node keeps it while used (ag_mark_state), so that the node never
+ * outlives it and it can report its node's share of the pins below (pins.c). */
 AG_INLINE void ag_note_state_below(ValueObject *v, ag_node *node)
 {
     uint16_t below = 0;
@@ -137,16 +142,13 @@ AG_INLINE void ag_note_state_below(ValueObject *v, ag_node *node)
     }
     if (below & AG_FLAG_REACHES_STATE) {
         node->flags |= AG_FLAG_REACHES_STATE;
-        ag_track(v);
+        ag_mark_state((PyObject *)v);
     }
 }
 
 /* bridge.c: numbers and text in, failures out. */
 int ag_bridge_init(void);
 
-/* pins.c: the Value gets Python state (attributes, a Python _backward, a subclass):
- * its node pins it while used, and the cyclic GC looks after it (invariant 8). */
-void ag_mark_state(PyObject *self);
 void ag_install_hooks(void);  /* ag_hooks (arena.h): pins and Python rules */
 
 /* value_new.c: Value.__new__, Value.__init__ and the Value(x) fast path. */

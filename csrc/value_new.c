@@ -182,9 +182,10 @@ static void replace_node(PyObject *self, ag_id id)
     VALUE_ID(self) = id;
     old->py = NULL;
     old->flags &= (uint16_t)~(AG_FLAG_PYSTATE | AG_FLAG_PYRULE);
-    if (old->flags & AG_FLAG_PINNED) {
+    if (old->flags & AG_FLAG_PINNED) { /* one reference per other holder (invariant 8) */
         old->flags &= (uint16_t)~AG_FLAG_PINNED;
-        Py_DECREF(self); /* the caller still holds self */
+        for (uint32_t holders = old->refs - 1; holders; holders--)
+            Py_DECREF(self); /* the caller still holds self */
     }
     ag_release(old_id);
 }

@@ -32,3 +32,21 @@ def collect_earlier_garbage():
     middle of that test's count of live nodes."""
     gc.collect()
     yield
+
+
+@pytest.fixture
+def node_limit():
+    """Sets a cap on live nodes for one test and always lifts it afterwards. Earlier
+    garbage is collected first and the GC is off meanwhile, so that no pass frees
+    nodes in the middle of the test's count against the cap."""
+    from pyautograd import arena
+
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield arena.set_node_limit
+    finally:
+        arena.set_node_limit(0)
+        if was_enabled:
+            gc.enable()

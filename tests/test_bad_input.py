@@ -173,13 +173,6 @@ def test_numpy_bools_are_taken_like_bools():
 # ---- MemoryError when the arena is full ----
 
 
-@pytest.fixture
-def node_limit():
-    """Sets a cap on live nodes for one test and always lifts it afterwards."""
-    yield arena.set_node_limit
-    arena.set_node_limit(0)
-
-
 def live():
     return arena.stats()["live_nodes"]
 

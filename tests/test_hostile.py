@@ -105,7 +105,6 @@ class Control:
         self.kept = []  # Values hooks met: identity-checked by the next invariant
         self.resurrected = []  # Values a finalizer brought back
         self.weakrefs = []  # weak references with callbacks, kept so the callbacks run
-        self.reg_owners = []  # weak references to the Values given `w.reg = w * w`
         self.sweeps = []  # (node ids, runs Python rules, root) of sweeps test code runs
         self.running_rules = []  # node ids whose hostile Python rule is running
         self.held = lambda: []  # the machine's Held records
@@ -589,13 +588,6 @@ def act_reinit(ctl, rnd):
         raise AssertionError(f"a second __init__ ({kind}) changed {type(v).__name__}: {before!r} -> {after!r}")
 
 
-# `w.reg = w * w`, or a finalizer attribute, on Values that Python-rule ops also use makes
-# a cycle through a pin that several nodes hold, which the GC cannot be shown (a known
-# limit of issue 17, pinned by test_reentrancy.py's strict xfail test; with finalizers it
-# was seen only in CI's environment): left out unless PYAUTOGRAD_HOSTILE_REG=1.
-REG_CYCLES = os.environ.get("PYAUTOGRAD_HOSTILE_REG") == "1"
-
-
 def act_attributes(ctl, rnd):
     """Attributes on held Values that the machine does not check: a number, a finalizer
     (its __del__ is a hook when the Value dies), a Value made from the Value itself
@@ -604,14 +596,13 @@ def act_attributes(ctl, rnd):
     if not held:
         return
     h = held[rnd.randrange(len(held))]
-    kind = rnd.choice(["number", "label", "vars"] + (["reg", "finalizer"] if REG_CYCLES else []))
+    kind = rnd.choice(["number", "label", "vars", "reg", "finalizer"])
     if kind == "number":
         h.v.hostile_n = rnd.random()
     elif kind == "finalizer":
         h.v.hostile_fin = Finalizer()
     elif kind == "reg":
         h.v.reg = h.v * h.v
-        CTL.reg_owners.append(weakref.ref(h.v))
     elif kind == "vars":
         vars(h.v)  # counts as Python state from now on
     else:
@@ -968,7 +959,7 @@ class HostileMachine(ProgramMachine):
         with self.armed(script):
             if how in ("weakref", "both"):
                 CTL.weakrefs.append(weakref.ref(v, lambda ref: CTL.fire("weakref callback")))
-            if how in ("finalizer", "both") and REG_CYCLES:
+            if how in ("finalizer", "both"):
                 v.hostile_fin = Finalizer()
             del v
             del self.held[k]
@@ -1113,14 +1104,6 @@ class HostileMachine(ProgramMachine):
             CTL.kept.clear()
             CTL.weakrefs.clear()
             gc.unfreeze()  # the final collections see everything
-            # A cycle through a pin that several nodes hold (w.reg = w * w where w is also
-            # an input of a Python-rule op) is not collected: a known limit, pinned by
-            # test_reentrancy.py's xfail test. The machine breaks those cycles here, so
-            # the count below still checks everything else.
-            for ref in CTL.reg_owners:
-                owner = ref()
-                if owner is not None and "reg" in vars(owner):
-                    del owner.reg
             for _ in range(5):  # finalizers run by a pass may bring more back
                 CTL.resurrected.clear()
                 gc.collect()

@@ -111,13 +111,6 @@ def test_running_out_of_address_space_raises_memory_error_and_recovers(tmp_path)
 # ---- the deterministic path: a cap on live nodes ----
 
 
-@pytest.fixture
-def node_limit():
-    """Sets a cap on live nodes for one test and always lifts it afterwards."""
-    yield arena.set_node_limit
-    arena.set_node_limit(0)
-
-
 def test_graph_built_up_to_the_limit_keeps_working(node_limit):
     base = live()
     xs = [Value(0.1 * i) for i in range(10)]

@@ -16,6 +16,8 @@ import weakref
 
 import pytest
 
+
+import pyautograd
 from pyautograd import Value, grad, no_grad
 from pyautograd.arena import stats
 
@@ -374,12 +376,6 @@ def test_attribute_holding_a_value_computed_from_its_owner_is_collected(shape):
     assert live() == base
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a known limit: a pin that several nodes hold (here w*w's "
-    "and a Python-rule op's) is reported to the GC by none of them, so a cycle "
-    "through it is not collected (csrc/pins.c)",
-)
 def test_cycle_through_a_pin_that_several_nodes_hold_is_collected():
     base = baseline()
     for _ in range(50):
@@ -392,8 +388,36 @@ def test_cycle_through_a_pin_that_several_nodes_hold_is_collected():
 
         out._backward = _backward
         del w, out, _backward
+    gc.collect()  # one pass: the pin's references are each reported by their holder
+    assert live() == base
+
+
+def test_cycles_through_pins_that_several_attributes_hold_are_collected_in_one_pass():
+    base = baseline()
+    for _ in range(50):
+        w = Value(1.5)
+        w.reg = w * w
+        w.shifted = w + 1.0
+        w.both = [w.reg * w, pyautograd.sum([w, w, w.reg])]
+        del w
     gc.collect()
     assert live() == base
+
+
+def test_a_pin_that_a_list_of_ids_holds_keeps_its_value_alive():
+    # a holder nobody reports (an optimizer's id list) keeps the Value: never freed alive
+    from pyautograd.optim import SGD
+
+    w = Value(2.0)
+    w.reg = w * w
+    opt = SGD([w], lr=0.1)
+    ref = weakref.ref(w)
+    del w
+    gc.collect()
+    assert ref() is not None and ref().reg.data == 4.0
+    del opt
+    gc.collect()
+    assert ref() is None
 
 
 def test_copies_of_subclass_values_are_whole():
