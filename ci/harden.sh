@@ -34,11 +34,13 @@ mkdir "$WORK/src"
 tar -C "$ROOT" --exclude=./.git --exclude='./.venv*' --exclude=./build --exclude='*.egg-info' \
   -cf - . | tar -C "$WORK/src" -xf -
 python3 -m venv "$WORK/venv"
-# --no-cache-dir: pip may hand back a wheel it cached from an earlier, unsanitized build.
+# --no-cache-dir: never a wheel pip cached from an earlier, unsanitized build
 PYAUTOGRAD_CFLAGS="$WARNINGS $SANITIZE" PYAUTOGRAD_LDFLAGS="-fsanitize=address,undefined" \
   "$WORK/venv/bin/pip" install -q --no-cache-dir "$WORK/src[test,viz,examples]" torch==2.13.0
 SO=$(find "$WORK/venv" -path '*pyautograd/_ag*.so' | head -1)
-ldd "$SO" | grep -q libasan || { echo "harden: '$SO' is not built with ASan" >&2; exit 1; }
+# grep without -q: it reads all of ldd's output, so ldd never dies of SIGPIPE (under
+# pipefail, a failed check whenever grep happened to exit first)
+ldd "$SO" | grep libasan >/dev/null || { echo "harden: '$SO' is not built with ASan" >&2; exit 1; }
 
 stage "test suite on the sanitized build"
 # --capture=sys: sanitizer reports go to fd 2, which pytest would otherwise swallow on abort.

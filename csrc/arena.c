@@ -368,7 +368,30 @@ static void fit_lists(ag_arena *ar)
 
 /* ---- release ---- */
 
-static void tidy_free_nodes(ag_arena *ar, size_t freed);
+static void tidy_free_nodes(ag_arena *ar, int give_back);
+
+/* Empty blocks beyond what the reserve keeps (block 0, never given back, counted out). */
+AG_INLINE size_t surplus_empty_blocks(const ag_arena *ar)
+{
+    size_t kept = AG_RESERVE_NODES / AG_BLOCK_NODES + 1;
+    return ar->empty_blocks > kept ? ar->empty_blocks - kept : 0;
+}
+
+AG_INLINE size_t free_slots(const ag_arena *ar)
+{
+    size_t slots = ar->present_blocks * AG_BLOCK_NODES - (ar->n_blocks && ar->blocks[0] ? 1 : 0);
+    return slots - ar->live;
+}
+
+/* After `freed` nodes went: blocks to give back, or a big free to put in order
+ * (tidy_free_nodes, below, says when and why). Inline: it runs for every free. */
+AG_INLINE void tidy_if_due(ag_arena *ar, size_t freed)
+{
+    size_t surplus = surplus_empty_blocks(ar);
+    int give_back = free_slots(ar) > ar->give_back_at || (surplus && 8 * surplus >= ar->present_blocks);
+    if (give_back || (freed >= AG_BLOCK_NODES && 4 * freed >= ar->present_blocks * AG_BLOCK_NODES))
+        tidy_free_nodes(ar, give_back);
+}
 
 /* The thread whose free loop called Python last (unpinning). A fork can only happen
  * while some thread's loop is in that Python (the loop holds the GIL otherwise), so in a
@@ -520,14 +543,40 @@ static void run_worklist(ag_arena *ar)
         freed++;
     }
     ar->releasing = 0;
-    tidy_free_nodes(ar, freed);
+    tidy_if_due(ar, freed);
     fit_lists(ar);
+}
+
+/* The commonest death, a temporary of at most two inputs that all outlive it unpinned
+ * (`c = a + b` rebound): no Python code can run and nothing else dies, so none of the
+ * worklist's bookkeeping (re-entrancy, fork) is needed. */
+AG_INLINE int dies_alone(const ag_node *node, ag_node *inputs[2], int *n)
+{
+    *n = ag_arity(node->op);
+    if (*n < 0)
+        return 0;
+    for (int k = 0; k < *n; k++) {
+        inputs[k] = ag_node_at(node->in[k]);
+        uint32_t uses = (k == 1 && inputs[1] == inputs[0]) ? 2 : 1; /* a + a */
+        if (inputs[k]->refs <= uses || (inputs[k]->flags & AG_FLAG_PINNED))
+            return 0;
+    }
+    return 1;
 }
 
 void ag_free_dead(ag_id id)
 {
     ag_arena *ar = &ag_the_arena;
-    ag_node_at(id)->next_dying = ar->dying;
+    ag_node *node = ag_node_at(id), *inputs[2];
+    int n;
+    if (!ar->releasing && dies_alone(node, inputs, &n)) {
+        for (int k = 0; k < n; k++)
+            inputs[k]->refs--;
+        finish_simple(ar, id, node);
+        tidy_if_due(ar, 1);
+        return;
+    }
+    node->next_dying = ar->dying;
     ar->dying = id;
     if (!ar->releasing)
         run_worklist(ar);
@@ -600,25 +649,8 @@ void ag_after_fork_in_child(void)
  * most eight blocks looked at per block returned. What can stay beyond the reserve is
  * then under an eighth of the blocks held. */
 
-/* Empty blocks beyond what the reserve keeps (block 0, never given back, counted out). */
-static size_t surplus_empty_blocks(const ag_arena *ar)
+static void tidy_free_nodes(ag_arena *ar, int give_back)
 {
-    size_t kept = AG_RESERVE_NODES / AG_BLOCK_NODES + 1;
-    return ar->empty_blocks > kept ? ar->empty_blocks - kept : 0;
-}
-
-static size_t free_slots(const ag_arena *ar)
-{
-    size_t slots = ar->present_blocks * AG_BLOCK_NODES - (ar->n_blocks && ar->blocks[0] ? 1 : 0);
-    return slots - ar->live;
-}
-
-static void tidy_free_nodes(ag_arena *ar, size_t freed)
-{
-    size_t surplus = surplus_empty_blocks(ar);
-    int give_back = free_slots(ar) > ar->give_back_at || (surplus && 8 * surplus >= ar->present_blocks);
-    if (!give_back && (freed < AG_BLOCK_NODES || 4 * freed < ar->present_blocks * AG_BLOCK_NODES))
-        return;
     size_t kept_free = 0;
     ar->empty_blocks = 0; /* recounted below, with each block's live nodes */
     ag_id *tail = &ar->free_head; /* the list is rebuilt by appending: it pops ascending */

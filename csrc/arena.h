@@ -293,7 +293,8 @@ ag_row *ag_row_new(const ag_id *ids, size_t n, ag_id last);
 void ag_row_release(ag_row *row);
 
 /* What the modules above the arena keep beside it (labels.c: labels and op text;
- * sweep.c: cached orders, scratch and running sweeps; tangents.c: scratch), registered
+ * sweep.c: cached orders, scratch and running sweeps; tangents.c: scratch; pins.c: a
+ * count of the nodes flagged AG_FLAG_REACHES_STATE), registered
  * once at start-up (python.c), so that the arena names none of them: it tells each when
  * a node carrying its flag dies, asks each for the bytes it holds, has each fit its
  * memory when blocks go back, and has each repair itself in the child of a fork. */

@@ -204,6 +204,16 @@ int ag_holds_no_object(PyObject *o)
 
 int ag_pin_holders_unknown;
 
+size_t ag_nodes_reaching_state;
+
+static void forget_reaching_state(ag_id id)
+{
+    (void)id;
+    ag_nodes_reaching_state--;
+}
+
+const ag_side_table ag_reaching_state_table = {AG_FLAG_REACHES_STATE, forget_reaching_state, NULL, NULL, NULL};
+
 /* self's Python state may now refer to other objects (a Value, a list, a closure): a
  * cycle through its pin may form. Values made over its node from now on are tracked
  * (note_state_below); those made before are looked for before the next GC pass. */
@@ -212,7 +222,7 @@ void ag_note_held_objects(PyObject *self)
     ag_node *node = ag_node_at(VALUE_ID(self));
     if (node->flags & AG_FLAG_REACHES_STATE)
         return;
-    node->flags |= AG_FLAG_REACHES_STATE;
+    ag_mark_reaches_state(node);
     if (node->refs > 1)
         ag_pin_holders_unknown = 1;
 }
@@ -221,7 +231,7 @@ static int keep_if_pinned(PyObject *pinned, void *holder)
 {
     if (!(ag_node_at(VALUE_ID(pinned))->flags & AG_FLAG_REACHES_STATE))
         return 0;
-    ag_node_at(((ValueObject *)holder)->id)->flags |= AG_FLAG_REACHES_STATE;
+    ag_mark_reaches_state(ag_node_at(((ValueObject *)holder)->id));
     ag_mark_state(holder); /* tracked, and kept by its node while used (note_state_below) */
     return 1;
 }

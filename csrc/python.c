@@ -81,6 +81,7 @@ int ag_python_init(void)
         ag_register_side_table(&ag_labels_table);
         ag_register_side_table(&ag_sweep_table);
         ag_register_side_table(&ag_tangents_table);
+        ag_register_side_table(&ag_reaching_state_table);
         done = 1;
         status = 0;
     }

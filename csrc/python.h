@@ -119,6 +119,19 @@ static inline void ag_track(ValueObject *v)
     }
 }
 
+/* pins.c: the live nodes flagged AG_FLAG_REACHES_STATE, counted down as they die (a
+ * side table of the arena's); while there are none, a new Value needs no look below. */
+extern size_t ag_nodes_reaching_state;
+extern const struct ag_side_table ag_reaching_state_table;
+
+AG_INLINE void ag_mark_reaches_state(ag_node *node)
+{
+    if (!(node->flags & AG_FLAG_REACHES_STATE)) {
+        node->flags |= AG_FLAG_REACHES_STATE;
+        ag_nodes_reaching_state++;
+    }
+}
+
 /* pins.c: the Value gets Python state (attributes, a Python _backward, a subclass):
  * its node pins it while used, and the cyclic GC looks after it (invariant 8). */
 void ag_mark_state(PyObject *self);
@@ -128,6 +141,8 @@ void ag_mark_state(PyObject *self);
  * outlives it and it can report its node's share of the pins below (pins.c). */
 AG_INLINE void ag_note_state_below(ValueObject *v, ag_node *node)
 {
+    if (!ag_nodes_reaching_state)
+        return; /* most programs: no attribute that refers to an object, ever */
     uint16_t below = 0;
     if (!ag_op_is_nary(node->op)) {
         if (node->in[0])
@@ -141,7 +156,7 @@ AG_INLINE void ag_note_state_below(ValueObject *v, ag_node *node)
             below |= ag_node_at(in[i])->flags;
     }
     if (below & AG_FLAG_REACHES_STATE) {
-        node->flags |= AG_FLAG_REACHES_STATE;
+        ag_mark_reaches_state(node);
         ag_mark_state((PyObject *)v);
     }
 }
