@@ -92,7 +92,7 @@ struct earlier_grad {
 /* Every grad is written, -0.0 included: grad() reads the field's bits afterwards (as
  * pool indices), and -0.0 == 0.0 has its sign bit set. A -0.0 is kept, so that grad()
  * puts it back as it was. */
-static int zero_and_keep(ag_id id, ag_node *node, grads_kept *kept)
+AG_INLINE int zero_and_keep(ag_id id, ag_node *node, grads_kept *kept)
 {
     if (node->grad != 0.0 || signbit(node->grad)) {
         if (reserve(&kept->list, kept->n + 1, sizeof(earlier_grad)) != AG_OK)
@@ -453,7 +453,7 @@ static inline ag_node *const *walk_inputs(const walk *w, size_t i, const ag_node
 /* ---- backward ---- */
 
 /* One node's chain-rule step: its Python _backward if it has one, else its op's. */
-static int step(const walk *w, size_t i, ag_node *node, int check)
+AG_INLINE int step(const walk *w, size_t i, ag_node *node, int check)
 {
     if (node->flags & AG_FLAG_PYRULE) {
         int status = ag_hooks.run_rule(node);
