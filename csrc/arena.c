@@ -547,10 +547,11 @@ static void run_worklist(ag_arena *ar)
     fit_lists(ar);
 }
 
-/* The commonest death, a temporary of at most two inputs that all outlive it unpinned
- * (`c = a + b` rebound): no Python code can run and nothing else dies, so none of the
- * worklist's bookkeeping (re-entrancy, fork) is needed. */
-AG_INLINE int dies_alone(const ag_node *node, ag_node *inputs[2], int *n)
+/* The commonest deaths: a temporary of at most two inputs, each of which outlives it
+ * unpinned (`c = a + b` rebound) or is a source with no other holder, which dies with it
+ * (the constant of `a * 2.0`). No Python code can run and nothing else dies, so none of
+ * the worklist's bookkeeping (re-entrancy, fork) is needed. */
+AG_INLINE int dies_quietly(const ag_node *node, ag_node *inputs[2], int *n)
 {
     *n = ag_arity(node->op);
     if (*n < 0)
@@ -558,7 +559,7 @@ AG_INLINE int dies_alone(const ag_node *node, ag_node *inputs[2], int *n)
     for (int k = 0; k < *n; k++) {
         inputs[k] = ag_node_at(node->in[k]);
         uint32_t uses = (k == 1 && inputs[1] == inputs[0]) ? 2 : 1; /* a + a */
-        if (inputs[k]->refs <= uses || (inputs[k]->flags & AG_FLAG_PINNED))
+        if ((inputs[k]->flags & AG_FLAG_PINNED) || (inputs[k]->refs <= uses && ag_arity(inputs[k]->op) != 0))
             return 0;
     }
     return 1;
@@ -569,11 +570,16 @@ void ag_free_dead(ag_id id)
     ag_arena *ar = &ag_the_arena;
     ag_node *node = ag_node_at(id), *inputs[2];
     int n;
-    if (!ar->releasing && dies_alone(node, inputs, &n)) {
-        for (int k = 0; k < n; k++)
-            inputs[k]->refs--;
+    if (!ar->releasing && dies_quietly(node, inputs, &n)) {
+        ag_id held[2] = {node->in[0], node->in[1]};
+        size_t freed = 1;
         finish_simple(ar, id, node);
-        tidy_if_due(ar, 1);
+        for (int k = 0; k < n; k++)
+            if (--inputs[k]->refs == 0) {
+                finish_simple(ar, held[k], inputs[k]);
+                freed++;
+            }
+        tidy_if_due(ar, freed);
         return;
     }
     node->next_dying = ar->dying;
