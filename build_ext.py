@@ -15,6 +15,7 @@ SOURCES = [
     "arena.c",
     "nodes.c",
     "sweep.c",
+    "tape.c",
     "grad.c",
     "higher.c",
     "tangents.c",

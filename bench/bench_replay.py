@@ -8,7 +8,11 @@
   each step is loss.forward(); opt.zero_grad(); loss.backward(); opt.step(), four calls
   into C;
 - bench/c_baseline/moons.c: the same arithmetic written by hand in C, compiled here with
-  the system cc (-O2 -ffp-contract=off) into a temporary directory; compile time excluded.
+  the system cc into a temporary directory, twice: -O2 -ffp-contract=off (pyautograd's own
+  flags) and -O3 -march=native (the best the compiler does for this machine); compile
+  time excluded;
+- JAX, when it is installed: the whole step (loss, gradients, SGD update) as one jax.jit
+  function in float64 over the layers' weight matrices, one dispatch per step.
 
 Same data (examples/moons.py's make_moons), same initial parameters (random.seed, then
 MLP(2, [16, 16, 1]) draws them in micrograd's order), same lr schedule. The losses of
@@ -42,7 +46,8 @@ SEED = 1337
 ALPHA = 1e-4
 SIZES = [16, 16, 1]
 TARGETS = {"micrograd (GC on)": 1000.0, "micrograd (GC off)": 100.0}  # replay must be this much faster
-C_TARGET = 5.0  # replay within this factor of the C loop
+C_TARGET = 5.0  # replay, graph build included, within this factor of the C loop at -O2
+NATIVE_TARGET = 1.5  # replay's steps within this factor of the C loop at -O3 -march=native
 LOSS_TOLERANCE = 1e-9  # relative; gradient sums round in different orders in each engine
 
 
@@ -142,16 +147,68 @@ def replay_run(X, y, steps, profile=False):
     return losses, [p.data for p in model.parameters()], end - start, end - steps_start, nodes, medians
 
 
+# ---- JAX: the step as one jitted function ----
+
+
+def jax_run(X, y, params, steps, repeats):
+    """Losses and the best seconds of `repeats` trainings, or None without JAX."""
+    try:
+        import jax
+    except ImportError:
+        return None
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    layers, k = [], 0  # micrograd's order: layer by layer, neuron by neuron, weights then bias
+    for nin, nout in zip([2] + SIZES, SIZES):
+        rows = [params[k + j * (nin + 1) : k + (j + 1) * (nin + 1)] for j in range(nout)]
+        layers.append((jnp.array([r[:nin] for r in rows]), jnp.array([r[nin] for r in rows])))
+        k += nout * (nin + 1)
+    Xa, ya = jnp.array(X, dtype=jnp.float64), jnp.array(y, dtype=jnp.float64)
+
+    def loss_of(layers):
+        h = Xa
+        for i, (w, b) in enumerate(layers):
+            h = h @ w.T + b
+            if i < len(layers) - 1:
+                h = jax.nn.relu(h)
+        data_loss = jnp.mean(jax.nn.relu(1 + -ya * h[:, 0]))
+        return data_loss + ALPHA * sum(jnp.sum(w * w) + jnp.sum(b * b) for w, b in layers)
+
+    @jax.jit
+    def step(layers, lr):
+        loss, grads = jax.value_and_grad(loss_of)(layers)
+        return jax.tree_util.tree_map(lambda p, g: p - lr * g, layers, grads), loss
+
+    jax.block_until_ready(step(layers, 1.0))  # compiled before the clock starts
+    best, losses = None, []
+    for _ in range(repeats):
+        current, losses = layers, []
+        start = time.perf_counter()
+        for k in range(steps):
+            current, loss = step(current, learning_rate(k))
+            losses.append(loss)
+        jax.block_until_ready(current)
+        seconds = time.perf_counter() - start
+        best = seconds if best is None else min(best, seconds)
+    return [float(loss) for loss in losses], best
+
+
 # ---- the hand-written C loop ----
 
+C_FLAGS = {
+    "C baseline (moons.c)": ["-O2", "-ffp-contract=off"],
+    "C baseline -O3 native": ["-O3", "-march=native"],
+}
 
-def compile_c_baseline(workdir):
+
+def compile_c_baseline(workdir, flags):
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not cc:
         sys.exit("bench_replay: no C compiler found (set CC)")
-    exe = os.path.join(workdir, "moons")
+    exe = os.path.join(workdir, "moons" + "".join(flags).replace("-", "_").replace("=", "_"))
     source = os.path.join(HERE, "c_baseline", "moons.c")
-    subprocess.run([cc, "-O2", "-ffp-contract=off", "-o", exe, source], check=True)
+    subprocess.run([cc, *flags, "-o", exe, source], check=True)
     return exe
 
 
@@ -213,9 +270,13 @@ def main(argv=None):
 
     random.seed(SEED)
     start_params = [p.data for p in MLP(2, SIZES).parameters()]
+    c_results = {}
     with tempfile.TemporaryDirectory(prefix="bench_replay_") as workdir:
-        exe = compile_c_baseline(workdir)
-        c_losses, c_params, c_seconds = c_run(exe, X, y, start_params, args.steps, args.repeats)
+        for name, flags in C_FLAGS.items():
+            exe = compile_c_baseline(workdir, flags)
+            c_results[name] = c_run(exe, X, y, start_params, args.steps, args.repeats)
+    c_losses, c_params, c_seconds = c_results["C baseline (moons.c)"]
+    jax_result = jax_run(X, y, start_params, args.steps, args.repeats)
 
     timings = {}
     micro_losses = {}
@@ -224,7 +285,10 @@ def main(argv=None):
         micro_losses[name] = m_losses
         timings[name] = m_seconds / micro_steps[name] * args.steps
     timings["pyautograd replay"] = replay_seconds
-    timings["C baseline (moons.c)"] = c_seconds
+    for name, (_, _, seconds) in c_results.items():
+        timings[name] = seconds
+    if jax_result:
+        timings["JAX jit step"] = jax_result[1]
 
     print(
         f"moons: {len(X)} points, MLP(2, {SIZES}), {len(start_params)} parameters, "
@@ -233,7 +297,8 @@ def main(argv=None):
     print("correctness:")
     ok = all(
         [check(name, micro_losses[name], losses) for name in micro_losses]
-        + [check("C baseline (moons.c)", c_losses, losses)]
+        + [check(name, result[0], losses) for name, result in c_results.items()]
+        + ([check("JAX jit step", jax_result[0], losses)] if jax_result else [])
     )
     param_diff = max(abs(a - b) for a, b in zip(c_params, final_params))
     print(f"  {'C baseline (moons.c)':<28} final parameters vs pyautograd: max |difference| {param_diff:.1e}")
@@ -273,6 +338,18 @@ def main(argv=None):
         f"{'met' if c_ratio <= C_TARGET else 'MISSED'}"
         f"  (graph build included; the steps alone: {replay_step_seconds / c_seconds:.2f}x)"
     )
+    steps_only = {"C baseline -O3 native": (NATIVE_TARGET, "<="), "JAX jit step": (1.0, "<")}
+    for name, (target, relation) in steps_only.items():
+        if name not in timings:
+            print(f"  replay steps vs {name}: not measured (not installed)")
+            continue
+        ratio = replay_step_seconds / timings[name]
+        hit = ratio <= target if relation == "<=" else ratio < target
+        met &= hit
+        print(
+            f"  replay steps vs {name:<22} {ratio:6.2f}x its time (target {relation} {target:g}x): "
+            f"{'met' if hit else 'MISSED'}"
+        )
     return 0 if ok else 1
 
 

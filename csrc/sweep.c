@@ -1,5 +1,5 @@
-/* Whole-graph work: the topological sort, the backward sweep, forward replay and
- * the cache of topological orders (compiled to tapes) that replay reuses.
+/* Whole-graph work: the topological sort, the backward sweep, and the cache of
+ * topological orders, compiled to tapes (tape.c), that replay runs.
  *
  * Everything here costs time proportional to the subgraph reachable from the root,
  * never to the arena's size, and nothing recurses on graph depth. The backward sweep
@@ -14,6 +14,7 @@
 #include "nodes.h"
 #include "ops.h"
 #include "sweep.h"
+#include "tape.h"
 
 /* ---- scratch buffers ----
  * Reused from call to call, so a sweep over a big graph does not fault its way
@@ -240,60 +241,6 @@ static int topo_sort(ag_id root, ag_order *out, grads_kept *kept, int keep_marks
     return status;
 }
 
-/* ---- tapes: orders compiled to addresses, for replay ----
- * A root that replays runs the same order again and again, so its order is compiled
- * once into a tape: each node's address and, one node after another, its inputs'
- * addresses. The sweeps then follow pointers instead of turning an id into an address
- * at every input, which was half of replay's time. A tape stays valid while its root
- * lives: nodes never move (arena.h) and the root keeps every node under it alive
- * (invariant 2), with the same inputs (invariant 1). */
-
-typedef struct ag_tape {
-    ag_node **nodes;  /* the order's nodes, by address */
-    ag_node **inputs; /* node i's inputs are inputs[start[i]] up to inputs[start[i + 1]] */
-    size_t *start;    /* n + 1 offsets */
-    size_t bytes;
-} ag_tape;
-
-static void tape_free(ag_tape *tape)
-{
-    free(tape->nodes);
-    free(tape->inputs);
-    free(tape->start);
-    *tape = (ag_tape){0};
-}
-
-static int tape_make(const ag_order *order, ag_tape *tape)
-{
-    size_t n_inputs = 0, n;
-    for (size_t i = 0; i < order->n; i++) {
-        ag_inputs_of(ag_node_at(order->ids[i]), &n);
-        n_inputs += n;
-    }
-    *tape = (ag_tape){
-        .nodes = malloc((order->n ? order->n : 1) * sizeof(ag_node *)),
-        .inputs = malloc((n_inputs ? n_inputs : 1) * sizeof(ag_node *)),
-        .start = malloc((order->n + 1) * sizeof(size_t)),
-        .bytes = order->n * sizeof(ag_node *) + n_inputs * sizeof(ag_node *)
-                 + (order->n + 1) * sizeof(size_t),
-    };
-    if (!tape->nodes || !tape->inputs || !tape->start) {
-        tape_free(tape);
-        return AG_ENOMEM;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < order->n; i++) {
-        ag_node *node = ag_node_at(order->ids[i]);
-        const ag_id *in = ag_inputs_of(node, &n);
-        tape->nodes[i] = node;
-        tape->start[i] = k;
-        for (size_t j = 0; j < n; j++)
-            tape->inputs[k++] = ag_node_at(in[j]);
-    }
-    tape->start[order->n] = k;
-    return AG_OK;
-}
-
 /* ---- the cache of orders, for roots that replay with forward() ----
  * A cached order stays valid while its root lives: the root keeps every node in it
  * alive (invariant 2) and graphs never change shape (invariant 1). The cache holds the
@@ -332,7 +279,7 @@ static void cache_drop(cached_order *slot)
 {
     cache_bytes -= slot->order.n * sizeof(ag_id) + slot->tape.bytes;
     free(slot->order.ids);
-    tape_free(&slot->tape);
+    ag_tape_free(&slot->tape);
     ag_node_at(slot->root)->flags &= (uint16_t)~AG_FLAG_ORDER;
     *slot = (cached_order){0};
     n_cached--;
@@ -388,7 +335,7 @@ static int cache_add(ag_id root, cached_order **added)
     cached_order *slot = cache_slot();
     if (!slot)
         return AG_EINVALID; /* 16 replays nested inside Python _backward calls */
-    status = tape_make(&order, &tape);
+    status = ag_tape_make(&order, &tape);
     if (status != AG_OK)
         return status;
     order_buf = (buffer){0}; /* the cache owns this order now */
@@ -414,30 +361,15 @@ static void order_cache_forget(ag_id id)
 
 static size_t order_cache_bytes(void) { return cache_bytes + scratch_bytes(); }
 
-/* ---- walking an order ---- */
+/* ---- the order's own sweep ---- */
 
-/* An order and, when its root replays, its tape: the one view both sweeps walk. */
-typedef struct walk {
-    ag_order order;
-    const ag_tape *tape; /* NULL: look inputs up by id */
-} walk;
+static inline ag_node *order_node(const ag_order *order, size_t i) { return ag_node_at(order->ids[i]); }
 
-static inline ag_node *walk_node(const walk *w, size_t i)
+/* A node's inputs by address, looked up now, into `pair` for one or two inputs or into
+ * address_buf for an n-ary node (read before any Python runs: a nested sweep may move
+ * it). NULL when address_buf cannot grow. */
+static inline ag_node *const *inputs_by_address(const ag_node *node, size_t *n, ag_node *pair[2])
 {
-    return w->tape ? w->tape->nodes[i] : ag_node_at(w->order.ids[i]);
-}
-
-/* Node i's inputs by address. Without a tape they are looked up now, into `pair` for
- * one or two inputs or into address_buf for an n-ary node (read before any Python
- * runs: a nested sweep may move it). NULL when address_buf cannot grow. */
-static inline ag_node *const *walk_inputs(const walk *w, size_t i, const ag_node *node, size_t *n,
-                                          ag_node *pair[2])
-{
-    if (w->tape) {
-        size_t first = w->tape->start[i];
-        *n = w->tape->start[i + 1] - first;
-        return w->tape->inputs + first;
-    }
     const ag_id *ids = ag_inputs_of(node, n);
     ag_node **in = pair;
     if (*n > 2) {
@@ -453,7 +385,7 @@ static inline ag_node *const *walk_inputs(const walk *w, size_t i, const ag_node
 /* ---- backward ---- */
 
 /* One node's chain-rule step: its Python _backward if it has one, else its op's. */
-AG_INLINE int step(const walk *w, size_t i, ag_node *node, int check)
+AG_INLINE int step(ag_node *node, int check)
 {
     if (node->flags & AG_FLAG_PYRULE) {
         int status = ag_hooks.run_rule(node);
@@ -462,7 +394,7 @@ AG_INLINE int step(const walk *w, size_t i, ag_node *node, int check)
     }
     size_t n;
     ag_node *pair[2] = {NULL, NULL};
-    ag_node *const *in = walk_inputs(w, i, node, &n, pair);
+    ag_node *const *in = inputs_by_address(node, &n, pair);
     if (!in)
         return AG_ENOMEM;
     return ag_propagate(node, in, n, check) ? AG_OK : AG_EANOMALY;
@@ -470,12 +402,12 @@ AG_INLINE int step(const walk *w, size_t i, ag_node *node, int check)
 
 /* Asks for node i of the order and, a few steps later, its inputs, before the sweep
  * gets there. Changes nothing: the order and the arithmetic are the same. */
-static inline void fetch_ahead(const walk *w, size_t i)
+static inline void fetch_ahead(const ag_order *order, size_t i)
 {
-    if (w->tape || i < 2 * AG_AHEAD)
+    if (i < 2 * AG_AHEAD)
         return;
-    const ag_node *soon = ag_node_at(w->order.ids[i - AG_AHEAD]);
-    AG_PREFETCH(ag_node_at(w->order.ids[i - 2 * AG_AHEAD]));
+    const ag_node *soon = order_node(order, i - AG_AHEAD);
+    AG_PREFETCH(order_node(order, i - 2 * AG_AHEAD));
     if (!ag_op_is_nary(soon->op) && soon->in[0]) {
         AG_PREFETCH(ag_node_at(soon->in[0]));
         if (soon->in[1])
@@ -483,21 +415,21 @@ static inline void fetch_ahead(const walk *w, size_t i)
     }
 }
 
-/* The sweep over an order (a cached tape, or a sort), in reverse. May call Python.
- * With unmark, each node's sort mark is cleared as it is swept (it is in cache then),
- * which saves backward a pass over the graph; on failure the rest are cleared. */
-static int sweep_order(const walk *w, int check, int unmark, ag_id *bad)
+/* The sweep over an order, in reverse. May call Python. With unmark, each node's sort
+ * mark is cleared as it is swept (it is in cache then), which saves backward a pass
+ * over the graph; on failure the rest are cleared. */
+static int sweep_order(const ag_order *order, int check, int unmark, ag_id *bad)
 {
-    for (size_t i = w->order.n; i-- > 0;) {
-        fetch_ahead(w, i);
-        ag_node *node = walk_node(w, i);
+    for (size_t i = order->n; i-- > 0;) {
+        fetch_ahead(order, i);
+        ag_node *node = order_node(order, i);
         if (unmark)
             node->flags &= (uint16_t)~AG_FLAG_SORTING;
-        int status = step(w, i, node, check);
+        int status = step(node, check);
         if (status != AG_OK) {
-            *bad = w->order.ids[i];
+            *bad = order->ids[i];
             for (size_t k = 0; unmark && k < i; k++)
-                walk_node(w, k)->flags &= (uint16_t)~AG_FLAG_SORTING;
+                order_node(order, k)->flags &= (uint16_t)~AG_FLAG_SORTING;
             return status;
         }
     }
@@ -577,19 +509,19 @@ static void sweeps_after_fork(void)
 
 /* The nodes of a cached order, zeroed into kept as the sort would, checked and owned
  * as topo_sort does (AG_EBUSY when another sweep owns one). */
-static int zero_cached(const walk *w, grads_kept *kept, int *owned)
+static int zero_cached(const ag_order *order, grads_kept *kept, int *owned)
 {
     int python = 0;
-    for (size_t i = 0; i < w->order.n; i++) {
-        ag_node *node = walk_node(w, i);
+    for (size_t i = 0; i < order->n; i++) {
+        ag_node *node = order_node(order, i);
         if (node->flags & AG_FLAG_OWNED)
             return AG_EBUSY;
         python |= node->flags & AG_FLAG_PYRULE;
-        if (zero_and_keep(w->order.ids[i], node, kept) != AG_OK)
+        if (zero_and_keep(order->ids[i], node, kept) != AG_OK)
             return AG_ENOMEM;
     }
-    for (size_t i = 0; python && i < w->order.n; i++)
-        walk_node(w, i)->flags |= AG_FLAG_OWNED;
+    for (size_t i = 0; python && i < order->n; i++)
+        order_node(order, i)->flags |= AG_FLAG_OWNED;
     *owned = python != 0;
     return AG_OK;
 }
@@ -605,37 +537,37 @@ static int zero_cached(const walk *w, grads_kept *kept, int *owned)
 int ag_backward(ag_id root)
 {
     int check = ag_anomaly_mode(), status = AG_OK, owned = 0;
+    cached_order *hit = cache_find(root);
+    if (hit && !check && ag_tape_backward(&hit->tape))
+        return AG_OK; /* a root that replays, with no Python rule and no anomaly check */
     ag_id bad = 0;
     grads_kept kept = {take(&grads_buf), 0};
     buffer my_order = {0};
-    walk w = {{NULL, 0}, NULL};
+    ag_order order = {NULL, 0};
     running_sweep me;
-    cached_order *hit = cache_find(root);
     sweep_begin(&me, root, hit);
-    if (hit) { /* a root that replays: its tape */
-        w.order = hit->order;
-        w.tape = &hit->tape;
-        status = zero_cached(&w, &kept, &owned);
-    }
     int marked = 0; /* the sort left its marks for the sweep to clear */
-    if (!hit) {
-        status = topo_sort(root, &w.order, &kept, 1, &marked, &owned);
-        my_order = take(&order_buf); /* w.order.ids points into it */
+    if (hit) { /* the cached order: no sort */
+        order = hit->order;
+        status = zero_cached(&order, &kept, &owned);
+    } else {
+        status = topo_sort(root, &order, &kept, 1, &marked, &owned);
+        my_order = take(&order_buf); /* order.ids points into it */
     }
     if (owned)
-        me.owns = &w.order;
+        me.owns = &order;
     if (status == AG_OK) {
         ag_node_at(root)->grad = 1.0;
-        status = sweep_order(&w, check, marked, &bad);
+        status = sweep_order(&order, check, marked, &bad);
         if (status != AG_OK) /* every grad under the root was zeroed: zero, then restore */
-            for (size_t i = 0; i < w.order.n; i++)
-                walk_node(&w, i)->grad = 0.0;
+            for (size_t i = 0; i < order.n; i++)
+                order_node(&order, i)->grad = 0.0;
     }
     ag_add_back(&kept); /* after a failed sort: the grads zeroed so far */
     if (status != AG_OK && status != AG_EPYTHON)
         ag_fail(status, status == AG_EANOMALY ? bad : 0);
     put_back(&grads_buf, kept.list);
-    size_t swept = w.order.n;
+    size_t swept = order.n;
     sweep_end(&me); /* before the order goes back: it clears the marks through it */
     put_back(&order_buf, my_order);
     shrink_scratch(swept);
@@ -676,16 +608,14 @@ void ag_sorted_done(ag_sorted *sorted)
 
 int ag_sweep_first_order(const ag_order *order, ag_id *bad)
 {
-    walk w = {*order, NULL};
-    return sweep_order(&w, ag_anomaly_mode(), 0, bad);
+    return sweep_order(order, ag_anomaly_mode(), 0, bad);
 }
 
 /* Micrograd's v._backward() for a node made by a C op: its one chain-rule step, with
  * the grad it has now. */
 int ag_backward_step(ag_id id)
 {
-    walk none = {{&id, 1}, NULL};
-    int status = step(&none, 0, ag_node_at(id), ag_anomaly_mode());
+    int status = step(ag_node_at(id), ag_anomaly_mode());
     if (status != AG_OK && status != AG_EPYTHON)
         ag_fail(status, status == AG_EANOMALY ? id : 0);
     return status;
@@ -709,22 +639,8 @@ int ag_forward(ag_id root)
             return status;
         }
     }
-    const ag_tape *tape = &hit->tape;
-    int check = ag_anomaly_mode();
-    for (size_t i = 0; i < hit->order.n; i++) {
-        ag_node *node = tape->nodes[i];
-        int op = node->op;
-        if (ag_op_is_source(op) || ag_op_is_hand_made(op))
-            continue; /* their data is what the user set */
-        size_t first = tape->start[i];
-        node->data = ag_value_from(op, tape->inputs + first, tape->start[i + 1] - first, node->data);
-        if (check && !isfinite(node->data)) {
-            ag_fail(AG_EANOMALY, hit->order.ids[i]);
-            ag_fail_value(node->data);
-            return AG_EANOMALY;
-        }
-    }
-    return AG_OK;
+    ag_id bad = 0;
+    return ag_tape_forward(&hit->tape, ag_anomaly_mode(), &bad);
 }
 
 size_t ag_graph_size(ag_id root)

@@ -1,0 +1,534 @@
+/* Replay's compiled tape (tape.h): the order of a root that replays, as arrays.
+ *
+ * The sweeps over a graph chase pointers: each input is a node somewhere in the arena,
+ * reached through an id or an address. A root that replays runs the same order every
+ * step, so its order is compiled once into slots: values and adjoints in two contiguous
+ * arrays, operands as int32 slots, a layer's rows as consecutive slots. A run reads the
+ * nodes' data once into the values, runs the arrays, and writes the results back to the
+ * nodes once.
+ *
+ * Bits: every value is computed by the op table's own arithmetic (ops.h, nodes.h) on the
+ * same operands in the same order, and every adjoint receives the same contributions in
+ * the same order as the sweep over the order (sweep.c), starting from zero as that
+ * sweep's zeroed grads do; the earlier grad is added to the result as backward() adds it
+ * back. So replay through a tape gives exactly what rebuilding the graph gives. */
+#include "tape.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "nodes.h"
+#include "ops.h"
+
+enum { SKIP_A = 1, SKIP_B = 2 }; /* tape.h: an elementwise op's CONST inputs */
+#define NO_SLOT UINT64_MAX        /* in node->slot while the tape is made: none yet */
+
+/* The loops that run a tape work on AG_LANES doubles at once: in GCC's and clang's vector
+ * types (lanes), which the compiler turns into the widest vector operations it may use.
+ * Where the system picks a function's version at load time (GNU ifuncs on x86-64 Linux),
+ * the two loops are built twice (AG_WIDE): for any x86-64 (two SSE2 operations per
+ * four lanes) and for processors with AVX2 (one). Every lane does the same IEEE
+ * operations as the plain C (no fused multiply-add: -ffp-contract=off, and the AVX2
+ * version is not an FMA one), so every version gives the same bits. */
+#define AG_LANES 4
+#if defined(__GNUC__) || defined(__clang__)
+#define AG_VECTORS
+typedef double lanes __attribute__((vector_size(AG_LANES * sizeof(double)), aligned(sizeof(double))));
+#endif
+#if defined(AG_VECTORS) && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) \
+    && !defined(__SANITIZE_ADDRESS__)
+#define AG_WIDE __attribute__((target_clones("avx2", "default")))
+#else
+#define AG_WIDE
+#endif
+
+void ag_tape_free(ag_tape *tape)
+{
+    void *arrays[] = {tape->nodes, tape->ids,     tape->by_address,    tape->kinds, tape->skip,   tape->out,
+                      tape->first, tape->operands, tape->forward_order, tape->run,   tape->values, tape->adjoints};
+    for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++)
+        free(arrays[i]);
+    *tape = (ag_tape){0};
+}
+
+/* ---- making a tape ---- */
+
+static void *array_of(size_t n, size_t size, size_t *bytes)
+{
+    *bytes += (n ? n : 1) * size;
+    return malloc((n ? n : 1) * size);
+}
+
+static int is_source(const ag_node *node)
+{
+    return ag_op_is_source(node->op) || ag_op_is_hand_made(node->op); /* replayable: no inputs */
+}
+
+/* While a tape is made, a node's slot is kept in its grad field (node->slot; the order's
+ * nodes are all distinct); the grads wait in the adjoints array and go back at the end. */
+static int64_t slot_of(ag_id id) { return (int64_t)ag_node_at(id)->slot; }
+
+static void place(ag_tape *tape, ag_id id, size_t *next)
+{
+    ag_node *node = ag_node_at(id);
+    if (node->slot != NO_SLOT)
+        return;
+    node->slot = *next;
+    tape->nodes[*next] = node;
+    tape->ids[*next] = id;
+    ++*next;
+}
+
+/* A row's nodes on consecutive slots, when none of them has one yet. */
+static void place_row(ag_tape *tape, const ag_row *row, size_t *next)
+{
+    for (uint32_t k = 0; k < row->n; k++)
+        if (ag_node_at(row->ids[k])->slot != NO_SLOT)
+            return; /* placed with an earlier row, or elsewhere: its dots go the generic way */
+    for (uint32_t k = 0; k < row->n; k++)
+        place(tape, row->ids[k], next);
+}
+
+/* Slots: each row of a layer's dot nodes on consecutive slots, the other nodes after, in
+ * the order's order. Grads are set aside into tape->adjoints (indexed by order
+ * position) first. */
+static void place_slots(const ag_order *order, ag_tape *tape)
+{
+    for (size_t i = 0; i < order->n; i++) {
+        ag_node *node = ag_node_at(order->ids[i]);
+        tape->adjoints[i] = node->grad;
+        node->slot = NO_SLOT;
+    }
+    size_t next = 0;
+    for (size_t i = 0; i < order->n; i++) {
+        const ag_dot_rows *rows = ag_rows_of(ag_node_at(order->ids[i]));
+        if (rows) {
+            place_row(tape, rows->weights, &next);
+            place_row(tape, rows->xs, &next);
+        }
+    }
+    for (size_t i = 0; i < order->n; i++)
+        place(tape, order->ids[i], &next);
+}
+
+/* A dot node's inputs (w0, x0, w1, x1, ..., [bias]) as a row dot when its weights are
+ * consecutive slots and so are its xs, in ranges that are the same or apart (then
+ * backward may add to the weights' adjoints first and the xs' after, and each adjoint
+ * still gets its contributions in the sweep's order). */
+static int as_row_dot(const ag_id *in, size_t n, int32_t operands[4])
+{
+    size_t pairs = n / 2;
+    if (pairs == 0)
+        return 0;
+    int64_t w = slot_of(in[0]), x = slot_of(in[1]);
+    for (size_t k = 1; k < pairs; k++)
+        if (slot_of(in[2 * k]) != w + (int64_t)k || slot_of(in[2 * k + 1]) != x + (int64_t)k)
+            return 0;
+    if (w != x && w < x + (int64_t)pairs && x < w + (int64_t)pairs)
+        return 0;
+    operands[0] = (int32_t)w;
+    operands[1] = (int32_t)x;
+    operands[2] = (int32_t)pairs;
+    operands[3] = (n & 1) ? (int32_t)slot_of(in[n - 1]) : -1;
+    return 1;
+}
+
+/* Instructions in the order's order, with their operands and their levels (1 + the
+ * highest level of their inputs; sources are level 0), into level_of (by slot). */
+static void write_code(const ag_order *order, ag_tape *tape, uint32_t *level_of, uint32_t *levels)
+{
+    size_t operand = 0, i = 0, k;
+    for (size_t s = 0; s < tape->n; s++)
+        level_of[s] = 0;
+    for (size_t position = 0; position < order->n; position++) {
+        ag_node *node = ag_node_at(order->ids[position]);
+        if (is_source(node))
+            continue;
+        const ag_id *in = ag_inputs_of(node, &k);
+        uint32_t level = 0;
+        for (size_t j = 0; j < k; j++)
+            if (level_of[slot_of(in[j])] > level)
+                level = level_of[slot_of(in[j])];
+        level_of[node->slot] = levels[i] = level + 1;
+        tape->out[i] = (int32_t)node->slot;
+        tape->first[i] = (uint32_t)operand;
+        tape->kinds[i] = node->op;
+        tape->skip[i] = 0;
+        if (node->op == AG_DOT && as_row_dot(in, k, tape->operands + operand)) {
+            tape->kinds[i] = AG_TAPE_ROW_DOT;
+            operand += 4;
+        } else {
+            for (size_t j = 0; j < k; j++)
+                tape->operands[operand++] = (int32_t)slot_of(in[j]);
+            if (node->op != AG_SUM && node->op != AG_DOT)
+                tape->skip[i] = (uint8_t)((ag_node_at(in[0])->op == AG_CONST ? SKIP_A : 0)
+                                          | (k > 1 && ag_node_at(in[1])->op == AG_CONST ? SKIP_B : 0));
+        }
+        i++;
+    }
+    tape->first[i] = (uint32_t)operand;
+}
+
+/* forward's schedule: by level, and within a level by kind (the row dots over the same
+ * weights together), then by position, so that forward runs each stretch of one kind
+ * as one loop. */
+static const uint32_t *sort_levels;
+static const ag_tape *sort_tape;
+
+static int64_t kind_key(uint32_t i)
+{
+    const ag_tape *t = sort_tape;
+    return t->kinds[i] == AG_TAPE_ROW_DOT ? AG_TAPE_ROW_DOT + (int64_t)t->operands[t->first[i]] : t->kinds[i];
+}
+
+static int by_schedule(const void *pa, const void *pb)
+{
+    uint32_t a = *(const uint32_t *)pa, b = *(const uint32_t *)pb;
+    if (sort_levels[a] != sort_levels[b])
+        return sort_levels[a] < sort_levels[b] ? -1 : 1;
+    int64_t ka = kind_key(a), kb = kind_key(b);
+    if (ka != kb)
+        return ka < kb ? -1 : 1;
+    return a < b ? -1 : a > b;
+}
+
+static int same_stretch(const ag_tape *tape, const uint32_t *levels, uint32_t i, uint32_t j)
+{
+    if (levels[i] != levels[j] || tape->kinds[i] != tape->kinds[j])
+        return 0;
+    if (tape->kinds[i] != AG_TAPE_ROW_DOT)
+        return 1;
+    const int32_t *a = tape->operands + tape->first[i], *b = tape->operands + tape->first[j];
+    return a[0] == b[0] && a[2] == b[2] && a[3] == b[3];
+}
+
+static void schedule_forward(ag_tape *tape, const uint32_t *levels)
+{
+    for (size_t i = 0; i < tape->n_code; i++)
+        tape->forward_order[i] = (uint32_t)i;
+    sort_levels = levels; /* the GIL is held (invariant 4): no other tape is made meanwhile */
+    sort_tape = tape;
+    qsort(tape->forward_order, tape->n_code, sizeof(uint32_t), by_schedule);
+    const uint32_t *order = tape->forward_order;
+    for (size_t p = tape->n_code; p-- > 0;)
+        tape->run[p] = p + 1 < tape->n_code && same_stretch(tape, levels, order[p], order[p + 1])
+                           ? tape->run[p + 1] + 1
+                           : 1;
+}
+
+/* The sources' slots, then the computed nodes', each in the order of the nodes'
+ * addresses: the passes that read or write every node go through memory in one
+ * direction, where the processor fetches ahead, not all over the graph. */
+static int by_address(const void *pa, const void *pb)
+{
+    const ag_node *a = sort_tape->nodes[*(const int32_t *)pa], *b = sort_tape->nodes[*(const int32_t *)pb];
+    int source_a = is_source(a), source_b = is_source(b);
+    if (source_a != source_b)
+        return source_a ? -1 : 1;
+    return (uintptr_t)a < (uintptr_t)b ? -1 : (uintptr_t)a > (uintptr_t)b;
+}
+
+static void order_by_address(ag_tape *tape)
+{
+    for (size_t s = 0; s < tape->n; s++)
+        tape->by_address[s] = (int32_t)s;
+    sort_tape = tape;
+    qsort(tape->by_address, tape->n, sizeof(int32_t), by_address);
+}
+
+int ag_tape_make(const ag_order *order, ag_tape *tape)
+{
+    size_t n = order->n, n_sources = 0, n_operands = 0, k;
+    for (size_t i = 0; i < n; i++) {
+        const ag_node *node = ag_node_at(order->ids[i]);
+        if (is_source(node))
+            n_sources++;
+        else
+            ag_inputs_of(node, &k), n_operands += k > 4 ? k : 4;
+    }
+    if (n > INT32_MAX || n_operands > UINT32_MAX)
+        return AG_ENOMEM;
+    size_t n_code = n - n_sources, bytes = 0;
+    *tape = (ag_tape){
+        .n = n,
+        .n_sources = n_sources,
+        .n_code = n_code,
+        .nodes = array_of(n, sizeof(ag_node *), &bytes),
+        .ids = array_of(n, sizeof(ag_id), &bytes),
+        .by_address = array_of(n, sizeof(int32_t), &bytes),
+        .kinds = array_of(n_code, 1, &bytes),
+        .skip = array_of(n_code, 1, &bytes),
+        .out = array_of(n_code, sizeof(int32_t), &bytes),
+        .first = array_of(n_code + 1, sizeof(uint32_t), &bytes),
+        .operands = array_of(n_operands, sizeof(int32_t), &bytes),
+        .forward_order = array_of(n_code, sizeof(uint32_t), &bytes),
+        .run = array_of(n_code, sizeof(uint32_t), &bytes),
+        .values = array_of(n, sizeof(double), &bytes),
+        .adjoints = array_of(n, sizeof(double), &bytes),
+    };
+    tape->bytes = bytes;
+    uint32_t *level_of = malloc((n ? n : 1) * sizeof(uint32_t));
+    uint32_t *levels = malloc((n_code ? n_code : 1) * sizeof(uint32_t));
+    void *all[] = {tape->nodes, tape->ids,      tape->by_address,    tape->kinds, tape->skip,   tape->out,       tape->first,
+                   tape->operands, tape->forward_order, tape->run,   tape->values, tape->adjoints, level_of, levels};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (!all[i]) {
+            free(level_of);
+            free(levels);
+            ag_tape_free(tape);
+            return AG_ENOMEM;
+        }
+    place_slots(order, tape);
+    write_code(order, tape, level_of, levels);
+    schedule_forward(tape, levels);
+    order_by_address(tape);
+    tape->root_slot = ag_node_at(order->ids[n - 1])->slot;
+    for (size_t i = 0; i < n; i++) /* the grads back where they were */
+        ag_node_at(order->ids[i])->grad = tape->adjoints[i];
+    free(level_of);
+    free(levels);
+    return AG_OK;
+}
+
+/* ---- forward ---- */
+
+/* One instruction's value: the op table's forward (ag_sum_forward, ag_dot_forward,
+ * ag_forward_elementwise), on slots. */
+AG_INLINE double value_of(int kind, const double *v, const int32_t *in, size_t n)
+{
+    switch (kind) {
+    case AG_TAPE_ROW_DOT: { /* [bias] + w0*x0 + w1*x1 + ... */
+        const double *w = v + in[0], *x = v + in[1];
+        double acc = in[3] >= 0 ? v[in[3]] : 0.0;
+        for (int32_t k = 0; k < in[2]; k++)
+            acc += w[k] * x[k];
+        return acc;
+    }
+    case AG_SUM: {
+        double acc = n ? v[in[0]] : 0.0;
+        for (size_t i = 1; i < n; i++)
+            acc += v[in[i]];
+        return acc;
+    }
+    case AG_DOT: {
+        double acc = (n & 1) ? v[in[n - 1]] : 0.0;
+        for (size_t i = 0; i + 1 < n; i += 2)
+            acc += v[in[i]] * v[in[i + 1]];
+        return acc;
+    }
+    default:
+        return ag_forward_elementwise(kind, v[in[0]], n > 1 ? v[in[1]] : 0.0);
+    }
+}
+
+/* AG_LANES row dots over the same weights at once: each its own chain of additions in
+ * value_of's order (a lane), so each gives the same bits as alone, while the processor
+ * works on the chains side by side. */
+AG_INLINE void row_dots_side_by_side(const ag_tape *tape, const uint32_t *code, double *v)
+{
+    const int32_t *op[AG_LANES];
+    const double *x[AG_LANES];
+    for (int l = 0; l < AG_LANES; l++) {
+        op[l] = tape->operands + tape->first[code[l]];
+        x[l] = v + op[l][1];
+    }
+    const double *w = v + op[0][0];
+    double bias = op[0][3] >= 0 ? v[op[0][3]] : 0.0; /* the same weights: the same bias */
+    int32_t pairs = op[0][2];
+#ifdef AG_VECTORS
+    lanes sum = {bias, bias, bias, bias};
+    for (int32_t k = 0; k < pairs; k++) {
+        const lanes wk = {w[k], w[k], w[k], w[k]}, xk = {x[0][k], x[1][k], x[2][k], x[3][k]};
+        sum += wk * xk;
+    }
+#else
+    double sum[AG_LANES] = {bias, bias, bias, bias};
+    for (int32_t k = 0; k < pairs; k++)
+        for (int l = 0; l < AG_LANES; l++)
+            sum[l] += w[k] * x[l][k];
+#endif
+    for (int l = 0; l < AG_LANES; l++)
+        v[tape->out[code[l]]] = sum[l];
+}
+
+/* A stretch of one elementwise op: one loop, with the op's forward (its row in ops.h,
+ * as ag_forward_elementwise computes it) inline. */
+AG_INLINE void elementwise_stretch(const ag_tape *tape, int kind, const uint32_t *code, uint32_t count, double *v)
+{
+    switch (kind) {
+#define AG_STRETCH_CASE(E, name, sym, arity, py, fwd, da, db)                                \
+    case AG_##E:                                                                          \
+        for (uint32_t j = 0; j < count; j++) {                                           \
+            const int32_t *in = tape->operands + tape->first[code[j]];                    \
+            double a = v[in[0]], b = (arity) == 2 ? v[in[1]] : 0.0;                       \
+            (void)b;                                                                      \
+            v[tape->out[code[j]]] = (fwd);                                                \
+        }                                                                                 \
+        return;
+        AG_ELEMENTWISE_OPS(AG_STRETCH_CASE)
+#undef AG_STRETCH_CASE
+    }
+}
+
+AG_INLINE void one_value(const ag_tape *tape, uint32_t i, double *v)
+{
+    const uint32_t first = tape->first[i];
+    v[tape->out[i]] = value_of(tape->kinds[i], v, tape->operands + first, tape->first[i + 1] - first);
+}
+
+/* Every instruction, in forward's schedule, a stretch at a time: the computed values. */
+AG_WIDE static void run_forward(const ag_tape *tape, double *v)
+{
+    const uint32_t *order = tape->forward_order;
+    for (size_t p = 0; p < tape->n_code;) {
+        const uint32_t *code = order + p, count = tape->run[p];
+        int kind = tape->kinds[code[0]];
+        uint32_t done = 0;
+        if (kind == AG_TAPE_ROW_DOT)
+            for (; done + AG_LANES <= count; done += AG_LANES)
+                row_dots_side_by_side(tape, code + done, v);
+        else if (ag_arity(kind) > 0)
+            elementwise_stretch(tape, kind, code, done = count, v);
+        for (; done < count; done++)
+            one_value(tape, code[done], v);
+        p += count;
+    }
+}
+
+int ag_tape_forward(ag_tape *tape, int check, ag_id *bad)
+{
+    double *v = tape->values;
+    ag_node **nodes = tape->nodes;
+    const int32_t *slots = tape->by_address;
+    for (size_t i = 0; i < tape->n_sources; i++)
+        v[slots[i]] = nodes[slots[i]]->data;
+    run_forward(tape, v);
+    for (size_t i = 0; i < tape->n_code && check; i++) /* in the order's order: the node */
+        if (!isfinite(v[tape->out[i]])) {                /* where the sweep stopped */
+            int32_t stop = tape->out[i];
+            for (size_t j = 0; j <= i; j++)
+                nodes[tape->out[j]]->data = v[tape->out[j]];
+            *bad = tape->ids[stop];
+            ag_fail(AG_EANOMALY, *bad);
+            ag_fail_value(v[stop]);
+            return AG_EANOMALY;
+        }
+    for (size_t i = tape->n_sources; i < tape->n; i++)
+        nodes[slots[i]]->data = v[slots[i]];
+    return AG_OK;
+}
+
+/* ---- backward ---- */
+
+/* to[k] += g * from[k] for k < n (apart arrays), AG_LANES at a time where the compiler
+ * has vector types: each lane does the same IEEE multiply and add as the plain loop. */
+AG_INLINE void add_scaled(double *restrict to, const double *restrict from, double g, int32_t n)
+{
+    int32_t k = 0;
+#ifdef AG_VECTORS
+    const lanes gs = {g, g, g, g};
+    for (; k + AG_LANES <= n; k += AG_LANES)
+        *(lanes *)(to + k) += gs * *(const lanes *)(from + k);
+#endif
+    for (; k < n; k++)
+        to[k] += g * from[k];
+}
+
+/* A row dot's step: to each weight G * its x, to each x G * its weight, to the bias G
+ * (nodes.h's ag_dot_backward). The ranges are apart, so each adjoint in them gets one
+ * contribution, and the two loops add exactly what the sweep adds; or they are the same
+ * (restrict: then only to_w is written). The bias comes last, as in the sweep. */
+AG_INLINE void row_dot_backward(double g, double *adj, const double *v, const int32_t *in)
+{
+    double *to_w = adj + in[0], *to_x = adj + in[1];
+    const double *w = v + in[0], *x = v + in[1];
+    const int32_t pairs = in[2];
+    if (to_w == to_x) { /* dot(p, p): each adjoint gets G * p as weight, then as x */
+        for (int32_t k = 0; k < pairs; k++) {
+            to_w[k] += g * x[k];
+            to_w[k] += g * w[k];
+        }
+    } else {
+        add_scaled(to_w, x, g, pairs);
+        add_scaled(to_x, w, g, pairs);
+    }
+    if (in[3] >= 0)
+        adj[in[3]] += g;
+}
+
+/* One computed node's chain-rule step on the arrays: nodes.h's ag_propagate, on slots
+ * (no anomaly check: backward() with detect_anomaly on takes the order's sweep). */
+AG_INLINE void propagate(int kind, int skip, double g, double out, double *adj, const double *v, const int32_t *in,
+                         size_t n)
+{
+    switch (kind) {
+    case AG_TAPE_ROW_DOT:
+        row_dot_backward(g, adj, v, in);
+        return;
+    case AG_SUM:
+        for (size_t k = 0; k < n; k++)
+            adj[in[k]] += g;
+        return;
+    case AG_DOT:
+        for (size_t k = 0; k + 1 < n; k += 2) {
+            adj[in[k]] += g * v[in[k + 1]];
+            adj[in[k + 1]] += g * v[in[k]];
+        }
+        if (n & 1)
+            adj[in[n - 1]] += g;
+        return;
+    default: {
+        double ga = 0.0, gb = 0.0;
+        int want_a = !(skip & SKIP_A), want_b = n > 1 && !(skip & SKIP_B);
+        ag_contributions(kind, g, v[in[0]], n > 1 ? v[in[1]] : 0.0, out, want_a ? &ga : NULL,
+                         want_b ? &gb : NULL);
+        if (want_a)
+            adj[in[0]] += ga;
+        if (want_b)
+            adj[in[1]] += gb;
+        return;
+    }
+    }
+}
+
+/* Every instruction in reverse, from the root's adjoint 1: the adjoints of this call. */
+AG_WIDE static void run_backward(const ag_tape *tape)
+{
+    double *adj = tape->adjoints;
+    const double *v = tape->values;
+    memset(adj, 0, tape->n * sizeof(double));
+    adj[tape->root_slot] = 1.0;
+    for (size_t i = tape->n_code; i-- > 0;) {
+        const uint32_t first = tape->first[i];
+        const int32_t s = tape->out[i];
+        propagate(tape->kinds[i], tape->skip[i], adj[s], v[s], adj, v, tape->operands + first,
+                  tape->first[i + 1] - first);
+    }
+}
+
+int ag_tape_backward(ag_tape *tape)
+{
+    double *v = tape->values, *adj = tape->adjoints;
+    ag_node **nodes = tape->nodes;
+    const int32_t *slots = tape->by_address;
+    const size_t n = tape->n;
+    uint16_t flags = 0;
+    for (size_t i = 0; i < n; i++) { /* the values now: leaves may have been stepped */
+        const ag_node *node = nodes[slots[i]];
+        v[slots[i]] = node->data;
+        flags |= node->flags;
+    }
+    if (flags & (AG_FLAG_PYRULE | AG_FLAG_OWNED))
+        return 0;
+    run_backward(tape);
+    /* backward() adds this call's grads to the earlier ones; a grad that was exactly +0
+     * takes this call's as they are (a -0 adjoint stays -0, as in the sweep). */
+    for (size_t i = 0; i < n; i++) {
+        ag_node *node = nodes[slots[i]];
+        if (node->grad == 0.0 && !signbit(node->grad))
+            node->grad = adj[slots[i]];
+        else
+            node->grad += adj[slots[i]];
+    }
+    return 1;
+}

@@ -1,0 +1,67 @@
+/* Replay's compiled tape: a sorted graph turned into arrays that the forward and the
+ * backward sweep run through like compiled code. Internal to the C core (sweep.c owns
+ * the tapes, in its cache of roots that replay). */
+#ifndef AG_TAPE_H
+#define AG_TAPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "arena.h"
+#include "sweep.h"
+
+/* Every node of the order has a slot; its value and adjoint sit at that slot in two
+ * contiguous arrays, and instructions name their operands by int32 slot, never by node.
+ * A layer's rows (arena.h, ag_row) get consecutive slots, so that a neuron's dot node
+ * runs as two loops over contiguous arrays. The nodes are read once before a run (their
+ * data) and written once after (data, or grad).
+ *
+ * The instructions are the order's computed nodes, in the order's order: backward runs
+ * them in reverse, which adds every contribution to every adjoint in the sweep's order
+ * (sweep.c). Forward may run them in any order that computes inputs first, since each
+ * value is a function of its inputs alone: it runs them level by level, and a level's
+ * dot nodes over the same weights side by side, as independent chains of additions.
+ *
+ * A tape stays valid while its root lives: nodes never move (arena.h), the root keeps
+ * every node under it alive (invariant 2) with the same inputs (invariant 1). It holds
+ * no reference of its own: the cache drops it when the root dies (sweep.c). */
+typedef struct ag_tape {
+    size_t n, n_sources, n_code;
+    ag_node **nodes;          /* by slot */
+    ag_id *ids;               /* by slot, for error reports */
+    int32_t *by_address;      /* the sources' slots, then the computed nodes', each in
+                                 the order of their nodes' addresses (tape.c) */
+    uint8_t *kinds;           /* by instruction: the op, or AG_TAPE_ROW_DOT */
+    uint8_t *skip;            /* by instruction: the CONST inputs an elementwise op
+                                 passes nothing to (nodes.h) */
+    int32_t *out;             /* by instruction: its node's slot */
+    uint32_t *first;          /* by instruction: n_code + 1 offsets into operands */
+    int32_t *operands;        /* input slots; AG_TAPE_ROW_DOT: weights, xs, pairs, bias */
+    uint32_t *forward_order;  /* instructions in the order forward runs them */
+    uint32_t *run;            /* by position in forward_order: how many instructions from
+                                 there on are of the same level and kind (row dots: over the
+                                 same weights), which forward runs as one loop */
+    double *values, *adjoints; /* by slot; the root's slot is out[n_code - 1] (or 0) */
+    size_t root_slot, bytes;
+} ag_tape;
+
+/* A dot node whose weights (and bias) and xs are consecutive slots: operands are the
+ * first weight's slot, the first x's, the number of pairs and the bias's slot (or -1). */
+#define AG_TAPE_ROW_DOT AG_OP_COUNT
+
+/* Compiles a replayable order (every node computed by an op of the table, or a source).
+ * AG_OK or AG_ENOMEM (and *tape empty). */
+int ag_tape_make(const ag_order *order, ag_tape *tape);
+void ag_tape_free(ag_tape *tape);
+
+/* Recomputes every computed node's data from the sources' current data. With check
+ * (detect_anomaly), a nan or inf stops it: AG_EANOMALY with *bad its node, and no data
+ * changed. Calls no Python. */
+int ag_tape_forward(ag_tape *tape, int check, ag_id *bad);
+
+/* backward() of the root through the tape: adds d root / d node to every node's grad
+ * (root: +1), bitwise what the sweep over the order gives. Returns 0 and changes
+ * nothing when some node has a Python _backward or is owned by a running sweep (those
+ * need the order's own sweep: sweep.c), else 1. Calls no Python. */
+int ag_tape_backward(ag_tape *tape);
+
+#endif
