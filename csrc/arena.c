@@ -17,6 +17,7 @@
 static void watch_forks(void);
 
 ag_arena ag_the_arena = {.give_back_at = AG_RESERVE_NODES}; /* id 0 and list 0 never used */
+uint64_t ag_data_edits, ag_rule_edits;
 ag_python_hooks ag_hooks;
 
 /* ---- side tables (arena.h): what the modules above keep per node ---- */

@@ -160,6 +160,15 @@ typedef struct ag_arena {
 
 extern ag_arena ag_the_arena;
 
+/* What a replay tape's copy of its nodes cannot see (tape.c), counted: data written to
+ * an existing node other than by a tape's forward (ag_note_data_edit), and a Python rule
+ * given to a node (ag_note_rule_edit). Every such write calls its function, so a tape
+ * that finds both counts where it last left them knows that its values are still every
+ * node's data and that no node under it has a Python rule. */
+extern uint64_t ag_data_edits, ag_rule_edits;
+static inline void ag_note_data_edit(void) { ag_data_edits++; }
+static inline void ag_note_rule_edit(void) { ag_rule_edits++; }
+
 /* Per-thread error state, set by failing calls. */
 void ag_fail(int status, ag_id node);
 void ag_fail_value(double value);  /* the nan or inf an op produced, for AG_EANOMALY */

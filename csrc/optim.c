@@ -38,6 +38,7 @@ int ag_sgd_step(const ag_id *params, size_t n, double lr, double momentum, doubl
     }
     if (check_ids(params, n) != AG_OK)
         return AG_EINVALID;
+    ag_note_data_edit(); /* parameters' data (arena.h) */
     for (size_t i = 0; i < n; i++) {
         ag_node *p = ag_node_at(params[i]);
         double d = p->grad;
@@ -68,6 +69,7 @@ int ag_adam_step(const ag_id *params, size_t n, double lr, double beta1, double 
         return AG_EINVALID;
     double step_size = lr / (1.0 - pow(beta1, (double)step));
     double bias_correction2_sqrt = sqrt(1.0 - pow(beta2, (double)step));
+    ag_note_data_edit(); /* parameters' data (arena.h) */
     for (size_t i = 0; i < n; i++) {
         ag_node *p = ag_node_at(params[i]);
         double g = p->grad;

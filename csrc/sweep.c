@@ -538,7 +538,7 @@ int ag_backward(ag_id root)
 {
     int check = ag_anomaly_mode(), status = AG_OK, owned = 0;
     cached_order *hit = cache_find(root);
-    if (hit && !check && ag_tape_backward(&hit->tape))
+    if (hit && !check && ag_tape_backward(&hit->tape, running != NULL))
         return AG_OK; /* a root that replays, with no Python rule and no anomaly check */
     ag_id bad = 0;
     grads_kept kept = {take(&grads_buf), 0};

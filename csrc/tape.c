@@ -267,6 +267,7 @@ int ag_tape_make(const ag_order *order, ag_tape *tape)
         .adjoints = array_of(n, sizeof(double), &bytes),
     };
     tape->bytes = bytes;
+    tape->data_seen = tape->rules_seen = UINT64_MAX; /* never: the first run reads every node */
     uint32_t *level_of = malloc((n ? n : 1) * sizeof(uint32_t));
     uint32_t *levels = malloc((n_code ? n_code : 1) * sizeof(uint32_t));
     void *all[] = {tape->nodes, tape->ids,      tape->by_address,    tape->kinds, tape->skip,   tape->out,       tape->first,
@@ -408,6 +409,7 @@ int ag_tape_forward(ag_tape *tape, int check, ag_id *bad)
             int32_t stop = tape->out[i];
             for (size_t j = 0; j <= i; j++)
                 nodes[tape->out[j]]->data = v[tape->out[j]];
+            ag_note_data_edit(); /* the values ahead of the nodes' data now */
             *bad = tape->ids[stop];
             ag_fail(AG_EANOMALY, *bad);
             ag_fail_value(v[stop]);
@@ -415,6 +417,7 @@ int ag_tape_forward(ag_tape *tape, int check, ag_id *bad)
         }
     for (size_t i = tape->n_sources; i < tape->n; i++)
         nodes[slots[i]]->data = v[slots[i]];
+    tape->data_seen = ++ag_data_edits; /* other tapes over these nodes read them again */
     return AG_OK;
 }
 
@@ -506,20 +509,27 @@ AG_WIDE static void run_backward(const ag_tape *tape)
     }
 }
 
-int ag_tape_backward(ag_tape *tape)
+int ag_tape_backward(ag_tape *tape, int sweeps_running)
 {
     double *v = tape->values, *adj = tape->adjoints;
     ag_node **nodes = tape->nodes;
     const int32_t *slots = tape->by_address;
     const size_t n = tape->n;
-    uint16_t flags = 0;
-    for (size_t i = 0; i < n; i++) { /* the values now: leaves may have been stepped */
-        const ag_node *node = nodes[slots[i]];
-        v[slots[i]] = node->data;
-        flags |= node->flags;
+    /* The values are read from the nodes again, and the nodes checked for rules, unless
+     * nothing can have changed since the tape last did (arena.h): then the pass over
+     * the nodes is saved, as after a forward() (an optimizer's step comes before it). */
+    if (sweeps_running || tape->data_seen != ag_data_edits || tape->rules_seen != ag_rule_edits) {
+        uint16_t flags = 0;
+        for (size_t i = 0; i < n; i++) {
+            const ag_node *node = nodes[slots[i]];
+            v[slots[i]] = node->data;
+            flags |= node->flags;
+        }
+        if (flags & (AG_FLAG_PYRULE | AG_FLAG_OWNED))
+            return 0;
+        tape->data_seen = ag_data_edits;
+        tape->rules_seen = ag_rule_edits;
     }
-    if (flags & (AG_FLAG_PYRULE | AG_FLAG_OWNED))
-        return 0;
     run_backward(tape);
     /* backward() adds this call's grads to the earlier ones; a grad that was exactly +0
      * takes this call's as they are (a -0 adjoint stays -0, as in the sweep). */

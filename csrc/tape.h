@@ -42,6 +42,8 @@ typedef struct ag_tape {
                                  same weights), which forward runs as one loop */
     double *values, *adjoints; /* by slot; the root's slot is out[n_code - 1] (or 0) */
     size_t root_slot, bytes;
+    uint64_t data_seen;  /* ag_data_edits when values were last every node's data */
+    uint64_t rules_seen; /* ag_rule_edits when no node had a Python rule, or 0 (arena.h) */
 } ag_tape;
 
 /* A dot node whose weights (and bias) and xs are consecutive slots: operands are the
@@ -61,7 +63,8 @@ int ag_tape_forward(ag_tape *tape, int check, ag_id *bad);
 /* backward() of the root through the tape: adds d root / d node to every node's grad
  * (root: +1), bitwise what the sweep over the order gives. Returns 0 and changes
  * nothing when some node has a Python _backward or is owned by a running sweep (those
- * need the order's own sweep: sweep.c), else 1. Calls no Python. */
-int ag_tape_backward(ag_tape *tape);
+ * need the order's own sweep: sweep.c), else 1. With sweeps_running (some sweep is
+ * running Python), the nodes are checked for owned marks. Calls no Python. */
+int ag_tape_backward(ag_tape *tape, int sweeps_running);
 
 #endif

@@ -225,6 +225,7 @@ static int value_setattro(PyObject *self, PyObject *name, PyObject *value)
     if (Py_IS_TYPE(self, ag_value_type) && value && PyFloat_CheckExact(value)) {
         if (name == data_name) {
             ag_node_at(VALUE_ID(self))->data = PyFloat_AS_DOUBLE(value);
+            ag_note_data_edit();
             return 0;
         }
         if (name == grad_name) {
@@ -248,6 +249,7 @@ static void dict_handed_out(PyObject *self)
     ag_mark_state(self);
     ag_note_held_objects(self);
     ag_node_at(VALUE_ID(self))->flags |= AG_FLAG_PYRULE;
+    ag_note_rule_edit();
 }
 
 static PyObject *get_dict(PyObject *self, void *unused)
@@ -294,6 +296,7 @@ static PyObject *get_data(PyObject *self, void *unused)
 static int set_data(PyObject *self, PyObject *value, void *unused)
 {
     (void)unused;
+    ag_note_data_edit();
     if (value && PyFloat_CheckExact(value)) { /* the optimizer loop's case */
         ag_node_at(VALUE_ID(self))->data = PyFloat_AS_DOUBLE(value);
         return 0;
@@ -449,6 +452,7 @@ static int set_backward(PyObject *self, PyObject *rule, void *unused)
     ag_mark_state(self);
     ag_note_held_objects(self); /* a closure: micrograd's refers to its own Value */
     node->flags |= AG_FLAG_PYRULE;
+    ag_note_rule_edit();
     return 0;
 }
 

@@ -179,6 +179,7 @@ static void replace_node(PyObject *self, ag_id id)
     ag_id old_id = VALUE_ID(self);
     node->py = self;
     node->flags |= state;
+    ag_note_rule_edit();
     VALUE_ID(self) = id;
     old->py = NULL;
     old->flags &= (uint16_t)~(AG_FLAG_PYSTATE | AG_FLAG_PYRULE);

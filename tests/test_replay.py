@@ -193,6 +193,44 @@ def test_a_replayed_backward_adds_to_earlier_grads_as_the_sweep_does(case, earli
     assert_same_graphs(replayed, swept)
 
 
+@pytest.mark.parametrize("how", ["setter", "optimizer", "interior", "other_root"])
+def test_a_replayed_backward_reads_data_changed_since_the_last_forward(how):
+    # The tape skips re-reading the nodes' data when nothing wrote any since its last
+    # run (csrc/arena.h, ag_data_edits): every way of writing must be seen. Graph `a` is
+    # replayed, `b` is the same graph swept over its nodes; both get the same writes.
+    from pyautograd.optim import SGD
+
+    def make():
+        x, w = Value(0.5), Value(-1.5)
+        h = (x * w).tanh()
+        other = h * 3.0  # a second replayed root over h
+        return x, w, h, other, (h * h + w).relu() + h
+
+    graphs = [make(), make()]
+    graphs[0][-1].forward()
+    graphs[0][-1].backward()  # the tape has read its nodes: next time it may not
+    for x, w, h, other, root in graphs:
+        if how == "setter":
+            w.data = 2.25
+        elif how == "optimizer":
+            w.grad = 1.0
+            SGD([w], lr=0.5).step()
+        elif how == "interior":
+            h.data = 0.125
+        elif how == "other_root" and other is graphs[0][3]:
+            x.data = 3.0
+            other.forward()  # rewrites h, shared with root
+        elif how == "other_root":
+            x.data = 3.0
+            h.data = math.tanh(3.0 * w.data)
+        for v in (x, w, h, root):
+            v.grad = 0.0
+        root.backward()
+    (xa, wa, ha, _, ra), (xb, wb, hb, _, rb) = graphs
+    for a, b in ((xa, xb), (wa, wb), (ha, hb), (ra, rb)):
+        assert same(a.grad, b.grad) and same(a.data, b.data), how
+
+
 def test_a_python_rule_given_after_the_tape_is_compiled_runs_in_its_place():
     x = Value(3.0)
     h = x * x
