@@ -7,8 +7,11 @@ Runs in one process, on the same data and the same initial weights:
                                   100 steps, the heap grows and steps get 2-3x slower)
   switched import                 micrograd's own nn.py, its import changed to pyautograd.engine
   pyautograd.nn                   fused nodes (one dot + one relu per neuron), C optimizer
+  torch batched                   the same weights as a float64 torch nn.Sequential (1 thread),
+                                  the 100 points as one (100, 2) tensor, optim.SGD (if torch)
   pyautograd.nn --replay          the loss graph built once, re-run in C each step
-and prints ms per step and the ratios. The variants' losses are checked to agree.
+and prints ms per step and the ratios, and pyautograd.nn's step against torch's batched
+one, alternated. The variants' losses are checked to agree.
 
     python bench/bench_moons.py [--steps 100] [--quick]
 
@@ -89,6 +92,31 @@ def pyautograd_nn(X, y, steps, replay):
     return history
 
 
+def torch_batched(X, y, steps):
+    """micrograd's demo loop as torch users write it: the whole batch as one tensor."""
+    import torch
+    from pyautograd.nn import MLP
+
+    torch.set_num_threads(1)
+    random.seed(SEED)
+    net = MLP(2, [16, 16, 1]).to_torch()  # nn.Sequential, float64, the same initial weights
+    x = torch.tensor(X, dtype=torch.float64)
+    labels = torch.tensor(y, dtype=torch.float64)
+    params = list(net.parameters())
+    opt = torch.optim.SGD(params, lr=moons.learning_rate(0))
+    history = []
+    for k in range(steps):
+        scores = net(x).squeeze(-1)
+        loss = torch.relu(1 - labels * scores).mean() + ALPHA * sum((p * p).sum() for p in params)
+        acc = ((labels > 0) == (scores > 0)).sum().item() / len(y)
+        opt.zero_grad()
+        loss.backward()
+        opt.param_groups[0]["lr"] = moons.learning_rate(k)
+        opt.step()
+        history.append((loss.item(), acc))
+    return history
+
+
 def timed(run, steps, gc_off=False):
     """(seconds per step, history) for one run, after a full collection. With gc_off,
     run(steps, collect) gets a collect() to call between steps; its time is left out."""
@@ -142,7 +170,7 @@ def main(argv=None):
             if best is None or per_step < best[0]:
                 best = (per_step, history)
         rows.append((name, steps, best[0], best[1]))
-        print(f"  {name:<34} {steps:>4} steps  {best[0] * 1e3:10.3f} ms/step", flush=True)
+        print(f"  {name:<42} {steps:>4} steps  {best[0] * 1e3:10.3f} ms/step", flush=True)
 
     print(
         f"micrograd's moons training, MLP(2, [16, 16, 1]), {args.steps} steps"
@@ -165,7 +193,23 @@ def main(argv=None):
         slow,
         repeat=args.repeat if not args.quick else 1,
     )
-    run("pyautograd.nn (fused)", lambda n: pyautograd_nn(X, y, n, replay=False), args.steps, repeat=args.repeat)
+
+    def fused(n):
+        return pyautograd_nn(X, y, n, replay=False)
+
+    def batched(n):
+        return torch_batched(X, y, n)
+
+    run("pyautograd.nn (fused)", fused, args.steps, repeat=args.repeat)
+    try:
+        import torch  # noqa: F401
+
+        has_torch = True
+    except ImportError:
+        has_torch = False
+        print(f"  {'torch batched':<42} skipped: torch is not installed", flush=True)
+    if has_torch:
+        run("torch batched (nn.Sequential, optim.SGD)", batched, args.steps, repeat=args.repeat)
     run("pyautograd.nn --replay", lambda n: pyautograd_nn(X, y, n, replay=True), args.steps, repeat=args.repeat)
 
     # Every variant trains the same model on the same data: their losses must agree.
@@ -177,18 +221,26 @@ def main(argv=None):
 
     gc_on, gc_off = rows[0][2], rows[1][2]
     print()
-    print(f"  {'':<34} {'vs micrograd GC on':>18} {'vs micrograd GC off':>20}")
+    print(f"  {'':<42} {'vs micrograd GC on':>18} {'vs micrograd GC off':>20}")
     targets = {
         "micrograd nn.py on pyautograd.engine": "target >= 10x vs GC off",
         "pyautograd.nn (fused)": "target >= 30x vs GC off",
         "pyautograd.nn --replay": "targets >= 1000x vs GC on, >= 100x vs GC off",
     }
     for name, _, per_step, _ in rows:
-        print(f"  {name:<34} {gc_on / per_step:17.1f}x {gc_off / per_step:19.1f}x   {targets.get(name, '')}")
+        print(f"  {name:<42} {gc_on / per_step:17.1f}x {gc_off / per_step:19.1f}x   {targets.get(name, '')}")
     final_loss, final_acc = rows[-1][3][-1]
     print(
         f"\nfinal loss {final_loss:.6f}, training accuracy {final_acc * 100:.0f}% (pyautograd after {args.steps} steps)"
     )
+    if has_torch:
+        # side by side: the machine is shared and noisy, so the two alternate; the best of each counts
+        fused_times, torch_times = [], []
+        for _ in range(args.repeat):
+            fused_times.append(timed(fused, args.steps)[0])
+            torch_times.append(timed(batched, args.steps)[0])
+        ratio = min(fused_times) / min(torch_times)
+        print(f"pyautograd.nn (fused) vs torch batched: {ratio:.2f}x torch's time (target: stays ahead, < 1)")
 
 
 if __name__ == "__main__":

@@ -285,18 +285,21 @@ ag_row *ag_row_new(const ag_id *ids, size_t n, ag_id last)
     size_t total = n + (last != 0);
     if (total > UINT32_MAX)
         return NULL;
-    ag_row *row = malloc(sizeof *row + total * sizeof(ag_id));
+    ag_row *row = malloc(ag_row_bytes(total));
     if (!row)
         return NULL;
     row->sorted_in = 0;
     row->refs = 1;
     row->n = (uint32_t)total;
+    row->nodes = (ag_node **)((char *)row + ag_row_bytes(total) - total * sizeof(ag_node *));
     memcpy(row->ids, ids, n * sizeof(ag_id));
     if (last)
         row->ids[n] = last;
-    for (size_t i = 0; i < total; i++)
+    for (size_t i = 0; i < total; i++) {
         ag_retain(row->ids[i]);
-    ag_the_arena.list_bytes += sizeof *row + total * sizeof(ag_id);
+        row->nodes[i] = ag_node_at(row->ids[i]);
+    }
+    ag_the_arena.list_bytes += ag_row_bytes(total);
     return row;
 }
 
@@ -304,7 +307,7 @@ void ag_row_release(ag_row *row)
 {
     if (--row->refs)
         return;
-    ag_the_arena.list_bytes -= sizeof *row + row->n * sizeof(ag_id);
+    ag_the_arena.list_bytes -= ag_row_bytes(row->n);
     /* inside the free worklist these only join it (ag_free_dead) */
     for (uint32_t i = 0; i < row->n; i++)
         ag_release(row->ids[i]);
@@ -477,7 +480,7 @@ static void free_if_dead(ag_row *row)
 {
     if (row->refs)
         return;
-    ag_the_arena.list_bytes -= sizeof *row + row->n * sizeof(ag_id);
+    ag_the_arena.list_bytes -= ag_row_bytes(row->n);
     free(row);
 }
 

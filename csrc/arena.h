@@ -108,11 +108,21 @@ enum ag_flag {
  * and the sort looks at a row's nodes once per sort, not once per node (sweep.c). */
 typedef struct ag_row {
     uint64_t sorted_in; /* the number of the sort that found every id here marked */
+    ag_node **nodes;    /* the same nodes by address (nodes never move), for the loops
+                           that make and sweep a row's dot nodes; after ids[], in the
+                           same block */
     uint32_t refs;      /* its maker while it makes nodes (LayerWeights, ag_layer), and
                            each dot node using it */
     uint32_t n;
     ag_id ids[];
 } ag_row;
+
+/* The bytes of a row of n ids: the struct, the ids, then (aligned) their addresses. */
+static inline size_t ag_row_bytes(size_t n)
+{
+    size_t ids_end = sizeof(ag_row) + n * sizeof(ag_id);
+    return (ids_end + sizeof(void *) - 1) / sizeof(void *) * sizeof(void *) + n * sizeof(void *);
+}
 
 /* A dot node's rows: its inputs are w0, x0, w1, x1, ..., bias; the weights and the
  * bias (even positions) are weights->ids, the x's (odd positions) xs->ids. */

@@ -71,11 +71,14 @@ static int nary_value(int op, const ag_id *inputs, size_t n, double *value)
 }
 
 /* An n-ary node over inputs (ids the caller keeps alive); local: AG_LOCAL's numbers;
- * rows: the rows an AG_DOT from a layer holds its inputs through. */
+ * rows: the rows an AG_DOT from a layer holds its inputs through (its value is
+ * computed over them). */
 static ag_id new_nary(int op, const ag_id *inputs, size_t n, double data, const double *local,
                       const ag_dot_rows *rows)
 {
-    int status = nary_value(op, inputs, n, &data);
+    int status = rows ? AG_OK : nary_value(op, inputs, n, &data);
+    if (rows)
+        data = ag_dot_rows_forward(rows);
     if (status != AG_OK) {
         ag_fail(status, 0);
         return 0;

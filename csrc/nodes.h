@@ -93,6 +93,38 @@ static inline int ag_dot_backward(double g, ag_node *const *in, size_t n, int ch
     return !check || (ok && isfinite(g));
 }
 
+/* A layer's dot node (arena.h, ag_dot_rows): the same sum and the same step as
+ * ag_dot_forward and ag_dot_backward, over its rows' node addresses, so no input is
+ * looked up by id: weight k is weights->nodes[k], its x xs->nodes[k], the bias last in
+ * the weight row. */
+static inline double ag_dot_rows_forward(const ag_dot_rows *rows)
+{
+    ag_node *const *w = rows->weights->nodes, *const *x = rows->xs->nodes;
+    size_t pairs = rows->xs->n;
+    double acc = rows->weights->n > pairs ? w[pairs]->data : 0.0;
+    for (size_t k = 0; k < pairs; k++)
+        acc += w[k]->data * x[k]->data;
+    return acc;
+}
+
+static inline int ag_dot_rows_backward(double g, const ag_dot_rows *rows, int check)
+{
+    ag_node *const *w = rows->weights->nodes, *const *x = rows->xs->nodes;
+    size_t pairs = rows->xs->n;
+    int ok = 1;
+    for (size_t k = 0; k < pairs; k++) {
+        ag_node *const in[2] = {w[k], x[k]}; /* the pair, as IN(0) and IN(1) */
+        double dw = AG_DOT_TO_WEIGHT(0), dx = AG_DOT_TO_X(1);
+        in[0]->grad += dw;
+        in[1]->grad += dx;
+        if (check)
+            ok &= isfinite(dw) && isfinite(dx);
+    }
+    if (rows->weights->n > pairs)
+        w[pairs]->grad += AG_DOT_TO_BIAS;
+    return !check || (ok && isfinite(g));
+}
+
 /* local: Value(data, children, local_grads), derivatives given as numbers */
 static inline int ag_local_backward(double g, const double *local, ag_node *const *in, size_t n, int check)
 {

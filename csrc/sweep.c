@@ -392,6 +392,9 @@ AG_INLINE int step(ag_node *node, int check)
         if (status != AG_ENORULE)
             return status;
     }
+    const ag_dot_rows *rows = ag_rows_of(node);
+    if (rows) /* a layer's dot node: its inputs by address in its rows */
+        return ag_dot_rows_backward(node->grad, rows, check) ? AG_OK : AG_EANOMALY;
     size_t n;
     ag_node *pair[2] = {NULL, NULL};
     ag_node *const *in = inputs_by_address(node, &n, pair);
