@@ -220,6 +220,8 @@ static uint32_t take_list_slot(ag_arena *ar)
 
 /* Stores a copy of ids as node id's input list (local or row set by the caller), without
  * retaining anything. AG_ENOMEM with nothing stored. */
+/* A list of n ids for node id, left for the caller to fill (ids NULL) or filled from
+ * ids; the caller retains what it holds. */
 static int store_list(ag_id id, const ag_id *ids, size_t n, ag_input_list **stored)
 {
     ag_arena *ar = &ag_the_arena;
@@ -232,7 +234,7 @@ static int store_list(ag_id id, const ag_id *ids, size_t n, ag_input_list **stor
             ids_free(ids_copy, n);
         return AG_ENOMEM;
     }
-    if (n)
+    if (n && ids)
         memcpy(ids_copy, ids, n * sizeof *ids_copy);
     ar->lists[slot] = (ag_input_list){.ids = ids_copy, .rows = {NULL, NULL}, .n = (uint32_t)n, .owner = id};
     ar->lists_live++;
@@ -266,12 +268,20 @@ int ag_attach_list(ag_id id, const ag_id *ids, size_t n, const double *local)
     return AG_OK;
 }
 
-int ag_attach_rows_list(ag_id id, const ag_id *ids, size_t n, ag_dot_rows rows)
+int ag_attach_rows_list(ag_id id, ag_dot_rows rows)
 {
+    size_t pairs = rows.xs->n, bias = rows.weights->n > pairs;
     ag_input_list *list;
-    int status = store_list(id, ids, n, &list);
+    int status = store_list(id, NULL, 2 * pairs + bias, &list);
     if (status != AG_OK)
         return status;
+    ag_id *ids = list->ids; /* the interleaving: w0, x0, w1, x1, ..., bias */
+    for (size_t k = 0; k < pairs; k++) {
+        ids[2 * k] = rows.weights->ids[k];
+        ids[2 * k + 1] = rows.xs->ids[k];
+    }
+    if (bias)
+        ids[2 * pairs] = rows.weights->ids[pairs];
     list->rows = rows;
     rows.weights->refs++;
     rows.xs->refs++;

@@ -71,8 +71,7 @@ static int nary_value(int op, const ag_id *inputs, size_t n, double *value)
 }
 
 /* An n-ary node over inputs (ids the caller keeps alive); local: AG_LOCAL's numbers;
- * rows: the rows an AG_DOT from a layer holds its inputs through (its value is
- * computed over them). */
+ * rows: a layer's dot node over its two rows (its value and inputs come from them). */
 static ag_id new_nary(int op, const ag_id *inputs, size_t n, double data, const double *local,
                       const ag_dot_rows *rows)
 {
@@ -91,7 +90,7 @@ static ag_id new_nary(int op, const ag_id *inputs, size_t n, double data, const 
     ag_node *node = ag_alloc_node(op, data, &id);
     if (!node)
         return 0;
-    status = rows ? ag_attach_rows_list(id, inputs, n, *rows) : ag_attach_list(id, inputs, n, local);
+    status = rows ? ag_attach_rows_list(id, *rows) : ag_attach_list(id, inputs, n, local);
     if (status != AG_OK) {
         node->op = AG_LEAF; /* no inputs were taken: free it as a plain leaf */
         ag_release(id);
@@ -115,7 +114,7 @@ ag_id ag_local(double data, const ag_id *inputs, const double *local, size_t n)
 
 /* The dot node: bias + w0*x0 + w1*x1 + ..., its inputs interleaved (w0, x0, w1, x1, ...,
  * bias), the order the sum is taken in. */
-static ag_id dot_node(const ag_id *ws, const ag_id *xs, size_t n, ag_id bias, const ag_dot_rows *rows)
+ag_id ag_dot(const ag_id *ws, const ag_id *xs, size_t n, ag_id bias)
 {
     if (n > (SIZE_MAX / sizeof(ag_id) - 1) / 2) {
         ag_fail(AG_EINVALID, 0);
@@ -134,21 +133,18 @@ static ag_id dot_node(const ag_id *ws, const ag_id *xs, size_t n, ag_id bias, co
     }
     if (bias)
         interleaved[2 * n] = bias;
-    ag_id id = new_nary(AG_DOT, interleaved, count, 0.0, NULL, rows);
+    ag_id id = new_nary(AG_DOT, interleaved, count, 0.0, NULL, NULL);
     if (interleaved != small)
         free(interleaved);
     return id;
 }
 
-ag_id ag_dot(const ag_id *ws, const ag_id *xs, size_t n, ag_id bias)
-{
-    return dot_node(ws, xs, n, bias, NULL);
-}
-
+/* A layer's dot node: the same node as ag_dot over the rows' ids, interleaved straight
+ * into its list. */
 ag_id ag_dot_over_rows(ag_row *weights, ag_row *xs)
 {
     ag_dot_rows rows = {weights, xs};
-    return dot_node(weights->ids, xs->ids, xs->n, weights->ids[xs->n], &rows);
+    return new_nary(AG_DOT, NULL, 0, 0.0, NULL, &rows);
 }
 
 /* ---- entry points that take ids from outside: checked (invariant 7) ---- */
