@@ -218,10 +218,9 @@ static uint32_t take_list_slot(ag_arena *ar)
     return (uint32_t)ar->n_lists++;
 }
 
-/* Stores a copy of ids as node id's input list (local or row set by the caller), without
- * retaining anything. AG_ENOMEM with nothing stored. */
-/* A list of n ids for node id, left for the caller to fill (ids NULL) or filled from
- * ids; the caller retains what it holds. */
+/* Stores node id's input list of n ids: a copy of ids, or (ids NULL) left for the caller
+ * to fill; local or rows are set by the caller. Retains nothing. AG_ENOMEM with nothing
+ * stored. */
 static int store_list(ag_id id, const ag_id *ids, size_t n, ag_input_list **stored)
 {
     ag_arena *ar = &ag_the_arena;

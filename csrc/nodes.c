@@ -75,9 +75,11 @@ static int nary_value(int op, const ag_id *inputs, size_t n, double *value)
 static ag_id new_nary(int op, const ag_id *inputs, size_t n, double data, const double *local,
                       const ag_dot_rows *rows)
 {
-    int status = rows ? AG_OK : nary_value(op, inputs, n, &data);
+    int status = AG_OK;
     if (rows)
         data = ag_dot_rows_forward(rows);
+    else
+        status = nary_value(op, inputs, n, &data);
     if (status != AG_OK) {
         ag_fail(status, 0);
         return 0;
