@@ -2,12 +2,17 @@
  * an nn Layer or a whole MLP in one call, and grad(). The Python side of
  * pyautograd.functional, nn, optim and autograd. Each takes its inputs through
  * gather() (node_list.c), the ownership rule of invariant 7. */
+#include <math.h>
 #include <string.h>
 #include "python.h"
 
 /* ---- fused ops: sum and dot, one node each ---- */
 
-/* start as a node id (0: nothing to add), a Value's (borrowed) or a new leaf's (*leaf). */
+/* start as a Value (0), a number that needs a node (*is_number), or none. A start that
+ * is a zero adds nothing to a sum (which starts from its first value, as sum() from a
+ * -0.0 does; sum()'s 0 + -0.0 is +0.0, a difference differences.md lists), and a +0.0
+ * adds nothing to a dot (which starts from +0.0); a -0.0 start of a dot is kept, or
+ * dot([0.0], [-0.0], -0.0) would be +0.0, not micrograd's -0.0. */
 static int start_id(PyObject *start, const char *what, double *number, int *is_number)
 {
     *is_number = 0;
@@ -19,7 +24,7 @@ static int start_id(PyObject *start, const char *what, double *number, int *is_n
                      what, ag_type_name(start));
     if (found <= 0)
         return -1;
-    *is_number = *number != 0.0; /* adding 0 changes nothing: no node for it */
+    *is_number = *number != 0.0 || (signbit(*number) && strcmp(what, "dot") == 0);
     return 0;
 }
 

@@ -34,6 +34,7 @@ enum { SKIP_A = 1, SKIP_B = 2 }; /* tape.h: an elementwise op's CONST inputs */
 #if defined(__GNUC__) || defined(__clang__)
 #define AG_VECTORS
 typedef double lanes __attribute__((vector_size(AG_LANES * sizeof(double)), aligned(sizeof(double))));
+#define AG_LOAD(p) (*(const lanes *)(p))
 #endif
 #if defined(AG_VECTORS) && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) \
     && !defined(__SANITIZE_ADDRESS__)
@@ -44,8 +45,10 @@ typedef double lanes __attribute__((vector_size(AG_LANES * sizeof(double)), alig
 
 void ag_tape_free(ag_tape *tape)
 {
-    void *arrays[] = {tape->nodes, tape->ids,     tape->by_address,    tape->kinds, tape->skip,   tape->out,
-                      tape->first, tape->operands, tape->forward_order, tape->run,   tape->values, tape->adjoints};
+    void *arrays[] = {tape->nodes,     tape->ids,      tape->by_address,  tape->kinds,       tape->skip,
+                      tape->out,       tape->first,    tape->operands,    tape->forward_order, tape->run,
+                      tape->values,    tape->adjoints, tape->block_of,    tape->blocks,      tape->block_slots,
+                      tape->block_values, tape->backward_order, tape->groups, tape->group_g, tape->group_w};
     for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++)
         free(arrays[i]);
     *tape = (ag_tape){0};
@@ -169,16 +172,20 @@ static void write_code(const ag_order *order, ag_tape *tape, uint32_t *level_of,
     tape->first[i] = (uint32_t)operand;
 }
 
-/* forward's schedule: by level, and within a level by kind (the row dots over the same
- * weights together), then by position, so that forward runs each stretch of one kind
- * as one loop. */
+/* forward's schedule: by level; within a level a block's row dots first, by block and
+ * input row (each row's dots together, in the block's order), then the other
+ * instructions by kind (the row dots over the same weights together); then by position.
+ * So forward runs each stretch of one kind as one loop. */
 static const uint32_t *sort_levels;
 static const ag_tape *sort_tape;
 
 static int64_t kind_key(uint32_t i)
 {
     const ag_tape *t = sort_tape;
-    return t->kinds[i] == AG_TAPE_ROW_DOT ? AG_TAPE_ROW_DOT + (int64_t)t->operands[t->first[i]] : t->kinds[i];
+    const int32_t *op = t->operands + t->first[i];
+    if (t->block_of[i] >= 0) /* below every kind: blocks < 2^29 (each has 4 dots or more) */
+        return INT64_MIN / 2 + ((int64_t)t->block_of[i] << 32) + op[1];
+    return t->kinds[i] == AG_TAPE_ROW_DOT ? AG_TAPE_ROW_DOT + (int64_t)op[0] : t->kinds[i];
 }
 
 static int by_schedule(const void *pa, const void *pb)
@@ -194,11 +201,13 @@ static int by_schedule(const void *pa, const void *pb)
 
 static int same_stretch(const ag_tape *tape, const uint32_t *levels, uint32_t i, uint32_t j)
 {
-    if (levels[i] != levels[j] || tape->kinds[i] != tape->kinds[j])
+    if (levels[i] != levels[j] || tape->kinds[i] != tape->kinds[j] || tape->block_of[i] != tape->block_of[j])
         return 0;
     if (tape->kinds[i] != AG_TAPE_ROW_DOT)
         return 1;
     const int32_t *a = tape->operands + tape->first[i], *b = tape->operands + tape->first[j];
+    if (tape->block_of[i] >= 0)
+        return a[1] == b[1];
     return a[0] == b[0] && a[2] == b[2] && a[3] == b[3];
 }
 
@@ -214,6 +223,248 @@ static void schedule_forward(ag_tape *tape, const uint32_t *levels)
         tape->run[p] = p + 1 < tape->n_code && same_stretch(tape, levels, order[p], order[p + 1])
                            ? tape->run[p + 1] + 1
                            : 1;
+}
+
+/* ---- forward's blocks ---- */
+
+/* The row dots by level, input row and length, then by position: the dots of one run
+ * of these are one sample's neurons of one layer. */
+static int by_input_row(const void *pa, const void *pb)
+{
+    uint32_t a = *(const uint32_t *)pa, b = *(const uint32_t *)pb;
+    const int32_t *oa = sort_tape->operands + sort_tape->first[a], *ob = sort_tape->operands + sort_tape->first[b];
+    if (sort_levels[a] != sort_levels[b])
+        return sort_levels[a] < sort_levels[b] ? -1 : 1;
+    if (oa[1] != ob[1] || oa[2] != ob[2])
+        return oa[1] != ob[1] ? (oa[1] < ob[1] ? -1 : 1) : (oa[2] < ob[2] ? -1 : 1);
+    return a < b ? -1 : a > b;
+}
+
+/* Whether a row dot's weights and bias are sources: forward reads them before it runs. */
+static int weights_are_sources(const ag_tape *tape, const int32_t *op)
+{
+    for (int32_t k = 0; k < op[2]; k++)
+        if (!is_source(tape->nodes[op[0] + k]))
+            return 0;
+    return op[3] < 0 || is_source(tape->nodes[op[3]]);
+}
+
+/* The block of the dots dots[0..count) (their weights and biases, in that order): one
+ * made for an earlier row with the same weights, or a new one. next_block chains the
+ * blocks whose first weight slot is the same, from first_block (by slot). */
+static int32_t block_for(ag_tape *tape, const uint32_t *dots, uint32_t count, int32_t *first_block,
+                         int32_t *next_block, size_t *n_slots, size_t *n_values)
+{
+    const int32_t *op0 = tape->operands + tape->first[dots[0]];
+    for (int32_t b = first_block[op0[0]]; b >= 0; b = next_block[b]) {
+        const ag_tape_block *block = tape->blocks + b;
+        const int32_t *slots = tape->block_slots + block->slots;
+        uint32_t j = 0;
+        if (block->count != count || block->pairs != (uint32_t)op0[2])
+            continue;
+        for (const int32_t *op; j < count; j++)
+            if (op = tape->operands + tape->first[dots[j]], slots[j] != op[0] || slots[count + j] != op[3])
+                break;
+        if (j == count)
+            return b;
+    }
+    int32_t b = (int32_t)tape->n_blocks++;
+    uint32_t width = (count + AG_LANES - 1) / AG_LANES * AG_LANES;
+    tape->blocks[b] = (ag_tape_block){count, (uint32_t)op0[2], width, *n_slots, *n_values};
+    for (uint32_t j = 0; j < count; j++) {
+        const int32_t *op = tape->operands + tape->first[dots[j]];
+        tape->block_slots[*n_slots + j] = op[0];
+        tape->block_slots[*n_slots + count + j] = op[3];
+    }
+    *n_slots += 2 * (size_t)count;
+    *n_values += ((size_t)op0[2] + 1) * width;
+    next_block[b] = first_block[op0[0]];
+    first_block[op0[0]] = b;
+    return b;
+}
+
+/* Blocks for the row dots that share their input row with AG_LANES others or more at
+ * their level, over weights that are sources: block_of, blocks, block_slots and
+ * block_values (zeros: the padding lanes stay zero). AG_OK or AG_ENOMEM. */
+static int find_blocks(ag_tape *tape, const uint32_t *levels)
+{
+    size_t n_dots = 0, n_slots = 0, n_values = 0;
+    for (size_t i = 0; i < tape->n_code; i++) {
+        tape->block_of[i] = -1;
+        n_dots += tape->kinds[i] == AG_TAPE_ROW_DOT;
+    }
+    uint32_t *dots = malloc((n_dots ? n_dots : 1) * sizeof(uint32_t));
+    int32_t *first_block = malloc((tape->n ? tape->n : 1) * sizeof(int32_t));
+    int32_t *next_block = malloc((n_dots / AG_LANES + 1) * sizeof(int32_t));
+    tape->blocks = malloc((n_dots / AG_LANES + 1) * sizeof(ag_tape_block));
+    tape->block_slots = malloc((2 * n_dots + 1) * sizeof(int32_t));
+    int status = dots && first_block && next_block && tape->blocks && tape->block_slots ? AG_OK : AG_ENOMEM;
+    for (size_t i = 0, d = 0; status == AG_OK && i < tape->n_code; i++)
+        if (tape->kinds[i] == AG_TAPE_ROW_DOT)
+            dots[d++] = (uint32_t)i;
+    if (status == AG_OK) {
+        for (size_t s = 0; s < tape->n; s++)
+            first_block[s] = -1;
+        sort_levels = levels;
+        sort_tape = tape;
+        qsort(dots, n_dots, sizeof(uint32_t), by_input_row);
+    }
+    for (size_t start = 0, end; status == AG_OK && start < n_dots; start = end) {
+        const int32_t *op = tape->operands + tape->first[dots[start]];
+        int sources = weights_are_sources(tape, op);
+        for (end = start + 1; end < n_dots; end++) {
+            const int32_t *other = tape->operands + tape->first[dots[end]];
+            if (levels[dots[end]] != levels[dots[start]] || other[1] != op[1] || other[2] != op[2])
+                break;
+            sources = sources && weights_are_sources(tape, other);
+        }
+        if (end - start < AG_LANES || !sources)
+            continue;
+        int32_t b = block_for(tape, dots + start, (uint32_t)(end - start), first_block, next_block, &n_slots,
+                              &n_values);
+        for (size_t d = start; d < end; d++)
+            tape->block_of[dots[d]] = b;
+    }
+    uint32_t widest = 0;
+    for (size_t b = 0; b < tape->n_blocks; b++)
+        widest = tape->blocks[b].width > widest ? tape->blocks[b].width : widest;
+    n_values += widest; /* block_out, at the end */
+    if (status == AG_OK) {
+        tape->block_values = calloc(n_values ? n_values : 1, sizeof(double));
+        tape->block_out = tape->block_values + n_values - widest;
+        tape->bytes += n_values * sizeof(double) + n_slots * sizeof(int32_t) + tape->n_blocks * sizeof(ag_tape_block);
+        status = tape->block_values ? AG_OK : AG_ENOMEM;
+    }
+    free(dots);
+    free(first_block);
+    free(next_block);
+    return status;
+}
+
+/* ---- backward's schedule ---- */
+
+/* Backward runs the instructions in reverse, but a sample's row dots over one input row
+ * (a layer's neurons) run as one group, at the place of the last of them: each adds its
+ * share to the row's adjoints, which the group keeps in registers from the first dot to
+ * the last. The dots run in their own order, so every adjoint still gets its
+ * contributions in the sweep's order, provided that the instructions the group's first
+ * dots are moved past touch none of the adjoints those dots touch (their output's, their
+ * weights', their bias's, the row's). A grouping keeps those adjoints marked. */
+typedef struct grouping {
+    uint32_t *stamp; /* by slot: mark when the group's dots touch its adjoint */
+    uint32_t mark;
+    uint32_t *members;
+    uint32_t count;
+    int32_t x, pairs;
+} grouping;
+
+static const int32_t *operands_of(const ag_tape *tape, uint32_t i) { return tape->operands + tape->first[i]; }
+
+static int range_marked(const grouping *group, int32_t first, int32_t count)
+{
+    for (int32_t k = 0; k < count; k++)
+        if (group->stamp[first + k] == group->mark)
+            return 1;
+    return 0;
+}
+
+static void mark_range(grouping *group, int32_t first, int32_t count)
+{
+    for (int32_t k = 0; k < count; k++)
+        group->stamp[first + k] = group->mark;
+}
+
+/* Whether instruction i touches an adjoint the group's dots touch. */
+static int touches_group(const ag_tape *tape, uint32_t i, const grouping *group)
+{
+    const int32_t *in = operands_of(tape, i);
+    if (group->stamp[tape->out[i]] == group->mark)
+        return 1;
+    if (tape->kinds[i] == AG_TAPE_ROW_DOT)
+        return range_marked(group, in[0], in[2]) || range_marked(group, in[1], in[2])
+               || (in[3] >= 0 && group->stamp[in[3]] == group->mark);
+    for (uint32_t k = tape->first[i]; k < tape->first[i + 1]; k++)
+        if (group->stamp[tape->operands[k]] == group->mark)
+            return 1;
+    return 0;
+}
+
+/* Whether row dot i can be in a group over its input row: its output, weights and bias
+ * apart from the row (and, when in is the group's, untouched by the group's dots). */
+static int can_join(const ag_tape *tape, uint32_t i, const grouping *group)
+{
+    if (tape->kinds[i] != AG_TAPE_ROW_DOT)
+        return 0;
+    const int32_t *in = operands_of(tape, i), out = tape->out[i];
+    int32_t x = in[1], pairs = in[2];
+    if (in[0] == x || (out >= x && out < x + pairs) || (in[3] >= x && in[3] < x + pairs))
+        return 0; /* dot(p, p), or a dot over its own output: never met, kept out */
+    if (group && (x != group->x || pairs != group->pairs))
+        return 0;
+    return !group
+           || !(group->stamp[out] == group->mark || range_marked(group, in[0], pairs)
+                || (in[3] >= 0 && group->stamp[in[3]] == group->mark));
+}
+
+static void join(const ag_tape *tape, uint32_t i, grouping *group)
+{
+    const int32_t *in = operands_of(tape, i);
+    if (group->count == 0) {
+        group->mark++;
+        group->x = in[1];
+        group->pairs = in[2];
+        mark_range(group, in[1], in[2]);
+    }
+    group->members[group->count++] = i;
+    group->stamp[tape->out[i]] = group->mark;
+    mark_range(group, in[0], in[2]);
+    if (in[3] >= 0)
+        group->stamp[in[3]] = group->mark;
+}
+
+static void close_group(ag_tape *tape, grouping *group, size_t *p)
+{
+    for (uint32_t j = 0; j < group->count; j++)
+        tape->backward_order[*p + j] = group->members[j];
+    if (group->count > 1) {
+        tape->groups[2 * tape->n_groups] = (uint32_t)*p;
+        tape->groups[2 * tape->n_groups++ + 1] = group->count;
+    }
+    *p += group->count;
+    tape->widest_group = group->count > tape->widest_group ? group->count : tape->widest_group;
+    group->count = 0;
+}
+
+/* backward_order and groups: the instructions in reverse, each group's dots together.
+ * AG_OK or AG_ENOMEM. */
+static int schedule_backward(ag_tape *tape)
+{
+    grouping group = {calloc(tape->n ? tape->n : 1, sizeof(uint32_t)), 0,
+                      malloc((tape->n_code ? tape->n_code : 1) * sizeof(uint32_t)), 0, 0, 0};
+    if (!group.stamp || !group.members) {
+        free(group.stamp);
+        free(group.members);
+        return AG_ENOMEM;
+    }
+    size_t p = 0;
+    for (uint32_t i = (uint32_t)tape->n_code; i-- > 0;) {
+        if (group.count && can_join(tape, i, &group)) {
+            join(tape, i, &group);
+            continue;
+        }
+        int starts = can_join(tape, i, NULL);
+        if (group.count && (starts || touches_group(tape, i, &group)))
+            close_group(tape, &group, &p);
+        if (starts) {
+            join(tape, i, &group);
+            continue;
+        }
+        tape->backward_order[p++] = i;
+    }
+    close_group(tape, &group, &p);
+    free(group.stamp);
+    free(group.members);
+    return AG_OK;
 }
 
 /* The sources' slots, then the computed nodes', each in the order of the nodes'
@@ -265,13 +516,18 @@ int ag_tape_make(const ag_order *order, ag_tape *tape)
         .run = array_of(n_code, sizeof(uint32_t), &bytes),
         .values = array_of(n, sizeof(double), &bytes),
         .adjoints = array_of(n, sizeof(double), &bytes),
+        .block_of = array_of(n_code, sizeof(int32_t), &bytes),
+        .backward_order = array_of(n_code, sizeof(uint32_t), &bytes),
+        .groups = array_of(n_code + 1, sizeof(uint32_t), &bytes), /* a group has 2 dots or more */
     };
     tape->bytes = bytes;
     tape->data_seen = tape->rules_seen = UINT64_MAX; /* never: the first run reads every node */
     uint32_t *level_of = malloc((n ? n : 1) * sizeof(uint32_t));
     uint32_t *levels = malloc((n_code ? n_code : 1) * sizeof(uint32_t));
-    void *all[] = {tape->nodes, tape->ids,      tape->by_address,    tape->kinds, tape->skip,   tape->out,       tape->first,
-                   tape->operands, tape->forward_order, tape->run,   tape->values, tape->adjoints, level_of, levels};
+    void *all[] = {tape->nodes,    tape->ids,           tape->by_address, tape->kinds,  tape->skip,
+                   tape->out,      tape->first,         tape->operands,   tape->forward_order,
+                   tape->run,      tape->values,        tape->adjoints,   tape->block_of,
+                   tape->backward_order, tape->groups,     level_of,         levels};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (!all[i]) {
             free(level_of);
@@ -281,14 +537,26 @@ int ag_tape_make(const ag_order *order, ag_tape *tape)
         }
     place_slots(order, tape);
     write_code(order, tape, level_of, levels);
-    schedule_forward(tape, levels);
-    order_by_address(tape);
-    tape->root_slot = ag_node_at(order->ids[n - 1])->slot;
+    int status = find_blocks(tape, levels);
+    if (status == AG_OK)
+        status = schedule_backward(tape);
+    if (status == AG_OK) {
+        tape->group_g = array_of(tape->widest_group, sizeof(double), &tape->bytes);
+        tape->group_w = array_of(tape->widest_group, sizeof(double *), &tape->bytes);
+        status = tape->group_g && tape->group_w ? AG_OK : AG_ENOMEM;
+    }
+    if (status == AG_OK) {
+        schedule_forward(tape, levels);
+        order_by_address(tape);
+        tape->root_slot = ag_node_at(order->ids[n - 1])->slot;
+    }
     for (size_t i = 0; i < n; i++) /* the grads back where they were */
         ag_node_at(order->ids[i])->grad = tape->adjoints[i];
     free(level_of);
     free(levels);
-    return AG_OK;
+    if (status != AG_OK)
+        ag_tape_free(tape);
+    return status;
 }
 
 /* ---- forward ---- */
@@ -371,6 +639,65 @@ AG_INLINE void elementwise_stretch(const ag_tape *tape, int kind, const uint32_t
     }
 }
 
+/* Each block's weights, transposed, and biases from the values (tape.h). */
+AG_INLINE void fill_blocks(const ag_tape *tape, const double *v)
+{
+    for (size_t b = 0; b < tape->n_blocks; b++) {
+        const ag_tape_block *block = tape->blocks + b;
+        const int32_t *slots = tape->block_slots + block->slots;
+        double *wt = tape->block_values + block->values, *bias = wt + (size_t)block->pairs * block->width;
+        for (uint32_t j = 0; j < block->count; j++) {
+            const double *w = v + slots[j];
+            for (uint32_t k = 0; k < block->pairs; k++)
+                wt[(size_t)k * block->width + j] = w[k];
+            bias[j] = slots[block->count + j] >= 0 ? v[slots[block->count + j]] : 0.0;
+        }
+    }
+}
+
+/* A block's row dots over the input row x, into out[0..width): lane j computes
+ * bias_j + w_j0 * x0 + w_j1 * x1 + ... in value_of's order, so each gives the bits it
+ * gives alone; four vectors of lanes at once, as four independent chains. */
+AG_INLINE void block_dots(const ag_tape_block *block, const double *wt, const double *x, double *out)
+{
+    const uint32_t pairs = block->pairs, width = block->width;
+    const double *bias = wt + (size_t)pairs * width;
+    uint32_t j = 0;
+#ifdef AG_VECTORS
+    for (; j + 4 * AG_LANES <= width; j += 4 * AG_LANES) {
+        lanes a0 = AG_LOAD(bias + j), a1 = AG_LOAD(bias + j + 4), a2 = AG_LOAD(bias + j + 8),
+              a3 = AG_LOAD(bias + j + 12);
+        for (uint32_t k = 0; k < pairs; k++) {
+            const double *w = wt + (size_t)k * width + j;
+            const lanes xk = {x[k], x[k], x[k], x[k]};
+            a0 += AG_LOAD(w) * xk;
+            a1 += AG_LOAD(w + 4) * xk;
+            a2 += AG_LOAD(w + 8) * xk;
+            a3 += AG_LOAD(w + 12) * xk;
+        }
+        *(lanes *)(out + j) = a0;
+        *(lanes *)(out + j + 4) = a1;
+        *(lanes *)(out + j + 8) = a2;
+        *(lanes *)(out + j + 12) = a3;
+    }
+    for (; j < width; j += AG_LANES) {
+        lanes a = AG_LOAD(bias + j);
+        for (uint32_t k = 0; k < pairs; k++) {
+            const lanes xk = {x[k], x[k], x[k], x[k]};
+            a += AG_LOAD(wt + (size_t)k * width + j) * xk;
+        }
+        *(lanes *)(out + j) = a;
+    }
+#else
+    for (; j < width; j++) {
+        double a = bias[j];
+        for (uint32_t k = 0; k < pairs; k++)
+            a += wt[(size_t)k * width + j] * x[k];
+        out[j] = a;
+    }
+#endif
+}
+
 AG_INLINE void one_value(const ag_tape *tape, uint32_t i, double *v)
 {
     const uint32_t first = tape->first[i];
@@ -381,11 +708,18 @@ AG_INLINE void one_value(const ag_tape *tape, uint32_t i, double *v)
 AG_WIDE static void run_forward(const ag_tape *tape, double *v)
 {
     const uint32_t *order = tape->forward_order;
+    fill_blocks(tape, v);
     for (size_t p = 0; p < tape->n_code;) {
         const uint32_t *code = order + p, count = tape->run[p];
         int kind = tape->kinds[code[0]];
+        int32_t b = tape->block_of[code[0]];
         uint32_t done = 0;
-        if (kind == AG_TAPE_ROW_DOT)
+        if (b >= 0 && count == tape->blocks[b].count) { /* one input row's dots: the block's */
+            block_dots(tape->blocks + b, tape->block_values + tape->blocks[b].values,
+                       v + tape->operands[tape->first[code[0]] + 1], tape->block_out);
+            for (; done < count; done++)
+                v[tape->out[code[done]]] = tape->block_out[done];
+        } else if (kind == AG_TAPE_ROW_DOT)
             for (; done + AG_LANES <= count; done += AG_LANES)
                 row_dots_side_by_side(tape, code + done, v);
         else if (ag_arity(kind) > 0)
@@ -494,18 +828,65 @@ AG_INLINE void propagate(int kind, int skip, double g, double out, double *adj, 
     }
 }
 
-/* Every instruction in reverse, from the root's adjoint 1: the adjoints of this call. */
+/* A group's dots (backward's schedule): each dot's adjoint (no dot of the group writes
+ * another's) and its share to its weights and bias, then the input
+ * row's adjoints, AG_LANES at a time in registers, with every dot's share in the
+ * group's order: each adjoint gets what the dots one by one give it, in their order. */
+AG_INLINE void group_backward(const ag_tape *tape, const uint32_t *code, uint32_t count, double *adj,
+                              const double *v)
+{
+    double *g = tape->group_g;
+    const double **w = tape->group_w;
+    const int32_t x = operands_of(tape, code[0])[1], pairs = operands_of(tape, code[0])[2];
+    for (uint32_t j = 0; j < count; j++) {
+        const int32_t *in = operands_of(tape, code[j]);
+        g[j] = adj[tape->out[code[j]]];
+        w[j] = v + in[0];
+        add_scaled(adj + in[0], v + x, g[j], pairs);
+        if (in[3] >= 0)
+            adj[in[3]] += g[j];
+    }
+    double *to_x = adj + x;
+    int32_t k = 0;
+#ifdef AG_VECTORS
+    for (; k + AG_LANES <= pairs; k += AG_LANES) {
+        lanes sum = AG_LOAD(to_x + k);
+        for (uint32_t j = 0; j < count; j++) {
+            const lanes gj = {g[j], g[j], g[j], g[j]};
+            sum += gj * AG_LOAD(w[j] + k);
+        }
+        *(lanes *)(to_x + k) = sum;
+    }
+#endif
+    for (; k < pairs; k++) {
+        double sum = to_x[k];
+        for (uint32_t j = 0; j < count; j++)
+            sum += g[j] * w[j][k];
+        to_x[k] = sum;
+    }
+}
+
+/* Every instruction in backward's schedule, from the root's adjoint 1: the adjoints of
+ * this call. */
 AG_WIDE static void run_backward(const ag_tape *tape)
 {
     double *adj = tape->adjoints;
     const double *v = tape->values;
     memset(adj, 0, tape->n * sizeof(double));
     adj[tape->root_slot] = 1.0;
-    for (size_t i = tape->n_code; i-- > 0;) {
-        const uint32_t first = tape->first[i];
-        const int32_t s = tape->out[i];
-        propagate(tape->kinds[i], tape->skip[i], adj[s], v[s], adj, v, tape->operands + first,
-                  tape->first[i + 1] - first);
+    size_t p = 0;
+    for (size_t group = 0; group <= tape->n_groups; group++) {
+        const size_t end = group < tape->n_groups ? tape->groups[2 * group] : tape->n_code;
+        for (; p < end; p++) {
+            const uint32_t i = tape->backward_order[p], first = tape->first[i];
+            const int32_t s = tape->out[i];
+            propagate(tape->kinds[i], tape->skip[i], adj[s], v[s], adj, v, tape->operands + first,
+                      tape->first[i + 1] - first);
+        }
+        if (group < tape->n_groups) {
+            group_backward(tape, tape->backward_order + p, tape->groups[2 * group + 1], adj, v);
+            p += tape->groups[2 * group + 1];
+        }
     }
 }
 

@@ -24,6 +24,17 @@
  * A tape stays valid while its root lives: nodes never move (arena.h), the root keeps
  * every node under it alive (invariant 2) with the same inputs (invariant 1). It holds
  * no reference of its own: the cache drops it when the root dies (sweep.c). */
+/* A layer's neurons, as forward runs their row dots over one input row (a sample's):
+ * count row dots, each over pairs weights and a bias, all sources. Forward copies
+ * their weights into block_values transposed (pairs rows of width doubles: width is
+ * count rounded up to whole lanes, the padding zeros), then the biases, once per run;
+ * then each input row's dots run side by side, a lane a neuron (tape.c). */
+typedef struct ag_tape_block {
+    uint32_t count, pairs, width;
+    size_t slots;  /* its first index into block_slots: count weight slots, count bias slots */
+    size_t values; /* its first index into block_values: pairs * width weights, width biases */
+} ag_tape_block;
+
 typedef struct ag_tape {
     size_t n, n_sources, n_code;
     ag_node **nodes;          /* by slot */
@@ -40,7 +51,20 @@ typedef struct ag_tape {
     uint32_t *run;            /* by position in forward_order: how many instructions from
                                  there on are of the same level and kind (row dots: over the
                                  same weights), which forward runs as one loop */
+    uint32_t *backward_order; /* instructions in the order backward runs them (tape.c) */
+    uint32_t *groups;         /* each group of dots over one input row: its first
+                                 position in backward_order, its number of dots */
+    size_t n_groups;
+    uint32_t widest_group;
+    double *group_g;          /* widest_group doubles: a group's dots' adjoints */
+    const double **group_w;   /* and their weights */
     double *values, *adjoints; /* by slot; the root's slot is out[n_code - 1] (or 0) */
+    int32_t *block_of;        /* by instruction: the block whose row dot it is, or -1 */
+    ag_tape_block *blocks;    /* forward's blocks (below) */
+    size_t n_blocks;
+    int32_t *block_slots;     /* each block's weight rows' first slots, then its biases' */
+    double *block_values;     /* each block's weights transposed, then its biases */
+    double *block_out;        /* the last width doubles of block_values: one row's dots */
     size_t root_slot, bytes;
     uint64_t data_seen;  /* ag_data_edits when values were last every node's data */
     uint64_t rules_seen; /* ag_rule_edits when no node had a Python rule, or 0 (arena.h) */

@@ -24,7 +24,8 @@ def sum(values: Iterable[Value | float], start: Value | float = 0) -> Value:  # 
 
     values may hold Values and real numbers (any iterable, a generator of temporaries
     included); the result is always a Value. Bitwise equal to Python's
-    sum(values, start) over micrograd-style Values.
+    sum(values, start) over micrograd-style Values, but for one sign: where every
+    term is -0.0 and start is 0, Python's 0 + -0.0 gives +0.0 and this gives -0.0.
     """
     return _ag.sum(values, start)
 

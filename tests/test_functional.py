@@ -9,7 +9,7 @@ import random
 import struct
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import pyautograd
@@ -59,6 +59,8 @@ def test_sum_is_bitwise_pythons_sum(xs, s, start_kind):
 @given(
     st.lists(st.tuples(finite, finite), min_size=1, max_size=20), finite, st.sampled_from(["zero", "value", "number"])
 )
+@example([(0.0, -0.0)], -0.0, "number")  # a -0.0 start is no start for sum(), but it is one for dot()
+@example([(-0.0, 0.0), (0.0, 0.0)], 0.0, "number")
 def test_dot_is_bitwise_micrograds_neuron_sum(pairs, s, start_kind):
     ws, xs = [p[0] for p in pairs], [p[1] for p in pairs]
     fw, fx, cw, cx = fresh(ws), fresh(xs), fresh(ws), fresh(xs)

@@ -510,7 +510,7 @@ def test_a_replayed_roots_backward_under_detect_anomaly_restores_every_grad():
 
 @settings(max_examples=40, deadline=None)
 @given(
-    sizes=st.tuples(st.lists(st.integers(2, 7), max_size=2), st.integers(1, 3)).map(lambda t: t[0] + [t[1]]),
+    sizes=st.tuples(st.lists(st.integers(2, 18), max_size=2), st.integers(1, 5)).map(lambda t: t[0] + [t[1]]),
     nin=st.integers(1, 6),
     batch=st.integers(1, 9),
     shared_input=st.booleans(),
@@ -518,8 +518,10 @@ def test_a_replayed_roots_backward_under_detect_anomaly_restores_every_grad():
     seed=st.integers(0, 2**16),
 )
 def test_layers_replayed_over_steps_are_bitwise_rebuilt_ones(sizes, nin, batch, shared_input, loss_form, seed):
-    # A layer's dot nodes hold rows (consecutive slots on the tape, four side by side in
-    # forward); an input list given to the model twice shares its row, a layer's output
+    # A layer's dot nodes hold rows (consecutive slots on the tape). Forward runs a
+    # sample's neurons side by side when there are four or more (a block: lanes over
+    # neurons, 16 at a time, then 4), else four samples' dots over the same weights side
+    # by side. An input list given to the model twice shares its row, a layer's output
     # feeds the next layer's row. Replayed steps must be the rebuilt ones bit for bit.
     from pyautograd.nn import MLP
 
@@ -538,30 +540,85 @@ def test_layers_replayed_over_steps_are_bitwise_rebuilt_ones(sizes, nin, batch, 
         outs = [model(r) for r in rows]
         scores = [o if isinstance(o, Value) else o[0] for o in outs]
         params = model.parameters()
+        inputs = [x for r in rows for x in r]
         if loss_form == "sum":
-            return nary_sum([s * s for s in scores])
+            return nary_sum([s * s for s in scores]), inputs
         if loss_form == "python_sum":
-            return sum((s.tanh() for s in scores), 0.5)
+            return sum((s.tanh() for s in scores), 0.5), inputs
         if loss_form == "hinge":
-            return nary_sum([(1 + -y * s).relu() for y, s in zip(ys * 2, scores)]) * (1.0 / len(scores))
-        return nary_sum(scores) + 1e-3 * nary_dot(params, params)
+            return nary_sum([(1 + -y * s).relu() for y, s in zip(ys * 2, scores)]) * (1.0 / len(scores)), inputs
+        return nary_sum(scores) + 1e-3 * nary_dot(params, params), inputs
 
-    def step(params, loss, k):
-        for p in params:
-            p.grad = 0.0
+    def step(params, loss_and_inputs, k):
+        loss, inputs = loss_and_inputs
+        for v in params + inputs:
+            v.grad = 0.0
         loss.backward()
         for p in params:
             p.data -= (0.1 + 0.01 * k) * p.grad
-        return [loss.data] + [p.grad for p in params] + [p.data for p in params]
+        return [loss.data] + [v.grad for v in params + inputs] + [p.data for p in params]
 
     replay_model, rebuild_model = new_model(), new_model()
     replay_loss = loss_over(replay_model)
     for k in range(4):
         if k:
-            replay_loss.forward()
+            replay_loss[0].forward()
         replayed = step(replay_model.parameters(), replay_loss, k)
         rebuilt = step(rebuild_model.parameters(), loss_over(rebuild_model), k)
         assert all(map(same, replayed, rebuilt)), f"step {k}: replayed {replayed[:3]} rebuilt {rebuilt[:3]}"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    nin=st.integers(1, 9),
+    nout=st.integers(2, 9),
+    nonlin=st.booleans(),
+    reused=st.integers(0, 8),
+    consumer=st.sampled_from(["input", "weight", "output"]),
+    seed=st.integers(0, 2**16),
+)
+def test_layer_dots_between_other_users_of_their_inputs_replay_bitwise(nin, nout, nonlin, reused, consumer, seed):
+    # Backward runs a sample's dots over one input row as one group, at the place of
+    # the last of them, unless an instruction between them touches an adjoint they
+    # touch: here each neuron's output is multiplied by an input, a weight or the
+    # previous output, so the products come between the dots in backward and add to
+    # the same adjoints. Replayed, every grad must be the rebuilt one bit for bit.
+    from pyautograd.nn import Layer
+
+    rng = random.Random(seed)
+    x_data = [rng.uniform(-2, 2) for _ in range(nin)]
+
+    def new_layer():
+        random.seed(seed)
+        return Layer(nin, nout, nonlin=nonlin)
+
+    def build(layer, xs):
+        outs = layer(xs)
+        weight = layer.neurons[0].w[reused % nin]
+        terms = []
+        for j, o in enumerate(outs):
+            other = {"input": xs[reused % nin], "weight": weight, "output": outs[j - 1]}[consumer]
+            terms.append(o * other)
+        return nary_sum(terms)
+
+    replay_layer, rebuild_layer = new_layer(), new_layer()
+    replay_xs = list(map(Value, x_data))
+    replay_loss = build(replay_layer, replay_xs)
+    for k in range(3):
+        if k:
+            replay_loss.forward()
+        rebuild_xs = list(map(Value, x_data))
+        rebuilt_loss = build(rebuild_layer, rebuild_xs)
+        replay_vars, rebuilt_vars = replay_layer.parameters() + replay_xs, rebuild_layer.parameters() + rebuild_xs
+        for v in replay_vars + rebuilt_vars:
+            v.grad = 0.0
+        replay_loss.backward()
+        rebuilt_loss.backward()
+        assert same(replay_loss.data, rebuilt_loss.data)
+        assert all(same(a.grad, b.grad) for a, b in zip(replay_vars, rebuilt_vars))
+        for v in replay_vars + rebuilt_vars:  # a step, the same on both sides
+            v.data -= 0.05 * (k + 1) * v.grad
+        x_data = [v.data for v in rebuild_xs]
 
 
 # ---- bench/c_baseline/moons.c: the limit the benchmark measures replay against ----
