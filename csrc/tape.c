@@ -48,7 +48,8 @@ void ag_tape_free(ag_tape *tape)
     void *arrays[] = {tape->nodes,     tape->ids,      tape->by_address,  tape->kinds,       tape->skip,
                       tape->out,       tape->first,    tape->operands,    tape->forward_order, tape->run,
                       tape->values,    tape->adjoints, tape->block_of,    tape->blocks,      tape->block_slots,
-                      tape->block_values, tape->backward_order, tape->groups, tape->group_g, tape->group_w};
+                      tape->block_values, tape->backward_order, tape->groups, tape->group_g, tape->group_w,
+                      tape->group_to_w};
     for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++)
         free(arrays[i]);
     *tape = (ag_tape){0};
@@ -479,12 +480,21 @@ static int by_address(const void *pa, const void *pb)
     return (uintptr_t)a < (uintptr_t)b ? -1 : (uintptr_t)a > (uintptr_t)b;
 }
 
-static void order_by_address(ag_tape *tape)
+/* by_address, and nodes from by slot to in its order. AG_OK or AG_ENOMEM. */
+static int order_by_address(ag_tape *tape)
 {
+    ag_node **by_slot = malloc((tape->n ? tape->n : 1) * sizeof(ag_node *));
+    if (!by_slot)
+        return AG_ENOMEM;
     for (size_t s = 0; s < tape->n; s++)
         tape->by_address[s] = (int32_t)s;
     sort_tape = tape;
     qsort(tape->by_address, tape->n, sizeof(int32_t), by_address);
+    memcpy(by_slot, tape->nodes, tape->n * sizeof(ag_node *));
+    for (size_t i = 0; i < tape->n; i++)
+        tape->nodes[i] = by_slot[tape->by_address[i]];
+    free(by_slot);
+    return AG_OK;
 }
 
 int ag_tape_make(const ag_order *order, ag_tape *tape)
@@ -543,12 +553,13 @@ int ag_tape_make(const ag_order *order, ag_tape *tape)
     if (status == AG_OK) {
         tape->group_g = array_of(tape->widest_group, sizeof(double), &tape->bytes);
         tape->group_w = array_of(tape->widest_group, sizeof(double *), &tape->bytes);
-        status = tape->group_g && tape->group_w ? AG_OK : AG_ENOMEM;
+        tape->group_to_w = array_of(tape->widest_group, sizeof(double *), &tape->bytes);
+        status = tape->group_g && tape->group_w && tape->group_to_w ? AG_OK : AG_ENOMEM;
     }
     if (status == AG_OK) {
         schedule_forward(tape, levels);
-        order_by_address(tape);
         tape->root_slot = ag_node_at(order->ids[n - 1])->slot;
+        status = order_by_address(tape);
     }
     for (size_t i = 0; i < n; i++) /* the grads back where they were */
         ag_node_at(order->ids[i])->grad = tape->adjoints[i];
@@ -736,13 +747,13 @@ int ag_tape_forward(ag_tape *tape, int check, ag_id *bad)
     ag_node **nodes = tape->nodes;
     const int32_t *slots = tape->by_address;
     for (size_t i = 0; i < tape->n_sources; i++)
-        v[slots[i]] = nodes[slots[i]]->data;
+        v[slots[i]] = nodes[i]->data;
     run_forward(tape, v);
     for (size_t i = 0; i < tape->n_code && check; i++) /* in the order's order: the node */
         if (!isfinite(v[tape->out[i]])) {                /* where the sweep stopped */
             int32_t stop = tape->out[i];
             for (size_t j = 0; j <= i; j++)
-                nodes[tape->out[j]]->data = v[tape->out[j]];
+                ag_node_at(tape->ids[tape->out[j]])->data = v[tape->out[j]];
             ag_note_data_edit(); /* the values ahead of the nodes' data now */
             *bad = tape->ids[stop];
             ag_fail(AG_EANOMALY, *bad);
@@ -750,7 +761,7 @@ int ag_tape_forward(ag_tape *tape, int check, ag_id *bad)
             return AG_EANOMALY;
         }
     for (size_t i = tape->n_sources; i < tape->n; i++)
-        nodes[slots[i]]->data = v[slots[i]];
+        nodes[i]->data = v[slots[i]];
     tape->data_seen = ++ag_data_edits; /* other tapes over these nodes read them again */
     return AG_OK;
 }
@@ -829,30 +840,57 @@ AG_INLINE void propagate(int kind, int skip, double g, double out, double *adj, 
 }
 
 /* A group's dots (backward's schedule): each dot's adjoint (no dot of the group writes
- * another's) and its share to its weights and bias, then the input
- * row's adjoints, AG_LANES at a time in registers, with every dot's share in the
- * group's order: each adjoint gets what the dots one by one give it, in their order. */
+ * another's) and its share to its bias; then, over the input row a stretch at a time,
+ * each dot's share to its weights (G * x) and to the row (G * w), the row's adjoints
+ * held in registers through the dots. Each adjoint gets what the dots one by one give
+ * it, in the group's order. */
 AG_INLINE void group_backward(const ag_tape *tape, const uint32_t *code, uint32_t count, double *adj,
                               const double *v)
 {
     double *g = tape->group_g;
     const double **w = tape->group_w;
-    const int32_t x = operands_of(tape, code[0])[1], pairs = operands_of(tape, code[0])[2];
+    double **to_w = tape->group_to_w;
+    const int32_t *first = operands_of(tape, code[0]), pairs = first[2];
+    const double *x = v + first[1];
+    double *to_x = adj + first[1];
     for (uint32_t j = 0; j < count; j++) {
         const int32_t *in = operands_of(tape, code[j]);
         g[j] = adj[tape->out[code[j]]];
         w[j] = v + in[0];
-        add_scaled(adj + in[0], v + x, g[j], pairs);
+        to_w[j] = adj + in[0];
         if (in[3] >= 0)
             adj[in[3]] += g[j];
     }
-    double *to_x = adj + x;
     int32_t k = 0;
 #ifdef AG_VECTORS
+    for (; k + 4 * AG_LANES <= pairs; k += 4 * AG_LANES) {
+        const lanes x0 = AG_LOAD(x + k), x1 = AG_LOAD(x + k + 4), x2 = AG_LOAD(x + k + 8), x3 = AG_LOAD(x + k + 12);
+        lanes s0 = AG_LOAD(to_x + k), s1 = AG_LOAD(to_x + k + 4), s2 = AG_LOAD(to_x + k + 8),
+              s3 = AG_LOAD(to_x + k + 12);
+        for (uint32_t j = 0; j < count; j++) {
+            const lanes gj = {g[j], g[j], g[j], g[j]};
+            double *tw = to_w[j] + k;
+            const double *wj = w[j] + k;
+            *(lanes *)tw = AG_LOAD(tw) + gj * x0;
+            *(lanes *)(tw + 4) = AG_LOAD(tw + 4) + gj * x1;
+            *(lanes *)(tw + 8) = AG_LOAD(tw + 8) + gj * x2;
+            *(lanes *)(tw + 12) = AG_LOAD(tw + 12) + gj * x3;
+            s0 += gj * AG_LOAD(wj);
+            s1 += gj * AG_LOAD(wj + 4);
+            s2 += gj * AG_LOAD(wj + 8);
+            s3 += gj * AG_LOAD(wj + 12);
+        }
+        *(lanes *)(to_x + k) = s0;
+        *(lanes *)(to_x + k + 4) = s1;
+        *(lanes *)(to_x + k + 8) = s2;
+        *(lanes *)(to_x + k + 12) = s3;
+    }
     for (; k + AG_LANES <= pairs; k += AG_LANES) {
+        const lanes xk = AG_LOAD(x + k);
         lanes sum = AG_LOAD(to_x + k);
         for (uint32_t j = 0; j < count; j++) {
             const lanes gj = {g[j], g[j], g[j], g[j]};
+            *(lanes *)(to_w[j] + k) = AG_LOAD(to_w[j] + k) + gj * xk;
             sum += gj * AG_LOAD(w[j] + k);
         }
         *(lanes *)(to_x + k) = sum;
@@ -860,8 +898,10 @@ AG_INLINE void group_backward(const ag_tape *tape, const uint32_t *code, uint32_
 #endif
     for (; k < pairs; k++) {
         double sum = to_x[k];
-        for (uint32_t j = 0; j < count; j++)
+        for (uint32_t j = 0; j < count; j++) {
+            to_w[j][k] += g[j] * x[k];
             sum += g[j] * w[j][k];
+        }
         to_x[k] = sum;
     }
 }
@@ -902,7 +942,7 @@ int ag_tape_backward(ag_tape *tape, int sweeps_running)
     if (sweeps_running || tape->data_seen != ag_data_edits || tape->rules_seen != ag_rule_edits) {
         uint16_t flags = 0;
         for (size_t i = 0; i < n; i++) {
-            const ag_node *node = nodes[slots[i]];
+            const ag_node *node = nodes[i];
             v[slots[i]] = node->data;
             flags |= node->flags;
         }
@@ -913,13 +953,13 @@ int ag_tape_backward(ag_tape *tape, int sweeps_running)
     }
     run_backward(tape);
     /* backward() adds this call's grads to the earlier ones; a grad that was exactly +0
-     * takes this call's as they are (a -0 adjoint stays -0, as in the sweep). */
+     * takes this call's as they are (a -0 adjoint stays -0, as in the sweep). A select,
+     * not a branch: which nodes had a grad follows no pattern a processor predicts. */
     for (size_t i = 0; i < n; i++) {
-        ag_node *node = nodes[slots[i]];
-        if (node->grad == 0.0 && !signbit(node->grad))
-            node->grad = adj[slots[i]];
-        else
-            node->grad += adj[slots[i]];
+        const double grad = nodes[i]->grad, add = adj[slots[i]], sum = grad + add;
+        uint64_t bits;
+        memcpy(&bits, &grad, sizeof bits);
+        nodes[i]->grad = bits == 0 ? add : sum;
     }
     return 1;
 }

@@ -37,7 +37,7 @@ typedef struct ag_tape_block {
 
 typedef struct ag_tape {
     size_t n, n_sources, n_code;
-    ag_node **nodes;          /* by slot */
+    ag_node **nodes;          /* in by_address's order (while the tape is made: by slot) */
     ag_id *ids;               /* by slot, for error reports */
     int32_t *by_address;      /* the sources' slots, then the computed nodes', each in
                                  the order of their nodes' addresses (tape.c) */
@@ -58,6 +58,7 @@ typedef struct ag_tape {
     uint32_t widest_group;
     double *group_g;          /* widest_group doubles: a group's dots' adjoints */
     const double **group_w;   /* and their weights */
+    double **group_to_w;      /* and their weights' adjoints */
     double *values, *adjoints; /* by slot; the root's slot is out[n_code - 1] (or 0) */
     int32_t *block_of;        /* by instruction: the block whose row dot it is, or -1 */
     ag_tape_block *blocks;    /* forward's blocks (below) */
