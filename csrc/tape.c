@@ -93,11 +93,21 @@ static void place_row(ag_tape *tape, const ag_row *row, size_t *next)
         place(tape, row->ids[k], next);
 }
 
-/* Slots: each row of a layer's dot nodes on consecutive slots, the other nodes after, in
- * the order's order. Grads are set aside into tape->adjoints (indexed by order
- * position) first. */
-static void place_slots(const ag_order *order, ag_tape *tape)
+static int by_node_address(const void *pa, const void *pb)
 {
+    uintptr_t a = (uintptr_t)ag_node_at(*(const ag_id *)pa), b = (uintptr_t)ag_node_at(*(const ag_id *)pb);
+    return a < b ? -1 : a > b;
+}
+
+/* Slots: each row of a layer's dot nodes on consecutive slots, the other nodes after, in
+ * the order of their addresses (so that the passes over the nodes in that order, tape.h,
+ * go through the values in one direction too). Grads are set aside into tape->adjoints
+ * (indexed by order position) first. AG_OK or AG_ENOMEM. */
+static int place_slots(const ag_order *order, ag_tape *tape)
+{
+    ag_id *by_address = malloc((order->n ? order->n : 1) * sizeof(ag_id));
+    if (!by_address)
+        return AG_ENOMEM;
     for (size_t i = 0; i < order->n; i++) {
         ag_node *node = ag_node_at(order->ids[i]);
         tape->adjoints[i] = node->grad;
@@ -111,8 +121,12 @@ static void place_slots(const ag_order *order, ag_tape *tape)
             place_row(tape, rows->xs, &next);
         }
     }
+    memcpy(by_address, order->ids, order->n * sizeof(ag_id));
+    qsort(by_address, order->n, sizeof(ag_id), by_node_address);
     for (size_t i = 0; i < order->n; i++)
-        place(tape, order->ids[i], &next);
+        place(tape, by_address[i], &next);
+    free(by_address);
+    return AG_OK;
 }
 
 /* A dot node's inputs (w0, x0, w1, x1, ..., [bias]) as a row dot when its weights are
@@ -538,16 +552,19 @@ int ag_tape_make(const ag_order *order, ag_tape *tape)
                    tape->out,      tape->first,         tape->operands,   tape->forward_order,
                    tape->run,      tape->values,        tape->adjoints,   tape->block_of,
                    tape->backward_order, tape->groups,     level_of,         levels};
+    int status = AG_OK;
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (!all[i]) {
-            free(level_of);
-            free(levels);
-            ag_tape_free(tape);
-            return AG_ENOMEM;
-        }
-    place_slots(order, tape);
+        status = all[i] ? status : AG_ENOMEM;
+    if (status == AG_OK)
+        status = place_slots(order, tape); /* sets the grads aside when it succeeds */
+    if (status != AG_OK) {
+        free(level_of);
+        free(levels);
+        ag_tape_free(tape);
+        return status;
+    }
     write_code(order, tape, level_of, levels);
-    int status = find_blocks(tape, levels);
+    status = find_blocks(tape, levels);
     if (status == AG_OK)
         status = schedule_backward(tape);
     if (status == AG_OK) {
