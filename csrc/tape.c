@@ -49,7 +49,7 @@ void ag_tape_free(ag_tape *tape)
                       tape->out,       tape->first,    tape->operands,    tape->forward_order, tape->run,
                       tape->values,    tape->adjoints, tape->block_of,    tape->blocks,      tape->block_slots,
                       tape->block_values, tape->backward_order, tape->groups, tape->group_g, tape->group_w,
-                      tape->group_to_w};
+                      tape->group_to_w, tape->back_run};
     for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++)
         free(arrays[i]);
     *tape = (ag_tape){0};
@@ -479,6 +479,13 @@ static int schedule_backward(ag_tape *tape)
     close_group(tape, &group, &p);
     free(group.stamp);
     free(group.members);
+    for (size_t q = tape->n_code; q-- > 0;) { /* each stretch of one elementwise op */
+        uint32_t i = tape->backward_order[q];
+        int elementwise = tape->kinds[i] < AG_OP_COUNT && ag_arity(tape->kinds[i]) > 0;
+        tape->back_run[q] = elementwise && q + 1 < tape->n_code && tape->kinds[tape->backward_order[q + 1]] == tape->kinds[i]
+                                ? tape->back_run[q + 1] + 1
+                                : 1;
+    }
     return AG_OK;
 }
 
@@ -543,6 +550,7 @@ int ag_tape_make(const ag_order *order, ag_tape *tape)
         .block_of = array_of(n_code, sizeof(int32_t), &bytes),
         .backward_order = array_of(n_code, sizeof(uint32_t), &bytes),
         .groups = array_of(n_code + 1, sizeof(uint32_t), &bytes), /* a group has 2 dots or more */
+        .back_run = array_of(n_code, sizeof(uint32_t), &bytes),
     };
     tape->bytes = bytes;
     tape->data_seen = tape->rules_seen = UINT64_MAX; /* never: the first run reads every node */
@@ -551,7 +559,8 @@ int ag_tape_make(const ag_order *order, ag_tape *tape)
     void *all[] = {tape->nodes,    tape->ids,           tape->by_address, tape->kinds,  tape->skip,
                    tape->out,      tape->first,         tape->operands,   tape->forward_order,
                    tape->run,      tape->values,        tape->adjoints,   tape->block_of,
-                   tape->backward_order, tape->groups,     level_of,         levels};
+                   tape->backward_order, tape->groups,     tape->back_run,   level_of,
+                   levels};
     int status = AG_OK;
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         status = all[i] ? status : AG_ENOMEM;
@@ -821,6 +830,39 @@ AG_INLINE void row_dot_backward(double g, double *adj, const double *v, const in
         adj[in[3]] += g;
 }
 
+/* An elementwise node's chain-rule step (ag_contributions), on slots. */
+AG_INLINE void propagate_elementwise(int kind, int skip, double g, double out, double *adj, const double *v,
+                                     const int32_t *in, size_t n)
+{
+    double ga = 0.0, gb = 0.0;
+    int want_a = !(skip & SKIP_A), want_b = n > 1 && !(skip & SKIP_B);
+    ag_contributions(kind, g, v[in[0]], n > 1 ? v[in[1]] : 0.0, out, want_a ? &ga : NULL, want_b ? &gb : NULL);
+    if (want_a)
+        adj[in[0]] += ga;
+    if (want_b)
+        adj[in[1]] += gb;
+}
+
+/* A stretch of one elementwise op in backward's schedule: one loop, with the op's rule
+ * (its row in ops.h) inline, in the schedule's order. */
+AG_INLINE void elementwise_backward_stretch(const ag_tape *tape, int kind, const uint32_t *code, uint32_t count,
+                                            double *adj, const double *v)
+{
+    switch (kind) {
+#define AG_BACKWARD_STRETCH_CASE(E, name, sym, arity, py, fwd, da, db)                                 \
+    case AG_##E:                                                                                      \
+        for (uint32_t j = 0; j < count; j++) {                                                        \
+            const uint32_t i = code[j];                                                               \
+            const int32_t s = tape->out[i];                                                           \
+            propagate_elementwise(AG_##E, tape->skip[i], adj[s], v[s], adj, v, operands_of(tape, i), \
+                                  (arity));                                                           \
+        }                                                                                             \
+        return;
+        AG_ELEMENTWISE_OPS(AG_BACKWARD_STRETCH_CASE)
+#undef AG_BACKWARD_STRETCH_CASE
+    }
+}
+
 /* One computed node's chain-rule step on the arrays: nodes.h's ag_propagate, on slots
  * (no anomaly check: backward() with detect_anomaly on takes the order's sweep). */
 AG_INLINE void propagate(int kind, int skip, double g, double out, double *adj, const double *v, const int32_t *in,
@@ -842,17 +884,9 @@ AG_INLINE void propagate(int kind, int skip, double g, double out, double *adj, 
         if (n & 1)
             adj[in[n - 1]] += g;
         return;
-    default: {
-        double ga = 0.0, gb = 0.0;
-        int want_a = !(skip & SKIP_A), want_b = n > 1 && !(skip & SKIP_B);
-        ag_contributions(kind, g, v[in[0]], n > 1 ? v[in[1]] : 0.0, out, want_a ? &ga : NULL,
-                         want_b ? &gb : NULL);
-        if (want_a)
-            adj[in[0]] += ga;
-        if (want_b)
-            adj[in[1]] += gb;
+    default:
+        propagate_elementwise(kind, skip, g, out, adj, v, in, n);
         return;
-    }
     }
 }
 
@@ -934,11 +968,17 @@ AG_WIDE static void run_backward(const ag_tape *tape)
     size_t p = 0;
     for (size_t group = 0; group <= tape->n_groups; group++) {
         const size_t end = group < tape->n_groups ? tape->groups[2 * group] : tape->n_code;
-        for (; p < end; p++) {
-            const uint32_t i = tape->backward_order[p], first = tape->first[i];
+        while (p < end) {
+            const uint32_t i = tape->backward_order[p], first = tape->first[i], count = tape->back_run[p];
+            if (count > 1) {
+                elementwise_backward_stretch(tape, tape->kinds[i], tape->backward_order + p, count, adj, v);
+                p += count;
+                continue;
+            }
             const int32_t s = tape->out[i];
             propagate(tape->kinds[i], tape->skip[i], adj[s], v[s], adj, v, tape->operands + first,
                       tape->first[i + 1] - first);
+            p++;
         }
         if (group < tape->n_groups) {
             group_backward(tape, tape->backward_order + p, tape->groups[2 * group + 1], adj, v);

@@ -55,6 +55,9 @@ typedef struct ag_tape {
     uint32_t *groups;         /* each group of dots over one input row: its first
                                  position in backward_order, its number of dots */
     size_t n_groups;
+    uint32_t *back_run;       /* by position in backward_order: how many instructions from
+                                 there on are of the same elementwise op, which backward
+                                 runs as one loop (1 for the others) */
     uint32_t widest_group;
     double *group_g;          /* widest_group doubles: a group's dots' adjoints */
     const double **group_w;   /* and their weights */
