@@ -6,7 +6,9 @@
 - the same with the cyclic GC off;
 - pyautograd with replay: the loss graph is built once (included in the time), then
   each step is loss.forward(); opt.zero_grad(); loss.backward(); opt.step(), four calls
-  into C;
+  into C. The first step sorts the graph and the second's forward compiles its tape;
+  the steady steps, all the others, are what is set against the compiled loops of C at
+  -O3 -march=native and JAX;
 - bench/c_baseline/moons.c: the same arithmetic written by hand in C, compiled here with
   the system cc into a temporary directory, twice: -O2 -ffp-contract=off (pyautograd's own
   flags) and -O3 -march=native (the best the compiler does for this machine); compile
@@ -105,8 +107,10 @@ def build_loss(model, X, y):
 
 def replay_run(X, y, steps, profile=False):
     """Returns losses, final parameters, seconds (build included), seconds of the steps
-    alone, graph size and, when profile is set, the median seconds of each of the four
-    calls of a step (medians: on a busy machine a preempted call costs a whole time slice)."""
+    alone, seconds of the steady steps (all but the first two, which sort the graph and
+    compile its tape, scaled to `steps`), graph size and, when profile is set, the median
+    seconds of each of the four calls of a step (medians: on a busy machine a preempted
+    call costs a whole time slice)."""
     random.seed(SEED)
     model = MLP(2, SIZES)
     parts = {name: [] for name in ("forward", "zero_grad", "backward", "step")}
@@ -115,8 +119,10 @@ def replay_run(X, y, steps, profile=False):
     loss = build_loss(model, X, y)
     opt = SGD(model.parameters(), lr=learning_rate(0))
     losses = []
-    steps_start = clock()
+    steps_start = steady_start = clock()
     for k in range(steps):
+        if k == min(2, steps - 1):  # the first step sorts the graph, the second's forward compiles it
+            steady_start = clock()
         if profile:
             if k:
                 t0 = clock()
@@ -144,7 +150,8 @@ def replay_run(X, y, steps, profile=False):
     end = clock()
     nodes = graph_size(loss)
     medians = {name: statistics.median(times) for name, times in parts.items() if times}
-    return losses, [p.data for p in model.parameters()], end - start, end - steps_start, nodes, medians
+    steady = (end - steady_start) / (steps - min(2, steps - 1)) * steps  # scaled to every step
+    return losses, [p.data for p in model.parameters()], end - start, end - steps_start, steady, nodes, medians
 
 
 # ---- JAX: the step as one jitted function ----
@@ -263,10 +270,11 @@ def main(argv=None):
     }
 
     # pyautograd first: its losses are what every engine is checked against.
-    losses, final_params, _, _, nodes, parts = replay_run(X, y, args.steps, profile=True)
-    runs = [replay_run(X, y, args.steps)[2:4] for _ in range(args.repeats)]
-    replay_seconds = min(total for total, _ in runs)
-    replay_step_seconds = min(steps_only for _, steps_only in runs)
+    losses, final_params, _, _, _, nodes, parts = replay_run(X, y, args.steps, profile=True)
+    runs = [replay_run(X, y, args.steps)[2:5] for _ in range(args.repeats)]
+    replay_seconds = min(total for total, _, _ in runs)
+    replay_step_seconds = min(steps_only for _, steps_only, _ in runs)
+    replay_steady_seconds = min(steady for _, _, steady in runs)
 
     random.seed(SEED)
     start_params = [p.data for p in MLP(2, SIZES).parameters()]
@@ -317,7 +325,12 @@ def main(argv=None):
     print(f"\nreplay, where the time goes (medians over {args.steps} steps of one profiled run):")
     print(
         f"  build the graph once       {(replay_seconds - replay_step_seconds) * 1e3:8.3f} ms"
-        f"  (best run; the steps alone: {replay_step_seconds / args.steps * 1e6:.1f} us/step)"
+        f"  (best run; the steps alone: {replay_step_seconds / args.steps * 1e6:.1f} us/step, the"
+        f" steady ones: {replay_steady_seconds / args.steps * 1e6:.1f})"
+    )
+    print(
+        f"  sort and compile (steps 1-2) {(replay_step_seconds - replay_steady_seconds) * 1e3:6.3f} ms"
+        "  (the first step sorts the graph, the second's forward compiles its tape)"
     )
     for part, seconds in parts.items():
         print(f"  {part:<26} {seconds * 1e6:8.1f} us/step  ({seconds / nodes * 1e9:.1f} ns/node)")
@@ -338,12 +351,14 @@ def main(argv=None):
         f"{'met' if c_ratio <= C_TARGET else 'MISSED'}"
         f"  (graph build included; the steps alone: {replay_step_seconds / c_seconds:.2f}x)"
     )
+    # Steady steps against loops that were compiled before they were timed (moons.c by
+    # cc, the JAX step by jax.jit's warm-up call).
     steps_only = {"C baseline -O3 native": (NATIVE_TARGET, "<="), "JAX jit step": (1.0, "<")}
     for name, (target, relation) in steps_only.items():
         if name not in timings:
             print(f"  replay steps vs {name}: not measured (not installed)")
             continue
-        ratio = replay_step_seconds / timings[name]
+        ratio = replay_steady_seconds / timings[name]
         hit = ratio <= target if relation == "<=" else ratio < target
         met &= hit
         print(
