@@ -49,7 +49,7 @@ void ag_tape_free(ag_tape *tape)
                       tape->out,       tape->first,    tape->operands,    tape->forward_order, tape->run,
                       tape->values,    tape->adjoints, tape->block_of,    tape->blocks,      tape->block_slots,
                       tape->block_values, tape->backward_order, tape->groups, tape->group_g, tape->group_w,
-                      tape->group_to_w, tape->back_run};
+                      tape->group_to_w, tape->back_run, tape->back_slots};
     for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++)
         free(arrays[i]);
     *tape = (ag_tape){0};
@@ -481,10 +481,21 @@ static int schedule_backward(ag_tape *tape)
     free(group.members);
     for (size_t q = tape->n_code; q-- > 0;) { /* each stretch of one elementwise op */
         uint32_t i = tape->backward_order[q];
+        const int32_t *in = operands_of(tape, i);
+        int32_t *at = tape->back_slots + 4 * q;
         int elementwise = tape->kinds[i] < AG_OP_COUNT && ag_arity(tape->kinds[i]) > 0;
         tape->back_run[q] = elementwise && q + 1 < tape->n_code && tape->kinds[tape->backward_order[q + 1]] == tape->kinds[i]
                                 ? tape->back_run[q + 1] + 1
                                 : 1;
+        at[0] = tape->out[i];
+        if (elementwise) {
+            at[1] = in[0];
+            at[2] = ag_arity(tape->kinds[i]) > 1 ? in[1] : 0;
+            at[3] = tape->skip[i];
+        } else if (tape->kinds[i] == AG_TAPE_ROW_DOT) {
+            at[1] = in[0];
+            at[2] = in[3];
+        }
     }
     return AG_OK;
 }
@@ -551,6 +562,7 @@ int ag_tape_make(const ag_order *order, ag_tape *tape)
         .backward_order = array_of(n_code, sizeof(uint32_t), &bytes),
         .groups = array_of(n_code + 1, sizeof(uint32_t), &bytes), /* a group has 2 dots or more */
         .back_run = array_of(n_code, sizeof(uint32_t), &bytes),
+        .back_slots = array_of(4 * n_code, sizeof(int32_t), &bytes),
     };
     tape->bytes = bytes;
     tape->data_seen = tape->rules_seen = UINT64_MAX; /* never: the first run reads every node */
@@ -559,8 +571,8 @@ int ag_tape_make(const ag_order *order, ag_tape *tape)
     void *all[] = {tape->nodes,    tape->ids,           tape->by_address, tape->kinds,  tape->skip,
                    tape->out,      tape->first,         tape->operands,   tape->forward_order,
                    tape->run,      tape->values,        tape->adjoints,   tape->block_of,
-                   tape->backward_order, tape->groups,     tape->back_run,   level_of,
-                   levels};
+                   tape->backward_order, tape->groups,     tape->back_run,   tape->back_slots,
+                   level_of,       levels};
     int status = AG_OK;
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         status = all[i] ? status : AG_ENOMEM;
@@ -845,18 +857,14 @@ AG_INLINE void propagate_elementwise(int kind, int skip, double g, double out, d
 
 /* A stretch of one elementwise op in backward's schedule: one loop, with the op's rule
  * (its row in ops.h) inline, in the schedule's order. */
-AG_INLINE void elementwise_backward_stretch(const ag_tape *tape, int kind, const uint32_t *code, uint32_t count,
-                                            double *adj, const double *v)
+AG_INLINE void elementwise_backward_stretch(int kind, const int32_t *slots, uint32_t count, double *adj,
+                                            const double *v)
 {
     switch (kind) {
-#define AG_BACKWARD_STRETCH_CASE(E, name, sym, arity, py, fwd, da, db)                                 \
-    case AG_##E:                                                                                      \
-        for (uint32_t j = 0; j < count; j++) {                                                        \
-            const uint32_t i = code[j];                                                               \
-            const int32_t s = tape->out[i];                                                           \
-            propagate_elementwise(AG_##E, tape->skip[i], adj[s], v[s], adj, v, operands_of(tape, i), \
-                                  (arity));                                                           \
-        }                                                                                             \
+#define AG_BACKWARD_STRETCH_CASE(E, name, sym, arity, py, fwd, da, db)                                      \
+    case AG_##E:                                                                                           \
+        for (const int32_t *at = slots; at < slots + 4 * (size_t)count; at += 4)                           \
+            propagate_elementwise(AG_##E, at[3], adj[at[0]], v[at[0]], adj, v, at + 1, (arity));         \
         return;
         AG_ELEMENTWISE_OPS(AG_BACKWARD_STRETCH_CASE)
 #undef AG_BACKWARD_STRETCH_CASE
@@ -895,8 +903,8 @@ AG_INLINE void propagate(int kind, int skip, double g, double out, double *adj, 
  * each dot's share to its weights (G * x) and to the row (G * w), the row's adjoints
  * held in registers through the dots. Each adjoint gets what the dots one by one give
  * it, in the group's order. */
-AG_INLINE void group_backward(const ag_tape *tape, const uint32_t *code, uint32_t count, double *adj,
-                              const double *v)
+AG_INLINE void group_backward(const ag_tape *tape, const uint32_t *code, const int32_t *slots, uint32_t count,
+                              double *adj, const double *v)
 {
     double *g = tape->group_g;
     const double **w = tape->group_w;
@@ -905,12 +913,12 @@ AG_INLINE void group_backward(const ag_tape *tape, const uint32_t *code, uint32_
     const double *x = v + first[1];
     double *to_x = adj + first[1];
     for (uint32_t j = 0; j < count; j++) {
-        const int32_t *in = operands_of(tape, code[j]);
-        g[j] = adj[tape->out[code[j]]];
-        w[j] = v + in[0];
-        to_w[j] = adj + in[0];
-        if (in[3] >= 0)
-            adj[in[3]] += g[j];
+        const int32_t *at = slots + 4 * (size_t)j; /* output, weights, bias */
+        g[j] = adj[at[0]];
+        w[j] = v + at[1];
+        to_w[j] = adj + at[1];
+        if (at[2] >= 0)
+            adj[at[2]] += g[j];
     }
     int32_t k = 0;
 #ifdef AG_VECTORS
@@ -971,7 +979,7 @@ AG_WIDE static void run_backward(const ag_tape *tape)
         while (p < end) {
             const uint32_t i = tape->backward_order[p], first = tape->first[i], count = tape->back_run[p];
             if (count > 1) {
-                elementwise_backward_stretch(tape, tape->kinds[i], tape->backward_order + p, count, adj, v);
+                elementwise_backward_stretch(tape->kinds[i], tape->back_slots + 4 * p, count, adj, v);
                 p += count;
                 continue;
             }
@@ -981,7 +989,8 @@ AG_WIDE static void run_backward(const ag_tape *tape)
             p++;
         }
         if (group < tape->n_groups) {
-            group_backward(tape, tape->backward_order + p, tape->groups[2 * group + 1], adj, v);
+            group_backward(tape, tape->backward_order + p, tape->back_slots + 4 * p, tape->groups[2 * group + 1],
+                           adj, v);
             p += tape->groups[2 * group + 1];
         }
     }

@@ -58,6 +58,9 @@ typedef struct ag_tape {
     uint32_t *back_run;       /* by position in backward_order: how many instructions from
                                  there on are of the same elementwise op, which backward
                                  runs as one loop (1 for the others) */
+    int32_t *back_slots;      /* by position in backward_order, four each: an elementwise
+                                 op's output, inputs and skip; a row dot's output, first
+                                 weight and bias (or -1); backward reads them in a row */
     uint32_t widest_group;
     double *group_g;          /* widest_group doubles: a group's dots' adjoints */
     const double **group_w;   /* and their weights */
