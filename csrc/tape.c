@@ -49,7 +49,7 @@ void ag_tape_free(ag_tape *tape)
                       tape->out,       tape->first,    tape->operands,    tape->forward_order, tape->run,
                       tape->values,    tape->adjoints, tape->block_of,    tape->blocks,      tape->block_slots,
                       tape->block_values, tape->backward_order, tape->groups, tape->group_g, tape->group_w,
-                      tape->group_to_w, tape->back_run, tape->back_slots};
+                      tape->group_to_w, tape->back_run, tape->back_slots, tape->forward_slots};
     for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++)
         free(arrays[i]);
     *tape = (ag_tape){0};
@@ -234,10 +234,17 @@ static void schedule_forward(ag_tape *tape, const uint32_t *levels)
     sort_tape = tape;
     qsort(tape->forward_order, tape->n_code, sizeof(uint32_t), by_schedule);
     const uint32_t *order = tape->forward_order;
-    for (size_t p = tape->n_code; p-- > 0;)
+    for (size_t p = tape->n_code; p-- > 0;) {
+        const int32_t *in = tape->operands + tape->first[order[p]];
+        int32_t *at = tape->forward_slots + 4 * p;
         tape->run[p] = p + 1 < tape->n_code && same_stretch(tape, levels, order[p], order[p + 1])
                            ? tape->run[p + 1] + 1
                            : 1;
+        at[0] = tape->out[order[p]];
+        at[1] = in[0]; /* an elementwise op's inputs (a row dot's: unused) */
+        at[2] = tape->kinds[order[p]] < AG_OP_COUNT && ag_arity(tape->kinds[order[p]]) > 1 ? in[1] : 0;
+        at[3] = 0;
+    }
 }
 
 /* ---- forward's blocks ---- */
@@ -563,6 +570,7 @@ int ag_tape_make(const ag_order *order, ag_tape *tape)
         .groups = array_of(n_code + 1, sizeof(uint32_t), &bytes), /* a group has 2 dots or more */
         .back_run = array_of(n_code, sizeof(uint32_t), &bytes),
         .back_slots = array_of(4 * n_code, sizeof(int32_t), &bytes),
+        .forward_slots = array_of(4 * n_code, sizeof(int32_t), &bytes),
     };
     tape->bytes = bytes;
     tape->data_seen = tape->rules_seen = UINT64_MAX; /* never: the first run reads every node */
@@ -572,7 +580,7 @@ int ag_tape_make(const ag_order *order, ag_tape *tape)
                    tape->out,      tape->first,         tape->operands,   tape->forward_order,
                    tape->run,      tape->values,        tape->adjoints,   tape->block_of,
                    tape->backward_order, tape->groups,     tape->back_run,   tape->back_slots,
-                   level_of,       levels};
+                   tape->forward_slots, level_of,       levels};
     int status = AG_OK;
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         status = all[i] ? status : AG_ENOMEM;
@@ -671,16 +679,15 @@ AG_INLINE void row_dots_side_by_side(const ag_tape *tape, const uint32_t *code, 
 
 /* A stretch of one elementwise op: one loop, with the op's forward (its row in ops.h,
  * as ag_forward_elementwise computes it) inline. */
-AG_INLINE void elementwise_stretch(const ag_tape *tape, int kind, const uint32_t *code, uint32_t count, double *v)
+AG_INLINE void elementwise_stretch(int kind, const int32_t *slots, uint32_t count, double *v)
 {
     switch (kind) {
 #define AG_STRETCH_CASE(E, name, sym, arity, py, fwd, da, db)                                \
     case AG_##E:                                                                          \
-        for (uint32_t j = 0; j < count; j++) {                                           \
-            const int32_t *in = tape->operands + tape->first[code[j]];                    \
-            double a = v[in[0]], b = (arity) == 2 ? v[in[1]] : 0.0;                       \
+        for (const int32_t *at = slots; at < slots + 4 * (size_t)count; at += 4) {       \
+            double a = v[at[1]], b = (arity) == 2 ? v[at[2]] : 0.0;                       \
             (void)b;                                                                      \
-            v[tape->out[code[j]]] = (fwd);                                                \
+            v[at[0]] = (fwd);                                                             \
         }                                                                                 \
         return;
         AG_ELEMENTWISE_OPS(AG_STRETCH_CASE)
@@ -767,12 +774,12 @@ AG_WIDE static void run_forward(const ag_tape *tape, double *v)
             block_dots(tape->blocks + b, tape->block_values + tape->blocks[b].values,
                        v + tape->operands[tape->first[code[0]] + 1], tape->block_out);
             for (; done < count; done++)
-                v[tape->out[code[done]]] = tape->block_out[done];
+                v[tape->forward_slots[4 * (p + done)]] = tape->block_out[done];
         } else if (kind == AG_TAPE_ROW_DOT)
             for (; done + AG_LANES <= count; done += AG_LANES)
                 row_dots_side_by_side(tape, code + done, v);
         else if (ag_arity(kind) > 0)
-            elementwise_stretch(tape, kind, code, done = count, v);
+            elementwise_stretch(kind, tape->forward_slots + 4 * p, done = count, v);
         for (; done < count; done++)
             one_value(tape, code[done], v);
         p += count;

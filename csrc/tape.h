@@ -48,6 +48,8 @@ typedef struct ag_tape {
     uint32_t *first;          /* by instruction: n_code + 1 offsets into operands */
     int32_t *operands;        /* input slots; AG_TAPE_ROW_DOT: weights, xs, pairs, bias */
     uint32_t *forward_order;  /* instructions in the order forward runs them */
+    int32_t *forward_slots;   /* by position in forward_order, four each: the output and
+                                 an elementwise op's inputs, which forward reads in a row */
     uint32_t *run;            /* by position in forward_order: how many instructions from
                                  there on are of the same level and kind (row dots: over the
                                  same weights), which forward runs as one loop */
