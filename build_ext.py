@@ -16,6 +16,8 @@ SOURCES = [
     "nodes.c",
     "sweep.c",
     "tape.c",
+    "tape_make.c",
+    "key_sort.c",
     "grad.c",
     "higher.c",
     "tangents.c",

@@ -1,6 +1,7 @@
 /* Replay's compiled tape: a sorted graph turned into arrays that the forward and the
- * backward sweep run through like compiled code. Internal to the C core (sweep.c owns
- * the tapes, in its cache of roots that replay). */
+ * backward sweep run through like compiled code. tape_make.c compiles a tape, tape.c
+ * runs it. Internal to the C core (sweep.c owns the tapes, in its cache of roots that
+ * replay). */
 #ifndef AG_TAPE_H
 #define AG_TAPE_H
 
@@ -37,10 +38,10 @@ typedef struct ag_tape_block {
 
 typedef struct ag_tape {
     size_t n, n_sources, n_code;
-    ag_node **nodes;          /* in by_address's order (while the tape is made: by slot) */
+    ag_node **nodes;          /* in by_id's order (while the tape is made: by slot) */
     ag_id *ids;               /* by slot, for error reports */
-    int32_t *by_address;      /* the sources' slots, then the computed nodes', each in
-                                 the order of their nodes' addresses (tape.c) */
+    uint32_t *by_id;          /* the sources' slots, then the computed nodes', each in
+                                 the order of their nodes' ids (tape_make.c) */
     uint8_t *kinds;           /* by instruction: the op, or AG_TAPE_ROW_DOT */
     uint8_t *skip;            /* by instruction: the CONST inputs an elementwise op
                                  passes nothing to (nodes.h) */
@@ -82,6 +83,19 @@ typedef struct ag_tape {
 /* A dot node whose weights (and bias) and xs are consecutive slots: operands are the
  * first weight's slot, the first x's, the number of pairs and the bias's slot (or -1). */
 #define AG_TAPE_ROW_DOT AG_OP_COUNT
+
+/* skip's bits: an elementwise op's inputs that are CONST nodes (nodes.h) */
+enum { AG_TAPE_SKIP_A = 1, AG_TAPE_SKIP_B = 2 };
+
+/* How many doubles the tape's loops work on at once (tape.c); a block's width is a
+ * whole number of them. */
+#define AG_TAPE_LANES 4
+
+/* Instruction i's operands. */
+static inline const int32_t *ag_tape_operands(const ag_tape *tape, uint32_t i)
+{
+    return tape->operands + tape->first[i];
+}
 
 /* Compiles a replayable order (every node computed by an op of the table, or a source).
  * AG_OK or AG_ENOMEM (and *tape empty). */
