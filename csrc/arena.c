@@ -58,6 +58,8 @@ static _Thread_local int last_error;
 static _Thread_local ag_id error_node;
 static _Thread_local double error_value;
 
+void ag_thread_locals_ready(void) { last_error = AG_OK; }
+
 void ag_fail(int status, ag_id node)
 {
     last_error = status;

@@ -77,6 +77,7 @@ int ag_python_init(void)
         && PyModule_AddFunctions(module, ag_op_functions) == 0
         && PyModule_AddFunctions(module, glue_functions) == 0) {
         ag_install_hooks();
+        ag_thread_locals_ready();
         /* the tables the modules keep beside the arena, so the arena names none of them */
         ag_register_side_table(&ag_labels_table);
         ag_register_side_table(&ag_sweep_table);

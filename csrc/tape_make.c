@@ -276,8 +276,8 @@ static int32_t block_for(ag_tape *tape, const uint32_t *dots, uint32_t count, in
     return b;
 }
 
-/* Blocks for the row dots that share their input row with AG_TAPE_LANES others or more at
- * their level, over weights that are sources: block_of, blocks, block_slots and
+/* Blocks for the row dots that share their level, input row and length with at least
+ * AG_TAPE_LANES - 1 others, over weights that are sources: block_of, blocks, block_slots and
  * block_values (zeros: the padding lanes stay zero). AG_OK or AG_ENOMEM. */
 static int find_blocks(ag_tape *tape, const uint32_t *levels)
 {
@@ -577,8 +577,9 @@ int ag_tape_make(const ag_order *order, ag_tape *tape)
         tape->group_to_w = array_of(tape->widest_group, sizeof(double *), &tape->bytes);
         status = tape->group_g && tape->group_w && tape->group_to_w ? AG_OK : AG_ENOMEM;
     }
-    if (status == AG_OK) {
+    if (status == AG_OK)
         status = schedule_forward(tape, levels);
+    if (status == AG_OK) {
         tape->root_slot = ag_node_at(order->ids[n - 1])->slot;
         status = order_by_id(tape);
     }
