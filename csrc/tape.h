@@ -103,8 +103,9 @@ int ag_tape_make(const ag_order *order, ag_tape *tape);
 void ag_tape_free(ag_tape *tape);
 
 /* Recomputes every computed node's data from the sources' current data. With check
- * (detect_anomaly), a nan or inf stops it: AG_EANOMALY with *bad its node, and no data
- * changed. Calls no Python. */
+ * (detect_anomaly), a nan or inf stops it: AG_EANOMALY with *bad its node; that node
+ * and the ones before it in the order have their new data (as the walk that stops
+ * there leaves them), the ones after keep theirs. Calls no Python. */
 int ag_tape_forward(ag_tape *tape, int check, ag_id *bad);
 
 /* backward() of the root through the tape: adds d root / d node to every node's grad

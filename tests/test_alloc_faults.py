@@ -123,9 +123,9 @@ void free(void *p)
 """
 
 SCRIPT = textwrap.dedent("""
-    import ctypes, gc, random, struct, sys, types
+    import ctypes, gc, pickle, random, struct, sys, types
     import pyautograd
-    from pyautograd import arena, losses
+    from pyautograd import arena, losses, viz
     from pyautograd.nn import MLP
     from pyautograd.optim import Adam
 
@@ -165,8 +165,8 @@ SCRIPT = textwrap.dedent("""
     def state(w):
         return sorted((name, bits(v.data), bits(v.grad)) for name, v in w.nodes)
 
-    def data(values):
-        return [bits(v.data) for v in values]
+    def data(values):  # Values or numbers
+        return [bits(v.data if isinstance(v, pyautograd.Value) else v) for v in values]
 
     def forward(w):
         w.loss.forward()
@@ -180,6 +180,30 @@ SCRIPT = textwrap.dedent("""
         Adam(w.params, lr=0.01).step()
         return w.params
 
+    def python_rule(w):
+        # micrograd's way: an op written in Python, its _backward a closure
+        a, b = w.inputs[0], w.inputs[1]
+        out = pyautograd.Value(a.data * b.data, (a, b), "mul")
+
+        def _backward():
+            a.grad += b.data * out.grad
+            b.grad += a.data * out.grad
+
+        out._backward = _backward
+        (out * w.loss).backward()
+        return []
+
+    def under_anomaly(step):
+        def run(w):
+            with pyautograd.detect_anomaly():
+                return step(w)
+
+        return run
+
+    def summary(w):
+        found = viz.summary(w.loss)
+        return [found.nodes, found.depth]
+
     CASES = {  # the call armed (its Values read after), after what runs unarmed before it
         "forward": ([], forward),  # the sort, the cache of orders, the tape's compiler
         "replayed-backward": ([forward, forward], backward),  # through the tape
@@ -191,6 +215,13 @@ SCRIPT = textwrap.dedent("""
         "hvp": ([], lambda w: pyautograd.hvp(w.loss, w.params[:4], [1.0, -2.0, 0.5, 3.0])),
         "adam": ([backward], adam),
         "sum": ([], lambda w: [pyautograd.sum(w.inputs * 500)]),
+        "labels": ([], lambda w: [pyautograd.Value(float(i), label="v" * (i % 40)) for i in range(400)]),
+        "mlp": ([], lambda w: random.seed(9) or MLP(4, [8, 3]).parameters()),
+        "python-rule-backward": ([], python_rule),
+        "anomaly-forward": ([forward], under_anomaly(forward)),
+        "anomaly-backward": ([forward, forward], under_anomaly(backward)),
+        "summary": ([], summary),
+        "pickle": ([backward], lambda w: [pickle.loads(pickle.dumps(w.loss))]),
     }
 
     def live():
@@ -276,19 +307,11 @@ def shim(tmp_path_factory):
     return where / "libfault.so"
 
 
-LOOPED = [
-    "forward",
-    "replayed-backward",
-    "backward",
-    "layers",
-    "grad",
-    "grad-create-graph",
-    "jvp",
-    "hvp",
-    "adam",
-    "sum",
-]
-NEEDS_NO_MEMORY = {"replayed-backward", "backward"}  # a tape's backward; a sweep, its scratch made
+LOOPED = ["forward", "replayed-backward", "backward", "layers", "grad", "grad-create-graph", "jvp", "hvp", "adam"]
+LOOPED += ["sum", "labels", "mlp", "python-rule-backward", "anomaly-forward", "anomaly-backward", "summary"]
+LOOPED += ["pickle"]
+# a tape's backward; a sweep over a new or cached order, its scratch made
+NEEDS_NO_MEMORY = {"replayed-backward", "backward", "anomaly-forward", "anomaly-backward"}
 
 
 @pytest.mark.parametrize("case", LOOPED)
