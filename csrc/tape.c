@@ -387,7 +387,19 @@ AG_INLINE void group_backward(const ag_tape *tape, const uint32_t *code, const i
         *(lanes *)(to_x + k) = sum;
     }
 #endif
-    for (; k < pairs; k++) {
+    for (; k + 2 <= pairs; k += 2) { /* two of the row's adjoints at once: two chains */
+        const double x0 = x[k], x1 = x[k + 1];
+        double sum0 = to_x[k], sum1 = to_x[k + 1];
+        for (uint32_t j = 0; j < count; j++) {
+            to_w[j][k] += g[j] * x0;
+            to_w[j][k + 1] += g[j] * x1;
+            sum0 += g[j] * w[j][k];
+            sum1 += g[j] * w[j][k + 1];
+        }
+        to_x[k] = sum0;
+        to_x[k + 1] = sum1;
+    }
+    if (k < pairs) {
         double sum = to_x[k];
         for (uint32_t j = 0; j < count; j++) {
             to_w[j][k] += g[j] * x[k];
