@@ -269,23 +269,27 @@ int ag_attach_list(ag_id id, const ag_id *ids, size_t n, const double *local)
     return AG_OK;
 }
 
-int ag_attach_rows_list(ag_id id, ag_dot_rows rows)
+/* rows by address: a struct of two pointers passed by value went through the stack as
+ * two stores and one wide load, which the processor cannot forward (a stall per call). */
+int ag_attach_rows_list(ag_id id, const ag_dot_rows *rows)
 {
-    size_t pairs = rows.xs->n, bias = rows.weights->n > pairs;
+    ag_row *weights = rows->weights, *xs = rows->xs;
+    size_t pairs = xs->n, bias = weights->n > pairs;
     ag_input_list *list;
     int status = store_list(id, NULL, 2 * pairs + bias, &list);
     if (status != AG_OK)
         return status;
     ag_id *ids = list->ids; /* the interleaving: w0, x0, w1, x1, ..., bias */
     for (size_t k = 0; k < pairs; k++) {
-        ids[2 * k] = rows.weights->ids[k];
-        ids[2 * k + 1] = rows.xs->ids[k];
+        ids[2 * k] = weights->ids[k];
+        ids[2 * k + 1] = xs->ids[k];
     }
     if (bias)
-        ids[2 * pairs] = rows.weights->ids[pairs];
-    list->rows = rows;
-    rows.weights->refs++;
-    rows.xs->refs++;
+        ids[2 * pairs] = weights->ids[pairs];
+    list->rows.weights = weights;
+    list->rows.xs = xs;
+    weights->refs++;
+    xs->refs++;
     return AG_OK;
 }
 

@@ -308,7 +308,7 @@ static inline const double *ag_local_grads_of(const ag_node *node)
 int ag_attach_list(ag_id id, const ag_id *ids, size_t n, const double *local);
 /* The same for a dot node over rows: its list is their interleaving (as ag_dot_rows
  * says), and it retains the two rows, not the ids. */
-int ag_attach_rows_list(ag_id id, ag_dot_rows rows);
+int ag_attach_rows_list(ag_id id, const ag_dot_rows *rows);
 
 /* A row of n ids and then `last` (unless it is 0), each retained, with one reference
  * for the caller; NULL when memory runs out. Releasing its last reference releases

@@ -92,7 +92,7 @@ static ag_id new_nary(int op, const ag_id *inputs, size_t n, double data, const 
     ag_node *node = ag_alloc_node(op, data, &id);
     if (!node)
         return 0;
-    status = rows ? ag_attach_rows_list(id, *rows) : ag_attach_list(id, inputs, n, local);
+    status = rows ? ag_attach_rows_list(id, rows) : ag_attach_list(id, inputs, n, local);
     if (status != AG_OK) {
         node->op = AG_LEAF; /* no inputs were taken: free it as a plain leaf */
         ag_release(id);
