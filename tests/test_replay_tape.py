@@ -507,22 +507,26 @@ def test_a_backward_right_after_an_optimizer_step_reads_the_new_weights():
 # ---- the cache of tapes: more roots than it holds, dead roots' ids reused ----
 
 
-def test_more_replayed_layer_roots_than_the_cache_holds_alternating_with_deaths():
-    rng = random.Random(7)
-    nin, sizes = 3, [17, 4, 1]
+def _hinge_over_mlp(nin, sizes, batch, seed):
+    """(build, n_leaves): build(values) makes an MLP (its parameters given values, then a
+    batch of input rows) and the sum of its hinge losses; returns (root, leaves)."""
 
     def build(values):
         it = iter(values)
-        random.seed(11)
+        random.seed(seed)
         model = MLP(nin, sizes)
         params = model.parameters()
         for p in params:
             p.data = next(it)
-        rows = [[Value(next(it)) for _ in range(nin)] for _ in range(3)]
-        root = pyautograd.sum([(1.0 + -model(r)).relu() for r in rows])
-        return root, params + _flat(rows)
+        rows = [[Value(next(it)) for _ in range(nin)] for _ in range(batch)]
+        return pyautograd.sum([(1.0 + -model(r)).relu() for r in rows]), params + _flat(rows)
 
-    n_leaves = len(MLP(nin, sizes).parameters()) + 3 * nin
+    return build, len(MLP(nin, sizes).parameters()) + batch * nin
+
+
+def test_more_replayed_layer_roots_than_the_cache_holds_alternating_with_deaths():
+    rng = random.Random(7)
+    build, n_leaves = _hinge_over_mlp(3, [17, 4, 1], batch=3, seed=11)
     graphs = [build([rng.uniform(-1, 1) for _ in range(n_leaves)]) for _ in range(CACHE_SIZE + 4)]
     seen_ids, reused = {g[0]._id for g in graphs}, 0
     for _ in range(6):
@@ -584,20 +588,7 @@ def test_a_random_program_of_200k_nodes_replays_bitwise():
 def test_a_batch_of_2000_samples_through_an_mlp_replays_bitwise():
     # ~130k nodes, 66k row dots over 6k input rows: the blocks' and groups' sorts by
     # input row slot and level need all their key bytes.
-    nin, sizes, batch = 2, [16, 16, 1], 2000
-
-    def build(values):
-        it = iter(values)
-        random.seed(2)
-        model = MLP(nin, sizes)
-        params = model.parameters()
-        for p in params:
-            p.data = next(it)
-        rows = [[Value(next(it)) for _ in range(nin)] for _ in range(batch)]
-        scores = [model(r) for r in rows]
-        return pyautograd.sum([(1.0 + -s).relu() for s in scores]), params + _flat(rows)
-
-    n_leaves = len(MLP(nin, sizes).parameters()) + batch * nin
+    build, n_leaves = _hinge_over_mlp(2, [16, 16, 1], batch=2000, seed=2)
     replay_against_rebuilds(build, n_leaves, seed=2, steps=2, backwards=1)
 
 
