@@ -181,12 +181,12 @@ static inline void ag_note_rule_edit(void) { ag_rule_edits++; }
 
 /* Per-thread error state, set by failing calls. */
 void ag_fail(int status, ag_id node);
+void ag_fail_value(double value);  /* the nan or inf an op produced, for AG_EANOMALY */
 /* Gives the calling thread its block of the core's thread-locals now: the C library
  * makes it on a thread's first use of one, and ends the process when it cannot (no
  * status to return). ag_python_init calls it for the importing thread, so that no call
  * into the core from that thread meets it with memory short. */
 void ag_thread_locals_ready(void);
-void ag_fail_value(double value);  /* the nan or inf an op produced, for AG_EANOMALY */
 
 static inline ag_node *ag_node_at(ag_id id)
 {
