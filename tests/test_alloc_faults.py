@@ -277,7 +277,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def run_script(shim, tmp_path, *args):
-    """(case, mode, allocations, failures) that SCRIPT printed, run with the shim loaded."""
+    """(allocations, failures) that SCRIPT printed for case and mode, run with the shim loaded."""
     env = dict(os.environ, LD_PRELOAD=str(shim))
     # run from elsewhere: from the repository root, `import pyautograd` finds the source tree
     result = subprocess.run(
@@ -307,9 +307,10 @@ def shim(tmp_path_factory):
     return where / "libfault.so"
 
 
-LOOPED = ["forward", "replayed-backward", "backward", "layers", "grad", "grad-create-graph", "jvp", "hvp", "adam"]
-LOOPED += ["sum", "labels", "mlp", "python-rule-backward", "anomaly-forward", "anomaly-backward", "summary"]
-LOOPED += ["pickle"]
+LOOPED = [
+    *["forward", "replayed-backward", "backward", "layers", "grad", "grad-create-graph", "jvp", "hvp", "adam"],
+    *["sum", "labels", "mlp", "python-rule-backward", "anomaly-forward", "anomaly-backward", "summary", "pickle"],
+]
 # a tape's backward; a sweep over a new or cached order, its scratch made
 NEEDS_NO_MEMORY = {"replayed-backward", "backward", "anomaly-forward", "anomaly-backward"}
 
