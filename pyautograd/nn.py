@@ -142,6 +142,10 @@ class _LayerPlan:
 
 
 class Layer(Module):
+    # The C arrays of _plan for one structure version (a _LayerPlan, or a _NoPlan when
+    # this layer can't have them); an instance's own, set by _plan, shadows this None.
+    _plan_cache: Any = None
+
     def __init__(self, nin: int, nout: int, **kwargs: Any) -> None:
         _check_size("Layer", "nin", nin)
         _check_size("Layer", "nout", nout)
@@ -154,7 +158,7 @@ class Layer(Module):
     def _plan(self):
         """The C arrays for one-call application, or None when this layer can't have
         them (a Neuron subclass, a w that is not ours, neurons of unequal sizes...)."""
-        cached = self.__dict__.get("_plan_cache")
+        cached = self._plan_cache
         if cached is not None and cached.version == _structure_version[0]:
             return cached if type(cached) is _LayerPlan else None
         neurons = self.neurons
@@ -179,9 +183,10 @@ class Layer(Module):
     # One output: a bare Value, as micrograd's Layer returns; else a list. Typed Any, as
     # micrograd's result is dynamic: code that adds or indexes it type-checks as it runs.
     def __call__(self, x: Iterable[Value | float]) -> Any:
-        if not hasattr(x, "__len__"):
+        if type(x) is not list and not hasattr(x, "__len__"):
             x = list(x)  # a generator is read once, for every neuron
-        plan = self._plan()
+        cached = self._plan_cache  # _plan's work, inline: this runs once per sample
+        plan = cached if type(cached) is _LayerPlan and cached.version == _structure_version[0] else self._plan()
         if plan is not None and len(x) < plan.nin:
             raise _too_few("Layer", plan.nin, x)
         if plan is None:
@@ -217,6 +222,9 @@ class _NoPlan:
 
 
 class MLP(Module):
+    # (structure version, (chain, nin)), set by _plans; an instance's own shadows this None.
+    _plans_cache: Any = None
+
     def __init__(self, nin: int, nouts: list[int]) -> None:
         _check_size("MLP", "nin", nin)
         if not isinstance(nouts, (list, tuple)):
@@ -238,12 +246,14 @@ class MLP(Module):
         """Every layer's plan as (weights, nonlin) when they chain (each takes what the one
         before gives, and no hidden layer gives a bare Value), else None; remembered for
         the structure version it was made in."""
-        cached = self.__dict__.get("_plans_cache")
+        cached = self._plans_cache
         if cached is not None and cached[0] == _structure_version[0]:
             return cached[1]
         layers = self.layers
         plans = []
-        for i, layer in enumerate(layers):
+        # Only our own list says when it changes: a plain one (model.layers = [...]) can be
+        # changed in place unseen, so such a model has no plans and runs layer by layer.
+        for i, layer in enumerate(layers if type(layers) is _TrackedList else ()):
             plan = layer._plan() if type(layer) is Layer else None
             if plan is None or (plans and plans[-1].nout != plan.nin) or (plan.nout == 1 and i != len(layers) - 1):
                 plans = None
@@ -257,9 +267,10 @@ class MLP(Module):
     # One output: a bare Value, as micrograd's MLP returns; else a list. Typed Any, as
     # micrograd's result is dynamic: code that adds or indexes it type-checks as it runs.
     def __call__(self, x: Iterable[Value | float]) -> Any:
-        if not hasattr(x, "__len__"):
+        if type(x) is not list and not hasattr(x, "__len__"):
             x = list(x)  # a generator is read once
-        chain, nin = self._plans()
+        cached = self._plans_cache  # _plans' work, inline: this runs once per sample
+        chain, nin = cached[1] if cached is not None and cached[0] == _structure_version[0] else self._plans()
         if chain is not None and len(x) < nin:
             raise _too_few("MLP", nin, x)
         if chain is None:
