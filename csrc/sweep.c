@@ -190,12 +190,14 @@ static int topo_sort(ag_id root, ag_order *out, grads_kept *kept, int keep_marks
             continue;
         }
         ag_node *node = ag_node_at(top);
-        if (node->flags & (AG_FLAG_SORTING | AG_FLAG_OWNED)) {
-            if (!(node->flags & AG_FLAG_SORTING) && kept) {
-                status = AG_EBUSY;
-                break;
-            }
+        if (node->flags & AG_FLAG_SORTING)
             continue;
+        /* Owned: a running sweep's adjoints are in its grad. A sort that zeroes grads
+         * (kept) refuses; one that reads none (forward's, graph_size's) walks it as any
+         * other node: skipping it would leave it and its inputs out of the order. */
+        if ((node->flags & AG_FLAG_OWNED) && kept) {
+            status = AG_EBUSY;
+            break;
         }
         size_t n_inputs;
         const ag_id *inputs = ag_inputs_of(node, &n_inputs);

@@ -296,12 +296,16 @@ static PyObject *get_data(PyObject *self, void *unused)
 static int set_data(PyObject *self, PyObject *value, void *unused)
 {
     (void)unused;
-    ag_note_data_edit();
     if (value && PyFloat_CheckExact(value)) { /* the optimizer loop's case */
         ag_node_at(VALUE_ID(self))->data = PyFloat_AS_DOUBLE(value);
+        ag_note_data_edit();
         return 0;
     }
-    return set_number(&ag_node_at(VALUE_ID(self))->data, value, "data");
+    /* Noted after the write: the number's __float__ is Python, which may replay this
+     * graph and so record the edits so far (a tape that did must read the data again). */
+    int status = set_number(&ag_node_at(VALUE_ID(self))->data, value, "data");
+    ag_note_data_edit();
+    return status;
 }
 
 static PyObject *get_grad(PyObject *self, void *unused)

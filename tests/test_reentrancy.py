@@ -136,6 +136,80 @@ def test_a_disjoint_graph_may_run_inside_a_rule_and_an_overlapping_one_may_not()
     assert x.grad == 4.0
 
 
+@pytest.mark.parametrize("root", ["swept", "overlapping"])
+def test_forward_and_graph_size_inside_a_rule_see_the_whole_graph(root):
+    # The sweep owns its nodes while a rule runs; a sort that zeroes no grads (forward's,
+    # graph_size's) once skipped them as if seen: an order without them, a tape compiled
+    # from it (a crash), a wrong count.
+    x = Value(2.0)
+    h = x * x
+    loss = h + 1.0
+    other = h * h + x  # made from the swept graph's nodes
+    target = loss if root == "swept" else other
+    seen = {}
+
+    def rule():
+        x.grad += 2.0 * x.data * h.grad
+        seen["size"] = pyautograd.arena.graph_size(target)
+        seen["value"] = target.forward()
+
+    h._backward = rule
+    loss.backward()
+    assert seen == {"size": 4, "value": 5.0 if root == "swept" else 18.0}
+    assert x.grad == 4.0
+    h._backward = None
+    x.data = 3.0
+    assert target.forward() == (10.0 if root == "swept" else 84.0)  # the tape cached inside the rule
+    x.grad = 0.0
+    target.backward()
+    assert x.grad == (6.0 if root == "swept" else 4.0 * 27.0 + 1.0)
+
+
+def test_forward_in_another_thread_while_a_rule_waits_sees_the_whole_graph():
+    a = Value(2.0)
+    b = a * 3.0
+    c = b.tanh()
+    d = b * b + a
+    entered, release = threading.Event(), threading.Event()
+
+    def rule():
+        entered.set()
+        release.wait(10)
+        b.grad += (1 - c.data**2) * c.grad
+
+    c._backward = rule
+    t = threading.Thread(target=c.backward)
+    t.start()
+    try:
+        assert entered.wait(10)
+        assert d.forward() == 38.0
+    finally:
+        release.set()
+        t.join()
+    a.data = 1.0
+    assert d.forward() == 10.0
+
+
+def test_data_set_from_a_number_whose_float_replays_is_read_by_the_next_backward():
+    # The edit was noted before __float__ ran; a replay inside it recorded that count,
+    # so the tape's backward took its values as current and used the old data.
+    x = Value(2.0)
+    loss = x * x
+    loss.forward()
+    loss.backward()
+    x.grad = 0.0
+
+    class Five:
+        def __float__(self):
+            loss.forward()
+            return 5.0
+
+    numbers.Real.register(Five)
+    x.data = Five()
+    loss.backward()
+    assert x.data == 5.0 and x.grad == 10.0
+
+
 def test_threads_with_python_rules_never_mix_gradients(switch_often):
     x = Value(1.5)
     shared = x * x
