@@ -84,8 +84,10 @@ class Optimizer:
         self._load_param_state(state_dict["state"])
 
     def __getstate__(self) -> dict:
-        # the parameters travel as Values: pickled with their model, they stay shared
-        return {"params": self.params, "state_dict": self.state_dict()}
+        # The parameters travel as Values: pickled with their model, they stay shared.
+        # Those the optimizer steps, in its order: its own nodes, not self.params, a list
+        # the program may have changed since (which the optimizer never reads again).
+        return {"params": self._nodes.values(), "state_dict": self.state_dict()}
 
     def __setstate__(self, state: dict) -> None:
         self._attach(list(state["params"]))

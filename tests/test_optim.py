@@ -294,6 +294,30 @@ def test_a_run_saved_and_resumed_gives_bitwise_the_same_losses(make, how):
     assert first + _train(model, opt, data, 6) == whole
 
 
+@pytest.mark.parametrize("change", ["reverse", "replace", "clear"])
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_a_copy_steps_what_the_optimizer_steps_whatever_became_of_its_list(change, how):
+    # The optimizer never reads opt.params again after it is made; a copy once rebuilt
+    # itself from that list, so a changed list gave it other parameters, or the state
+    # of one parameter on another.
+    a, b = Value(1.0), Value(100.0)
+    opt = optim.SGD([a, b], lr=0.1, momentum=0.9)
+    a.grad, b.grad = 1.0, 50.0
+    opt.step()
+    if change == "reverse":
+        opt.params.reverse()
+    elif change == "replace":
+        opt.params[0] = Value(-7.0)
+    else:
+        opt.params.clear()
+    a2, b2, opt2 = pickle.loads(pickle.dumps((a, b, opt))) if how == "pickle" else copy.deepcopy((a, b, opt))
+    for o, x, y in ((opt, a, b), (opt2, a2, b2)):
+        x.grad = y.grad = 0.0
+        o.step()
+    assert (a2.data, b2.data) == (a.data, b.data)
+    assert opt2.params[0] is a2 and opt2.params[1] is b2
+
+
 def test_state_dict_has_torchs_shape_and_bad_states_are_refused():
     xs = [Value(1.0), Value(2.0)]
     opt = optim.Adam(xs, lr=0.1)
