@@ -1039,6 +1039,18 @@ def to_jax(
 # ---- pyautograd.nn modules as torch.nn modules ----
 
 
+def _check_exportable(part: Any, cls: type) -> None:
+    """Linear and ReLU stand for what pyautograd.nn's classes compute, and nothing else."""
+    from . import nn
+
+    if not (isinstance(part, cls) and nn._computes_as_defined(part)):
+        raise TypeError(
+            f"to_torch() exports what pyautograd.nn's Neuron, Layer and MLP compute; a "
+            f"{type(part).__name__!r} where a {cls.__name__} belongs computes something else "
+            f"(a __call__ of its own, or not a {cls.__name__})"
+        )
+
+
 def module_to_torch(module: Any) -> Any:
     """A pyautograd.nn Neuron, Layer or MLP as a torch.nn.Sequential of nn.Linear (float64,
     the same weights) and nn.ReLU: it maps a tensor of shape (..., nin) to (..., nout).
@@ -1048,15 +1060,19 @@ def module_to_torch(module: Any) -> Any:
 
     if isinstance(module, nn.MLP):
         layers = list(module.layers)
+        _check_exportable(module, nn.MLP)
     elif isinstance(module, nn.Layer):
         layers = [module]
     elif isinstance(module, nn.Neuron):
-        layers = [[module]]
+        layers = []
     else:
         raise TypeError(f"to_torch() exports a Neuron, a Layer or an MLP, not {type(module).__name__!r}")
-    parts = []
     for layer in layers:
-        neurons = list(layer.neurons) if isinstance(layer, nn.Layer) else layer
+        _check_exportable(layer, nn.Layer)
+    parts = []
+    for neurons in [list(layer.neurons) for layer in layers] if layers else [[module]]:
+        for neuron in neurons:
+            _check_exportable(neuron, nn.Neuron)
         nins = {len(n.w) for n in neurons}
         nonlins = {bool(n.nonlin) for n in neurons}
         if len(nins) != 1 or len(nonlins) != 1:

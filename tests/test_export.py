@@ -550,6 +550,27 @@ def test_nn_modules_to_torch(torch):
     assert seq[0].weight.dtype == torch.float64
 
 
+def test_modules_that_compute_something_else_are_not_exported_as_linear_and_relu(torch):
+    class TanhNeuron(Neuron):
+        def __call__(self, x):
+            return sum((wi * xi for wi, xi in zip(self.w, x)), self.b).tanh()
+
+    class Kept(Neuron):  # a subclass that keeps Neuron's __call__ exports as one
+        pass
+
+    assert [type(m).__name__ for m in Kept(2).to_torch()] == ["Linear", "ReLU"]
+    with pytest.raises(TypeError, match="'TanhNeuron' where a Neuron belongs"):
+        TanhNeuron(2).to_torch()
+    layer = Layer(2, 3)
+    layer.neurons[1] = TanhNeuron(2)
+    with pytest.raises(TypeError, match="'TanhNeuron' where a Neuron belongs"):
+        layer.to_torch()
+    model = MLP(2, [3, 1])
+    model.layers[0] = lambda x: x  # not a Layer
+    with pytest.raises(TypeError, match="'function' where a Layer belongs"):
+        model.to_torch()
+
+
 def test_the_export_moons_example_trains_the_same_in_torch(torch, monkeypatch, capsys):
     import os
     import runpy

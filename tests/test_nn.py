@@ -369,6 +369,29 @@ def test_plain_lists_changed_in_place_are_seen(where):
             assert bits(got.data) == bits(expected)
 
 
+@pytest.mark.parametrize("patched", ["Neuron", "Layer"])
+def test_a_call_patched_on_its_class_is_the_one_that_runs(patched, monkeypatch):
+    # The one-call paths stand for Neuron.__call__ and Layer.__call__; a program that
+    # swaps one on the class (tanh neurons, say) gets what it swapped in.
+    random.seed(5)
+    model = nn.MLP(2, [3, 2])
+    x = [0.7, -0.4]
+    before = [v.data for v in model(x)]  # the plans are made and cached
+    cls = getattr(nn, patched)
+    own = cls.__call__
+    if patched == "Layer":
+        monkeypatch.setattr(cls, "__call__", lambda self, x: [v.tanh() for v in own(self, x)])
+    else:
+        monkeypatch.setattr(cls, "__call__", lambda self, x: own(self, x).tanh())
+    expected = x
+    for layer in model.layers:
+        outs = [n(expected) for n in layer.neurons] if patched == "Neuron" else layer(expected)
+        expected = outs if patched == "Layer" or len(outs) > 1 else outs[0]
+    assert [v.data for v in model(x)] == [v.data for v in expected] != before
+    monkeypatch.undo()
+    assert [v.data for v in model(x)] == before
+
+
 def test_neuron_subclass_keeps_its_own_call():
     class Doubled(nn.Neuron):
         def __call__(self, x):
