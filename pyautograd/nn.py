@@ -277,7 +277,12 @@ class MLP(Module):
         if type(x) is not list and not hasattr(x, "__len__"):
             x = list(x)  # a generator is read once
         cached = self._plans_cache  # _plans' work, inline: this runs once per sample
-        if cached is not None and cached[0] == _structure_version[0] and _own_calls():
+        if (
+            cached is not None
+            and cached[0] == _structure_version[0]
+            and Neuron.__call__ is _NEURON_CALL  # _own_calls(), inline
+            and Layer.__call__ is _LAYER_CALL
+        ):
             chain, nin = cached[1]
         else:
             chain, nin = self._plans()
