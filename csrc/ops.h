@@ -45,6 +45,10 @@
  *   softplus: log1p(exp(a)), and a itself past 20 (PyTorch's threshold); its derivative
  *         is SOFTPLUS_D, exp(a) / (exp(a) + 1), and exactly 1 past 20.
  *   gelu: the tanh form, PyTorch's gelu(approximate='tanh'), formula for formula.
+ *   detach: its input's value, and exactly 0 back (softmax's shift: replay recomputes
+ *         it, backward passes nothing through it). That 0 goes on through the graph
+ *         below like any other, so 0 * an inf local derivative there is nan, where
+ *         PyTorch's detach cuts the graph instead.
  * The products are written G * (derivative), in the order backward() has always
  * computed them, so its results stay bitwise what they were.
  */
@@ -120,6 +124,7 @@ static inline double ag_max_share(double a, double b) { return a < b ? 0.0 : a =
     X(GELU,    "gelu",    "GELU",    1, method,         ag_gelu(a),         AG_GELU_TO_A, ZERO) \
     X(SOFTPLUS, "softplus", "softplus", 1, method,      a > 20.0 ? a : log1p(exp(a)),          \
                                                                             MUL(G, OP1(SOFTPLUS_D, A)), ZERO) \
+    X(DETACH,  "detach",  "detach",  1, method,         a,                  ZERO, ZERO)        \
     X(MAXIMUM, "maximum", "max",     2, function,       isnan(a) || isnan(b) ? a + b : a >= b ? a : b, \
                                                                             AG_SHARE_OF(A, B), AG_SHARE_OF(B, A)) \
     X(MINIMUM, "minimum", "min",     2, function,       isnan(a) || isnan(b) ? a + b : a <= b ? a : b, \

@@ -236,6 +236,8 @@ OP_RULES = {
         lambda np, a, b: np.where(a > 20.0, a, np.log1p(np.exp(a))),
         lambda t, a, b, out, np: t * _softplus_d(np, a),
     ),
+    # the value, and exactly 0 back (ops.h's ZERO, not t * 0: nan where t is inf)
+    "detach": Rule(1, lambda a: a.detach(), lambda np, a, b: a, lambda t, a, b, out, np: np.zeros_like(t)),
     # torch.maximum's rules: G to the larger input, G / 2 to each at a tie, G to both at a nan
     "maximum": Rule(
         2,

@@ -57,11 +57,15 @@ def _as_values(values, what):
 
 
 def _shifted(values):
-    """Each value minus the largest one. The max is a constant, not a node: softmax
-    does not change when every input moves by the same amount, so its gradient is
-    exact without it, and exp never overflows."""
-    top = max(v.data for v in values)
-    if not math.isfinite(top):
+    """Each value minus the largest one, so exp never overflows. The largest is a node,
+    detached (softmax does not change when every input moves by the same amount, so no
+    gradient goes through it, as in PyTorch): replay (forward()) shifts by the largest
+    of the new values, bitwise as rebuilding does."""
+    top = values[0]
+    for v in values[1:]:
+        top = _ag.maximum(top, v)
+    top = top.detach()
+    if not math.isfinite(top.data):
         top = 0.0  # inf - inf would turn every input into nan: leave them as IEEE has them
     return [v - top for v in values]
 

@@ -122,6 +122,7 @@ OPS = {
     "abs": (1, lambda a, b: abs(a), lambda a, b, out: (_sign(a), 0.0)),
     "gelu": (1, lambda a, b: _gelu(a), lambda a, b, out: (_gelu_grad(a), 0.0)),
     "softplus": (1, lambda a, b: _softplus(a), lambda a, b, out: (1.0 if a > 20.0 else _sigmoid(a), 0.0)),
+    "detach": (1, lambda a, b: a, lambda a, b, out: (0.0, 0.0)),  # the value; nothing back
     # v.leaky_relu(slope): b is the slope, a number (the C row's constant second input)
     "leaky_relu": (2, lambda a, b: a if a > 0.0 else a * b, lambda a, b, out: (1.0, 0.0) if a > 0.0 else (b, a)),
     "maximum": (2, _maximum, lambda a, b, out: _shares(a, b)),

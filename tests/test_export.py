@@ -140,6 +140,8 @@ def samples_for(name, python):
     if python == "internal":
         make = internal_op_graph(name)
         return [("x", make, [(p,) for p in UNARY_POINTS])]
+    if name == "detach":  # beside a path that passes a gradient: torch refuses grad() of a detached output
+        return [("x", lambda x: x.detach() * x, [(p,) for p in UNARY_POINTS])]
     if python == "method":
         return [("x", lambda x: getattr(x, name)(), [(p,) for p in UNARY_POINTS])]
     if python == "method_slope":

@@ -51,6 +51,7 @@ OPS = {
     "leaky_relu": (lambda a: (a - 3.5).leaky_relu(0.2), lambda a: F.leaky_relu(a - 3.5, 0.2), 1),
     "gelu": (lambda a: a.gelu(), lambda a: F.gelu(a, approximate="tanh"), 1),
     "softplus": (lambda a: a.softplus(), F.softplus, 1),
+    "detach": (lambda a: a.detach() * a, lambda a: a.detach() * a, 1),
     "maximum": (lambda a, b: pyautograd.maximum(a, b + 0.25), lambda a, b: torch.maximum(a, b + 0.25), 2),
     "minimum": (lambda a, b: pyautograd.minimum(a, b + 0.25), lambda a, b: torch.minimum(a, b + 0.25), 2),
 }

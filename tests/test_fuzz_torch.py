@@ -75,7 +75,7 @@ TINY = 2.0**-1074 / U  # below 2**-1022 rounding is absolute: one subnormal step
 REL = 1e-12
 ROUNDING_SLACK = 32
 
-UNARY = ["neg", "relu", "tanh", "exp", "log", "sigmoid", "sin", "cos", "sqrt", "abs", "gelu", "softplus"]
+UNARY = ["neg", "relu", "tanh", "exp", "log", "sigmoid", "sin", "cos", "sqrt", "abs", "gelu", "softplus", "detach"]
 SLOPED = ["leaky_relu"]  # v.leaky_relu(slope): a number for its second input
 BINARY = ["add", "sub", "mul", "truediv", "pow", "maximum", "minimum"]
 FUNCTIONS = {"maximum", "minimum"}  # pyautograd.maximum(a, b), not an operator
@@ -135,6 +135,20 @@ def ours(op, args):
     return _BINARY_OPERATORS[op](*args)
 
 
+class _PassesZero(torch.autograd.Function):
+    """ops.h's detach row in torch: the value, and exactly 0 back to the input (which
+    then goes on through the graph below, 0 * inf = nan included, as every zero does in
+    pyautograd's sweep; torch's own detach cuts the graph there)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return a.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.zeros_like(grad)
+
+
 def theirs(op, args):
     """The same op in torch; constants arrive as tensors without grad (so `2 / x` is a
     tensor division, not torch's reciprocal-times-scalar, which makes 0/1e-300 nan)."""
@@ -144,6 +158,8 @@ def theirs(op, args):
         return torch.nn.functional.gelu(args[0], approximate="tanh")
     if op == "softplus":
         return torch.nn.functional.softplus(args[0])
+    if op == "detach":  # its value, and exactly 0 back (not torch's detach, which cuts)
+        return _PassesZero.apply(args[0])
     if op in UNARY:
         return getattr(torch, op)(args[0])
     if op == "leaky_relu":
@@ -184,6 +200,7 @@ _NP_FORWARD = {
     "abs": np.abs,
     "gelu": lambda a: 0.5 * a * (1.0 + np.tanh(GELU_BETA * (a + GELU_KAPPA * (a * a * a)))),
     "softplus": lambda a: a if a > 20.0 else np.log1p(np.exp(a)),
+    "detach": lambda a: a,
     "leaky_relu": lambda a, b: a if a > 0 else a * b,
     "maximum": np.maximum,
     "minimum": np.minimum,
@@ -283,6 +300,8 @@ def _local_derivatives(op, a, b, out, sa, sb, sout):
     a, b, out = np.float64(a), np.float64(b), np.float64(out)
     if op == "add":
         return [(1.0, 0.0), (1.0, 0.0)]
+    if op == "detach":  # its value is its input's, but it passes back exactly 0
+        return [(0.0, 0.0)]
     if op == "sub":
         return [(1.0, 0.0), (-1.0, 0.0)]
     if op == "mul":
@@ -430,6 +449,8 @@ class Graph:
         }.get(op, 0.0)
         if op in ("relu", "abs"):
             s_out = own + sa  # either branch moves the value by at most a's error
+        elif op == "detach":
+            s_out = sa  # a's value, and so a's error, though no derivative carries it
         elif op == "leaky_relu":
             s_out = max(1.0, abs(b)) * sa
         elif op in ("maximum", "minimum"):

@@ -18,6 +18,7 @@ inside that.
 
 import math
 import operator
+import struct
 
 import numpy as np
 import pytest
@@ -104,6 +105,26 @@ FUNCTIONS = {
 }
 
 
+# v.detach(): the value as it is, and no gradient back (not a function with a derivative
+# to check by differences: tested on its own below)
+DETACHED = {"detach": Value.detach}
+
+
+def test_detach_passes_the_value_and_no_gradient():
+    for a in [2.5, -0.0, 0.0, 1e-310, -1e308, math.inf, -math.inf, math.nan]:
+        x = Value(a)
+        d = x.detach()
+        assert struct.pack("<d", d.data) == struct.pack("<d", a) and d._op == "detach"
+        y = d * x + x  # to x: d + 1 (its own two paths), and nothing through d
+        y.backward()
+        assert (d.grad, x.grad) == (a, a + 1.0) or math.isnan(a)
+        assert math.isnan(a) == math.isnan(x.grad)
+    x = Value(3.0)
+    d = x.detach()
+    x.data = 5.0
+    assert d.forward() == 5.0  # a node: replay recomputes it from x
+
+
 def apart(dom):
     """Pairs (a, b) from dom at least 1e-3 (relative) apart: no tie within a step h."""
     return st.tuples(dom, dom).filter(lambda p: abs(p[0] - p[1]) > 1e-3 * max(1.0, abs(p[0]), abs(p[1])))
@@ -130,7 +151,7 @@ def test_every_op_in_the_c_table_is_tested_here():
     elementwise = {
         name for code, name in enumerate(OP_NAMES) if lib.ag_op_arity(code) in (1, 2) and OP_PYTHON[code] != "internal"
     }
-    assert elementwise == set(BINARY) | set(UNARY) | set(SLOPED) | set(FUNCTIONS)
+    assert elementwise == set(BINARY) | set(UNARY) | set(SLOPED) | set(FUNCTIONS) | set(DETACHED)
     for code, name in enumerate(OP_NAMES):
         if name in BINARY:
             assert lib.ag_op_arity(code) == 2, name
