@@ -42,7 +42,8 @@
  *     reachable from Python, and its working state in buffers of its own. A sweep
  *     that runs Python keeps its adjoints in the nodes' grad fields (Python rules read
  *     them there), so it marks its nodes AG_FLAG_OWNED while it runs, and any other
- *     sweep that reaches one refuses (AG_EBUSY) rather than mix its adjoints in.
+ *     sweep that reaches one refuses (AG_EBUSY) rather than mix its adjoints in. A
+ *     sort that reads no grads (a replay's, graph_size's) walks owned nodes as any.
  */
 #ifndef AG_ARENA_H
 #define AG_ARENA_H
