@@ -449,6 +449,7 @@ static int sweep_order(const ag_order *order, int check, int unmark, ag_id *bad)
 typedef struct running_sweep {
     ag_id root;                 /* retained for the sweep's length */
     const ag_order *owns;       /* the nodes it marked owned, or NULL */
+    const grads_kept *kept;     /* with owns: their grads from before the call */
     cached_order *hit;          /* the cached tape it uses, or NULL */
     const void *thread;
     struct running_sweep *next;
@@ -459,7 +460,7 @@ static _Thread_local char this_thread; /* its address tells threads apart */
 
 static void sweep_begin(running_sweep *r, ag_id root, cached_order *hit)
 {
-    *r = (running_sweep){root, NULL, hit, &this_thread, running};
+    *r = (running_sweep){root, NULL, NULL, hit, &this_thread, running};
     running = r;
     ag_retain(root); /* a rule may drop every Value naming the root */
     if (hit)
@@ -487,7 +488,10 @@ static void sweep_end(running_sweep *r)
 }
 
 /* In the child of a fork only the forking thread runs on: the sweeps of the others
- * will never end, so their marks, tapes and roots are let go here. */
+ * will never end, so their grads go back to what they were before the call, and
+ * their marks and tapes are let go here (their roots stay retained: a leak, never a
+ * free of what may still be used). The order and kept grads they point at are in the
+ * dead threads' frames and buffers, which the child has a copy of and nothing reuses. */
 static void sweeps_after_fork(void)
 {
     running_sweep *mine = NULL;
@@ -498,8 +502,12 @@ static void sweeps_after_fork(void)
             mine = r;
             continue;
         }
-        if (r->owns)
+        if (r->owns) { /* their grads hold its half-summed adjoints: as before the call */
+            for (size_t i = 0; i < r->owns->n; i++)
+                ag_node_at(r->owns->ids[i])->grad = 0.0;
+            ag_put_back(r->kept);
             disown(r->owns);
+        }
         if (r->hit)
             r->hit->in_use--;
     }
@@ -559,8 +567,10 @@ int ag_backward(ag_id root)
         status = topo_sort(root, &order, &kept, 1, &marked, &owned);
         my_order = take(&order_buf); /* order.ids points into it */
     }
-    if (owned)
+    if (owned) {
         me.owns = &order;
+        me.kept = &kept;
+    }
     if (status == AG_OK) {
         ag_node_at(root)->grad = 1.0;
         status = sweep_order(&order, check, marked, &bad);
@@ -595,8 +605,10 @@ int ag_sort_for_grad(ag_id root, ag_sorted *sorted)
     sweep_begin(sorted->running, root, NULL);
     int status = topo_sort(root, &sorted->order, &sorted->kept, 1, &sorted->marked, &owned);
     sorted->order_buffer = take(&order_buf); /* order.ids points into it */
-    if (owned)
+    if (owned) {
         ((running_sweep *)sorted->running)->owns = &sorted->order;
+        ((running_sweep *)sorted->running)->kept = &sorted->kept;
+    }
     return status;
 }
 

@@ -206,6 +206,14 @@ int ag_value_init(PyObject *self, PyObject *args, PyObject *kwargs)
         return 0;
     if (!parse_arguments(args, kwargs, &data, &children, &op_or_grads, &label, &local_grads))
         return -1;
+    if (ag_node_at(VALUE_ID(self))->refs > 1) { /* an op, a list of ids or a tape holds it */
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s.__init__: Value.__init__ ran after this %s was used (in an op, or by an "
+                     "optimizer); a Value never changes node once something holds it, so call "
+                     "super().__init__(...) before using self",
+                     Py_TYPE(self)->tp_name, Py_TYPE(self)->tp_name);
+        return -1;
+    }
     v->placeholder = 0;
     ag_id id = node_from_arguments(data, children, op_or_grads, label, local_grads);
     if (!id) {

@@ -154,3 +154,44 @@ def test_a_fork_while_another_thread_sweeps_with_a_python_rule_frees_its_nodes_i
         resume.set()
         t.join()
     assert x.grad == 12.0  # the parent's sweep, undisturbed
+
+
+@pytest.mark.parametrize("call", ["backward", "grad"])
+def test_grads_from_before_a_sweep_cut_off_by_a_fork_are_back_in_the_child(call):
+    """The sweep zeroes the grads under its root and keeps the earlier ones aside, to add
+    back (backward) or put back (grad) when it ends; in the child it never ends, so the
+    fork puts them back: they once read 0 there, and the next backward lost them."""
+    from pyautograd import grad
+
+    inside, resume = threading.Event(), threading.Event()
+    x = Value(2.0)
+    x.grad = 7.0  # from an earlier backward()
+    shared = x * x
+    out = Value(shared.data * 3.0, (shared,), "triple")
+
+    def _backward():
+        inside.set()
+        resume.wait(60)
+        shared.grad += 3.0 * out.grad
+
+    out._backward = _backward
+    other = shared * 5.0
+    t = threading.Thread(target=out.backward if call == "backward" else lambda: grad(out, [x]))
+    t.start()
+    assert inside.wait(60)
+    pid = fork()
+    if pid == 0:
+        status = 30
+        try:
+            before = (x.grad, shared.grad, out.grad)
+            other.backward()
+            status = 0 if before == (7.0, 0.0, 0.0) and x.grad == 27.0 else 31
+        except BaseException:
+            status = 32
+        os._exit(status)
+    try:
+        assert wait_for(pid) == 0
+    finally:
+        resume.set()
+        t.join()
+    assert x.grad == (7.0 + 12.0 if call == "backward" else 7.0)  # the parent's, undisturbed

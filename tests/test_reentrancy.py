@@ -309,6 +309,33 @@ def test_root_reinitialised_inside_a_rule():
         assert (root.data, x.grad) == (0.0, 4.0)
 
 
+def test_init_after_the_value_was_used_is_refused():
+    from pyautograd.optim import SGD
+
+    # The first Value.__init__ of a subclass instance moves it off __new__'s placeholder
+    # node; once an op or an optimizer holds that node, the move left them on the old one
+    # (its grads and updates went missing). micrograd fails there too: self.data is unset.
+    class Param(Value):
+        def __init__(self, x):
+            self.twice = self * 2
+            super().__init__(x)
+
+    with pytest.raises(RuntimeError, match=r"Param.__init__: Value.__init__ ran after this Param was used"):
+        Param(3.0)
+    s = Sub.__new__(Sub, 1.0)
+    y = s * 3
+    opt = SGD([s], lr=0.1)
+    with pytest.raises(RuntimeError, match="call super"):
+        Value.__init__(s, 1.0)
+    y.backward()
+    assert s.grad == 3.0 and any(p is s for p in y._prev)  # still the node y holds
+    opt.step()
+    assert s.data == 1.0 - 0.1 * 3.0
+    fresh = Sub.__new__(Sub, 0.0)
+    Value.__init__(fresh, 4.0)  # not used yet: initialised as always
+    assert fresh.data == 4.0
+
+
 def test_float_of_a_local_grad_initialises_a_child():
     child = Sub.__new__(Sub, 1.0)  # __init__ not run yet: a placeholder leaf
 
