@@ -647,11 +647,16 @@ class _Plan:
             flat = [q for row in qs_rows for q in row] if key == "weight" else list(qs_rows)
             shape = (len(qs_rows), len(qs_rows[0])) if key == "weight" else (len(qs_rows),)
             first = self.param_of.get(flat[0])
+            # The parameter itself only where every leaf sits at its own place in it: a
+            # layer that reads another's leaves transposed, permuted or repeated (tied
+            # weights) gets its matrix built from them.
+            places = (
+                [divmod(i, shape[1]) for i in range(len(flat))] if key == "weight" else [(i,) for i in range(len(flat))]
+            )
             if (
                 first is not None
-                and first[1] == ((0, 0) if key == "weight" else (0,))
-                and all(self.param_of.get(q, (None,))[0] == first[0] for q in flat)
                 and self.params[first[0]][0] == shape
+                and all(self.param_of.get(q) == (first[0], place) for q, place in zip(flat, places))
             ):
                 return ("param", first[0], None)
             if all(kind[q] == "const" for q in flat):

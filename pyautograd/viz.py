@@ -56,7 +56,8 @@ def _escape(text, specials):
     """text for a quoted DOT label: specials backslashed, a newline as DOT's \\n, other
     control characters shown as \\xNN instead of breaking the file, & and non-ASCII as
     character references (Graphviz 2.43's record parser drops a space after a UTF-8
-    character: "αβ cd" shows as "αβcd", "&#945;&#946; cd" as "αβ cd")."""
+    character: "αβ cd" shows as "αβcd", "&#945;&#946; cd" as "αβ cd"), but for those
+    beyond U+FFFF (emoji), which Graphviz garbles as references: those stay UTF-8."""
     out = []
     for c in text:
         if c in specials:
@@ -65,7 +66,7 @@ def _escape(text, specials):
             out.append("\\n")
         elif c < " " or c == "\x7f":
             out.append(f"\\\\x{ord(c):02x}")
-        elif c == "&" or c > "\x7f":
+        elif c == "&" or "\x7f" < c <= "\uffff":
             out.append(f"&#{ord(c)};")
         else:
             out.append(c)

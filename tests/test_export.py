@@ -327,6 +327,39 @@ def test_an_mlp_exports_to_torch_as_matrix_products(torch):
     assert len(wide.graph.nodes) == len(module.graph.nodes)
 
 
+def test_layers_that_read_another_layers_weights_in_another_order_export_them_so(torch, jax):
+    # A second group of dot nodes over the same leaves (tied weights: a decoder over the
+    # encoder's W transposed; biases repeated) once took the first group's parameter
+    # whole: W where W^T belongs, b2 where b1 does. Every output and gradient must agree.
+    x1, x2 = Value(1.0), Value(10.0)
+    w = [Value(v) for v in (1.0, 2.0, 3.0, 4.0)]
+    b1, b2 = Value(100.0), Value(200.0)
+    outs = [
+        pyautograd.dot([w[0], w[1]], [x1, x2], b1),
+        pyautograd.dot([w[2], w[3]], [x1, x2], b2),
+        pyautograd.dot([w[0], w[2]], [x2, x1], b1),  # W^T
+        pyautograd.dot([w[1], w[3]], [x2, x1], b1),  # and the bias repeated
+    ]
+    weights = [0.5, -1.0, 2.0, 0.25]
+    pyautograd.dot(weights, outs).backward()
+    want = [o.data for o in outs]
+    module = export.to_torch(outs, [x1, x2])
+    args = [
+        torch.tensor(1.0, dtype=torch.float64, requires_grad=True),
+        torch.tensor(10.0, dtype=torch.float64, requires_grad=True),
+    ]
+    got = module(*args)
+    assert [t.item() for t in got] == want
+    sum(c * t for c, t in zip(weights, got)).backward()
+    assert [a.grad.item() for a in args] == [x1.grad, x2.grad]
+    leaves = module.pyautograd_leaves
+    for name, p in module.named_parameters():
+        flat_leaves = [v for row in leaves[name] for v in row] if p.dim() == 2 else list(leaves[name])
+        assert p.grad.reshape(-1).tolist() == [v.grad for v in flat_leaves], name
+    fn, params = export.to_jax(outs, [x1, x2])
+    assert [float(v) for v in fn(params, 1.0, 10.0)] == want
+
+
 @pytest.mark.parametrize("shape", [(), (5,), (2, 3)])
 def test_an_exported_mlp_is_pyautograd_per_sample_in_torch(torch, shape):
     model, xs, outs = mlp_graph()
