@@ -118,12 +118,11 @@ def test_the_fork_hook_does_nothing_without_a_fork():
     assert live() == base - 1
 
 
-def test_a_fork_while_another_thread_sweeps_with_a_python_rule_frees_its_nodes_in_the_child():
-    """A sweep that runs Python rules owns its nodes until it ends (a second sweep over
-    them refuses). In the child, the thread that ran it does not exist: its marks go, so
-    the child can differentiate the same graph."""
+def sweep_waiting_in_a_rule(x, run):
+    """out = 3 x^2 through a Python rule, and other = 5 x^2 over the same x^2; run(out) in
+    a thread, which is inside the rule on return (resume lets it finish). Returns
+    (shared, out, other, thread, resume)."""
     inside, resume = threading.Event(), threading.Event()
-    x = Value(2.0)
     shared = x * x
     out = Value(shared.data * 3.0, (shared,), "triple")
 
@@ -133,10 +132,18 @@ def test_a_fork_while_another_thread_sweeps_with_a_python_rule_frees_its_nodes_i
         shared.grad += 3.0 * out.grad
 
     out._backward = _backward
-    other = shared * 5.0
-    t = threading.Thread(target=out.backward)
+    t = threading.Thread(target=run, args=(out,))
     t.start()
     assert inside.wait(60)
+    return shared, out, shared * 5.0, t, resume
+
+
+def test_a_fork_while_another_thread_sweeps_with_a_python_rule_frees_its_nodes_in_the_child():
+    """A sweep that runs Python rules owns its nodes until it ends (a second sweep over
+    them refuses). In the child, the thread that ran it does not exist: its marks go, so
+    the child can differentiate the same graph."""
+    x = Value(2.0)
+    shared, out, other, t, resume = sweep_waiting_in_a_rule(x, lambda out: out.backward())
     with pytest.raises(RuntimeError, match="another backward"):
         other.backward()  # in the parent the sweep is still running
     pid = fork()
@@ -163,22 +170,10 @@ def test_grads_from_before_a_sweep_cut_off_by_a_fork_are_back_in_the_child(call)
     fork puts them back: they once read 0 there, and the next backward lost them."""
     from pyautograd import grad
 
-    inside, resume = threading.Event(), threading.Event()
     x = Value(2.0)
     x.grad = 7.0  # from an earlier backward()
-    shared = x * x
-    out = Value(shared.data * 3.0, (shared,), "triple")
-
-    def _backward():
-        inside.set()
-        resume.wait(60)
-        shared.grad += 3.0 * out.grad
-
-    out._backward = _backward
-    other = shared * 5.0
-    t = threading.Thread(target=out.backward if call == "backward" else lambda: grad(out, [x]))
-    t.start()
-    assert inside.wait(60)
+    run = (lambda out: out.backward()) if call == "backward" else (lambda out: grad(out, [x]))
+    shared, out, other, t, resume = sweep_waiting_in_a_rule(x, run)
     pid = fork()
     if pid == 0:
         status = 30
