@@ -132,7 +132,6 @@ typedef struct tangent_sweep {
     uint32_t *start;  /* node i's inputs' positions are at[start[i]] up to at[start[i + 1]] */
     uint32_t *at;
     dual *value;      /* the node's value and its tangent along the direction */
-    uint8_t *seeded;  /* an input given a tangent */
     dual *adjoint;    /* hvp: d root / d node and its tangent */
     uint8_t *swept;   /* hvp: something was passed back to it */
 } tangent_sweep;
@@ -146,7 +145,7 @@ typedef struct scratch {
     size_t bytes;
 } scratch;
 
-static scratch scratch_op, scratch_start, scratch_at, scratch_value, scratch_seeded, scratch_adjoint, scratch_swept;
+static scratch scratch_op, scratch_start, scratch_at, scratch_value, scratch_adjoint, scratch_swept;
 
 /* At least `bytes` of s (contents kept), or NULL. */
 static void *room(scratch *s, size_t bytes)
@@ -177,13 +176,13 @@ static void *zeroed_room(scratch *s, size_t bytes)
 static size_t scratch_held(void)
 {
     return scratch_op.bytes + scratch_start.bytes + scratch_at.bytes + scratch_value.bytes
-         + scratch_seeded.bytes + scratch_adjoint.bytes + scratch_swept.bytes;
+         + scratch_adjoint.bytes + scratch_swept.bytes;
 }
 
 static void fit_scratch(size_t used)
 {
     scratch *all[] = {&scratch_op, &scratch_start, &scratch_at, &scratch_value,
-                      &scratch_seeded, &scratch_adjoint, &scratch_swept};
+                      &scratch_adjoint, &scratch_swept};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (all[i]->bytes > AG_TANGENT_SCRATCH_KEEP && all[i]->bytes / 8 > used * sizeof(dual)) {
             free(all[i]->p);
@@ -210,8 +209,7 @@ static int begin(tangent_sweep *s, ag_id root, const ag_id *inputs, const double
     s->start = room(&scratch_start, (n + 1) * sizeof *s->start);
     s->at = room(&scratch_at, cap * sizeof *s->at);
     s->value = room(&scratch_value, (n + 1) * sizeof *s->value);
-    s->seeded = zeroed_room(&scratch_seeded, n + 1);
-    if (!s->op || !s->start || !s->at || !s->value || !s->seeded)
+    if (!s->op || !s->start || !s->at || !s->value)
         return AG_ENOMEM;
     for (size_t i = 0; i < n; i++) {
         ag_node *node = ag_node_at(s->order.ids[i]);
@@ -244,7 +242,6 @@ static int begin(tangent_sweep *s, ag_id root, const ag_id *inputs, const double
             double t = tangents ? tangents[j] : 0.0;
             v->d = v->zero ? t : v->d + t;
             v->zero = !tangents;
-            s->seeded[p - 1] = 1;
         }
     }
     return AG_OK;
@@ -257,12 +254,14 @@ static const double *local_of(const tangent_sweep *s, size_t i)
 
 /* Every node's tangent, inputs first: the sum over its inputs, in order, of what each
  * passes on when its tangent is the G arriving (the rows read on doubles; the n-ary
- * rules on plain values). The seeds keep theirs. */
+ * rules on plain values). A seed that is an interior node adds what flows into it to
+ * its own tangent: with x and t = x*y both inputs, t moves with x too, as grad()'s
+ * d/dx counts the path through t, so the result is grad . tangents. */
 static void sweep_forward(tangent_sweep *s)
 {
     for (size_t i = 0; i < s->order.n; i++) {
         int op = s->op[i];
-        if (s->seeded[i] || ag_op_is_source(op) || op == AG_CUSTOM)
+        if (ag_op_is_source(op) || op == AG_CUSTOM)
             continue;
         const uint32_t *at = s->at + s->start[i];
         size_t n = s->start[i + 1] - s->start[i];
@@ -328,7 +327,7 @@ int ag_jvp_terms(ag_id root, const ag_id *outputs, size_t n_outputs, const ag_id
     int status = begin(&s, root, inputs, NULL, n_inputs, &bad);
     size_t n_order = status == AG_OK ? s.order.n : 0;
     ag_term *term = calloc(n_order ? n_order : 1, sizeof *term);
-    uint8_t *has = calloc(n_order ? n_order : 1, 1), *seeded = s.seeded;
+    uint8_t *has = calloc(n_order ? n_order : 1, 1);
     double *numbers = calloc(n_outputs ? n_outputs : 1, sizeof *numbers);
     if (status == AG_OK && (!term || !has || !numbers))
         status = AG_ENOMEM;
@@ -346,8 +345,8 @@ int ag_jvp_terms(ag_id root, const ag_id *outputs, size_t n_outputs, const ag_id
     for (size_t i = 0; status == AG_OK && i < n_order; i++) {
         ag_id id = s.order.ids[i];
         const ag_node *node = ag_node_at(id);
-        if (seeded[i] || ag_op_is_source(node->op) || node->op == AG_CUSTOM)
-            continue;
+        if (ag_op_is_source(node->op) || node->op == AG_CUSTOM)
+            continue; /* a seed adds what flows in, as in sweep_forward */
         size_t n;
         ag_inputs_of(node, &n);
         for (size_t k = 0; status == AG_OK && k < n; k++) {

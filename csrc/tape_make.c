@@ -390,7 +390,9 @@ static int touches_group(const ag_tape *tape, uint32_t i, const grouping *group)
 }
 
 /* Whether row dot i can be in a group over its input row: its output, weights and bias
- * apart from the row (and, when in is the group's, untouched by the group's dots). */
+ * apart from the row and its bias apart from its weights (a group adds every bias share
+ * before the weights', where the sweep adds it last), and, when in is the group's,
+ * untouched by the group's dots. */
 static int can_join(const ag_tape *tape, uint32_t i, const grouping *group)
 {
     if (tape->kinds[i] != AG_TAPE_ROW_DOT)
@@ -399,6 +401,8 @@ static int can_join(const ag_tape *tape, uint32_t i, const grouping *group)
     int32_t x = in[1], pairs = in[2];
     if (in[0] == x || (out >= x && out < x + pairs) || (in[3] >= x && in[3] < x + pairs))
         return 0; /* dot(p, p), or a dot over its own output: never met, kept out */
+    if (in[3] >= in[0] && in[3] < in[0] + pairs)
+        return 0; /* a bias that is also one of the dot's weights */
     if (group && (x != group->x || pairs != group->pairs))
         return 0;
     return !group

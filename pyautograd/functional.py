@@ -6,7 +6,6 @@ micrograd's (Python's sum: start first, then each term left to right), so the re
 are bitwise those of the unfused expressions.
 """
 
-import math
 import numbers
 from collections.abc import Iterable
 
@@ -64,9 +63,7 @@ def _shifted(values):
     top = values[0]
     for v in values[1:]:
         top = _ag.maximum(top, v)
-    top = top.detach()
-    if not math.isfinite(top.data):
-        top = 0.0  # inf - inf would turn every input into nan: leave them as IEEE has them
+    top = top.detach()  # an infinite largest one makes every input nan (inf - inf), as in PyTorch
     return [v - top for v in values]
 
 

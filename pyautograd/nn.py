@@ -46,6 +46,7 @@ class _TrackedList(list):
     """A list (Neuron.w, Layer.neurons) that tells the layer caches when it changes."""
 
     __slots__ = ()
+    __init__ = _tracked(list.__init__)
     __setitem__ = _tracked(list.__setitem__)
     __delitem__ = _tracked(list.__delitem__)
     __iadd__ = _tracked(list.__iadd__)

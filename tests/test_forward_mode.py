@@ -204,6 +204,22 @@ def test_interior_nodes_as_inputs_are_seeds():
     assert close(j.data, math.exp(0.25))
 
 
+def test_an_interior_input_moves_with_an_input_below_it():
+    # t = x * y and x are both inputs: grad's d f / d x counts the path through t, so
+    # along (1, 0.5) t moves by 1 + 0.5 y. jvp once gave t its seed alone (1.85 where
+    # grad . v is 1.54), and hvp followed it.
+    x, y = Value(0.7), Value(-0.3)
+    t = x * y
+    f = t.tanh() * x.exp() + t * t * t
+    v = [1.0, 0.5]
+    g = grad(f, [t, x], create_graph=True)
+    along = g[0] * v[0] + g[1] * v[1]
+    assert close(jvp(f, [t, x], v)[0].data, along.data)
+    assert close(jvp(f, [t, x], v, create_graph=True)[0].data, along.data)
+    for a, b in zip(hvp(f, [t, x], v), grad(along, [t, x])):
+        assert close(a.data, b.data)
+
+
 def test_python_rules_are_refused_and_bad_arguments_raise():
     x = Value(2.0)
     out = Value(4.0, (x,), "sq")

@@ -231,6 +231,38 @@ def test_softmax_replays_bitwise_as_a_rebuild(fn, scale):
         assert [x.grad.hex() for x in xs] == [x.grad.hex() for x in again]
 
 
+@pytest.mark.parametrize("recorded", [[math.inf, 1.0], [-math.inf, -math.inf], [math.nan, 0.0]])
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax", "cross_entropy"])
+def test_softmax_recorded_at_a_non_finite_largest_input_replays_as_a_rebuild(fn, recorded):
+    # The shift was once 0 when the largest input was not finite while recording, a
+    # choice read from .data that replay kept: [inf, 1] replayed at [1000, 1] gave nan.
+    from pyautograd import losses
+
+    def build(xs):
+        return [losses.cross_entropy(xs, 0)] if fn == "cross_entropy" else getattr(pyautograd, fn)(xs)
+
+    xs = fresh(recorded)
+    outs = build(xs)
+    root = pyautograd.dot([1.0, -0.5][: len(outs)], outs)
+    xs[0].data, xs[1].data = 800.0, 0.25
+    root.forward()
+    root.backward()
+    again = fresh([800.0, 0.25])
+    rebuilt = pyautograd.dot([1.0, -0.5][: len(outs)], build(again))
+    rebuilt.backward()
+    assert root.data.hex() == rebuilt.data.hex() and math.isfinite(root.data)
+    assert [x.grad.hex() for x in xs] == [x.grad.hex() for x in again]
+
+
+@pytest.mark.parametrize("row", [[math.inf, 1.0], [-math.inf, 1.0], [-math.inf, -math.inf], [math.inf, -math.inf]])
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
+def test_softmax_of_infinite_inputs_is_torchs(fn, row):
+    torch = require("torch", "PYAUTOGRAD_REQUIRE_TORCH")
+    ours = [v.data for v in getattr(pyautograd, fn)(fresh(row))]
+    theirs = getattr(torch, fn)(torch.tensor(row, dtype=torch.float64), dim=0).tolist()
+    assert [repr(v) for v in ours] == [repr(v) for v in theirs]
+
+
 @pytest.mark.parametrize("scale", [1.0, 30.0, 800.0])
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
 def test_softmax_matches_torch(fn, scale):

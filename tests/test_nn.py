@@ -328,6 +328,7 @@ def test_structure_changes_are_seen():
         lambda: model.layers[1].neurons[0].w.__delitem__(-1),
         lambda: model.layers[0].neurons.pop(),  # after the deletes, or layer 1 gets too few inputs
         lambda: model.layers[0].neurons[1].w.__iadd__([]),  # a no-op change is harmless
+        lambda: model.layers[0].neurons[1].w.__init__([Value(-3.0), Value(0.5)]),
     ]
     for change in changes:
         change()
