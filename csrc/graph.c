@@ -161,13 +161,16 @@ static int read_plan(PyObject *weights, PyObject *nonlin, const char *what, ag_r
 }
 
 /* layer(weights, nonlin, xs) -> NodeList: a LayerWeights' neurons over the first nin of
- * xs (a NodeList, or Values and numbers). */
+ * xs (a NodeList, or Values and numbers); NotImplemented when Value's +, * or relu has
+ * been patched (the caller then calls the neurons, as micrograd does). */
 static PyObject *apply_layer(PyObject *module, PyObject *args)
 {
     PyObject *weights, *nonlin, *xs_arg;
     ag_row *const *rows;
     size_t nout, nin;
     (void)module;
+    if (!ag_value_ops_ours())
+        Py_RETURN_NOTIMPLEMENTED;
     if (!PyArg_ParseTuple(args, "OOO:layer", &weights, &nonlin, &xs_arg)
         || read_plan(weights, nonlin, "layer()", &rows, &nout, &nin) < 0)
         return NULL;
@@ -231,13 +234,15 @@ static PyObject *values_for(ag_id *ids, size_t n)
 /* layers(plans, xs) -> list of Values: a whole MLP, each plan (weights, nonlin) applied
  * to what the one before gave (the first to xs: a NodeList, or Values and numbers). The
  * activations in between are ids this call owns; only the last layer's become Values,
- * allocated before any of its nodes exists. */
+ * allocated before any of its nodes exists. NotImplemented as layer()'s. */
 static PyObject *apply_layers(PyObject *module, PyObject *args)
 {
     PyObject *plans, *xs_arg;
     ag_row *const *rows;
     size_t nout, nin, width = 0, first_nin = 0;
     (void)module;
+    if (!ag_value_ops_ours())
+        Py_RETURN_NOTIMPLEMENTED;
     if (!PyArg_ParseTuple(args, "O!O:layers", &PyTuple_Type, &plans, &xs_arg))
         return NULL;
     Py_ssize_t n_layers = PyTuple_GET_SIZE(plans);
@@ -527,12 +532,20 @@ static PyObject *track_pin_holders(PyObject *module, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *value_ops_ours(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyBool_FromLong(ag_value_ops_ours());
+}
+
 PyMethodDef ag_graph_functions[] = {
     {"_track_pin_holders", track_pin_holders, METH_NOARGS, "before a GC pass: Values holding new pins tracked"},
     {"sum", fused_sum, METH_VARARGS, "sum(values, start): one node"},
     {"dot", fused_dot, METH_VARARGS, "dot(ws, xs, start): one node"},
     {"layer", apply_layer, METH_VARARGS, "layer(weights, nonlin, xs) -> NodeList"},
     {"layers", apply_layers, METH_VARARGS, "layers(plans, xs) -> list of the last layer's Values"},
+    {"value_ops_ours", value_ops_ours, METH_NOARGS, "whether Value's +, * and relu are its own"},
     {"grad", grad, METH_VARARGS, "grad(output, inputs, create_graph) -> list of Values"},
     {"jvp", jvp, METH_VARARGS, "jvp(outputs, inputs, tangents, create_graph) -> list of Values"},
     {"hvp", hvp, METH_VARARGS, "hvp(output, inputs, vector) -> list of Values"},

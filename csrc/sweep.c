@@ -386,14 +386,9 @@ static inline ag_node *const *inputs_by_address(const ag_node *node, size_t *n, 
 
 /* ---- backward ---- */
 
-/* One node's chain-rule step: its Python _backward if it has one, else its op's. */
-AG_INLINE int step(ag_node *node, int check)
+/* One node's chain-rule step as its op defines it. */
+AG_INLINE int op_step(ag_node *node, int check)
 {
-    if (node->flags & AG_FLAG_PYRULE) {
-        int status = ag_hooks.run_rule(node);
-        if (status != AG_ENORULE)
-            return status;
-    }
     const ag_dot_rows *rows = ag_rows_of(node);
     if (rows) /* a layer's dot node: its inputs by address in its rows */
         return ag_dot_rows_backward(node->grad, rows, check) ? AG_OK : AG_EANOMALY;
@@ -403,6 +398,17 @@ AG_INLINE int step(ag_node *node, int check)
     if (!in)
         return AG_ENOMEM;
     return ag_propagate(node, in, n, check) ? AG_OK : AG_EANOMALY;
+}
+
+/* A node's chain-rule step in a sweep: its Python _backward if it has one, else its op's. */
+AG_INLINE int step(ag_node *node, int check)
+{
+    if (node->flags & AG_FLAG_PYRULE) {
+        int status = ag_hooks.run_rule(node);
+        if (status != AG_ENORULE)
+            return status;
+    }
+    return op_step(node, check);
 }
 
 /* Asks for node i of the order and, a few steps later, its inputs, before the sweep
@@ -629,10 +635,12 @@ int ag_sweep_first_order(const ag_order *order, ag_id *bad)
 }
 
 /* Micrograd's v._backward() for a node made by a C op: its one chain-rule step, with
- * the grad it has now. */
+ * the grad it has now. Always the op's, whatever _backward the node has been given
+ * since: as micrograd's closure, a step saved before `v._backward = hook` is the op's,
+ * so a hook that calls it does not call itself. */
 int ag_backward_step(ag_id id)
 {
-    int status = step(ag_node_at(id), ag_anomaly_mode());
+    int status = op_step(ag_node_at(id), ag_anomaly_mode());
     if (status != AG_OK && status != AG_EPYTHON)
         ag_fail(status, status == AG_EANOMALY ? id : 0);
     return status;

@@ -353,7 +353,10 @@ static PyObject *get_id(PyObject *self, void *unused)
 
 /* ---- the graph, as micrograd shows it: _prev, _op, _backward ---- */
 
-/* The inputs in operand order, repeats kept (a + a gives (a, a)). */
+/* The inputs in operand order, repeats kept (a + a gives (a, a)). Each is kept by its
+ * node from then on, as micrograd's graph keeps its operand objects: a walk that keys
+ * the nodes it saw by id() and drops the Values meets each node as one object, never a
+ * new one under a reused id. */
 static PyObject *get_inputs(PyObject *self, void *unused)
 {
     (void)unused;
@@ -365,6 +368,8 @@ static PyObject *get_inputs(PyObject *self, void *unused)
     memcpy(ids, inputs, n * sizeof *ids);
     PyObject *tuple = ag_values_of(ids, n, 1); /* self's node keeps them alive */
     PyMem_Free(ids);
+    for (Py_ssize_t i = 0; tuple && i < PyTuple_GET_SIZE(tuple); i++)
+        ag_mark_state(PyTuple_GET_ITEM(tuple, i)); /* no Python code */
     return tuple;
 }
 
@@ -427,14 +432,16 @@ static PyObject *get_backward(PyObject *self, void *unused)
     return PyErr_Occurred() ? NULL : PyCFunction_New(&backward_step_def, self);
 }
 
-/* out._backward = fn: backward() calls fn in out's place, as micrograd does; None or
- * del gives the node its op's own rule back. */
+/* out._backward = fn: backward() calls fn in out's place, as micrograd does; None, del
+ * or the node's own step (read before) gives the node its op's own rule back. */
 static int set_backward(PyObject *self, PyObject *rule, void *unused)
 {
     (void)unused;
     ValueObject *v = (ValueObject *)self;
     ag_node *node = ag_node_at(v->id);
-    if (!rule || rule == Py_None) {
+    int own_step = rule && PyCFunction_Check(rule) && PyCFunction_GetFunction(rule) == backward_step
+                   && PyCFunction_GetSelf(rule) == self;
+    if (!rule || rule == Py_None || own_step) { /* own_step: a step saved before a hook, put back */
         if (v->dict && PyDict_DelItem(v->dict, ag_backward_name) < 0) {
             if (!PyErr_ExceptionMatches(PyExc_KeyError))
                 return -1;
@@ -480,10 +487,52 @@ static PyObject *inputs_of_failure(PyObject *a, PyObject *b)
     return b ? Py_BuildValue("(OO)", a, b) : Py_BuildValue("(O)", a);
 }
 
+/* ---- 1 + x and 2 * x on a class that overrides + or * ----
+ * micrograd's __radd__ and __rmul__ are `self + other` and `self * other`, so a class
+ * that overrides __add__ or __mul__ (a subclass, or Value patched) gets 1 + x, 2 * x and
+ * sum() through its own. The slot stays ours unless a class on the way defines one of
+ * the pair in Python; only then is the method looked up. */
+static PyObject *binary_ADD(PyObject *a, PyObject *b);
+static PyObject *binary_MUL(PyObject *a, PyObject *b);
+static PyObject *add_name, *mul_name, *relu_name, *own_add, *own_mul, *own_relu; /* as Value was made */
+
+/* 1: value's class has an __add__ (op AG_ADD) or __mul__ of its own, 0: not, -1: error */
+static int overridden(int op, PyObject *value)
+{
+    PyNumberMethods *nb = Py_TYPE(value)->tp_as_number;
+    if (op == AG_ADD ? nb->nb_add == binary_ADD : nb->nb_multiply == binary_MUL)
+        return 0;
+    PyObject *method = PyObject_GetAttr((PyObject *)Py_TYPE(value), op == AG_ADD ? add_name : mul_name);
+    if (!method)
+        return -1;
+    int result = method != (op == AG_ADD ? own_add : own_mul);
+    Py_DECREF(method);
+    return result;
+}
+
+/* Whether Value's +, * and relu are still its own: pyautograd.nn's layers compute
+ * with them in C, which a program that patched one of them would not get (micrograd's
+ * Neuron calls them). Python rewrites a class's number slots when a dunder is set on it,
+ * so + and * are two pointer compares (patching __radd__ or __rmul__ counts too). */
+int ag_value_ops_ours(void)
+{
+    PyNumberMethods *nb = ag_value_type->tp_as_number;
+    if (nb->nb_add != binary_ADD || nb->nb_multiply != binary_MUL)
+        return 0;
+    PyObject *relu = PyDict_GetItemWithError(ag_value_type->tp_dict, relu_name);
+    PyErr_Clear(); /* none for a str key; were there one, "not ours" is the safe answer */
+    return relu == own_relu;
+}
+
 AG_INLINE PyObject *apply_binary(int op, const char *symbol, PyObject *a, PyObject *b)
 {
     int a_is_value = ag_is_value(a), b_is_value = ag_is_value(b);
     double constant = 0.0;
+    if (!a_is_value && (op == AG_ADD || op == AG_MUL)) { /* number + x: x.__radd__ */
+        int own = overridden(op, b);
+        if (own)
+            return own < 0 ? NULL : op == AG_ADD ? PyNumber_Add(b, a) : PyNumber_Multiply(b, a);
+    }
     if (!a_is_value || !b_is_value) {
         int found = ag_as_double(a_is_value ? b : a, &constant);
         if (found < 0)
@@ -745,6 +794,20 @@ PyTypeObject *ag_make_value_type(void)
     /* Python's own messages print tp_name: "unsupported operand type(s) for +: 'Value'
      * and 'str'", as for a class written in Python (__module__ keeps the full name). */
     type->tp_name = "Value";
+    add_name = PyUnicode_InternFromString("__add__");
+    mul_name = PyUnicode_InternFromString("__mul__");
+    relu_name = PyUnicode_InternFromString("relu");
+    PyObject **own[] = {&own_add, &own_mul, &own_relu}, *names[] = {add_name, mul_name, relu_name};
+    for (size_t i = 0; i < 3; i++) {
+        *own[i] = names[i] ? PyDict_GetItemWithError(type->tp_dict, names[i]) : NULL;
+        if (!*own[i]) { /* never without an error: the slots and methods above make them */
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_SystemError, "Value was made without __add__, __mul__ or relu");
+            Py_DECREF(type);
+            return NULL;
+        }
+        Py_INCREF(*own[i]);
+    }
     ag_value_type = type;
     return type;
 }

@@ -113,6 +113,9 @@ class Neuron(Module):
         n = len(self.w)
         if len(x) < n:
             raise _too_few("Neuron", n, x)
+        if not _ag.value_ops_ours():  # Value's + or * patched: micrograd's sum, through them
+            act = sum((wi * xi for wi, xi in zip(self.w, x)), self.b)
+            return act.relu() if self.nonlin else act
         try:  # micrograd's zip: extra inputs are ignored
             act = _ag.dot(self.w, x[:n] if len(x) > n else x, self.b)
         except TypeError as error:  # name the call that was made, not the op inside it
@@ -195,10 +198,11 @@ class Layer(Module):
             plan = self._plan()
         if plan is not None and len(x) < plan.nin:
             raise _too_few("Layer", plan.nin, x)
-        if plan is None:
+        out = NotImplemented if plan is None else _ag.layer(plan.weights, plan.nonlin, x)
+        if out is NotImplemented:  # no plan, or Value's +, * or relu patched
             out = [n(x) for n in self.neurons]  # micrograd's way, one neuron at a time
         else:
-            out = _ag.layer(plan.weights, plan.nonlin, x).values()
+            out = out.values()
         return out[0] if len(out) == 1 else out
 
     def parameters(self) -> list[Value]:
@@ -289,11 +293,11 @@ class MLP(Module):
             chain, nin = self._plans()
         if chain is not None and len(x) < nin:
             raise _too_few("MLP", nin, x)
-        if chain is None:
+        out = NotImplemented if chain is None else _ag.layers(chain, x)  # the whole MLP in one C call
+        if out is NotImplemented:  # no chain, or Value's +, * or relu patched
             for layer in self.layers:
                 x = layer(x)
             return x
-        out = _ag.layers(chain, x)  # the whole MLP in one C call
         return out[0] if len(out) == 1 else out
 
     def __getstate__(self):

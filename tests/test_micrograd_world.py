@@ -267,6 +267,31 @@ def test_id_keyed_walk_visits_each_node_once(V, program):
     assert len(seen) == expected
 
 
+@engines(BASIC)
+def test_a_walk_that_keeps_only_ids_meets_every_node_once(V):
+    # A visited set of ids and a stack, the Values dropped as the walk moves on: the
+    # program dropped its own Values first. _prev once made a new object for each such
+    # node, which died at once; its id came back for the next, and the walk saw 5 nodes
+    # and a fifth of the leaves.
+    rng = random.Random(0)
+    xs = [V(rng.uniform(-1, 1)) for _ in range(30)]
+    ws = [V(rng.uniform(-1, 1)) for _ in range(30)]
+    leaves = sum(v.data for v in xs + ws) + 0.5
+    z = sum((w * x for w, x in zip(ws, xs)), V(0.5)).relu()
+    del xs, ws
+    gc.collect()
+    seen, stack, total = set(), [z], 0.0
+    while stack:
+        v = stack.pop()
+        if id(v) not in seen:
+            seen.add(id(v))
+            total += 0.0 if v._prev else v.data
+            stack.extend(v._prev)
+        del v
+    assert len(seen) == 1 + 1 + 60 + 30 + 30  # relu, the start, leaves, products and sums
+    assert math.isclose(total, leaves, rel_tol=1e-12)
+
+
 # ==== 2. attributes and weak references on every Value ====
 
 
@@ -541,6 +566,42 @@ def test_backward_step_on_a_leaf_does_nothing(V):
     assert callable(x._backward)
     x._backward()
     assert x.grad == 0.75 and x.data == 2.0
+
+
+@engines(BASIC)
+def test_a_hook_around_a_saved_backward_step_runs_the_op(V):
+    # The usual way to add a gradient hook: keep the node's step, give the node a
+    # function that calls it. The saved step once ran whatever the node had by then,
+    # the hook itself, and recursed without end.
+    a, b = V(2.0), V(3.0)
+    d = a * b
+    saved, seen = d._backward, []
+
+    def hook():
+        seen.append(d.grad)
+        saved()
+
+    d._backward = hook
+    (d * 10).backward()
+    assert seen == [10.0] and (a.grad, b.grad) == (30.0, 20.0)
+
+
+@engines(BASIC)
+def test_a_backward_step_taken_off_and_put_back(V):
+    w, x = V(2.0), V(3.0)
+    h = w * x
+    saved = h._backward
+    h._backward = lambda: None  # no gradient through h
+    (h * 1.0).backward()
+    assert (w.grad, x.grad) == (0.0, 0.0)
+    h.grad = 1.0
+    saved()  # the op's step, whatever the node has now
+    assert (w.grad, x.grad) == (3.0, 2.0)
+    h._backward = saved
+    h._backward = h._backward
+    w.grad = x.grad = h.grad = 0.0
+    (h * 1.0).backward()
+    assert (w.grad, x.grad) == (3.0, 2.0)
 
 
 ONE_STEP_OPS = {
@@ -997,6 +1058,71 @@ def test_builtin_ops_on_subclass_instances_make_the_base_class(V):
         results += [x.tanh(), x.exp(), y.log()]
     assert all(type(r) is V for r in results), [type(r) for r in results]
     assert (x + y).data == 3.0
+
+
+def traced_class(V):
+    """A subclass written the micrograd way, its own + and * over its own class."""
+
+    class Traced(V):
+        def __add__(self, other):
+            other = other if isinstance(other, V) else Traced(other)
+            out = Traced(self.data + other.data, (self, other), "+")
+
+            def _backward():
+                self.grad += out.grad
+                other.grad += out.grad
+
+            out._backward = _backward
+            return out
+
+        def __mul__(self, other):
+            other = other if isinstance(other, V) else Traced(other)
+            out = Traced(self.data * other.data, (self, other), "*")
+
+            def _backward():
+                self.grad += other.data * out.grad
+                other.grad += self.data * out.grad
+
+            out._backward = _backward
+            return out
+
+    return Traced
+
+
+@engines([mg.Value, Value])
+def test_numbers_on_the_left_go_through_a_subclass_own_add_and_mul(V):
+    # micrograd's __radd__ and __rmul__ are self + other and self * other: 1 + x, 2 * x
+    # and sum() reach the subclass's own. Ours once made the base class there.
+    Traced = traced_class(V)
+    x = Traced(3.0)
+    results = [2 * x, 1 + x, sum([x, x]), x * 2, x + 1]
+    assert [type(r) for r in results] == [Traced] * 5
+    y = sum([2 * x, x * x], 1.5)
+    y.backward()
+    assert (y.data, x.grad) == (16.5, 8.0)
+
+
+@engines([mg.Value, Value])
+def test_numbers_on_the_left_go_through_a_patched_value_add_and_mul(V, monkeypatch):
+    calls = []
+    add, mul = V.__add__, V.__mul__
+
+    def logged_add(self, other):
+        calls.append("add")
+        return add(self, other)
+
+    def logged_mul(self, other):
+        calls.append("mul")
+        return mul(self, other)
+
+    monkeypatch.setattr(V, "__add__", logged_add)
+    monkeypatch.setattr(V, "__mul__", logged_mul)
+    x = V(2.0)
+    y = 1 + 3 * x + x
+    assert calls == ["mul", "add", "add"] and y.data == 9.0
+    monkeypatch.undo()
+    calls.clear()
+    assert (2 * x + 1).data == 5.0 and calls == []
 
 
 # ==== 9. replay refuses what it cannot recompute (pyautograd's forward()) ====

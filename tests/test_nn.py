@@ -108,6 +108,52 @@ def test_forward_is_bitwise_and_gradients_match_micrograd(as_values):
                 assert close(a.grad, b.grad)
 
 
+def leaky_relu_written_in_python(V):
+    def leaky(self):
+        out = V(self.data if self.data > 0 else 0.1 * self.data, (self,), "LeakyReLU")
+
+        def _backward():
+            self.grad += (1.0 if self.data > 0 else 0.1) * out.grad
+
+        out._backward = _backward
+        return out
+
+    return leaky
+
+
+def test_a_patched_value_relu_and_mul_are_what_every_call_computes_with(monkeypatch):
+    # micrograd's Neuron calls act.relu() and wi * xi: a patch of either is what the
+    # model computes with. The layers' C plans once went on with their own relu.
+    ours, theirs = twin_models(2, [4, 3, 1], 4)
+    monkeypatch.setattr(Value, "relu", leaky_relu_written_in_python(Value))
+    monkeypatch.setattr(mg_engine.Value, "relu", leaky_relu_written_in_python(mg_engine.Value))
+    products = []
+    mul = Value.__mul__
+
+    def counted_mul(self, other):
+        products.append(1)
+        return mul(self, other)
+
+    for x in random_inputs(2, 3, 9):
+        calls = [ours, ours.layers[0], ours.layers[0].neurons[0]]
+        outs = [as_list(model(x)) for model in calls]
+        expected = [as_list(model(x)) for model in (theirs, theirs.layers[0], theirs.layers[0].neurons[0])]
+        for got, want in zip(outs, expected):
+            assert [bits(v.data) for v in got] == [bits(v.data) for v in want]
+        ours.zero_grad()
+        theirs.zero_grad()
+        outs[0][0].backward()
+        expected[0][0].backward()
+        for p, q in zip(ours.parameters(), theirs.parameters()):
+            assert close(p.grad, q.grad), (p.grad, q.grad)
+        monkeypatch.setattr(Value, "__mul__", counted_mul)  # from the second sample on
+    assert len(products) == 2 * (2 * 4 + 4 * 3 + 3 * 1 + 2 * 4 + 2)  # two samples, through every call
+    monkeypatch.undo()
+    made = len(products)
+    out = ours(random_inputs(2, 1, 9)[0])
+    assert out._op == "dot" and len(products) == made  # back on the C path
+
+
 def test_hidden_layer_outputs_are_micrograds():
     random.seed(5)
     ours = nn.Layer(4, 6)
