@@ -136,55 +136,96 @@ static void unpin(ag_node *node)
  * sees more references than the pin holds; a holder that nobody reports (a list of
  * ids, a row, a node that several hold) keeps the Value reachable: a cycle left
  * uncollected, never something alive freed. With several holders reported (w.reg =
- * w * w and w.sq = w + 1), one GC pass frees the lot. The walk looks at a bounded
- * number of inputs. Such a Value must be tracked by the GC: it is when it is made over
+ * w * w and w.sq = w + 1), one GC pass frees the lot. The walk goes as deep and wide
+ * as the graph (a layer's rows and a wide node's repeats aside: there it stops, and
+ * leaves a cycle uncollected). Such a Value must be tracked by the GC: it is when it is made over
  * a node whose Value's state may refer to objects (AG_FLAG_REACHES_STATE: an attribute
  * that is not a number or a string, a Python _backward, a dict handed out), or over a
  * node made so; when a node already in use gets such state, the next GC pass looks for
  * the holders first (ag_track_pin_holders). State of numbers only (Eureka's p.m = 0.0)
  * can make no cycle, and the Values made over it stay out of the GC's work. */
 
-#define AG_PIN_LOOKS 256 /* inputs looked at below one Value */
+#define AG_PIN_LOOKS 256 /* inputs looked at below one Value when a walk is not alone */
+
+/* The walk's stack, grown as needed and kept (a GC pass walks below many Values). No
+ * walk runs inside another: the visits below call no Python code and walk nothing. */
+static ag_id *walk_stack;
+static size_t walk_cap;
+#define AG_WALK_KEEP ((size_t)1 << 16) /* entries always worth keeping */
+
+static int walk_push(size_t depth, ag_id id)
+{
+    if (depth == walk_cap) {
+        size_t cap = walk_cap ? 2 * walk_cap : 64;
+        ag_id *grown = realloc(walk_stack, cap * sizeof *grown);
+        if (!grown)
+            return 0;
+        walk_stack = grown;
+        walk_cap = cap;
+    }
+    walk_stack[depth] = id;
+    return 1;
+}
+
+#define AG_REPEATS_LOOKED_FOR 64 /* inputs a node may have for its repeats to be counted */
+
+/* Whether a walk goes down into input i of a node (inputs in[0..n), one of them Value-less
+ * with refs references): at its first place among the inputs (a + a: one way down, not
+ * two), and when alone, only if this node is all that holds it. Repeats are counted in a
+ * node of few inputs; in a wider one an input that others hold too is left out, which
+ * only leaves a way unwalked. */
+static int walks_into(const ag_id *in, size_t n, size_t i, uint32_t refs, int alone)
+{
+    if (refs == 1)
+        return 1; /* held here once, and by nothing else */
+    if (n > AG_REPEATS_LOOKED_FOR)
+        return !alone;
+    uint32_t uses = 0;
+    for (size_t j = 0; j < n; j++)
+        if (in[j] == in[i]) {
+            if (j < i)
+                return 0;
+            uses++;
+        }
+    return !alone || uses == refs;
+}
 
 /* Calls visit(pinned Value, arg) for each pinned node below node `id` (through inputs
  * that have no Value); stops at the first nonzero return, which it returns. With
  * `alone`, only the pins that node `id` alone holds the way down to (what its Value
- * may report to the GC); without, every pin below (whose holders the GC must track:
- * the other holders may die and leave this one alone). */
+ * may report to the GC): those ways never meet, so every walk of a GC pass together
+ * looks at each node once at most, and the walk goes as deep and wide as the graph
+ * does. Without, every pin below (whose holders the GC must track: the other holders
+ * may die and leave this one alone), looking at AG_PIN_LOOKS inputs at most: ways that
+ * others hold too are shared, and walking each whole from every Value above would not
+ * be linear (ag_track_pin_holders has a pass of its own that is). If the stack cannot
+ * grow, a way is left unwalked: a cycle left uncollected, never something alive freed. */
 static int visit_pins_below(ag_id id, int alone, visitproc visit, void *arg)
 {
-    ag_id stack[16];
     size_t depth = 0, looks = 0;
     /* a node that others hold too is this Value's alone when pinned: each other holder
      * then holds the Value as well, so the node dies before it (invariant 8) */
     if (!id || (alone && ag_node_at(id)->refs != 1 && !(ag_node_at(id)->flags & AG_FLAG_PINNED)))
         return 0;
-    stack[depth++] = id;
-    while (depth && looks < AG_PIN_LOOKS) {
-        const ag_node *node = ag_node_at(stack[--depth]);
+    if (!walk_push(depth++, id))
+        return 0;
+    while (depth && (alone || looks < AG_PIN_LOOKS)) {
+        const ag_node *node = ag_node_at(walk_stack[--depth]);
         size_t n;
         const ag_id *in = ag_inputs_of(node, &n);
         if (alone && ag_rows_of(node))
             continue; /* its rows hold its inputs: not it alone */
-        for (size_t i = 0; i < n && looks < AG_PIN_LOOKS; i++, looks++) {
-            uint32_t uses = 0, first = 1;
-            for (size_t j = 0; j < n && j < 16; j++) /* a + a: one holder, two uses */
-                if (in[j] == in[i]) {
-                    first &= j >= i;
-                    uses++;
-                }
-            if (!first)
-                continue;
+        for (size_t i = 0; i < n && (alone || looks < AG_PIN_LOOKS); i++, looks++) {
             ag_node *input = ag_node_at(in[i]);
             if (input->py) {
-                /* the pin holds one reference for each of these uses (invariant 8) */
-                for (uint32_t u = (input->flags & AG_FLAG_PINNED) ? (alone ? uses : 1) : 0; u; u--) {
+                /* the pin holds one reference for each use, this one's among them (invariant 8) */
+                if (input->flags & AG_FLAG_PINNED) {
                     int stop = visit((PyObject *)input->py, arg);
                     if (stop)
                         return stop;
                 }
-            } else if ((!alone || input->refs == uses) && depth < sizeof stack / sizeof stack[0]) {
-                stack[depth++] = in[i];
+            } else if (walks_into(in, n, i, input->refs, alone) && walk_push(depth, in[i])) {
+                depth++;
             }
         }
     }
@@ -236,24 +277,106 @@ static int keep_if_pinned(PyObject *pinned, void *holder)
     return 1;
 }
 
+/* The bounded look at node `id` as a holder (the fallback below): a Value without
+ * state over pins that reach state is tracked and kept (keep_if_pinned). 1 if it was. */
+static int look_at_holder(ag_id id)
+{
+    const ag_node *node = ag_node_at(id);
+    return node->op != AG_FREE && node->py && !(node->flags & AG_FLAG_PYSTATE)
+           && visit_pins_below(id, 0, keep_if_pinned, node->py);
+}
+
+#define AG_AFTER_INPUTS ((ag_id)1 << 31) /* ids stay below it: see AG_MAX_NODES */
+
+#define BIT(bits, id) ((bits)[(id) / 8] >> ((id) % 8) & 1)
+#define SET_BIT(bits, id) ((bits)[(id) / 8] |= (uint8_t)(1u << ((id) % 8)))
+
+/* Every live node, each after all the nodes below it: a depth-first post-order over the
+ * whole arena, in a malloc'd array of *n ids; NULL if memory runs out. */
+static ag_id *inputs_first_order(size_t *n)
+{
+    const ag_arena *ar = &ag_the_arena;
+    size_t capacity = ar->n_blocks * AG_BLOCK_NODES, depth = 0;
+    uint8_t *visited = calloc(capacity / 8 + 1, 1);
+    ag_id *order = malloc((capacity + 1) * sizeof *order);
+    int failed = !visited || !order;
+    *n = 0;
+    for (size_t start = 1; !failed && start < capacity; start++) {
+        if (!ar->blocks[start >> AG_BLOCK_SHIFT] || ag_node_at((ag_id)start)->op == AG_FREE || BIT(visited, start))
+            continue;
+        failed = !walk_push(depth++, (ag_id)start);
+        while (depth && !failed) {
+            ag_id top = walk_stack[--depth], id = top & ~AG_AFTER_INPUTS;
+            if (top & AG_AFTER_INPUTS) {
+                order[(*n)++] = id;
+                continue;
+            }
+            if (BIT(visited, id))
+                continue;
+            SET_BIT(visited, id);
+            size_t n_inputs;
+            const ag_id *inputs = ag_inputs_of(ag_node_at(id), &n_inputs);
+            failed = !walk_push(depth++, id | AG_AFTER_INPUTS); /* back once its inputs are in */
+            for (size_t i = 0; i < n_inputs && !failed; i++)
+                failed = !walk_push(depth++, inputs[i]);
+        }
+    }
+    free(visited);
+    if (failed) {
+        free(order);
+        return NULL;
+    }
+    return order;
+}
+
 /* Nodes in use got Python state since the last GC pass: their holders may be Values the
- * GC does not track, or that their nodes do not keep. Looks at every Value (a GC
- * callback, before a pass), again while it finds new holders: a holder found makes the
- * holders of its own node holders too, wherever they are in the blocks. */
+ * GC does not track, or that their nodes do not keep. Finds them all, from a GC
+ * callback before the pass: a Value without state is a holder when a pinned Value that
+ * reaches state is below it, through Value-less nodes; once marked, it is such a Value
+ * for the holders above it. One pass in an order that puts each node after the nodes
+ * below it settles every node from what is below it, however deep or wide the graph:
+ * `reaches` marks the Value-less nodes with such a pin below. Without the memory for
+ * it, passes in id order with bounded looks, again until one finds no new holder. */
 void ag_track_pin_holders(void)
 {
     if (!ag_pin_holders_unknown)
         return;
     ag_pin_holders_unknown = 0;
     const ag_arena *ar = &ag_the_arena;
-    for (int found = 1; found;) {
+    size_t capacity = ar->n_blocks * AG_BLOCK_NODES, n;
+    uint8_t *reaches = calloc(capacity / 8 + 1, 1);
+    ag_id *order = reaches ? inputs_first_order(&n) : NULL;
+    for (size_t i = 0; order && i < n; i++) {
+        ag_node *node = ag_node_at(order[i]);
+        size_t n_inputs;
+        const ag_id *inputs = ag_inputs_of(node, &n_inputs);
+        int below = 0;
+        for (size_t k = 0; k < n_inputs && !below; k++) {
+            const ag_node *input = ag_node_at(inputs[k]);
+            below = input->py ? (input->flags & AG_FLAG_PINNED) && (input->flags & AG_FLAG_REACHES_STATE)
+                              : BIT(reaches, inputs[k]);
+        }
+        if (!below)
+            continue;
+        if (!node->py)
+            SET_BIT(reaches, order[i]);
+        else if (!(node->flags & AG_FLAG_PYSTATE)) {
+            ag_mark_reaches_state(node);
+            ag_mark_state(node->py); /* tracked, and kept by its node while used */
+        }
+    }
+    for (int found = !order; found;) {
         found = 0;
-        for (size_t b = 0; b < ar->n_blocks; b++)
-            for (size_t i = 0; ar->blocks[b] && i < AG_BLOCK_NODES; i++) {
-                ag_node *node = &ar->blocks[b][i];
-                if (node->op != AG_FREE && node->py && !(node->flags & AG_FLAG_PYSTATE))
-                    found |= visit_pins_below((ag_id)(b << AG_BLOCK_SHIFT | i), 0, keep_if_pinned, node->py);
-            }
+        for (size_t id = 1; id < capacity; id++)
+            if (ar->blocks[id >> AG_BLOCK_SHIFT])
+                found |= look_at_holder((ag_id)id);
+    }
+    free(order);
+    free(reaches);
+    if (walk_cap > AG_WALK_KEEP) { /* sized for one pass over a big arena: not kept */
+        free(walk_stack);
+        walk_stack = NULL;
+        walk_cap = 0;
     }
 }
 

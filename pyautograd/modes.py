@@ -88,14 +88,19 @@ def _describe_all(inputs, shown=8):
 
 
 def anomaly_error(what, inputs, node, node_op, value):
-    """The FloatingPointError for a failed call under detect_anomaly(): in backward or
-    forward, node is the node that went non-finite (node_op its op); value is the nan or
-    inf an op produced."""
-    if what in ("backward", "forward", "_backward") and node is not None:
+    """The FloatingPointError for a failed call under detect_anomaly(): in backward,
+    forward or grad, node is the node that went non-finite (node_op its op); value is the
+    nan or inf an op produced."""
+    if what in ("backward", "forward", "_backward", "grad") and node is not None:
         phase = "value" if what == "forward" else "gradient"
         return FloatingPointError(
             f"detect_anomaly: {node_op!r} produced a non-finite {phase} in {what} "
             f"(its value {node.data!r}, its inputs ({_describe_all(node._inputs)}))"
         )
     kind = "nan" if math.isnan(value) else repr(value)
+    if what == "grad":  # create_graph: a node of the derivative graph went non-finite as it was made
+        return FloatingPointError(
+            f"detect_anomaly: grad(create_graph=True) made a derivative node whose value is {kind} "
+            f"(the output: {_describe_all(inputs)})"
+        )
     return FloatingPointError(f"detect_anomaly: {what!r} produced {kind} from inputs ({_describe_all(inputs)})")

@@ -129,21 +129,36 @@ def _expanded_dot(name, value, drawn):
     return lines
 
 
+def _expansion_size(value):
+    """The records _expanded_dot adds for dot node value: its products, and its running
+    sums but the last (the node's own record)."""
+    n, bias = len(value._inputs) // 2, len(value._inputs) % 2
+    return 0 if n == 1 and not bias else n + n - (1 if bias else 2)
+
+
+def _fits(value, room):
+    """Whether dot node value's expansion fits in room more records (None: no cap)."""
+    return room is None or _expansion_size(value) <= room
+
+
 def _statements(root, max_nodes, expand_dot=False):
     """The body of the DOT graph, one statement a line, in the lecture's shapes:
     a record { label | data | grad } per Value, a small node per op, edges from
     inputs to the op they feed to its result. The max_nodes Values nearest the root
     are drawn (breadth-first, csrc/walks.c); a note says how many were not. With
-    expand_dot, a dot node is drawn as micrograd draws a neuron (_expanded_dot)."""
+    expand_dot, a dot node is drawn as micrograd draws a neuron (_expanded_dot) while
+    its records fit under max_nodes with the rest; one that does not stays one node."""
     values, edges, cut, left_out = _ag.nearest(root, 0 if max_nodes is None else max_nodes)
     lines = []
     target = []  # where edges into a Value arrive: its op node, or its record
     names = [f"v{value._id}" for value in values]  # node ids: unique while the root lives
     drawn, expanded = set(names), set()
+    room = None if max_nodes is None else max_nodes - len(values)  # records an expansion may add
     for i, (name, value) in enumerate(zip(names, values)):
         lines.append(_record(name, value.label, value.data, value.grad))
         op = value._op  # "" for leaves, as for micrograd's Value(2)
-        if expand_dot and op == "dot" and len(value._inputs) >= 2:
+        if expand_dot and op == "dot" and len(value._inputs) >= 2 and _fits(value, room):
+            room = None if room is None else room - _expansion_size(value)
             lines += _expanded_dot(name, value, drawn)
             target.append(f"{name}_op")
             expanded.add(i)  # its inputs' edges are drawn by the expansion
@@ -175,7 +190,8 @@ def to_dot(
     Nodes nearest the root come first; past max_nodes (None: no cap) a note node says
     how many were left out and dashed edges show which nodes lost inputs.
     expand_dot=True draws each fused dot node (a Neuron's) as micrograd draws a neuron:
-    its products and running sums as records of their own, `*` and `+` ops.
+    its products and running sums as records of their own, `*` and `+` ops (they count
+    toward max_nodes: a dot node whose records would pass it stays one node).
     Render it with `dot -Tsvg`, or use draw_dot() for a graphviz.Digraph.
     """
     _check_root(root, "to_dot")

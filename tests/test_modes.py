@@ -8,7 +8,7 @@ import threading
 import pytest
 
 import pyautograd
-from pyautograd import arena, detect_anomaly, functional, is_grad_enabled, no_grad
+from pyautograd import arena, detect_anomaly, functional, grad, is_grad_enabled, no_grad
 from pyautograd._ag import lib
 from pyautograd.engine import Value
 
@@ -215,6 +215,20 @@ def test_backward_anomaly_names_the_op_and_leaves_every_grad_untouched():
     assert [v.grad for v in (x, w, hidden, y)] == [10.0, 11.0, 12.0, 13.0]
     y.backward()  # outside the mode: IEEE, and the grads add as usual
     assert x.grad == math.inf and w.grad == 11.0 + 0.0 + (1 - math.tanh(2.0) ** 2)
+
+
+def test_grad_anomaly_names_the_op_as_backward_does():
+    # grad() once said "'grad' produced 0.0 from inputs (0.0)": a finite number, no op.
+    x = Value(0.0)
+    y = x.sqrt()  # its derivative at 0 is inf
+    with detect_anomaly():
+        with pytest.raises(FloatingPointError, match=r"'sqrt' produced a non-finite gradient in grad .*inputs \(0.0\)"):
+            grad(y, [x])
+        with pytest.raises(
+            FloatingPointError, match=r"grad\(create_graph=True\) made a derivative node whose value is inf"
+        ):
+            grad(y * 1.0 + 3.0, [x], create_graph=True)
+    assert x.grad == 0.0 and grad(y, [x])[0].data == math.inf  # outside the mode: IEEE
 
 
 def test_backward_anomaly_on_a_replayed_graph():

@@ -606,6 +606,23 @@ def test_expand_dot_on_fused_dots_without_a_bias_and_with_repeated_inputs():
     assert len(records(nodes)) == 5  # x, y, x*x, y*y, the sum
 
 
+@pytest.mark.parametrize("n, bias", [(1, False), (1, True), (2, False), (2, True), (7, True), (7, False)])
+def test_expand_dot_stays_under_max_nodes_with_the_expanded_records(n, bias):
+    # The expansion once came on top of the cap: a dot over 200,000 inputs drawn with
+    # max_nodes=10 wrote 400,005 records, which Graphviz did not finish in minutes.
+    xs = [Value(0.5 + k) for k in range(2 * n)]
+    d = pyautograd.dot(xs[:n], xs[n:], Value(0.25)) if bias else pyautograd.dot(xs[:n], xs[n:])
+    y = d.relu()
+    whole = len(records(parse_dot(viz.to_dot(y, max_nodes=None, expand_dot=True))[0]))
+    fused = len(records(parse_dot(viz.to_dot(y, max_nodes=None))[0]))
+    for cap in range(1, whole + 2):
+        got = records(parse_dot(viz.to_dot(y, max_nodes=cap, expand_dot=True))[0])
+        assert len(got) <= cap
+        if cap >= whole:
+            assert len(got) == whole  # expanded whole once it fits
+    assert whole - fused == viz._expansion_size(d)
+
+
 def test_expand_dot_respects_max_nodes_and_renders(tmp_path):
     random.seed(3)
     from pyautograd import nn
