@@ -147,25 +147,33 @@ static void unpin(ag_node *node)
 
 #define AG_PIN_LOOKS 256 /* inputs looked at below one Value when a walk is not alone */
 
-/* The walk's stack, grown as needed and kept (a GC pass walks below many Values). No
- * walk runs inside another: the visits below call no Python code and walk nothing. */
-static ag_id *walk_stack;
-static size_t walk_cap;
-#define AG_WALK_KEEP ((size_t)1 << 16) /* entries always worth keeping */
+/* A stack of ids that grows as needed; 0 if it cannot. */
+typedef struct id_stack {
+    ag_id *ids;
+    size_t cap;
+} id_stack;
 
-static int walk_push(size_t depth, ag_id id)
+static int push(id_stack *stack, size_t depth, ag_id id)
 {
-    if (depth == walk_cap) {
-        size_t cap = walk_cap ? 2 * walk_cap : 64;
-        ag_id *grown = realloc(walk_stack, cap * sizeof *grown);
+    if (depth == stack->cap) {
+        size_t cap = stack->cap ? 2 * stack->cap : 64;
+        ag_id *grown = realloc(stack->ids, cap * sizeof *grown);
         if (!grown)
             return 0;
-        walk_stack = grown;
-        walk_cap = cap;
+        stack->ids = grown;
+        stack->cap = cap;
     }
-    walk_stack[depth] = id;
+    stack->ids[depth] = id;
     return 1;
 }
+
+/* The walks' stack, kept (a GC pass walks below many Values). A walk may run inside
+ * another's visit (the check when a pin goes traverses the Values it meets, and their
+ * traverse walks): each walk uses the entries from walk_top up, and sets walk_top to
+ * its own depth before it visits, so one inside it starts above. */
+static id_stack walks;
+static size_t walk_top;
+#define AG_WALK_KEEP ((size_t)1 << 16) /* entries always worth keeping */
 
 #define AG_REPEATS_LOOKED_FOR 64 /* inputs a node may have for its repeats to be counted */
 
@@ -202,34 +210,36 @@ static int walks_into(const ag_id *in, size_t n, size_t i, uint32_t refs, int al
  * grow, a way is left unwalked: a cycle left uncollected, never something alive freed. */
 static int visit_pins_below(ag_id id, int alone, visitproc visit, void *arg)
 {
-    size_t depth = 0, looks = 0;
+    const size_t base = walk_top;
+    size_t depth = base, looks = 0;
+    int stop = 0;
     /* a node that others hold too is this Value's alone when pinned: each other holder
      * then holds the Value as well, so the node dies before it (invariant 8) */
     if (!id || (alone && ag_node_at(id)->refs != 1 && !(ag_node_at(id)->flags & AG_FLAG_PINNED)))
         return 0;
-    if (!walk_push(depth++, id))
+    if (!push(&walks, depth++, id))
         return 0;
-    while (depth && (alone || looks < AG_PIN_LOOKS)) {
-        const ag_node *node = ag_node_at(walk_stack[--depth]);
+    while (!stop && depth > base && (alone || looks < AG_PIN_LOOKS)) {
+        const ag_node *node = ag_node_at(walks.ids[--depth]);
         size_t n;
         const ag_id *in = ag_inputs_of(node, &n);
         if (alone && ag_rows_of(node))
             continue; /* its rows hold its inputs: not it alone */
-        for (size_t i = 0; i < n && (alone || looks < AG_PIN_LOOKS); i++, looks++) {
+        for (size_t i = 0; !stop && i < n && (alone || looks < AG_PIN_LOOKS); i++, looks++) {
             ag_node *input = ag_node_at(in[i]);
             if (input->py) {
                 /* the pin holds one reference for each use, this one's among them (invariant 8) */
                 if (input->flags & AG_FLAG_PINNED) {
-                    int stop = visit((PyObject *)input->py, arg);
-                    if (stop)
-                        return stop;
+                    walk_top = depth; /* a walk inside the visit starts above this one's entries */
+                    stop = visit((PyObject *)input->py, arg);
                 }
-            } else if (walks_into(in, n, i, input->refs, alone) && walk_push(depth, in[i])) {
+            } else if (walks_into(in, n, i, input->refs, alone) && push(&walks, depth, in[i])) {
                 depth++;
             }
         }
     }
-    return 0;
+    walk_top = base;
+    return stop;
 }
 
 int ag_visit_pins_held_alone(ag_id id, visitproc visit, void *arg)
@@ -297,6 +307,7 @@ static ag_id *inputs_first_order(size_t *n)
 {
     const ag_arena *ar = &ag_the_arena;
     size_t capacity = ar->n_blocks * AG_BLOCK_NODES, depth = 0;
+    id_stack stack = {NULL, 0};
     uint8_t *visited = calloc(capacity / 8 + 1, 1);
     ag_id *order = malloc((capacity + 1) * sizeof *order);
     int failed = !visited || !order;
@@ -304,9 +315,9 @@ static ag_id *inputs_first_order(size_t *n)
     for (size_t start = 1; !failed && start < capacity; start++) {
         if (!ar->blocks[start >> AG_BLOCK_SHIFT] || ag_node_at((ag_id)start)->op == AG_FREE || BIT(visited, start))
             continue;
-        failed = !walk_push(depth++, (ag_id)start);
+        failed = !push(&stack, depth++, (ag_id)start);
         while (depth && !failed) {
-            ag_id top = walk_stack[--depth], id = top & ~AG_AFTER_INPUTS;
+            ag_id top = stack.ids[--depth], id = top & ~AG_AFTER_INPUTS;
             if (top & AG_AFTER_INPUTS) {
                 order[(*n)++] = id;
                 continue;
@@ -316,12 +327,13 @@ static ag_id *inputs_first_order(size_t *n)
             SET_BIT(visited, id);
             size_t n_inputs;
             const ag_id *inputs = ag_inputs_of(ag_node_at(id), &n_inputs);
-            failed = !walk_push(depth++, id | AG_AFTER_INPUTS); /* back once its inputs are in */
+            failed = !push(&stack, depth++, id | AG_AFTER_INPUTS); /* back once its inputs are in */
             for (size_t i = 0; i < n_inputs && !failed; i++)
-                failed = !walk_push(depth++, inputs[i]);
+                failed = !push(&stack, depth++, inputs[i]);
         }
     }
     free(visited);
+    free(stack.ids);
     if (failed) {
         free(order);
         return NULL;
@@ -373,10 +385,9 @@ void ag_track_pin_holders(void)
     }
     free(order);
     free(reaches);
-    if (walk_cap > AG_WALK_KEEP) { /* sized for one pass over a big arena: not kept */
-        free(walk_stack);
-        walk_stack = NULL;
-        walk_cap = 0;
+    if (walks.cap > AG_WALK_KEEP && walk_top == 0) { /* grown by a graph since gone: not kept */
+        free(walks.ids);
+        walks = (id_stack){NULL, 0};
     }
 }
 
@@ -402,11 +413,19 @@ static PyObject *rule_of(ag_node *node)
     return v && v->dict ? PyDict_GetItemWithError(v->dict, ag_backward_name) : NULL;
 }
 
+/* Whether the node's Value's dict holds a _backward, found without calling Python: the
+ * sorts ask in the middle of their work, and the dict is the program's (vars(v)), where
+ * a key of its own with the same hash would have its __eq__ run by a lookup. Each str
+ * key is compared by its characters. */
 static int has_rule(ag_node *node)
 {
-    PyObject *rule = rule_of(node);
-    PyErr_Clear();
-    return rule != NULL;
+    ValueObject *v = node->py;
+    PyObject *key, *value;
+    Py_ssize_t at = 0;
+    while (v && v->dict && PyDict_Next(v->dict, &at, &key, &value))
+        if (key == ag_backward_name || (PyUnicode_Check(key) && PyUnicode_Compare(key, ag_backward_name) == 0))
+            return 1;
+    return 0;
 }
 
 /* A Python _backward, called by the sweep (sweep.c) in the node's place in the order.

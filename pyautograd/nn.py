@@ -97,7 +97,18 @@ class Module:
         return module_to_torch(self)
 
 
+def _value_arithmetic(v):
+    """Whether v is a Value whose * and + are Value's own: a fused dot then computes what
+    micrograd's wi * xi and sum(..., b) compute (a subclass's own would not be called)."""
+    cls = type(v)
+    return cls is Value or (issubclass(cls, Value) and cls.__mul__ is Value.__mul__ and cls.__add__ is Value.__add__)
+
+
 class Neuron(Module):
+    # The structure version in which this neuron's weights and bias were found to be
+    # Values of Value's arithmetic (_value_arithmetic); an instance's own shadows this.
+    _fused_for: int = -1
+
     def __init__(self, nin: int, nonlin: bool = True) -> None:
         _check_size("Neuron", "nin", nin)
         self.w: list[Value] = _TrackedList(Value(random.uniform(-1, 1)) for _ in range(nin))
@@ -113,8 +124,8 @@ class Neuron(Module):
         n = len(self.w)
         if len(x) < n:
             raise _too_few("Neuron", n, x)
-        if not _ag.value_ops_ours():  # Value's + or * patched: micrograd's sum, through them
-            act = sum((wi * xi for wi, xi in zip(self.w, x)), self.b)
+        if not (self._fused_for == _structure_version[0] or self._fusable()) or not _ag.value_ops_ours():
+            act = sum((wi * xi for wi, xi in zip(self.w, x)), self.b)  # micrograd's, through their own + and *
             return act.relu() if self.nonlin else act
         try:  # micrograd's zip: extra inputs are ignored
             act = _ag.dot(self.w, x[:n] if len(x) > n else x, self.b)
@@ -123,6 +134,18 @@ class Neuron(Module):
                 raise
             raise TypeError(f"Neuron() {str(error)[len('dot() xs ') :]}") from None
         return act.relu() if self.nonlin else act
+
+    def _fusable(self):
+        """Whether one dot node computes this neuron (remembered for the structure version)."""
+        if not (all(map(_value_arithmetic, self.w)) and _value_arithmetic(self.b)):
+            return False
+        object.__setattr__(self, "_fused_for", _structure_version[0])
+        return True
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_fused_for", None)  # a version of this process's counter
+        return state
 
     def parameters(self) -> list[Value]:
         return self.w + [self.b]
@@ -174,8 +197,8 @@ class Layer(Module):
             and all(
                 type(n) is Neuron
                 and type(n.w) is _TrackedList
-                and isinstance(n.b, Value)
-                and all(isinstance(w, Value) for w in n.w)
+                and _value_arithmetic(n.b)
+                and all(map(_value_arithmetic, n.w))
                 for n in neurons
             )
             and len({len(n.w) for n in neurons}) == 1

@@ -154,6 +154,28 @@ def test_a_patched_value_relu_and_mul_are_what_every_call_computes_with(monkeypa
     assert out._op == "dot" and len(products) == made  # back on the C path
 
 
+@pytest.mark.parametrize("engine", [(Value, nn), (mg_engine.Value, mg_nn)], ids=["pyautograd", "micrograd"])
+def test_weights_of_a_class_with_its_own_mul_compute_through_it(engine):
+    # micrograd's Neuron computes wi * xi, so a weight class's own __mul__ runs; the
+    # fused dot once skipped it (1.0 where micrograd gives 2.0), in a layer too.
+    V, lib = engine
+
+    class Doubled(V):
+        def __mul__(self, other):
+            return V.__mul__(self, other) * 2.0
+
+    layer = lib.Layer(2, 2, nonlin=False)
+    for neuron in layer.neurons:
+        neuron.w = [Doubled(0.5), Doubled(0.25)]
+        neuron.b = V(0.0)
+    assert layer.neurons[0]([1.0, 2.0]).data == 2.0
+    assert [v.data for v in layer([1.0, 2.0])] == [2.0, 2.0]
+    layer.neurons[1].w = [V(0.5), V(0.25)]  # plain weights again: the fused dot
+    assert [v.data for v in layer([1.0, 2.0])] == [2.0, 1.0]
+    model = copy.deepcopy(layer)  # copied neurons check their weights anew
+    assert [v.data for v in model([1.0, 2.0])] == [2.0, 1.0]
+
+
 def test_hidden_layer_outputs_are_micrograds():
     random.seed(5)
     ours = nn.Layer(4, 6)

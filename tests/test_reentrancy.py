@@ -354,6 +354,35 @@ def test_float_of_a_local_grad_initialises_a_child():
     assert out._inputs[0].data == 4.0  # one node, one Value
 
 
+def test_a_dict_key_that_compares_like_backward_runs_no_python_inside_a_sort():
+    # The sorts of jvp, hvp and grad ask whether a node has a Python _backward. Asked by
+    # a dict lookup, a key of the program's with "_backward"'s hash had its __eq__ run
+    # there, mid-sort; one that ran another jvp moved the sort's arrays under it (a
+    # write after free, a segfault).
+    calls = []
+
+    class SameHash:
+        def __hash__(self):
+            return hash("_backward")
+
+        def __eq__(self, other):
+            calls.append(other)
+            inner = Value(1.0)
+            pyautograd.jvp(pyautograd.sum([inner * float(k) for k in range(5000)]), [inner], [1.0])
+            return False
+
+    x = Value(2.0)
+    mid = x * 3.0
+    vars(mid)[SameHash()] = 1  # the dict handed out: the node is asked about a rule
+    out = mid * x
+    assert pyautograd.jvp(out, [x], [1.0])[0].data == 12.0
+    assert [v.data for v in pyautograd.hvp(out, [x], [1.0])] == [6.0]
+    (slope,) = grad(out, [x], create_graph=True)
+    assert calls == [] and slope.data == 12.0
+    # a sweep looks the rule up where Python may run (rules do): the same numbers
+    assert grad(slope, [x])[0].data == 6.0 and grad(out, [x])[0].data == 12.0
+
+
 # ---- 5. a GC pass inside an allocation makes no second Value for one node ----
 
 
@@ -504,6 +533,36 @@ def test_cycles_through_pins_that_several_attributes_hold_are_collected_in_one_p
         del w
     gc.collect()
     assert live() == base
+
+
+def test_a_value_reachable_through_others_state_keeps_its_state_when_its_pin_goes():
+    # When v's pin goes, the check for garbage that only its own state holds walks the
+    # objects around it, and their traverse walks nodes inside that walk. The two walks
+    # once shared one stack: the outer one lost its place, missed Q, found v held by
+    # its state alone and cleared the dict of a live Value (its attributes and rule).
+    q, p = Value(2.0), Value(3.0)
+    m1 = (q * 5.0) + (p * 7.0)  # the products have no Value: q and p are pinned by them
+    w = Value(1.5)
+    v = w * 2.0
+
+    def _backward():
+        w.grad += 10.0 * v.grad
+
+    v._backward = _backward
+    v.tag = "v"
+    q.back = v
+    p.name = "P"
+    m1.name = "M1"
+    v.m = m1
+    t = v * 1.0  # a second holder of v's node: v pinned
+    del q, p, v, _backward
+    del t  # the pin goes
+    (product,) = [c for c in m1._prev if c.data == 10.0]
+    (q,) = [c for c in product._prev if c.data == 2.0]
+    v = q.back
+    assert sorted(vars(v)) == ["_backward", "m", "tag"]
+    (v * 1.0).backward()
+    assert w.grad == 10.0  # v's own rule ran
 
 
 def _tanh_chain(x, n):
