@@ -334,7 +334,7 @@ static PyObject *get_label(PyObject *self, void *unused)
 static int set_label(PyObject *self, PyObject *value, void *unused)
 {
     (void)unused;
-    PyObject *text = value ? PyObject_Str(value) : PyUnicode_FromString("");
+    PyObject *text = value && value != Py_None ? PyObject_Str(value) : PyUnicode_FromString(""); /* as Value(..., label=None) */
     if (!text)
         return -1;
     const char *utf8 = ag_text_utf8(text, "Value.label");
@@ -565,9 +565,16 @@ static PyObject *apply_with_slope(int op, const char *name, PyObject *a, PyObjec
     static char *names[] = {"slope", NULL};
     char format[64];
     double slope = AG_DEFAULT_SLOPE;
-    PyOS_snprintf(format, sizeof format, "|d:%s", name);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, format, names, &slope))
+    PyObject *given = NULL;
+    PyOS_snprintf(format, sizeof format, "|O:%s", name);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, format, names, &given))
         return NULL;
+    int found = given ? ag_as_double(given, &slope) : 1;
+    if (found <= 0) {
+        if (found == 0)
+            PyErr_Format(PyExc_TypeError, "%s() slope must be a real number, not '%.200s'", name, ag_type_name(given));
+        return NULL;
+    }
     PyObject *out = value_alloc();
     if (!out)
         return NULL;

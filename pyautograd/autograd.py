@@ -11,6 +11,7 @@ differences, as torch.autograd's do.
 """
 
 import math
+import numbers
 
 from . import _ag
 from .engine import Value
@@ -124,10 +125,20 @@ def _compare(analytical, numerical, atol, rtol, what, names):
     return True
 
 
+def _check_tolerances(what, eps, atol, rtol):
+    """eps > 0, atol and rtol >= 0, all real numbers (finite)."""
+    for name, value, low_ok in (("eps", eps, False), ("atol", atol, True), ("rtol", rtol, True)):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise TypeError(f"{what}() {name} must be a real number, not {type(value).__name__!r}")
+        if not math.isfinite(value) or value < 0 or (value == 0 and not low_ok):
+            raise ValueError(f"{what}() {name} must be a finite number {'>= 0' if low_ok else '> 0'}, got {value!r}")
+
+
 def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3):
     """True if grad(fn(*inputs), inputs) agrees with central finite differences of fn
     (step eps) within atol + rtol * |numerical| for every input; else GradcheckError
     naming the worst input. fn takes the inputs (Values) and returns one Value."""
+    _check_tolerances("gradcheck", eps, atol, rtol)
     inputs = _as_values(inputs, "gradcheck")
     analytical = [g.data for g in grad(_output_of(fn, inputs, "gradcheck"), inputs)]
     numerical = _numerical(fn, inputs, eps)
@@ -139,6 +150,7 @@ def gradgradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3):
     """True if the second derivatives of fn (grad of grad, with create_graph=True) agree
     with central finite differences of its first derivatives; else GradcheckError
     naming the worst (row, column) of the Hessian."""
+    _check_tolerances("gradgradcheck", eps, atol, rtol)
     inputs = _as_values(inputs, "gradgradcheck")
     first = grad(_output_of(fn, inputs, "gradgradcheck"), inputs, create_graph=True)
     analytical, numerical, names = [], [], []

@@ -149,9 +149,10 @@ def _raise_failure(what, inputs, node, node_op, status=None, value=None, live=No
         raise RuntimeError(
             f"forward() cannot replay this graph: it holds a derivative built by "
             f"grad(create_graph=True) that picked a branch by the values of the time "
-            f"(pow's derivative where the base or the exponent was 0; node _op "
-            f"{node._op!r}, data {node.data!r}), which other values may not take. "
-            f"Call grad() again at the new values instead."
+            f"(node _op {node._op!r}, data {node.data!r}): the call differentiated a pow "
+            f"whose exponent is a Value, whose derivative takes one form at a zero base or "
+            f"exponent and another elsewhere, so every result of that call "
+            f"is right only at the values of the time. Call grad() again at the new values instead."
         )
     if status == lib.AG_EBUSY:
         raise RuntimeError(

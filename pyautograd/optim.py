@@ -263,6 +263,8 @@ class Adam(Optimizer):
 
     @decoupled.setter
     def decoupled(self, value: bool) -> None:
+        if not isinstance(value, numbers.Integral) or value not in (0, 1):  # bool("no") would be True
+            raise TypeError(f"decoupled must be True or False, not {value!r}")
         self._decoupled = bool(value)
 
     def step(self) -> None:

@@ -40,9 +40,14 @@ def _check_root(root, what):
 
 
 def _check_options(rankdir, max_nodes):
+    """A wrong type is a TypeError, a value out of range a ValueError (docs/errors.md)."""
+    if not isinstance(rankdir, str):
+        raise TypeError(f"rankdir must be a str (one of {', '.join(RANKDIRS)}), not {type(rankdir).__name__!r}")
     if rankdir not in RANKDIRS:
         raise ValueError(f"rankdir must be one of {', '.join(RANKDIRS)}, not {rankdir!r}")
-    if max_nodes is not None and (not isinstance(max_nodes, int) or isinstance(max_nodes, bool) or max_nodes < 1):
+    if max_nodes is not None and (not isinstance(max_nodes, int) or isinstance(max_nodes, bool)):
+        raise TypeError(f"max_nodes must be an int >= 1 or None (no cap), not {type(max_nodes).__name__!r}")
+    if max_nodes is not None and max_nodes < 1:
         raise ValueError(f"max_nodes must be an int >= 1 or None (no cap), not {max_nodes!r}")
 
 

@@ -64,6 +64,11 @@ def test_the_classic_examples():
         Value(2) ** "x"
     with pytest.raises(TypeError, match=r"for \*\* or pow\(\): 'str' and 'Value'"):
         "x" ** Value(2)
+    with pytest.raises(TypeError, match=r"leaky_relu\(\) slope must be a real number, not 'str'"):
+        Value(-1.0).leaky_relu("a")  # once "must be real number, not str", no op named
+    with pytest.raises(TypeError, match="leaky_relu"):
+        Value(-1.0).leaky_relu(slope=None)
+    assert Value(-2.0).leaky_relu(fractions.Fraction(1, 4)).data == -0.5
 
 
 @pytest.mark.parametrize("field", ["data", "grad"])

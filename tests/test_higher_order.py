@@ -1069,6 +1069,16 @@ def test_gradcheck_bad_arguments():
         gradcheck(lambda v: 2.0, [x])
     with pytest.raises(ValueError, match="at least one input"):
         gradcheck(lambda: Value(1.0), [])
+    for check in (gradcheck, gradgradcheck):  # eps=0 once divided by zero, atol=-1 passed
+        for kwargs, error in [
+            ({"eps": 0}, ValueError),
+            ({"eps": float("nan")}, ValueError),
+            ({"atol": -1.0}, ValueError),
+            ({"rtol": "a"}, TypeError),
+            ({"eps": True}, TypeError),
+        ]:
+            with pytest.raises(error, match=f"{check.__name__}\\(\\) {next(iter(kwargs))}"):
+                check(lambda v: v * v, [x], **kwargs)
 
 
 def test_gradcheck_catches_a_nan_derivative():

@@ -225,6 +225,10 @@ def test_validation():
         optim.Adam([v], eps=-1e-8)
     with pytest.raises(ValueError, match="weight_decay"):
         optim.Adam([v], weight_decay=float("nan"))
+    for bad in ("no", "False", [0], 2, None):  # bool("no") once switched AdamW on
+        with pytest.raises(TypeError, match="decoupled"):
+            optim.Adam([v], decoupled=bad)
+    assert optim.Adam([v], decoupled=1).decoupled is True
     opt = optim.SGD([v], lr=0.1)
     with pytest.raises(ValueError, match="lr"):
         opt.lr = -0.1

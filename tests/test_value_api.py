@@ -41,6 +41,9 @@ def test_label_round_trip_and_change():
     assert v.label == "w₁"
     v.label = ""
     assert v.label == ""
+    v.label = "x"
+    v.label = None  # as Value(1.0, label=None): no label, not the text "None"
+    assert v.label == "" == Value(1.0, label=None).label
 
 
 def test_label_belongs_to_the_node():

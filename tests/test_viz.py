@@ -231,8 +231,13 @@ def test_arguments_are_checked():
         viz.summary("x")
     with pytest.raises(ValueError, match="rankdir"):
         viz.to_dot(x, rankdir="sideways")
-    for bad in (0, -3, 2.5, True, "10"):
+    with pytest.raises(TypeError, match="rankdir"):
+        viz.to_dot(x, rankdir=5)
+    for bad in (0, -3):
         with pytest.raises(ValueError, match="max_nodes"):
+            viz.to_dot(x, max_nodes=bad)
+    for bad in (2.5, True, "10"):  # a wrong type is a TypeError (docs/errors.md)
+        with pytest.raises(TypeError, match="max_nodes"):
             viz.to_dot(x, max_nodes=bad)
 
 
