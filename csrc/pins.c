@@ -4,6 +4,7 @@
  * (mark_state): from then on its node pins it while the node is used (invariant 8), and
  * the cyclic GC looks after it. */
 #include "python.h"
+#include "sweep.h"
 
 /* ---- pins: a node keeping its Value (and so its Python state) alive ---- */
 
@@ -147,23 +148,12 @@ static void unpin(ag_node *node)
 
 #define AG_PIN_LOOKS 256 /* inputs looked at below one Value when a walk is not alone */
 
-/* A stack of ids that grows as needed; 0 if it cannot. */
-typedef struct id_stack {
-    ag_id *ids;
-    size_t cap;
-} id_stack;
-
-static int push(id_stack *stack, size_t depth, ag_id id)
+/* Puts id at stack[depth], growing the stack as needed; 0 if it cannot grow. */
+static int push(buffer *stack, size_t depth, ag_id id)
 {
-    if (depth == stack->cap) {
-        size_t cap = stack->cap ? 2 * stack->cap : 64;
-        ag_id *grown = realloc(stack->ids, cap * sizeof *grown);
-        if (!grown)
-            return 0;
-        stack->ids = grown;
-        stack->cap = cap;
-    }
-    stack->ids[depth] = id;
+    if (ag_reserve(stack, depth + 1, sizeof(ag_id)) != AG_OK)
+        return 0;
+    ((ag_id *)stack->p)[depth] = id;
     return 1;
 }
 
@@ -171,7 +161,7 @@ static int push(id_stack *stack, size_t depth, ag_id id)
  * another's visit (the check when a pin goes traverses the Values it meets, and their
  * traverse walks): each walk uses the entries from walk_top up, and sets walk_top to
  * its own depth before it visits, so one inside it starts above. */
-static id_stack walks;
+static buffer walks;
 static size_t walk_top;
 #define AG_WALK_KEEP ((size_t)1 << 16) /* entries always worth keeping */
 
@@ -220,7 +210,7 @@ static int visit_pins_below(ag_id id, int alone, visitproc visit, void *arg)
     if (!push(&walks, depth++, id))
         return 0;
     while (!stop && depth > base && (alone || looks < AG_PIN_LOOKS)) {
-        const ag_node *node = ag_node_at(walks.ids[--depth]);
+        const ag_node *node = ag_node_at(((ag_id *)walks.p)[--depth]);
         size_t n;
         const ag_id *in = ag_inputs_of(node, &n);
         if (alone && ag_rows_of(node))
@@ -307,7 +297,7 @@ static ag_id *inputs_first_order(size_t *n)
 {
     const ag_arena *ar = &ag_the_arena;
     size_t capacity = ar->n_blocks * AG_BLOCK_NODES, depth = 0;
-    id_stack stack = {NULL, 0};
+    buffer stack = {NULL, 0};
     uint8_t *visited = calloc(capacity / 8 + 1, 1);
     ag_id *order = malloc((capacity + 1) * sizeof *order);
     int failed = !visited || !order;
@@ -317,7 +307,7 @@ static ag_id *inputs_first_order(size_t *n)
             continue;
         failed = !push(&stack, depth++, (ag_id)start);
         while (depth && !failed) {
-            ag_id top = stack.ids[--depth], id = top & ~AG_AFTER_INPUTS;
+            ag_id top = ((ag_id *)stack.p)[--depth], id = top & ~AG_AFTER_INPUTS;
             if (top & AG_AFTER_INPUTS) {
                 order[(*n)++] = id;
                 continue;
@@ -333,7 +323,7 @@ static ag_id *inputs_first_order(size_t *n)
         }
     }
     free(visited);
-    free(stack.ids);
+    free(stack.p);
     if (failed) {
         free(order);
         return NULL;
@@ -386,8 +376,8 @@ void ag_track_pin_holders(void)
     free(order);
     free(reaches);
     if (walks.cap > AG_WALK_KEEP && walk_top == 0) { /* grown by a graph since gone: not kept */
-        free(walks.ids);
-        walks = (id_stack){NULL, 0};
+        free(walks.p);
+        walks = (buffer){NULL, 0};
     }
 }
 

@@ -24,7 +24,7 @@
 
 static buffer stack_buf, order_buf, grads_buf, address_buf;
 
-static int reserve(buffer *b, size_t need, size_t elem)
+int ag_reserve(buffer *b, size_t need, size_t elem)
 {
     if (need <= b->cap)
         return AG_OK;
@@ -96,7 +96,7 @@ struct earlier_grad {
 AG_INLINE int zero_and_keep(ag_id id, ag_node *node, grads_kept *kept)
 {
     if (node->grad != 0.0 || signbit(node->grad)) {
-        if (reserve(&kept->list, kept->n + 1, sizeof(earlier_grad)) != AG_OK)
+        if (ag_reserve(&kept->list, kept->n + 1, sizeof(earlier_grad)) != AG_OK)
             return AG_ENOMEM;
         ((earlier_grad *)kept->list.p)[kept->n++] = (earlier_grad){id, node->grad};
     }
@@ -173,7 +173,7 @@ static int topo_sort(ag_id root, ag_order *out, grads_kept *kept, int keep_marks
     int status = AG_OK, python = 0;
     uint64_t sort = ++sorts_started;
 
-    if (reserve(&stack_buf, 1, sizeof(ag_id)) != AG_OK)
+    if (ag_reserve(&stack_buf, 1, sizeof(ag_id)) != AG_OK)
         return AG_ENOMEM;
     ag_id *stack = stack_buf.p;
     stack[depth++] = root;
@@ -181,7 +181,7 @@ static int topo_sort(ag_id root, ag_order *out, grads_kept *kept, int keep_marks
     while (depth) {
         ag_id top = stack[--depth];
         if (top & AG_SORT_EXIT) {
-            if (reserve(&order_buf, n + 1, sizeof(ag_id)) != AG_OK) {
+            if (ag_reserve(&order_buf, n + 1, sizeof(ag_id)) != AG_OK) {
                 depth++; /* keep the marker so its node's flag is cleared below */
                 status = AG_ENOMEM;
                 break;
@@ -201,7 +201,7 @@ static int topo_sort(ag_id root, ag_order *out, grads_kept *kept, int keep_marks
         }
         size_t n_inputs;
         const ag_id *inputs = ag_inputs_of(node, &n_inputs);
-        if (reserve(&stack_buf, depth + 1 + n_inputs, sizeof(ag_id)) != AG_OK) {
+        if (ag_reserve(&stack_buf, depth + 1 + n_inputs, sizeof(ag_id)) != AG_OK) {
             status = AG_ENOMEM;
             break;
         }
@@ -375,7 +375,7 @@ static inline ag_node *const *inputs_by_address(const ag_node *node, size_t *n, 
     const ag_id *ids = ag_inputs_of(node, n);
     ag_node **in = pair;
     if (*n > 2) {
-        if (reserve(&address_buf, *n, sizeof(ag_node *)) != AG_OK)
+        if (ag_reserve(&address_buf, *n, sizeof(ag_node *)) != AG_OK)
             return NULL;
         in = address_buf.p;
     }

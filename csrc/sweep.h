@@ -15,6 +15,9 @@ typedef struct buffer {
     size_t cap; /* in elements */
 } buffer;
 
+/* Room for need elements of elem bytes in b (doubling); AG_ENOMEM, b unchanged, if not. */
+int ag_reserve(buffer *b, size_t need, size_t elem);
+
 /* The grads a sweep found before it zeroed them (only the ones that were not 0), to
  * add back after it, or to restore if it fails. */
 typedef struct grads_kept {
