@@ -510,37 +510,17 @@ static int overridden(int op, PyObject *value)
     return result;
 }
 
-/* Whether the class's version tag still stands for the dict it was read with: Python
- * gives a class a new tag, never used before, after anything in its dict changes. Before
- * 3.11 the flag says whether the tag is valid; from 3.11 on, an invalid one is 0. */
-static int version_tag_holds(const PyTypeObject *type, unsigned int tag)
-{
-#if PY_VERSION_HEX < 0x030B0000
-    if (!(type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
-        return 0;
-#endif
-    return tag != 0 && type->tp_version_tag == tag;
-}
-
 /* Whether Value's +, * and relu are still its own: pyautograd.nn's layers compute
  * with them in C, which a program that patched one of them would not get (micrograd's
  * Neuron calls them). Python rewrites a class's number slots when a dunder is set on it,
- * so + and * are two pointer compares (patching __radd__ or __rmul__ counts too); relu
- * is looked up again only once Value's dict has changed since it was last found ours. */
+ * so + and * are two pointer compares (patching __radd__ or __rmul__ counts too); relu is
+ * looked up through Python's cache of class attributes (_PyType_Lookup: no Python code,
+ * a few loads while Value's dict is unchanged). */
 int ag_value_ops_ours(void)
 {
-    static unsigned int relu_checked_at; /* Value's version tag then */
     PyNumberMethods *nb = ag_value_type->tp_as_number;
-    if (nb->nb_add != binary_ADD || nb->nb_multiply != binary_MUL)
-        return 0;
-    if (version_tag_holds(ag_value_type, relu_checked_at))
-        return 1;
-    PyObject *relu = PyDict_GetItemWithError(ag_value_type->tp_dict, relu_name);
-    PyErr_Clear(); /* none for a str key; were there one, "not ours" is the safe answer */
-    if (relu != own_relu)
-        return 0;
-    relu_checked_at = ag_value_type->tp_version_tag; /* 0 if none is assigned yet: look again */
-    return 1;
+    return nb->nb_add == binary_ADD && nb->nb_multiply == binary_MUL
+           && _PyType_Lookup(ag_value_type, relu_name) == own_relu;
 }
 
 AG_INLINE PyObject *apply_binary(int op, const char *symbol, PyObject *a, PyObject *b)
