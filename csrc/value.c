@@ -496,18 +496,15 @@ static PyObject *binary_ADD(PyObject *a, PyObject *b);
 static PyObject *binary_MUL(PyObject *a, PyObject *b);
 static PyObject *add_name, *mul_name, *relu_name, *own_add, *own_mul, *own_relu; /* as Value was made */
 
-/* 1: value's class has an __add__ (op AG_ADD) or __mul__ of its own, 0: not, -1: error */
+/* Whether value's class has an __add__ (op AG_ADD) or __mul__ of its own (looked up as
+ * the class holds it, through Python's cache of class attributes: no Python code runs). */
 static int overridden(int op, PyObject *value)
 {
     PyNumberMethods *nb = Py_TYPE(value)->tp_as_number;
     if (op == AG_ADD ? nb->nb_add == binary_ADD : nb->nb_multiply == binary_MUL)
         return 0;
-    PyObject *method = PyObject_GetAttr((PyObject *)Py_TYPE(value), op == AG_ADD ? add_name : mul_name);
-    if (!method)
-        return -1;
-    int result = method != (op == AG_ADD ? own_add : own_mul);
-    Py_DECREF(method);
-    return result;
+    PyObject *method = _PyType_Lookup(Py_TYPE(value), op == AG_ADD ? add_name : mul_name);
+    return method != (op == AG_ADD ? own_add : own_mul);
 }
 
 /* Whether Value's +, * and relu are still its own: pyautograd.nn's layers compute
@@ -527,11 +524,8 @@ AG_INLINE PyObject *apply_binary(int op, const char *symbol, PyObject *a, PyObje
 {
     int a_is_value = ag_is_value(a), b_is_value = ag_is_value(b);
     double constant = 0.0;
-    if (!a_is_value && (op == AG_ADD || op == AG_MUL)) { /* number + x: x.__radd__ */
-        int own = overridden(op, b);
-        if (own)
-            return own < 0 ? NULL : op == AG_ADD ? PyNumber_Add(b, a) : PyNumber_Multiply(b, a);
-    }
+    if (!a_is_value && (op == AG_ADD || op == AG_MUL) && overridden(op, b)) /* number + x: x.__radd__ */
+        return op == AG_ADD ? PyNumber_Add(b, a) : PyNumber_Multiply(b, a);
     if (!a_is_value || !b_is_value) {
         int found = ag_as_double(a_is_value ? b : a, &constant);
         if (found < 0)
