@@ -33,7 +33,7 @@
 
 static void set_position(ag_node *node, size_t i) { node->slot = (uint64_t)i + 1; }
 
-/* i + 1, or 0 for a node outside the order */
+/* i + 1, for a node of the order (inputs of its nodes) */
 static size_t position(const ag_node *node) { return (size_t)node->slot; }
 
 /* ---- dual numbers and the language read on them ---- */
@@ -190,6 +190,15 @@ static void fit_scratch(size_t used)
         }
 }
 
+/* i + 1 for node id at place i of the order, 0 for a node outside it: an input or output
+ * the caller names may be outside root's graph, where the field holds its .grad, not a
+ * place, so the place is believed only where the order has that very node. */
+static size_t position_of(const tangent_sweep *s, ag_id id)
+{
+    size_t p = position(ag_node_at(id));
+    return p >= 1 && p <= s->order.n && s->order.ids[p - 1] == id ? p : 0;
+}
+
 /* Sorts root's graph and copies it into the sweep's arrays; a graph with a Python rule
  * is refused. The seeds (inputs under root) get their tangents, which add up for an
  * input given twice. Every input of a node comes before it in the order (invariant 1),
@@ -236,7 +245,7 @@ static int begin(tangent_sweep *s, ag_id root, const ag_id *inputs, const double
     }
     s->start[n] = (uint32_t)k;
     for (size_t j = 0; j < n_inputs; j++) {
-        size_t p = position(ag_node_at(inputs[j]));
+        size_t p = position_of(s, inputs[j]);
         if (p && s->op[p - 1] != AG_CONST) {
             dual *v = &s->value[p - 1];
             double t = tangents ? tangents[j] : 0.0;
@@ -308,7 +317,7 @@ int ag_jvp(ag_id root, const ag_id *outputs, size_t n_outputs, const ag_id *inpu
     if (status == AG_OK)
         sweep_forward(&s);
     for (size_t k = 0; status == AG_OK && k < n_outputs; k++) {
-        size_t at = position(ag_node_at(outputs[k]));
+        size_t at = position_of(&s, outputs[k]);
         out[k] = at && !s.value[at - 1].zero ? s.value[at - 1].d : 0.0;
     }
     if (status != AG_OK)
@@ -335,7 +344,7 @@ int ag_jvp_terms(ag_id root, const ag_id *outputs, size_t n_outputs, const ag_id
     for (size_t i = 0; status == AG_OK && i < n_order; i++)
         ag_node_at(s.order.ids[i])->flags |= AG_FLAG_SORTING; /* the graph's own nodes */
     for (size_t k = 0; status == AG_OK && k < n_inputs; k++) {
-        size_t at = position(ag_node_at(inputs[k]));
+        size_t at = position_of(&s, inputs[k]);
         if (at) {
             ag_term t = ag_term_number(tangents[k]);
             term[at - 1] = has[at - 1] ? ag_term_add(term[at - 1], t) : t;
@@ -361,7 +370,7 @@ int ag_jvp_terms(ag_id root, const ag_id *outputs, size_t n_outputs, const ag_id
         }
     }
     for (size_t k = 0; k < n_outputs; k++) {
-        size_t at = status == AG_OK ? position(ag_node_at(outputs[k])) : 0;
+        size_t at = status == AG_OK ? position_of(&s, outputs[k]) : 0;
         out[k] = at && has[at - 1] ? ag_term_own(term[at - 1]) : 0;
         if (!out[k] && at && has[at - 1])
             numbers[k] = term[at - 1].constant;
@@ -439,7 +448,7 @@ int ag_hvp(ag_id root, const ag_id *inputs, const double *vector, size_t n_input
         }
     }
     for (size_t k = 0; status == AG_OK && k < n_inputs; k++) {
-        size_t p = position(ag_node_at(inputs[k]));
+        size_t p = position_of(&s, inputs[k]);
         out[k] = p && s.swept[p - 1] && !s.adjoint[p - 1].zero ? s.adjoint[p - 1].d : 0.0;
     }
     if (status != AG_OK)

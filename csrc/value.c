@@ -270,21 +270,20 @@ static int set_dict(PyObject *self, PyObject *dict, void *unused)
 
 /* ---- data, grad, label ---- */
 
-static int set_number(double *field, PyObject *value, const char *name)
+/* The number given to .data or .grad, in *x; -1 with an exception if it is none. Its
+ * __float__ may run Python, even a first Value.__init__ that moves the Value to another
+ * node: the caller finds the node after this returns. */
+static int to_number(PyObject *value, const char *name, double *x)
 {
-    double x;
     if (!value) {
         PyErr_Format(PyExc_AttributeError, "Value.%s cannot be deleted", name);
         return -1;
     }
-    int found = ag_as_double(value, &x);
+    int found = ag_as_double(value, x);
     if (found == 0)
         PyErr_Format(PyExc_TypeError, "Value.%s must be a real number, not '%.200s'", name,
                      ag_type_name(value));
-    if (found <= 0)
-        return -1;
-    *field = x;
-    return 0;
+    return found <= 0 ? -1 : 0;
 }
 
 static PyObject *get_data(PyObject *self, void *unused)
@@ -303,7 +302,10 @@ static int set_data(PyObject *self, PyObject *value, void *unused)
     }
     /* Noted after the write: the number's __float__ is Python, which may replay this
      * graph and so record the edits so far (a tape that did must read the data again). */
-    int status = set_number(&ag_node_at(VALUE_ID(self))->data, value, "data");
+    double x;
+    int status = to_number(value, "data", &x);
+    if (status == 0)
+        ag_node_at(VALUE_ID(self))->data = x;
     ag_note_data_edit();
     return status;
 }
@@ -321,7 +323,11 @@ static int set_grad(PyObject *self, PyObject *value, void *unused)
         ag_node_at(VALUE_ID(self))->grad = PyFloat_AS_DOUBLE(value);
         return 0;
     }
-    return set_number(&ag_node_at(VALUE_ID(self))->grad, value, "grad");
+    double x;
+    if (to_number(value, "grad", &x) < 0)
+        return -1;
+    ag_node_at(VALUE_ID(self))->grad = x;
+    return 0;
 }
 
 static PyObject *get_label(PyObject *self, void *unused)

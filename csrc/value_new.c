@@ -198,6 +198,20 @@ static void replace_node(PyObject *self, ag_id id)
  * as the docs say: a Value never changes node while C code may hold its id (a sweep
  * holding it as root, an op that read it before a __float__, a tape). The claim is
  * taken first, so a call made from the Python code the first one runs does nothing. */
+/* Whether the placeholder's node is held by something besides self (an op, a list of
+ * ids, a tape): then self keeps it, and __init__ raises RuntimeError (refuse_used). */
+static int used_already(PyObject *self) { return ag_node_at(VALUE_ID(self))->refs > 1; }
+
+static int refuse_used(PyObject *self)
+{
+    PyErr_Format(PyExc_RuntimeError,
+                 "%s.__init__: Value.__init__ ran after this %s was used (in an op, or by an "
+                 "optimizer); a Value never changes node once something holds it, so call "
+                 "super().__init__(...) before using self",
+                 Py_TYPE(self)->tp_name, Py_TYPE(self)->tp_name);
+    return -1;
+}
+
 int ag_value_init(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     PyObject *data, *children, *op_or_grads, *label, *local_grads;
@@ -206,16 +220,18 @@ int ag_value_init(PyObject *self, PyObject *args, PyObject *kwargs)
         return 0;
     if (!parse_arguments(args, kwargs, &data, &children, &op_or_grads, &label, &local_grads))
         return -1;
-    if (ag_node_at(VALUE_ID(self))->refs > 1) { /* an op, a list of ids or a tape holds it */
-        PyErr_Format(PyExc_RuntimeError,
-                     "%s.__init__: Value.__init__ ran after this %s was used (in an op, or by an "
-                     "optimizer); a Value never changes node once something holds it, so call "
-                     "super().__init__(...) before using self",
-                     Py_TYPE(self)->tp_name, Py_TYPE(self)->tp_name);
-        return -1;
-    }
+    if (used_already(self))
+        return refuse_used(self);
     v->placeholder = 0;
     ag_id id = node_from_arguments(data, children, op_or_grads, label, local_grads);
+    /* that ran Python (a __float__, the children's iteration, a __str__), which may have
+     * used self meanwhile: asked again before the node changes */
+    if (id && used_already(self)) {
+        ag_release(id); /* may run Python: self stays the placeholder whatever it does */
+        id = 0;
+        if (!PyErr_Occurred())
+            refuse_used(self);
+    }
     if (!id) {
         v->placeholder = 1; /* still __new__'s leaf: a corrected call may replace it */
         return -1;

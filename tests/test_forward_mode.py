@@ -204,6 +204,21 @@ def test_interior_nodes_as_inputs_are_seeds():
     assert close(j.data, math.exp(0.25))
 
 
+@pytest.mark.parametrize("left", [5e-324, 1.0, -2.5e300, float("nan")])
+def test_an_input_outside_the_graph_with_a_grad_left_on_it(left):
+    # The sweep keeps each node's place in the order in its grad field, set only under
+    # the root: an input outside it kept its .grad there, read as a place (5e-324: the
+    # place of x, so jvp 8.0; 1.0: an index far out, a segfault).
+    x, y = Value(2.0), Value(3.0)
+    f = x * x
+    y.grad = left
+    assert [v.data for v in jvp([f], [x, y], [1.0, 1.0])] == [4.0]
+    assert [v.data for v in jvp([f], [x, y], [1.0, 1.0], create_graph=True)] == [4.0]
+    assert [v.data for v in hvp(f, [x, y], [1.0, 1.0])] == [2.0, 0.0]
+    assert [v.data for v in jvp([f, y], [x], [1.0])] == [4.0, 0.0]  # an output outside
+    assert repr(y.grad) == repr(left) and x.grad == 0.0
+
+
 def test_an_interior_input_moves_with_an_input_below_it():
     # t = x * y and x are both inputs: grad's d f / d x counts the path through t, so
     # along (1, 0.5) t moves by 1 + 0.5 y. jvp once gave t its seed alone (1.85 where

@@ -337,6 +337,43 @@ def test_init_after_the_value_was_used_is_refused():
     assert fresh.data == 4.0
 
 
+class CallsBack:
+    """A real number whose conversion first runs hook (Python in the middle of a call)."""
+
+    def __init__(self, x, hook):
+        self.x, self.hook = x, hook
+
+    def __float__(self):
+        self.hook()
+        return self.x
+
+
+numbers.Real.register(CallsBack)
+
+
+def test_init_whose_arguments_use_the_value_is_refused_too():
+    # Value.__init__ asked whether the placeholder was used before converting its
+    # arguments; a __float__ that used it then was missed, and the op it made kept the
+    # old node (p.grad 0.0 after backward, p not in its _prev).
+    s = Sub.__new__(Sub, 1.0)
+    made = []
+    with pytest.raises(RuntimeError, match="ran after this Sub was used"):
+        Value.__init__(s, CallsBack(2.0, lambda: made.append(s * 3.0)))
+    made[0].backward()
+    assert s.grad == 3.0 and any(p is s for p in made[0]._prev)
+
+
+@pytest.mark.parametrize("field", ["data", "grad"])
+def test_a_number_whose_float_initialises_the_value_is_written_to_its_new_node(field):
+    # .data = x found the field before x's __float__ ran; a first Value.__init__ there
+    # moved the Value, so the write went to the old node, freed by then (a segfault once
+    # its block had gone back to the system).
+    s = Sub.__new__(Sub, 1.0)
+    setattr(s, field, CallsBack(3.0, lambda: Value.__init__(s, 5.0)))
+    assert getattr(s, field) == 3.0 and s.data == (5.0 if field == "grad" else 3.0)
+    assert (s * 2.0).data == 2.0 * s.data
+
+
 def test_float_of_a_local_grad_initialises_a_child():
     child = Sub.__new__(Sub, 1.0)  # __init__ not run yet: a placeholder leaf
 
