@@ -282,7 +282,7 @@ static int keep_if_pinned(PyObject *pinned, void *holder)
 static int look_at_holder(ag_id id)
 {
     const ag_node *node = ag_node_at(id);
-    return node->op != AG_FREE && node->py && !(node->flags & AG_FLAG_PYSTATE)
+    return node->op != AG_FREE && node->py && !((ValueObject *)node->py)->tracked
            && visit_pins_below(id, 0, keep_if_pinned, node->py);
 }
 
@@ -362,7 +362,7 @@ void ag_track_pin_holders(void)
             continue;
         if (!node->py)
             SET_BIT(reaches, order[i]);
-        else if (!(node->flags & AG_FLAG_PYSTATE)) {
+        else if (!((ValueObject *)node->py)->tracked) {
             ag_mark_reaches_state(node);
             ag_mark_state(node->py); /* tracked, and kept by its node while used */
         }
@@ -381,18 +381,26 @@ void ag_track_pin_holders(void)
     }
 }
 
-/* The Value gets Python state: its node keeps it while anything else holds the node,
- * and the cyclic GC now looks after it. */
-void ag_mark_state(PyObject *self)
+/* The Value's node keeps it while anything else holds the node (invariant 8). */
+void ag_keep_by_node(PyObject *self)
 {
     ag_node *node = ag_node_at(VALUE_ID(self));
     if (node->flags & AG_FLAG_PYSTATE)
         return;
     node->flags |= AG_FLAG_PYSTATE;
-    if (!PyObject_GC_IsTracked(self)) /* a subclass instance is tracked from birth */
-        PyObject_GC_Track(self);
-    ((ValueObject *)self)->tracked = 1;
     pin_holders(node);
+}
+
+/* The Value gets Python state: its node keeps it, and the cyclic GC now looks after it. */
+void ag_mark_state(PyObject *self)
+{
+    ValueObject *v = (ValueObject *)self;
+    if (!v->tracked) {
+        if (!PyObject_GC_IsTracked(self)) /* a subclass instance is tracked from birth */
+            PyObject_GC_Track(self);
+        v->tracked = 1;
+    }
+    ag_keep_by_node(self);
 }
 
 /* The Python _backward in the node's Value's dict (borrowed), or NULL (an exception

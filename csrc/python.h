@@ -133,8 +133,11 @@ AG_INLINE void ag_mark_reaches_state(ag_node *node)
 }
 
 /* pins.c: the Value gets Python state (attributes, a Python _backward, a subclass):
- * its node pins it while used, and the cyclic GC looks after it (invariant 8). */
+ * its node pins it while used, and the cyclic GC looks after it (invariant 8). A Value
+ * only kept by its node (one _prev handed out) is pinned, not tracked: it holds no
+ * Python reference, so it can be in no cycle until it gets state. */
 void ag_mark_state(PyObject *self);
+void ag_keep_by_node(PyObject *self);
 
 /* A Value made over a node that reaches such state may come to hold a pin: the GC
  * tracks it, and its node keeps it while used (ag_mark_state), so that the node never

@@ -375,7 +375,7 @@ static PyObject *get_inputs(PyObject *self, void *unused)
     PyObject *tuple = ag_values_of(ids, n, 1); /* self's node keeps them alive */
     PyMem_Free(ids);
     for (Py_ssize_t i = 0; tuple && i < PyTuple_GET_SIZE(tuple); i++)
-        ag_mark_state(PyTuple_GET_ITEM(tuple, i)); /* no Python code */
+        ag_keep_by_node(PyTuple_GET_ITEM(tuple, i)); /* no Python code */
     return tuple;
 }
 
