@@ -334,15 +334,20 @@ static PyObject *grad(PyObject *module, PyObject *args)
         PyErr_NoMemory();
         goto done;
     }
-    /* g.items keeps the inputs' Values, and a Value never changes node (value_new.c) */
-    for (size_t i = 0; i < n; i++)
+    /* Held for the call (invariant: an id held outside a Value owns a reference): a
+     * Python _backward run by the sweep may drop the inputs' Values, or move a subclass
+     * placeholder to a node of its own (Value.__init__ refuses to once it is held). */
+    for (size_t i = 0; i < n; i++) {
         ids[i] = VALUE_ID(PyTuple_GET_ITEM(g.items, (Py_ssize_t)i));
+        ag_retain(ids[i]);
+    }
     Py_INCREF(output); /* a Python _backward run by the sweep may drop every other reference */
     int status = ag_grad(VALUE_ID(output), ids, n, create_graph, out);
     if (status == AG_OK)
         result = values_for(out, n); /* out[] owns the results until then */
     else if (status != AG_EPYTHON)
         ag_raise_failure("grad", Py_BuildValue("(O)", output));
+    ag_release_all(ids, n); /* may run Python: after the results are Values */
     Py_DECREF(output);
 done:
     PyMem_Free(ids);

@@ -403,28 +403,27 @@ void ag_mark_state(PyObject *self)
     ag_keep_by_node(self);
 }
 
-/* The Python _backward in the node's Value's dict (borrowed), or NULL (an exception
- * set if looking raised). */
+/* The _backward in a Value's dict (borrowed), or NULL, found without calling Python:
+ * the dict is the program's (vars(v)), where a key of its own with the same hash would
+ * have its __eq__ run by a lookup, in the middle of a sort, or replacing the very dict
+ * being searched. Each str key is compared by its characters. */
+PyObject *ag_rule_in(PyObject *dict)
+{
+    PyObject *key, *value;
+    Py_ssize_t at = 0;
+    while (dict && PyDict_Next(dict, &at, &key, &value))
+        if (key == ag_backward_name || (PyUnicode_Check(key) && PyUnicode_Compare(key, ag_backward_name) == 0))
+            return value;
+    return NULL;
+}
+
 static PyObject *rule_of(ag_node *node)
 {
     ValueObject *v = node->py;
-    return v && v->dict ? PyDict_GetItemWithError(v->dict, ag_backward_name) : NULL;
+    return v ? ag_rule_in(v->dict) : NULL;
 }
 
-/* Whether the node's Value's dict holds a _backward, found without calling Python: the
- * sorts ask in the middle of their work, and the dict is the program's (vars(v)), where
- * a key of its own with the same hash would have its __eq__ run by a lookup. Each str
- * key is compared by its characters. */
-static int has_rule(ag_node *node)
-{
-    ValueObject *v = node->py;
-    PyObject *key, *value;
-    Py_ssize_t at = 0;
-    while (v && v->dict && PyDict_Next(v->dict, &at, &key, &value))
-        if (key == ag_backward_name || (PyUnicode_Check(key) && PyUnicode_Compare(key, ag_backward_name) == 0))
-            return 1;
-    return 0;
-}
+static int has_rule(ag_node *node) { return rule_of(node) != NULL; }
 
 /* A Python _backward, called by the sweep (sweep.c) in the node's place in the order.
  * The node is the root or has users, so its Value, if it has one, is alive (held or
@@ -434,7 +433,7 @@ static int run_rule(ag_node *node)
 {
     PyObject *self = node->py, *rule = rule_of(node);
     if (!rule)
-        return PyErr_Occurred() ? AG_EPYTHON : AG_ENORULE;
+        return AG_ENORULE;
     Py_INCREF(rule);
     Py_INCREF(self); /* the rule may drop every other reference */
     PyObject *result = PyObject_CallNoArgs(rule);

@@ -138,6 +138,7 @@ AG_INLINE void ag_mark_reaches_state(ag_node *node)
  * Python reference, so it can be in no cycle until it gets state. */
 void ag_mark_state(PyObject *self);
 void ag_keep_by_node(PyObject *self);
+PyObject *ag_rule_in(PyObject *dict); /* a Value dict's _backward (borrowed) or NULL; no Python */
 
 /* A Value made over a node that reaches such state may come to hold a pin: the GC
  * tracks it, and its node keeps it while used (ag_mark_state), so that the node never

@@ -429,32 +429,43 @@ static PyMethodDef backward_step_def = {"_backward", backward_step, METH_NOARGS,
 static PyObject *get_backward(PyObject *self, void *unused)
 {
     (void)unused;
-    ValueObject *v = (ValueObject *)self;
-    PyObject *rule = v->dict ? PyDict_GetItemWithError(v->dict, ag_backward_name) : NULL;
+    PyObject *rule = ag_rule_in(((ValueObject *)self)->dict);
     if (rule) {
         Py_INCREF(rule);
         return rule;
     }
-    return PyErr_Occurred() ? NULL : PyCFunction_New(&backward_step_def, self);
+    return PyCFunction_New(&backward_step_def, self);
 }
 
 /* out._backward = fn: backward() calls fn in out's place, as micrograd does; None, del
  * or the node's own step (read before) gives the node its op's own rule back. */
+/* dict[_backward] = rule, or del dict[_backward] (rule NULL; absent is fine), holding
+ * the dict: a key of the program's may run __eq__, which may replace the Value's dict. */
+static int store_rule(PyObject *dict, PyObject *rule)
+{
+    Py_INCREF(dict);
+    int status = rule ? PyDict_SetItem(dict, ag_backward_name, rule) : PyDict_DelItem(dict, ag_backward_name);
+    Py_DECREF(dict);
+    if (status < 0 && !rule && PyErr_ExceptionMatches(PyExc_KeyError)) {
+        PyErr_Clear();
+        status = 0;
+    }
+    return status;
+}
+
 static int set_backward(PyObject *self, PyObject *rule, void *unused)
 {
     (void)unused;
     ValueObject *v = (ValueObject *)self;
-    ag_node *node = ag_node_at(v->id);
     int own_step = rule && PyCFunction_Check(rule) && PyCFunction_GetFunction(rule) == backward_step
                    && PyCFunction_GetSelf(rule) == self;
+    /* Python may run in the dict work below (a key's __eq__, a GC pass), even a first
+     * Value.__init__ that moves self: its node is found after it. */
     if (!rule || rule == Py_None || own_step) { /* own_step: a step saved before a hook, put back */
-        if (v->dict && PyDict_DelItem(v->dict, ag_backward_name) < 0) {
-            if (!PyErr_ExceptionMatches(PyExc_KeyError))
-                return -1;
-            PyErr_Clear();
-        }
+        if (v->dict && store_rule(v->dict, NULL) < 0)
+            return -1;
         if (!v->dict) /* a dict handed out may still get one by hand: keep looking there */
-            node->flags &= (uint16_t)~AG_FLAG_PYRULE;
+            ag_node_at(VALUE_ID(self))->flags &= (uint16_t)~AG_FLAG_PYRULE;
         return 0;
     }
     if (!PyCallable_Check(rule)) {
@@ -462,13 +473,20 @@ static int set_backward(PyObject *self, PyObject *rule, void *unused)
                      ag_type_name(rule));
         return -1;
     }
-    if (!v->dict && !(v->dict = PyDict_New()))
-        return -1;
-    if (PyDict_SetItem(v->dict, ag_backward_name, rule) < 0)
+    if (!v->dict) {
+        PyObject *dict = PyDict_New(); /* a GC pass here may give self a dict of its own */
+        if (!dict)
+            return -1;
+        if (!v->dict)
+            v->dict = dict;
+        else
+            Py_DECREF(dict);
+    }
+    if (store_rule(v->dict, rule) < 0)
         return -1;
     ag_mark_state(self);
     ag_note_held_objects(self); /* a closure: micrograd's refers to its own Value */
-    node->flags |= AG_FLAG_PYRULE;
+    ag_node_at(VALUE_ID(self))->flags |= AG_FLAG_PYRULE;
     ag_note_rule_edit();
     return 0;
 }
@@ -693,7 +711,9 @@ static PyObject *value_getstate(PyObject *self, PyObject *unused)
     PyObject *dict = ((ValueObject *)self)->dict;
     if (!dict || PyDict_GET_SIZE(dict) == 0)
         Py_RETURN_NONE;
+    Py_INCREF(dict); /* copying may compare keys: a key's __eq__ may replace the Value's dict */
     PyObject *state = PyDict_Copy(dict);
+    Py_DECREF(dict);
     if (state && PyDict_DelItem(state, ag_backward_name) < 0) {
         if (!PyErr_ExceptionMatches(PyExc_KeyError))
             Py_CLEAR(state);

@@ -96,7 +96,8 @@ typedef struct edge { size_t input, user, times; } edge;
  * position, user position, times); the positions of drawn nodes with inputs left out;
  * how many nodes were not drawn. A node's input slots are scanned up to max_nodes of
  * them, so a sum of a million leaves costs max_nodes steps. The walk reads ids while
- * the root keeps them alive, and makes Values only after it (making one may run Python). */
+ * the root, held for the call, keeps them alive, and makes Values only after it (making
+ * one may run Python). */
 static PyObject *nearest(PyObject *module, PyObject *args)
 {
     PyObject *value;
@@ -105,6 +106,9 @@ static PyObject *nearest(PyObject *module, PyObject *args)
     (void)module;
     if (!PyArg_ParseTuple(args, "On:nearest", &value, &max_nodes) || root_of(value, "to_dot", &root) < 0)
         return NULL;
+    /* held for the call: Python may run in an allocation below (a GC callback), and a
+     * first Value.__init__ there would move value off an unheld placeholder node */
+    ag_retain(root);
     size_t cap = max_nodes > 0 ? (size_t)max_nodes : SIZE_MAX;
     size_t n = 0, nodes_cap = 64, n_edges = 0, edges_cap = 64, n_cut = 0, cut_cap = 0;
     ag_id *nodes = PyMem_Malloc(nodes_cap * sizeof *nodes);
@@ -203,6 +207,7 @@ done:
     PyMem_Free(edges);
     PyMem_Free(cut);
     PyMem_Free(drawn.slots);
+    ag_release(root); /* may run Python: last */
     return result;
 }
 

@@ -374,6 +374,134 @@ def test_a_number_whose_float_initialises_the_value_is_written_to_its_new_node(f
     assert (s * 2.0).data == 2.0 * s.data
 
 
+class HashesLikeBackward(str):
+    """An attribute name with "_backward"'s hash, so dict work on "_backward" compares
+    with it: its __eq__ runs action (once armed) in the middle of that work."""
+
+    action = None
+
+    def __hash__(self):
+        return hash("_backward")
+
+    def __eq__(self, other):
+        action, HashesLikeBackward.action = HashesLikeBackward.action, None
+        if action:
+            action()
+        return False
+
+
+@pytest.mark.parametrize("how", ["read", "backward"])
+def test_a_rule_looked_up_while_a_key_replaces_the_dict(how):
+    # The lookup of _backward in a Value's dict once ran the program's __eq__, which
+    # replaced the dict being searched: the rule came back freed (a segfault).
+    x = Value(2.0)
+    v = x * 3.0
+    setattr(v, HashesLikeBackward("k"), 1)
+
+    def rule():
+        x.grad += 3.0 * v.grad
+
+    v._backward = rule
+    for i in range(20):
+        setattr(v, f"pad{i}", i)
+    HashesLikeBackward.action = lambda: setattr(v, "__dict__", {})
+    if how == "read":
+        assert v._backward is rule
+    else:
+        v.backward()
+        assert x.grad == 3.0
+    HashesLikeBackward.action = None
+
+
+def test_a_rule_set_while_the_value_moves_to_its_node_runs():
+    # Storing the rule ran a key's __eq__, where a first Value.__init__ moved s; the
+    # flag saying "has a Python rule" then went to the old, freed node (x.grad 0.0).
+    x = Value(3.0)
+    s = Sub.__new__(Sub, 0.0)
+    setattr(s, HashesLikeBackward("k"), 1)
+
+    def rule():
+        x.grad += 10.0 * s.grad
+
+    HashesLikeBackward.action = lambda: Value.__init__(s, 2.0, (x,), "f")
+    s._backward = rule
+    s.backward()
+    assert x.grad == 10.0 and s._op == "f"
+
+
+class InGcPass:
+    """Runs action in the next GC pass (a gc.callbacks entry), passes made frequent."""
+
+    def __init__(self, action):
+        self.action = action
+
+    def __enter__(self):
+        gc.callbacks.append(self.callback)
+        self.threshold = gc.get_threshold()
+        gc.set_threshold(1)
+        return self
+
+    def callback(self, phase, info):
+        if phase == "start" and self.action:
+            action, self.action = self.action, None
+            action()
+
+    def __exit__(self, *exc):
+        gc.set_threshold(*self.threshold)
+        gc.callbacks.remove(self.callback)
+
+
+def test_a_drawing_walk_holds_its_root_while_python_runs_in_it():
+    # viz's walk read the root's id, then made lists and Values, where a GC pass can run
+    # Python: a first Value.__init__ there freed the node it walked, and a Value was
+    # made over a node on the free list (the next Value(123.0) changed its data).
+    from pyautograd import _ag
+
+    s = Sub.__new__(Sub, 1.5)
+    refused = []
+
+    def move():
+        try:
+            Value.__init__(s, 7.0)
+        except RuntimeError as error:  # the walk holds s's node now: s stays on it
+            refused.append(error)
+
+    keep = [[] for _ in range(200)]  # no free lists: the walk's lists are allocations
+    with InGcPass(move):
+        values = _ag.nearest(s, 0)[0]
+    del keep
+    drawn = values[0]
+    other = Value(123.0)
+    # refused inside the walk (s stays on its node), or moved before it began
+    assert drawn is s and s.data == (1.5 if refused else 7.0)
+    assert other.data == 123.0 and drawn._id != other._id and s.data == (1.5 if refused else 7.0)
+
+
+def test_a_rule_set_while_a_gc_pass_gives_the_value_a_dict_keeps_both():
+    v = Value(1.0) * 2.0
+    keep = [{} for _ in range(200)]  # no free dicts: the rule's dict is an allocation
+    with InGcPass(lambda: setattr(v, "tag", "from the GC pass")):
+        v._backward = lambda: None
+    del keep
+    assert v.tag == "from the GC pass" and callable(v._backward)
+
+
+def test_an_input_of_grad_cannot_move_while_grad_runs():
+    # grad() held its inputs' ids without a reference: a rule that ran a first
+    # Value.__init__ on one moved it and freed the node the sweep then read.
+    s = Sub.__new__(Sub, 1.0)  # held by nothing but itself: grad's input only
+    y = Value(2.0) * 3.0
+
+    def rule():
+        Value.__init__(s, 9.0)
+
+    z = Value(y.data, (y,), "f")
+    z._backward = rule
+    with pytest.raises(RuntimeError, match="ran after this Sub was used"):
+        grad(z, [s])
+    assert s.data == 1.0 and (s * 2.0).data == 2.0
+
+
 def test_float_of_a_local_grad_initialises_a_child():
     child = Sub.__new__(Sub, 1.0)  # __init__ not run yet: a placeholder leaf
 
