@@ -668,17 +668,20 @@ class _Plan:
             code.append(("build", v, items, shape))
             return ("var", v)
 
+        # Sources first: a group's matrix is built at its first dot node, and the leaves of
+        # its later rows (a weight tied across neurons) may come after it in the order.
+        for p, k in enumerate(kind):
+            if k == "const":
+                refs[p] = ("const", float(order[p].data))
+            elif k == "param":
+                name, index = self.param_of[p]
+                refs[p] = ("param", name, index)
         for p, v in enumerate(order):
             k = kind[p]
             if k == "arg":
                 refs[p] = ("arg", self.arg_of[v._id])
                 continue
-            if k == "const":
-                refs[p] = ("const", float(v.data))
-                continue
-            if k == "param":
-                name, index = self.param_of[p]
-                refs[p] = ("param", name, index)
+            if k in ("const", "param"):
                 continue
             ins = ins_of[p]
             if p in member:
@@ -946,15 +949,22 @@ def _jax_op(name):
             return out, rule.to_a(ta, a, None, out, jnp)
     else:
 
+        from jax.custom_derivatives import SymbolicZero
+
         @jax.custom_jvp
         def fn(a, b):
             return rule.forward(jnp, a, b)
 
-        @fn.defjvp
+        # An operand that does not move (a constant, the 2 in x ** 2) has no tangent: its
+        # pass-back is left out, not multiplied by a zero (x ** 2 at x < 0: 0 * nan).
         def _binary_jvp(primals, tangents):
             (a, b), (ta, tb) = primals, tangents
             out = rule.forward(jnp, a, b)
-            return out, rule.to_a(ta, a, b, out, jnp) + rule.to_b(tb, a, b, out, jnp)
+            moved = [(to, t) for to, t in ((rule.to_a, ta), (rule.to_b, tb)) if not isinstance(t, SymbolicZero)]
+            parts = [to(t, a, b, out, jnp) for to, t in moved]
+            return out, parts[0] + parts[1] if len(parts) == 2 else parts[0] if parts else jnp.zeros_like(out)
+
+        fn.defjvp(_binary_jvp, symbolic_zeros=True)
 
     fn.__name__ = f"pyautograd_{name}"
     _jax_ops[name] = fn

@@ -19,7 +19,7 @@ import pytest
 
 import pyautograd
 from pyautograd import Value, grad
-from pyautograd import export
+from pyautograd import export, nn
 from pyautograd.engine import OP_NAMES, OP_PYTHON
 from pyautograd.nn import MLP, Layer, Neuron
 
@@ -358,6 +358,47 @@ def test_layers_that_read_another_layers_weights_in_another_order_export_them_so
         assert p.grad.reshape(-1).tolist() == [v.grad for v in flat_leaves], name
     fn, params = export.to_jax(outs, [x1, x2])
     assert [float(v) for v in fn(params, 1.0, 10.0)] == want
+
+
+@pytest.mark.parametrize("tie", ["in a layer", "in plain dots"])
+def test_a_weight_shared_by_two_rows_of_one_group_exports(torch, jax, tie):
+    # The group's matrix is built at its first dot node, which can come before a later
+    # row's leaves in the order: their places were still empty (a TypeError, no export).
+    x = [Value(0.5, label="x"), Value(-1.0, label="y")]
+    if tie == "in a layer":
+        random.seed(0)
+        layer = nn.Layer(2, 3, nonlin=False)
+        layer.neurons[1].w[0] = layer.neurons[0].w[1]
+        layer.neurons[2].b = layer.neurons[0].w[0]
+        outs = layer(x)
+    else:
+        a, b, c = Value(1.0), Value(2.0), Value(3.0)
+        outs = [pyautograd.dot([a, b], x), pyautograd.dot([b, c], x)]
+    weights = [0.5, -2.0, 1.5][: len(outs)]
+    pyautograd.dot(weights, outs).backward()
+    module = export.to_torch(outs, x)
+    args = [torch.tensor(v.data, dtype=torch.float64, requires_grad=True) for v in x]
+    got = module(*args)
+    assert [t.item() for t in got] == [o.data for o in outs]
+    sum(c * t for c, t in zip(weights, got)).backward()
+    assert [a.grad.item() for a in args] == [v.grad for v in x]
+    fn, params = export.to_jax(outs, x)
+    assert [float(v) for v in fn(params, *[v.data for v in x])] == [o.data for o in outs]
+
+
+def test_jax_forward_mode_leaves_out_a_constants_pass_back(jax):
+    # jvp, jacfwd and hessian in JAX once got nan for (x - 0.5) ** 2 at x < 0: the
+    # constant exponent's pass-back (out * log(a), nan) was multiplied by its zero
+    # tangent and added in. x / 0.0 gave nan where the slope is inf.
+    jnp = jax.numpy
+    x = Value(-1.5, label="x")
+    for y, slope in [((x - 0.5) ** 2, -4.0), (x / 0.0, math.inf), (2.0 ** x, math.log(2.0) * 2.0**-1.5)]:
+        fn, params = export.to_jax(y, [x])
+        assert grad(y, [x])[0].data == slope
+        a = jnp.asarray(-1.5)
+        tangent = jax.jvp(lambda t: fn(params, t), (a,), (jnp.asarray(1.0),))[1]
+        assert float(tangent) == slope == float(jax.jacfwd(fn, argnums=1)(params, a))
+    assert float(jax.hessian(fn, argnums=1)(params, jnp.asarray(-1.5))) == pytest.approx(math.log(2.0) ** 2 * 2.0**-1.5)
 
 
 @pytest.mark.parametrize("shape", [(), (5,), (2, 3)])
