@@ -948,7 +948,6 @@ def _jax_op(name):
             out = rule.forward(jnp, a, None)
             return out, rule.to_a(ta, a, None, out, jnp)
     else:
-
         from jax.custom_derivatives import SymbolicZero
 
         @jax.custom_jvp

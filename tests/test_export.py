@@ -392,11 +392,11 @@ def test_jax_forward_mode_leaves_out_a_constants_pass_back(jax):
     # tangent and added in. x / 0.0 gave nan where the slope is inf.
     jnp = jax.numpy
     x = Value(-1.5, label="x")
-    for y, slope in [((x - 0.5) ** 2, -4.0), (x / 0.0, math.inf), (2.0 ** x, math.log(2.0) * 2.0**-1.5)]:
+    for y, slope in [((x - 0.5) ** 2, -4.0), (x / 0.0, math.inf), (2.0**x, math.log(2.0) * 2.0**-1.5)]:
         fn, params = export.to_jax(y, [x])
         assert grad(y, [x])[0].data == slope
         a = jnp.asarray(-1.5)
-        tangent = jax.jvp(lambda t: fn(params, t), (a,), (jnp.asarray(1.0),))[1]
+        tangent = jax.jvp(lambda t, fn=fn, params=params: fn(params, t), (a,), (jnp.asarray(1.0),))[1]
         assert float(tangent) == slope == float(jax.jacfwd(fn, argnums=1)(params, a))
     assert float(jax.hessian(fn, argnums=1)(params, jnp.asarray(-1.5))) == pytest.approx(math.log(2.0) ** 2 * 2.0**-1.5)
 
