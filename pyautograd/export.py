@@ -20,6 +20,7 @@ neither; each export imports its target when called.
 import keyword
 import operator
 import re
+import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -376,7 +377,13 @@ _RESERVED = {
 
 
 def _usable(name):
-    return bool(_IDENTIFIER.match(name)) and not keyword.iskeyword(name) and name not in _RESERVED
+    """Whether a label can name an argument or a parameter: an identifier, not a keyword,
+    not `self` (the generated forward's own), and no attribute of a torch module (torch
+    is loaded when to_torch plans: the list above is what any version has, this the rest)."""
+    if not _IDENTIFIER.match(name) or keyword.iskeyword(name) or name in _RESERVED or name == "self":
+        return False
+    fx = getattr(sys.modules.get("torch"), "fx", None)
+    return not (fx and hasattr(fx.GraphModule, name))
 
 
 class _Plan:

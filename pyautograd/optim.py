@@ -79,9 +79,24 @@ class Optimizer:
                 f"load_state_dict: this optimizer has {self._n} parameter(s) in one "
                 f"group; the state has groups of {[len(g['params']) for g in groups]}"
             )
-        for name in self._HYPER:  # each setter checks its value
-            setattr(self, name, groups[0][name])
-        self._load_param_state(state_dict["state"])
+        # All or nothing: a state that fails a check part way changes nothing.
+        saved = {name: getattr(self, name) for name in self._HYPER if hasattr(self, "_" + name)}  # a copy has none
+        try:
+            for name in self._HYPER:  # each setter checks its value
+                setattr(self, name, groups[0][name])
+            numbers = self._read_param_state(state_dict["state"])
+        except BaseException:
+            for name, value in saved.items():
+                setattr(self, name, value)
+            raise
+        self._load_param_state(numbers)
+
+    def _numbers_of(self, state: dict, key: str) -> list[float]:
+        """state[i][key] as a float for every parameter i, or ValueError naming what is missing."""
+        try:
+            return [float(state[i][key]) for i in range(self._n)]
+        except (KeyError, IndexError, TypeError) as error:
+            raise ValueError(f"load_state_dict: the state has no {key!r} for every parameter ({error!r})") from None
 
     def __getstate__(self) -> dict:
         # The parameters travel as Values: pickled with their model, they stay shared.
@@ -100,7 +115,12 @@ class Optimizer:
     def _param_state(self) -> dict:
         raise NotImplementedError
 
-    def _load_param_state(self, state: dict) -> None:
+    def _read_param_state(self, state: dict):
+        """The numbers of state() checked and read, changing nothing."""
+        raise NotImplementedError
+
+    def _load_param_state(self, numbers) -> None:
+        """Takes what _read_param_state read: cannot fail but for memory."""
         raise NotImplementedError
 
     @property
@@ -144,12 +164,14 @@ class SGD(Optimizer):
             return {}
         return {i: {"momentum_buffer": self._momentum_buffer[i]} for i in range(self._n)}
 
-    def _load_param_state(self, state: dict) -> None:
-        self._momentum_buffer = None
-        if state:
-            self._momentum_buffer = self._buffer()
-            for i in range(self._n):
-                self._momentum_buffer[i] = float(state[i]["momentum_buffer"])
+    def _read_param_state(self, state: dict):
+        return self._numbers_of(state, "momentum_buffer") if state else None
+
+    def _load_param_state(self, numbers) -> None:
+        buffer = None if numbers is None else self._buffer()
+        for i, x in enumerate(numbers or ()):
+            buffer[i] = x
+        self._momentum_buffer = buffer
 
     @property
     def momentum(self) -> float:
@@ -220,13 +242,20 @@ class Adam(Optimizer):
             for i in range(self._n)
         }
 
-    def _load_param_state(self, state: dict) -> None:
+    def _read_param_state(self, state: dict):
+        if not state:
+            return None
+        steps = self._numbers_of(state, "step")[0]
+        if steps != int(steps) or steps < 1:
+            raise ValueError(f"load_state_dict: step must be a whole number >= 1, not {steps!r}")
+        return int(steps), self._numbers_of(state, "exp_avg"), self._numbers_of(state, "exp_avg_sq")
+
+    def _load_param_state(self, numbers) -> None:
         self._fresh_state()
-        if state:
-            self._steps = int(state[0]["step"])
+        if numbers is not None:
+            self._steps, exp_avg, exp_avg_sq = numbers
             for i in range(self._n):
-                self._exp_avg[i] = float(state[i]["exp_avg"])
-                self._exp_avg_sq[i] = float(state[i]["exp_avg_sq"])
+                self._exp_avg[i], self._exp_avg_sq[i] = exp_avg[i], exp_avg_sq[i]
 
     @property
     def betas(self) -> tuple[float, float]:

@@ -386,6 +386,18 @@ def test_a_weight_shared_by_two_rows_of_one_group_exports(torch, jax, tie):
     assert [float(v) for v in fn(params, *[v.data for v in x])] == [o.data for o in outs]
 
 
+@pytest.mark.parametrize("name", ["named_parameters", "load_state_dict", "extra_repr", "self"])
+def test_a_label_that_would_clash_in_the_module_falls_back(torch, name):
+    # A parameter labelled with a GraphModule attribute the fixed list lacked made
+    # to_torch raise KeyError; an input labelled self made forward multiply the module.
+    x, w = Value(1.5, label="x"), Value(2.0, label=name)
+    module = export.to_torch(x * w, [x])
+    assert name not in dict(module.named_parameters())
+    x_self, v = Value(1.5, label=name), Value(2.0, label="v")
+    module = export.to_torch(x_self * v, [x_self])
+    assert module(torch.tensor([1.0, 2.0], dtype=torch.float64)).tolist() == [2.0, 4.0]
+
+
 def test_jax_forward_mode_leaves_out_a_constants_pass_back(jax):
     # jvp, jacfwd and hessian in JAX once got nan for (x - 0.5) ** 2 at x < 0: the
     # constant exponent's pass-back (out * log(a), nan) was multiplied by its zero

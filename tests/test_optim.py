@@ -336,3 +336,22 @@ def test_state_dict_has_torchs_shape_and_bad_states_are_refused():
     bad = {"state": {}, "param_groups": [dict(sd["param_groups"][0], lr=-1.0)]}
     with pytest.raises(ValueError, match="lr"):
         optim.Adam(xs, lr=0.1).load_state_dict(bad)
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.Adam(ps, lr=0.1), lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9)])
+def test_a_state_that_fails_to_load_changes_nothing(make):
+    # A state missing one parameter's entry once raised a bare KeyError after the new lr
+    # and eps were set and the moments zeroed (step left at 3): training went on mixed.
+    xs = [Value(1.0), Value(2.0)]
+    opt = make(xs)
+    for _ in range(3):
+        for x in xs:
+            x.grad = 0.5
+        opt.step()
+    before = opt.state_dict()
+    broken = copy.deepcopy(before)
+    broken["param_groups"][0]["lr"] = 0.5
+    del broken["state"][1]
+    with pytest.raises(ValueError, match="for every parameter"):
+        opt.load_state_dict(broken)
+    assert opt.state_dict() == before
