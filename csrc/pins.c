@@ -160,7 +160,11 @@ static int push(buffer *stack, size_t depth, ag_id id)
 /* The walks' stack, kept (a GC pass walks below many Values). A walk may run inside
  * another's visit (the check when a pin goes traverses the Values it meets, and their
  * traverse walks): each walk uses the entries from walk_top up, and sets walk_top to
- * its own depth before it visits, so one inside it starts above. */
+ * its own depth before it visits, so one inside it starts above. The ids on it are
+ * borrowed: a walk frees nothing and calls no Python (its visits are the GC's counting
+ * callbacks, the group check's, or keep_if_pinned's marking), so every node it reaches
+ * is held by the one above it for the whole walk. The same holds for the passes of
+ * ag_track_pin_holders, whose marking only tracks Values and takes references. */
 static buffer walks;
 static size_t walk_top;
 #define AG_WALK_KEEP ((size_t)1 << 16) /* entries always worth keeping */

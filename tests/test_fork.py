@@ -118,6 +118,24 @@ def test_the_fork_hook_does_nothing_without_a_fork():
     assert live() == base - 1
 
 
+def child_status_then_resume(check, resume, thread):
+    """Forks while a sweep waits in its rule (sweep_waiting_in_a_rule); the child exits
+    with 0 if check() is true, 1 if not, 2 if it raised. Returns that status, once the
+    parent's sweep is resumed and its thread joined (whatever happened)."""
+    pid = fork()
+    if pid == 0:
+        try:
+            status = 0 if check() else 1
+        except BaseException:
+            status = 2
+        os._exit(status)
+    try:
+        return wait_for(pid)
+    finally:
+        resume.set()
+        thread.join()
+
+
 def sweep_waiting_in_a_rule(x, run):
     """out = 3 x^2 through a Python rule, and other = 5 x^2 over the same x^2; run(out) in
     a thread, which is inside the rule on return (resume lets it finish). Returns
@@ -146,20 +164,12 @@ def test_a_fork_while_another_thread_sweeps_with_a_python_rule_frees_its_nodes_i
     shared, out, other, t, resume = sweep_waiting_in_a_rule(x, lambda out: out.backward())
     with pytest.raises(RuntimeError, match="another backward"):
         other.backward()  # in the parent the sweep is still running
-    pid = fork()
-    if pid == 0:
-        status = 20
-        try:
-            other.backward()
-            status = 0 if x.grad == 20.0 else 21
-        except BaseException:
-            status = 22
-        os._exit(status)
-    try:
-        assert wait_for(pid) == 0
-    finally:
-        resume.set()
-        t.join()
+
+    def in_the_child():
+        other.backward()
+        return x.grad == 20.0
+
+    assert child_status_then_resume(in_the_child, resume, t) == 0
     assert x.grad == 12.0  # the parent's sweep, undisturbed
 
 
@@ -174,19 +184,11 @@ def test_grads_from_before_a_sweep_cut_off_by_a_fork_are_back_in_the_child(call)
     x.grad = 7.0  # from an earlier backward()
     run = (lambda out: out.backward()) if call == "backward" else (lambda out: grad(out, [x]))
     shared, out, other, t, resume = sweep_waiting_in_a_rule(x, run)
-    pid = fork()
-    if pid == 0:
-        status = 30
-        try:
-            before = (x.grad, shared.grad, out.grad)
-            other.backward()
-            status = 0 if before == (7.0, 0.0, 0.0) and x.grad == 27.0 else 31
-        except BaseException:
-            status = 32
-        os._exit(status)
-    try:
-        assert wait_for(pid) == 0
-    finally:
-        resume.set()
-        t.join()
+
+    def in_the_child():
+        before = (x.grad, shared.grad, out.grad)
+        other.backward()
+        return before == (7.0, 0.0, 0.0) and x.grad == 27.0
+
+    assert child_status_then_resume(in_the_child, resume, t) == 0
     assert x.grad == (7.0 + 12.0 if call == "backward" else 7.0)  # the parent's, undisturbed
