@@ -528,12 +528,14 @@ static PyObject *zero_grad(PyObject *module, PyObject *values)
     Py_RETURN_NONE;
 }
 
-/* _track_pin_holders(): before a GC pass (engine.py's gc callback), see value.c. */
-static PyObject *track_pin_holders(PyObject *module, PyObject *unused)
+/* _track_pin_holders(generation): before a GC pass (engine.py's gc callback), see pins.c. */
+static PyObject *track_pin_holders(PyObject *module, PyObject *generation)
 {
     (void)module;
-    (void)unused;
-    ag_track_pin_holders();
+    long oldest = PyLong_AsLong(generation);
+    if (oldest == -1 && PyErr_Occurred())
+        return NULL;
+    ag_track_pin_holders(oldest >= 2);
     Py_RETURN_NONE;
 }
 
@@ -545,7 +547,7 @@ static PyObject *value_ops_ours(PyObject *module, PyObject *unused)
 }
 
 PyMethodDef ag_graph_functions[] = {
-    {"_track_pin_holders", track_pin_holders, METH_NOARGS, "before a GC pass: Values holding new pins tracked"},
+    {"_track_pin_holders", track_pin_holders, METH_O, "before a GC pass of generation g: Values holding new pins tracked"},
     {"sum", fused_sum, METH_VARARGS, "sum(values, start): one node"},
     {"dot", fused_dot, METH_VARARGS, "dot(ws, xs, start): one node"},
     {"layer", apply_layer, METH_VARARGS, "layer(weights, nonlin, xs) -> NodeList"},

@@ -248,6 +248,7 @@ int ag_holds_no_object(PyObject *o)
 }
 
 int ag_pin_holders_unknown;
+static size_t notes_since_look; /* nodes in use that got such state since the last look */
 
 size_t ag_nodes_reaching_state;
 
@@ -268,25 +269,36 @@ void ag_note_held_objects(PyObject *self)
     if (node->flags & AG_FLAG_REACHES_STATE)
         return;
     ag_mark_reaches_state(node);
-    if (node->refs > 1)
+    if (node->refs > 1) {
         ag_pin_holders_unknown = 1;
+        notes_since_look++;
+    }
+}
+
+/* A holder found: its node now reaches state (so the Values made above it are tracked,
+ * and the passes find the holders above it), and it is tracked and kept by its node
+ * (note_state_below). A Value tracked already, for state of numbers only or as a
+ * subclass instance, still gets the flag: the holders above it depend on it. */
+static void mark_holder(ag_node *node)
+{
+    ag_mark_reaches_state(node);
+    ag_mark_state(node->py);
 }
 
 static int keep_if_pinned(PyObject *pinned, void *holder)
 {
     if (!(ag_node_at(VALUE_ID(pinned))->flags & AG_FLAG_REACHES_STATE))
         return 0;
-    ag_mark_reaches_state(ag_node_at(((ValueObject *)holder)->id));
-    ag_mark_state(holder); /* tracked, and kept by its node while used (note_state_below) */
+    mark_holder(ag_node_at(((ValueObject *)holder)->id));
     return 1;
 }
 
-/* The bounded look at node `id` as a holder (the fallback below): a Value without
- * state over pins that reach state is tracked and kept (keep_if_pinned). 1 if it was. */
+/* The bounded look at node `id` as a holder (the fallback below): a Value whose node
+ * does not reach state yet, over pins that do, is marked (keep_if_pinned). 1 if it was. */
 static int look_at_holder(ag_id id)
 {
     const ag_node *node = ag_node_at(id);
-    return node->op != AG_FREE && node->py && !((ValueObject *)node->py)->tracked
+    return node->op != AG_FREE && node->py && !(node->flags & AG_FLAG_REACHES_STATE)
            && visit_pins_below(id, 0, keep_if_pinned, node->py);
 }
 
@@ -335,6 +347,14 @@ static ag_id *inputs_first_order(size_t *n)
     return order;
 }
 
+/* The look costs a pass over the whole arena: a pass of the youngest generations (every
+ * few hundred allocations) makes it only once the notes since the last look number a
+ * share of the live nodes, so that a loop giving state to Values in use while its graph
+ * grows stays linear; a full pass (gc.collect()) always makes it. A holder not looked
+ * for yet only leaves its cycle for a later pass (invariant 8: never something alive
+ * freed). */
+#define AG_NOTES_PER_LOOK_SHARE 16 /* one note per this many live nodes */
+
 /* Nodes in use got Python state since the last GC pass: their holders may be Values the
  * GC does not track, or that their nodes do not keep. Finds them all, from a GC
  * callback before the pass: a Value without state is a holder when a pinned Value that
@@ -343,11 +363,13 @@ static ag_id *inputs_first_order(size_t *n)
  * below it settles every node from what is below it, however deep or wide the graph:
  * `reaches` marks the Value-less nodes with such a pin below. Without the memory for
  * it, passes in id order with bounded looks, again until one finds no new holder. */
-void ag_track_pin_holders(void)
+void ag_track_pin_holders(int full_pass)
 {
-    if (!ag_pin_holders_unknown)
+    if (!ag_pin_holders_unknown
+        || (!full_pass && notes_since_look * AG_NOTES_PER_LOOK_SHARE < ag_the_arena.live))
         return;
     ag_pin_holders_unknown = 0;
+    notes_since_look = 0;
     const ag_arena *ar = &ag_the_arena;
     size_t capacity = ar->n_blocks * AG_BLOCK_NODES, n;
     uint8_t *reaches = calloc(capacity / 8 + 1, 1);
@@ -366,10 +388,8 @@ void ag_track_pin_holders(void)
             continue;
         if (!node->py)
             SET_BIT(reaches, order[i]);
-        else if (!((ValueObject *)node->py)->tracked) {
-            ag_mark_reaches_state(node);
-            ag_mark_state(node->py); /* tracked, and kept by its node while used */
-        }
+        else
+            mark_holder(node);
     }
     for (int found = !order; found;) {
         found = 0;

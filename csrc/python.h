@@ -104,7 +104,7 @@ int ag_layer_weights_rows(PyObject *o, const char *what, ag_row *const **rows, s
  * and, when a node in use gets state that may refer to objects (ag_note_held_objects,
  * which sets ag_pin_holders_unknown), by ag_track_pin_holders before the next GC pass. */
 extern int ag_pin_holders_unknown;
-void ag_track_pin_holders(void);
+void ag_track_pin_holders(int full_pass); /* full_pass: gc.collect(), the oldest generation */
 void ag_note_held_objects(PyObject *self);
 /* A number or a string refers to no other object: an attribute that is one (Eureka's
  * p.m = 0.0) can make no cycle. */
