@@ -235,7 +235,11 @@ static int value_setattro(PyObject *self, PyObject *name, PyObject *value)
     }
     if (PyObject_GenericSetAttr(self, name, value) < 0)
         return -1;
-    if (((ValueObject *)self)->dict)
+    /* v.__class__ = Sub (the only way in: object.__setattr__ refuses a Value) makes it a
+     * subclass instance, Python state in itself as one made so is (value_new.c): its
+     * node keeps it while used, so it never dies, deferred by a subclass's dealloc,
+     * while the graph can still hand it out. */
+    if (((ValueObject *)self)->dict || !Py_IS_TYPE(self, ag_value_type))
         ag_mark_state(self);
     if (value && !ag_holds_no_object(value))
         ag_note_held_objects(self);

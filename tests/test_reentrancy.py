@@ -836,6 +836,34 @@ def test_a_pin_that_a_list_of_ids_holds_keeps_its_value_alive():
     assert ref() is None
 
 
+def test_a_value_made_a_subclass_instance_by_class_assignment_is_never_handed_out_dying():
+    # v.__class__ = Sub made a Value whose dealloc is a subclass's, without the pin a
+    # subclass instance gets: deep in a cascade of deallocs, Python's trashcan defers it
+    # with its refcount at 0 before Value's dealloc unlinks it from its node, and a
+    # __del__ running meanwhile got it back from y._inputs: freed twice (segfault).
+    got = []
+
+    class Reader:
+        def __init__(self, y):
+            self.y = y
+
+        def __del__(self):
+            got.extend(v.data for v in self.y._inputs)
+
+    ys, nested = [], None
+    for i in range(20_000):
+        v = Value(float(i))
+        y = v * 2.0
+        v.__class__ = Sub
+        ys.append(y)
+        nested = [Reader(y), v, nested]  # dropping it nests 20k deallocs deep
+        del v, y
+    del nested
+    gc.collect()
+    assert sorted(got) == sorted([float(i) for i in range(20_000)] + [2.0] * 20_000)
+    assert all(type(y._inputs[0]) is Sub for y in ys)
+
+
 def test_copies_of_subclass_values_are_whole():
     s = Sub(1.5, label="v")
     for copied in (copy.copy(s), copy.deepcopy(s), pickle.loads(pickle.dumps(s))):
