@@ -160,21 +160,58 @@ static int read_plan(PyObject *weights, PyObject *nonlin, const char *what, ag_r
     return 0;
 }
 
+/* Whether neurons computed in C over xs give what micrograd's neurons (wi * xi summed
+ * from the bias, then relu) give: Value's +, * and relu are its own, and no input is a
+ * Value of a class with a * of its own. 1, 0, or -1 with an exception. *items is xs,
+ * or a list of what it yields (to be read once), a new reference either way. */
+static int computes_as_micrograd(PyObject *xs, PyObject **items)
+{
+    *items = NULL;
+    if (!ag_value_ops_ours())
+        return 0;
+    if (Py_IS_TYPE(xs, ag_node_list_type)) {
+        const NodeListObject *list = (const NodeListObject *)xs;
+        for (Py_ssize_t i = 0; i < Py_SIZE(list); i++) {
+            PyObject *v = ag_node_at(list->ids[i])->py;
+            if (v && !ag_multiplies_as_value(v))
+                return 0;
+        }
+        *items = Py_NewRef(xs);
+        return 1;
+    }
+    *items = PyList_Check(xs) || PyTuple_Check(xs) ? Py_NewRef(xs) : PySequence_List(xs);
+    if (!*items)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(*items);
+    PyObject **item = PySequence_Fast_ITEMS(*items);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!ag_multiplies_as_value(item[i]))
+            return 0;
+    return 1;
+}
+
 /* layer(weights, nonlin, xs) -> NodeList: a LayerWeights' neurons over the first nin of
- * xs (a NodeList, or Values and numbers); NotImplemented when Value's +, * or relu has
- * been patched (the caller then calls the neurons, as micrograd does). */
+ * xs (a NodeList, or Values and numbers); NotImplemented when they would not compute
+ * what micrograd's do (computes_as_micrograd: the caller then calls the neurons). */
 static PyObject *apply_layer(PyObject *module, PyObject *args)
 {
-    PyObject *weights, *nonlin, *xs_arg;
+    PyObject *weights, *nonlin, *xs_arg, *items;
     ag_row *const *rows;
     size_t nout, nin;
     (void)module;
-    if (!ag_value_ops_ours())
-        Py_RETURN_NOTIMPLEMENTED;
-    if (!PyArg_ParseTuple(args, "OOO:layer", &weights, &nonlin, &xs_arg)
-        || read_plan(weights, nonlin, "layer()", &rows, &nout, &nin) < 0)
+    if (!PyArg_ParseTuple(args, "OOO:layer", &weights, &nonlin, &xs_arg))
         return NULL;
-    PyObject *xs = ag_node_list_from(xs_arg, "Layer", 0);
+    int ours = computes_as_micrograd(xs_arg, &items);
+    if (ours <= 0) {
+        Py_XDECREF(items);
+        return ours < 0 ? NULL : Py_NewRef(Py_NotImplemented);
+    }
+    if (read_plan(weights, nonlin, "layer()", &rows, &nout, &nin) < 0) {
+        Py_DECREF(items);
+        return NULL;
+    }
+    PyObject *xs = ag_node_list_from(items, "Layer", 0);
+    Py_DECREF(items);
     if (!xs)
         return NULL;
     NodeListObject *out = NULL;
@@ -237,12 +274,10 @@ static PyObject *values_for(ag_id *ids, size_t n)
  * allocated before any of its nodes exists. NotImplemented as layer()'s. */
 static PyObject *apply_layers(PyObject *module, PyObject *args)
 {
-    PyObject *plans, *xs_arg;
+    PyObject *plans, *xs_arg, *items;
     ag_row *const *rows;
     size_t nout, nin, width = 0, first_nin = 0;
     (void)module;
-    if (!ag_value_ops_ours())
-        Py_RETURN_NOTIMPLEMENTED;
     if (!PyArg_ParseTuple(args, "O!O:layers", &PyTuple_Type, &plans, &xs_arg))
         return NULL;
     Py_ssize_t n_layers = PyTuple_GET_SIZE(plans);
@@ -266,7 +301,13 @@ static PyObject *apply_layers(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "layers(): no layers");
         return NULL;
     }
-    PyObject *xs = ag_node_list_from(xs_arg, "MLP", 0);
+    int ours = computes_as_micrograd(xs_arg, &items);
+    if (ours <= 0) {
+        Py_XDECREF(items);
+        return ours < 0 ? NULL : Py_NewRef(Py_NotImplemented);
+    }
+    PyObject *xs = ag_node_list_from(items, "MLP", 0);
+    Py_DECREF(items);
     if (!xs)
         return NULL;
     PyObject *out = NULL;
@@ -539,11 +580,27 @@ static PyObject *track_pin_holders(PyObject *module, PyObject *generation)
     Py_RETURN_NONE;
 }
 
-static PyObject *value_ops_ours(PyObject *module, PyObject *unused)
+/* fusable(xs) -> bool: whether one dot node over xs computes what micrograd's Neuron
+ * does (computes_as_micrograd); for nn.Neuron, whose weights are Values of Value. */
+static PyObject *fusable(PyObject *module, PyObject *xs)
+{
+    PyObject *items;
+    (void)module;
+    int ours = computes_as_micrograd(xs, &items);
+    Py_XDECREF(items);
+    return ours < 0 ? NULL : PyBool_FromLong(ours);
+}
+
+/* _set_class_change_hook(f): f() is called after a Value changes class (nn.py). */
+static PyObject *set_class_change_hook(PyObject *module, PyObject *hook)
 {
     (void)module;
-    (void)unused;
-    return PyBool_FromLong(ag_value_ops_ours());
+    if (!PyCallable_Check(hook)) {
+        PyErr_SetString(PyExc_TypeError, "_set_class_change_hook() takes a callable");
+        return NULL;
+    }
+    ag_set_class_change_hook(hook);
+    Py_RETURN_NONE;
 }
 
 PyMethodDef ag_graph_functions[] = {
@@ -552,7 +609,8 @@ PyMethodDef ag_graph_functions[] = {
     {"dot", fused_dot, METH_VARARGS, "dot(ws, xs, start): one node"},
     {"layer", apply_layer, METH_VARARGS, "layer(weights, nonlin, xs) -> NodeList"},
     {"layers", apply_layers, METH_VARARGS, "layers(plans, xs) -> list of the last layer's Values"},
-    {"value_ops_ours", value_ops_ours, METH_NOARGS, "whether Value's +, * and relu are its own"},
+    {"fusable", fusable, METH_O, "whether a Neuron's dot node over xs computes what micrograd's does"},
+    {"_set_class_change_hook", set_class_change_hook, METH_O, "f() is called after a Value changes class"},
     {"grad", grad, METH_VARARGS, "grad(output, inputs, create_graph) -> list of Values"},
     {"jvp", jvp, METH_VARARGS, "jvp(outputs, inputs, tangents, create_graph) -> list of Values"},
     {"hvp", hvp, METH_VARARGS, "hvp(output, inputs, vector) -> list of Values"},

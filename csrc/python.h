@@ -179,6 +179,8 @@ PyObject *ag_value_vectorcall(PyObject *callable, PyObject *const *args, size_t 
  * published by python.c. */
 PyTypeObject *ag_make_value_type(void);
 int ag_value_ops_ours(void); /* Value's +, * and relu not patched: nn's layers may run in C */
+int ag_multiplies_as_value(PyObject *o);
+void ag_set_class_change_hook(PyObject *hook);
 PyTypeObject *ag_make_node_list_type(void);
 PyTypeObject *ag_make_layer_weights_type(void);
 extern PyMethodDef ag_graph_functions[], ag_walk_functions[], ag_op_functions[];

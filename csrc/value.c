@@ -220,6 +220,8 @@ static PyObject *value_getattro(PyObject *self, PyObject *name)
 /* Stores: STORE_ATTR does not specialise for a getset descriptor on 3.11 even with the
  * generic setattro, and without this one `p.data -= lr * p.grad` took ~6 ns more (the A/B
  * above). */
+static PyObject *class_change_hook; /* called when a Value changes class (nn.py) */
+
 static int value_setattro(PyObject *self, PyObject *name, PyObject *value)
 {
     if (Py_IS_TYPE(self, ag_value_type) && value && PyFloat_CheckExact(value)) {
@@ -233,6 +235,7 @@ static int value_setattro(PyObject *self, PyObject *name, PyObject *value)
             return 0;
         }
     }
+    PyTypeObject *type = Py_TYPE(self);
     if (PyObject_GenericSetAttr(self, name, value) < 0)
         return -1;
     /* v.__class__ = Sub (the only way in: object.__setattr__ refuses a Value) makes it a
@@ -243,7 +246,18 @@ static int value_setattro(PyObject *self, PyObject *name, PyObject *value)
         ag_mark_state(self);
     if (value && !ag_holds_no_object(value))
         ag_note_held_objects(self);
+    if (type != Py_TYPE(self) && class_change_hook) { /* nn's caches depend on classes */
+        PyObject *done = PyObject_CallNoArgs(class_change_hook);
+        Py_XDECREF(done);
+        return done ? 0 : -1;
+    }
     return 0;
+}
+
+void ag_set_class_change_hook(PyObject *hook)
+{
+    Py_XINCREF(hook);
+    Py_XSETREF(class_change_hook, hook);
 }
 
 /* The program may fill a dict it holds by hand, a _backward included (vars(v)[...]):
@@ -546,6 +560,13 @@ int ag_value_ops_ours(void)
     PyNumberMethods *nb = ag_value_type->tp_as_number;
     return nb->nb_add == binary_ADD && nb->nb_multiply == binary_MUL
            && _PyType_Lookup(ag_value_type, relu_name) == own_relu;
+}
+
+/* Whether w * o, for a Value w, is Value's own product: o is not a Value of a class
+ * with a * of its own (micrograd's wi * xi calls a subclass's __rmul__ first). */
+int ag_multiplies_as_value(PyObject *o)
+{
+    return !ag_is_value(o) || Py_TYPE(o)->tp_as_number->nb_multiply == binary_MUL;
 }
 
 AG_INLINE PyObject *apply_binary(int op, const char *symbol, PyObject *a, PyObject *b)

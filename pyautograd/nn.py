@@ -31,6 +31,9 @@ def _structure_changed():
     _structure_version[0] += 1
 
 
+_ag._set_class_change_hook(_structure_changed)  # w.__class__ = Sub: the caches check again
+
+
 def _tracked(method):
     """list's mutating method, bumping the structure version first."""
 
@@ -98,10 +101,11 @@ class Module:
 
 
 def _value_arithmetic(v):
-    """Whether v is a Value whose * and + are Value's own: a fused dot then computes what
-    micrograd's wi * xi and sum(..., b) compute (a subclass's own would not be called)."""
-    cls = type(v)
-    return cls is Value or (issubclass(cls, Value) and cls.__mul__ is Value.__mul__ and cls.__add__ is Value.__add__)
+    """Whether v is a Value of Value itself: a fused dot over such weights computes what
+    micrograd's wi * xi and sum(..., b) compute while Value's + and * are its own, which
+    the C calls check each time (a subclass's could change unseen). A Value that changes
+    class changes the structure (the hook below)."""
+    return type(v) is Value
 
 
 class Neuron(Module):
@@ -124,7 +128,7 @@ class Neuron(Module):
         n = len(self.w)
         if len(x) < n:
             raise _too_few("Neuron", n, x)
-        if not (self._fused_for == _structure_version[0] or self._fusable()) or not _ag.value_ops_ours():
+        if not (self._fused_for == _structure_version[0] or self._fusable()) or not _ag.fusable(x):
             act = sum((wi * xi for wi, xi in zip(self.w, x)), self.b)  # micrograd's, through their own + and *
             return act.relu() if self.nonlin else act
         try:  # micrograd's zip: extra inputs are ignored

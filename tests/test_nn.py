@@ -176,6 +176,61 @@ def test_weights_of_a_class_with_its_own_mul_compute_through_it(engine):
     assert [v.data for v in model([1.0, 2.0])] == [2.0, 1.0]
 
 
+def _micrograds_neuron(neuron, x):
+    act = sum((wi * xi for wi, xi in zip(neuron.w, x)), neuron.b)
+    return act.relu() if neuron.nonlin else act
+
+
+def test_a_weights_class_patched_or_assigned_after_a_call_is_computed_through(monkeypatch):
+    # The layers decided once per structure version that the weights multiply as Value
+    # does, and kept the fused dot when the weights' class got a * of its own afterwards
+    # (patched on the class, or given by w.__class__ = ...): 2.24 where micrograd gives 4.48.
+    class W(Value):
+        pass
+
+    class Doubling(Value):
+        def __mul__(self, other):
+            return Value.__mul__(self, other) * 2.0
+
+    x = [1.0, 2.0, 3.0]
+    random.seed(1)
+    neuron = nn.Neuron(3, nonlin=False)
+    neuron.w[:] = [W(p.data) for p in neuron.w]
+    plain = neuron(x).data
+    monkeypatch.setattr(W, "__mul__", lambda s, o: Value.__mul__(s, o) * 2.0, raising=False)
+    assert neuron(x).data == _micrograds_neuron(neuron, x).data == 2 * plain
+    monkeypatch.undo()
+    for model in (nn.Layer(3, 2, nonlin=False), nn.MLP(3, [2])):
+        plain = [v.data for v in model(x)]
+        neurons = model.neurons if isinstance(model, nn.Layer) else model.layers[0].neurons
+        for neuron in neurons:
+            for w in neuron.w:
+                w.__class__ = Doubling
+        assert [v.data for v in model(x)] == [_micrograds_neuron(n, x).data for n in neurons]
+        assert [v.data for v in model(x)] == [2 * a - n.b.data for a, n in zip(plain, neurons)]
+
+
+def test_inputs_of_a_class_with_its_own_rmul_are_multiplied_through_it():
+    # wi * xi calls a Value subclass's __rmul__ first, as micrograd's Neuron does: the
+    # fused dot once skipped it, in a neuron, a layer and an MLP.
+    class Tripled(Value):
+        def __rmul__(self, other):
+            return Value.__mul__(self, other) * 3.0
+
+    random.seed(2)
+    model = nn.MLP(2, [3, 1])
+    x = [Tripled(1.0), Tripled(-2.0)]
+    layer = model.layers[0]
+    want = [_micrograds_neuron(n, x).data for n in layer.neurons]
+    assert [layer.neurons[i](x).data for i in range(3)] == want
+    assert [v.data for v in layer(x)] == want
+    assert [v.data for v in layer(tuple(x))] == want
+    assert [v.data for v in layer(iter(x))] == want
+    assert model(x).data == _micrograds_neuron(model.layers[1].neurons[0], layer(x)).data
+    assert model([1.0, -2.0]).data != model(x).data  # plain numbers: the fused dot
+    assert model([1.0, -2.0])._op == "dot"
+
+
 def test_hidden_layer_outputs_are_micrograds():
     random.seed(5)
     ours = nn.Layer(4, 6)
