@@ -31,6 +31,7 @@ SOURCES = [
     "pins.c",
     "node_list.c",
     "layer_weights.c",
+    "mode_switch.c",
     "graph.c",
     "walks.c",
     "python.c",

@@ -71,7 +71,7 @@ int ag_zero_grads(const ag_id *params, size_t n);
 int ag_sgd_step(const ag_id *params, size_t n, double lr, double momentum, double weight_decay,
                 double *momentum_buffer, int first_step);  /* buffer may be NULL if momentum is 0 */
 int ag_adam_step(const ag_id *params, size_t n, double lr, double beta1, double beta2, double eps,
-                 double weight_decay, int decoupled, long long step, double *exp_avg,
-                 double *exp_avg_sq);  /* step counts from 1; decoupled: AdamW's decay */
+                 double weight_decay, int decoupled, long long *steps_taken, double *exp_avg,
+                 double *exp_avg_sq);  /* counts *steps_taken up itself; decoupled: AdamW's decay */
 
 #endif

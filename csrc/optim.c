@@ -56,11 +56,14 @@ int ag_sgd_step(const ag_id *params, size_t n, double lr, double momentum, doubl
 /* Adam (step counts from 1):
  *   g = grad (+ weight_decay * p, unless decoupled: then p *= 1 - lr * weight_decay)
  *   m = lerp(m, g, 1 - beta1);  v = v * beta2 + (1 - beta2) * g * g
- *   p -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps) */
+ *   p -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+ * The step is *steps_taken + 1, and the count goes up here, with the update: a Ctrl-C
+ * can come after this call returns, never between the two. */
 int ag_adam_step(const ag_id *params, size_t n, double lr, double beta1, double beta2, double eps,
-                 double weight_decay, int decoupled, long long step, double *exp_avg,
+                 double weight_decay, int decoupled, long long *steps_taken, double *exp_avg,
                  double *exp_avg_sq)
 {
+    long long step = steps_taken ? *steps_taken + 1 : 0;
     if (step < 1 || !exp_avg || !exp_avg_sq) {
         ag_fail(AG_EINVALID, 0);
         return AG_EINVALID;
@@ -84,5 +87,6 @@ int ag_adam_step(const ag_id *params, size_t n, double lr, double beta1, double 
         double denom = sqrt(exp_avg_sq[i]) / bias_correction2_sqrt + eps;
         p->data = p->data + (-step_size) * exp_avg[i] / denom;
     }
+    *steps_taken = step;
     return AG_OK;
 }

@@ -68,8 +68,10 @@ int ag_python_init(void)
         return init_failed();
     PyTypeObject *value = ag_make_value_type(), *node_list = value ? ag_make_node_list_type() : NULL;
     PyTypeObject *layer_weights = node_list ? ag_make_layer_weights_type() : NULL;
+    PyTypeObject *mode_switch = layer_weights ? ag_make_mode_switch_type() : NULL;
     int status = -1;
-    if (layer_weights && PyModule_AddObjectRef(module, "Value", (PyObject *)value) == 0
+    if (mode_switch && PyModule_AddObjectRef(module, "ModeSwitch", (PyObject *)mode_switch) == 0
+        && PyModule_AddObjectRef(module, "Value", (PyObject *)value) == 0
         && PyModule_AddObjectRef(module, "NodeList", (PyObject *)node_list) == 0
         && PyModule_AddObjectRef(module, "LayerWeights", (PyObject *)layer_weights) == 0
         && PyModule_AddFunctions(module, ag_graph_functions) == 0

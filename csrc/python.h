@@ -94,6 +94,9 @@ extern PyTypeObject *ag_node_list_type;
 NodeListObject *ag_node_list_alloc(Py_ssize_t n);    /* ids all 0 */
 PyObject *ag_node_list_from(PyObject *iterable, const char *what, int values_only);
 
+/* mode_switch.c: the base of modes.py's no_grad and detect_anomaly. */
+PyTypeObject *ag_make_mode_switch_type(void);
+
 /* layer_weights.c: a Layer's weight rows (ag_row) for layer() and layers(). */
 extern PyTypeObject *ag_layer_weights_type;
 int ag_layer_weights_rows(PyObject *o, const char *what, ag_row *const **rows, size_t *nout, size_t *nin);

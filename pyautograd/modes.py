@@ -7,8 +7,9 @@ pays nothing for them.
 import contextlib
 import math
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, TypeVar, overload
 
+from . import _ag
 from ._ag import lib
 
 __all__ = ["no_grad", "detect_anomaly", "is_grad_enabled"]
@@ -21,12 +22,13 @@ def is_grad_enabled() -> bool:
     return bool(lib.ag_grad_enabled())
 
 
-class _Mode(contextlib.ContextDecorator):
+class _Mode(_ag.ModeSwitch, contextlib.ContextDecorator):
     """Sets a C flag for the current thread inside a `with` block or a decorated call,
-    and restores what was there before (so modes nest)."""
+    and restores what was there before (so modes nest). __enter__ and __exit__ are
+    ModeSwitch's, in C (csrc/mode_switch.c): a Ctrl-C cannot land between setting the
+    flag and the block, or between the block and putting the flag back."""
 
-    _get = _set = None
-    _inside = 0
+    _anomaly = False  # which flag: detect_anomaly's, else no_grad's
 
     @overload
     def __new__(cls: type[_M], func: None = None) -> _M: ...
@@ -42,15 +44,6 @@ class _Mode(contextlib.ContextDecorator):
             raise TypeError(f"{cls.__name__}() takes no arguments, or a function to decorate")
         return self(func)
 
-    def __enter__(self: _M) -> _M:
-        self._saved = self._get()
-        self._set(self._inside)
-        return self
-
-    def __exit__(self, *exc_info: object) -> Literal[False]:
-        self._set(self._saved)
-        return False
-
     def _recreate_cm(self):
         # A decorated function may run in several threads at once: a fresh
         # instance per call keeps each call's saved flag its own.
@@ -60,18 +53,14 @@ class _Mode(contextlib.ContextDecorator):
 class no_grad(_Mode):
     """Ops compute values but record no graph: results are leaves that keep nothing alive."""
 
-    _get = staticmethod(lib.ag_grad_enabled)
-    _set = staticmethod(lib.ag_set_grad_enabled)
-    _inside = 0
+    _anomaly = False
 
 
 class detect_anomaly(_Mode):
     """The first op whose value (forward) or gradient contribution (backward) is nan
     or inf raises FloatingPointError naming the op and its inputs."""
 
-    _get = staticmethod(lib.ag_anomaly_mode)
-    _set = staticmethod(lib.ag_set_anomaly_mode)
-    _inside = 1
+    _anomaly = True
 
 
 def _describe(x):

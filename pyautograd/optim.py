@@ -16,6 +16,7 @@ momentum) takes effect at the next step, and a bad one raises where it is set, n
 itself and its valid range, not later inside step().
 """
 
+import math
 import numbers
 from collections.abc import Iterable, Sequence
 
@@ -79,17 +80,17 @@ class Optimizer:
                 f"load_state_dict: this optimizer has {self._n} parameter(s) in one "
                 f"group; the state has groups of {[len(g['params']) for g in groups]}"
             )
-        # All or nothing: a state that fails a check part way changes nothing.
-        saved = {name: getattr(self, name) for name in self._HYPER if hasattr(self, "_" + name)}  # a copy has none
-        try:
-            for name in self._HYPER:  # each setter checks its value
-                setattr(self, name, groups[0][name])
-            numbers = self._read_param_state(state_dict["state"])
-        except BaseException:
-            for name, value in saved.items():
-                setattr(self, name, value)
-            raise
-        self._load_param_state(numbers)
+        # All or nothing, a Ctrl-C included: the new hyper-parameters (each checked by its
+        # setter, on a blank optimizer) and state are made aside, then taken in one update
+        # of the instance's dict, inside which no Python code runs.
+        blank = object.__new__(type(self))
+        for name in self._HYPER:
+            if name not in groups[0]:
+                raise ValueError(f"load_state_dict: the parameter group has no {name!r}")
+            setattr(blank, name, groups[0][name])
+        fields = {f"_{name}": getattr(blank, f"_{name}") for name in self._HYPER}
+        fields.update(self._state_fields(self._read_param_state(state_dict["state"])))
+        self.__dict__.update(fields)
 
     def _numbers_of(self, state: dict, key: str) -> list[float]:
         """state[i][key] as a float for every parameter i, or ValueError naming what is missing."""
@@ -110,7 +111,7 @@ class Optimizer:
         self.load_state_dict(state["state_dict"])
 
     def _fresh_state(self) -> None:
-        raise NotImplementedError
+        self.__dict__.update(self._state_fields(None))
 
     def _param_state(self) -> dict:
         raise NotImplementedError
@@ -119,8 +120,9 @@ class Optimizer:
         """The numbers of state() checked and read, changing nothing."""
         raise NotImplementedError
 
-    def _load_param_state(self, numbers) -> None:
-        """Takes what _read_param_state read: cannot fail but for memory."""
+    def _state_fields(self, numbers) -> dict:
+        """The private fields that hold what _read_param_state read (None: a fresh
+        state), made anew, to be taken at once: cannot fail but for memory."""
         raise NotImplementedError
 
     @property
@@ -155,10 +157,6 @@ class SGD(Optimizer):
 
     _HYPER = ("lr", "momentum", "weight_decay")
 
-    def _fresh_state(self) -> None:
-        self._momentum_buffer = None  # a double[] from the first step with momentum on
-        self._steps = 0
-
     def _param_state(self) -> dict:
         if self._momentum_buffer is None:
             return {}
@@ -167,11 +165,11 @@ class SGD(Optimizer):
     def _read_param_state(self, state: dict):
         return self._numbers_of(state, "momentum_buffer") if state else None
 
-    def _load_param_state(self, numbers) -> None:
-        buffer = None if numbers is None else self._buffer()
+    def _state_fields(self, numbers) -> dict:
+        buffer = None if numbers is None else self._buffer()  # a double[] from the first step with momentum on
         for i, x in enumerate(numbers or ()):
             buffer[i] = x
-        self._momentum_buffer = buffer
+        return {"_momentum_buffer": buffer}
 
     @property
     def momentum(self) -> float:
@@ -201,7 +199,6 @@ class SGD(Optimizer):
             if first_momentum_step:
                 self._momentum_buffer = None  # nothing was updated: the next step is the first
             _raise_failure("SGD.step", (), None, "")
-        self._steps += 1
 
     def __repr__(self) -> str:
         return f"SGD({self._n} parameters, lr={self._lr}, momentum={self.momentum}, weight_decay={self.weight_decay})"
@@ -229,10 +226,9 @@ class Adam(Optimizer):
 
     _HYPER = ("lr", "betas", "eps", "weight_decay", "decoupled")
 
-    def _fresh_state(self) -> None:
-        self._exp_avg = self._buffer()
-        self._exp_avg_sq = self._buffer()
-        self._steps = 0
+    @property
+    def _steps(self) -> int:
+        return self._steps_taken[0]  # counted by the C step itself, with its update
 
     def _param_state(self) -> dict:
         if not self._steps:
@@ -246,16 +242,17 @@ class Adam(Optimizer):
         if not state:
             return None
         steps = self._numbers_of(state, "step")[0]
-        if steps != int(steps) or steps < 1:
+        if not (math.isfinite(steps) and steps == int(steps) and steps >= 1):
             raise ValueError(f"load_state_dict: step must be a whole number >= 1, not {steps!r}")
         return int(steps), self._numbers_of(state, "exp_avg"), self._numbers_of(state, "exp_avg_sq")
 
-    def _load_param_state(self, numbers) -> None:
-        self._fresh_state()
+    def _state_fields(self, numbers) -> dict:
+        fields = {"_exp_avg": self._buffer(), "_exp_avg_sq": self._buffer(), "_steps_taken": ffi.new("long long[1]")}
         if numbers is not None:
-            self._steps, exp_avg, exp_avg_sq = numbers
+            fields["_steps_taken"][0], exp_avg, exp_avg_sq = numbers
             for i in range(self._n):
-                self._exp_avg[i], self._exp_avg_sq[i] = exp_avg[i], exp_avg_sq[i]
+                fields["_exp_avg"][i], fields["_exp_avg_sq"][i] = exp_avg[i], exp_avg_sq[i]
+        return fields
 
     @property
     def betas(self) -> tuple[float, float]:
@@ -308,12 +305,11 @@ class Adam(Optimizer):
             self._eps,
             self._weight_decay,
             self._decoupled,
-            self._steps + 1,
+            self._steps_taken,  # counted up in the same C call
             self._exp_avg,
             self._exp_avg_sq,
         ):
             _raise_failure("Adam.step", (), None, "")
-        self._steps += 1
 
     def __repr__(self) -> str:
         return (
