@@ -8,9 +8,12 @@ import os as _os
 try:
     from . import _ag  # the compiled C core: built when the package is installed
 except ImportError as _error:
+    import importlib.machinery as _machinery
+
     _here = _os.path.dirname(_os.path.abspath(__file__))
-    if not _os.path.exists(_os.path.join(_here, _os.pardir, "build_ext.py")):
-        raise
+    _built = any(_os.path.exists(_os.path.join(_here, "_ag" + end)) for end in _machinery.EXTENSION_SUFFIXES)
+    if _built or not _os.path.exists(_os.path.join(_here, _os.pardir, "build_ext.py")):
+        raise  # e.g. a sub-interpreter, which the extension refuses: its own message
     # Python found this package in a source tree (a checkout or an unpacked sdist, the
     # current directory of a REPL or a script), not the installed one, and the C core is
     # not built here: without this, the error would read like a circular import.
