@@ -241,13 +241,15 @@ int ag_value_init(PyObject *self, PyObject *args, PyObject *kwargs)
 }
 
 /* Value(x): the call every input and parameter makes, without building argument
- * tuples; anything else goes the general way (__new__, then __init__). */
+ * tuples; anything else goes the general way (__new__, then __init__), a program's
+ * own Value.__new__ or Value.__init__ too (Python then rewrites the class's slots). */
 PyObject *ag_value_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
                                 PyObject *kwnames)
 {
     PyTypeObject *type = (PyTypeObject *)callable;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (type == ag_value_type && nargs == 1 && !kwnames
+    if (type == ag_value_type && nargs == 1 && !kwnames && type->tp_init == ag_value_init
+        && type->tp_new == ag_value_new
         && (PyFloat_CheckExact(args[0]) || PyLong_CheckExact(args[0]))) {
         double x = PyFloat_CheckExact(args[0]) ? PyFloat_AS_DOUBLE(args[0]) : PyLong_AsDouble(args[0]);
         if (x == -1.0 && PyErr_Occurred())

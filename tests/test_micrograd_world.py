@@ -1125,6 +1125,25 @@ def test_numbers_on_the_left_go_through_a_patched_value_add_and_mul(V, monkeypat
     assert (2 * x + 1).data == 5.0 and calls == []
 
 
+@engines([mg.Value, Value])
+def test_a_patched_value_init_runs_for_every_value_made(V, monkeypatch):
+    # Value(x) took a fast path that skipped a program's own __init__ (a registry of
+    # every Value made, as a tracker or a debugger keeps): 1 of 3 where micrograd sees 3.
+    made = []
+    init = V.__init__
+
+    def registering_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(V, "__init__", registering_init)
+    values = [V(2.0), V(3), V(1.5, (), "")]
+    assert made == values and [v.data for v in made] == [2.0, 3, 1.5]
+    monkeypatch.undo()
+    V(4.0)
+    assert len(made) == 3
+
+
 # ==== 9. replay refuses what it cannot recompute (pyautograd's forward()) ====
 
 
