@@ -569,7 +569,8 @@ static PyObject *zero_grad(PyObject *module, PyObject *values)
     Py_RETURN_NONE;
 }
 
-/* _track_pin_holders(generation): before a GC pass (engine.py's gc callback), see pins.c. */
+/* _track_pin_holders(generation): before a GC pass (engine.py's gc callback), see pins.c;
+ * _gc_pass_ended(): after it. */
 static PyObject *track_pin_holders(PyObject *module, PyObject *generation)
 {
     (void)module;
@@ -577,6 +578,14 @@ static PyObject *track_pin_holders(PyObject *module, PyObject *generation)
     if (oldest == -1 && PyErr_Occurred())
         return NULL;
     ag_track_pin_holders(oldest >= 2);
+    Py_RETURN_NONE;
+}
+
+static PyObject *gc_pass_ended(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    ag_gc_pass_ended();
     Py_RETURN_NONE;
 }
 
@@ -604,6 +613,7 @@ static PyObject *set_class_change_hook(PyObject *module, PyObject *hook)
 }
 
 PyMethodDef ag_graph_functions[] = {
+    {"_gc_pass_ended", gc_pass_ended, METH_NOARGS, "after a GC pass: the live nodes it left"},
     {"_track_pin_holders", track_pin_holders, METH_O, "before a GC pass of generation g: Values holding new pins tracked"},
     {"sum", fused_sum, METH_VARARGS, "sum(values, start): one node"},
     {"dot", fused_dot, METH_VARARGS, "dot(ws, xs, start): one node"},

@@ -349,11 +349,21 @@ static ag_id *inputs_first_order(size_t *n)
 
 /* The look costs a pass over the whole arena: a pass of the youngest generations (every
  * few hundred allocations) makes it only once the notes since the last look number a
- * share of the live nodes, so that a loop giving state to Values in use while its graph
- * grows stays linear; a full pass (gc.collect()) always makes it. A holder not looked
- * for yet only leaves its cycle for a later pass (invariant 8: never something alive
- * freed). */
+ * share of the live nodes, or the live nodes have grown by half since the fewest a pass
+ * left since the last look (garbage the cycles left, or a growing graph: each look then
+ * costs less than three times the nodes made since the one before). A loop giving state
+ * to Values in use while its graph grows stays linear, and one whose cycles wait for a
+ * look holds half as many nodes again as it keeps, at most. A full pass (gc.collect())
+ * always looks. A holder not looked for yet only leaves its cycle for a later pass
+ * (invariant 8: never something alive freed). */
 #define AG_NOTES_PER_LOOK_SHARE 16 /* one note per this many live nodes */
+static size_t fewest_live; /* the fewest live nodes a GC pass left since the last look */
+
+void ag_gc_pass_ended(void)
+{
+    if (ag_the_arena.live < fewest_live)
+        fewest_live = ag_the_arena.live;
+}
 
 /* Nodes in use got Python state since the last GC pass: their holders may be Values the
  * GC does not track, or that their nodes do not keep. Finds them all, from a GC
@@ -365,11 +375,14 @@ static ag_id *inputs_first_order(size_t *n)
  * it, passes in id order with bounded looks, again until one finds no new holder. */
 void ag_track_pin_holders(int full_pass)
 {
+    size_t live = ag_the_arena.live;
     if (!ag_pin_holders_unknown
-        || (!full_pass && notes_since_look * AG_NOTES_PER_LOOK_SHARE < ag_the_arena.live))
+        || (!full_pass && notes_since_look * AG_NOTES_PER_LOOK_SHARE < live
+            && live < fewest_live + fewest_live / 2))
         return;
     ag_pin_holders_unknown = 0;
     notes_since_look = 0;
+    fewest_live = live;
     const ag_arena *ar = &ag_the_arena;
     size_t capacity = ar->n_blocks * AG_BLOCK_NODES, n;
     uint8_t *reaches = calloc(capacity / 8 + 1, 1);

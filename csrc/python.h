@@ -108,6 +108,7 @@ int ag_layer_weights_rows(PyObject *o, const char *what, ag_row *const **rows, s
  * which sets ag_pin_holders_unknown), by ag_track_pin_holders before the next GC pass. */
 extern int ag_pin_holders_unknown;
 void ag_track_pin_holders(int full_pass); /* full_pass: gc.collect(), the oldest generation */
+void ag_gc_pass_ended(void);
 void ag_note_held_objects(PyObject *self);
 /* A number or a string refers to no other object: an attribute that is one (Eureka's
  * p.m = 0.0) can make no cycle. */

@@ -170,9 +170,11 @@ _ag._set_failure_hook(_raise_failure)
 def _before_gc_pass(phase, info):
     """Before each GC pass: Values that came to hold a pin are tracked (csrc/pins.c),
     so that the pass sees every reference a pin holds; a young generation's pass looks
-    for them only once enough state has come since the last look."""
+    for them only once enough has come since the last look (what a pass leaves counts)."""
     if phase == "start":
         _ag._track_pin_holders(info["generation"])
+    else:
+        _ag._gc_pass_ended()
 
 
 gc.callbacks.append(_before_gc_pass)
