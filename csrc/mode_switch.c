@@ -7,10 +7,13 @@
  * call, and the with statement's protection covers the block from there. */
 #include "python.h"
 
+#define AG_MODE_DEPTH 64 /* nested withs of one object: the flags its enters found */
+
 typedef struct {
     PyObject_HEAD
-    int anomaly; /* which flag: detect_anomaly's, else no_grad's */
-    int saved;   /* the flag as __enter__ found it */
+    int anomaly;    /* which flag: detect_anomaly's, else no_grad's */
+    int depth;      /* withs of this object entered and not yet left */
+    uint64_t saved; /* bit k: the flag as the (k+1)-th of them found it */
 } ModeSwitchObject;
 
 static int flag(int anomaly) { return anomaly ? ag_anomaly_mode() : ag_grad_enabled(); }
@@ -39,11 +42,19 @@ static PyObject *mode_switch_new(PyTypeObject *type, PyObject *args, PyObject *k
     return (PyObject *)self;
 }
 
+/* One object may be entered again inside its own with (m = no_grad(); with m: with m:):
+ * each exit puts back what its own enter found. */
 static PyObject *mode_switch_enter(PyObject *op, PyObject *unused)
 {
     ModeSwitchObject *self = (ModeSwitchObject *)op;
     (void)unused;
-    self->saved = flag(self->anomaly);
+    if (self->depth == AG_MODE_DEPTH) {
+        PyErr_Format(PyExc_RuntimeError, "%s entered %d times inside itself: use a new one", Py_TYPE(op)->tp_name,
+                     AG_MODE_DEPTH);
+        return NULL;
+    }
+    uint64_t bit = (uint64_t)1 << self->depth++;
+    self->saved = flag(self->anomaly) ? self->saved | bit : self->saved & ~bit;
     set_flag(self->anomaly, self->anomaly); /* anomaly mode on; grad off */
     return Py_NewRef(op);
 }
@@ -52,8 +63,19 @@ static PyObject *mode_switch_exit(PyObject *op, PyObject *args)
 {
     ModeSwitchObject *self = (ModeSwitchObject *)op;
     (void)args;
-    set_flag(self->anomaly, self->saved);
+    if (self->depth == 0) { /* nothing to put back: turning the mode off would be a guess */
+        PyErr_Format(PyExc_RuntimeError, "%s.__exit__ without __enter__", Py_TYPE(op)->tp_name);
+        return NULL;
+    }
+    set_flag(self->anomaly, (int)(self->saved >> --self->depth & 1));
     Py_RETURN_FALSE;
+}
+
+/* A copy or a pickle is a new mode object of the same class, not entered. */
+static PyObject *mode_switch_reduce(PyObject *op, PyObject *unused)
+{
+    (void)unused;
+    return Py_BuildValue("(O())", (PyObject *)Py_TYPE(op));
 }
 
 static void mode_switch_dealloc(PyObject *self)
@@ -68,6 +90,7 @@ PyTypeObject *ag_make_mode_switch_type(void)
     static PyMethodDef methods[] = {
         {"__enter__", mode_switch_enter, METH_NOARGS, "sets the mode's flag for this thread"},
         {"__exit__", mode_switch_exit, METH_VARARGS, "puts the flag back as __enter__ found it"},
+        {"__reduce__", mode_switch_reduce, METH_NOARGS, "a new, unentered mode object of this class"},
         {NULL, NULL, 0, NULL},
     };
     static PyType_Slot slots[] = {

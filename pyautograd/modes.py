@@ -7,7 +7,7 @@ pays nothing for them.
 import contextlib
 import math
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from . import _ag
 from ._ag import lib
@@ -22,7 +22,17 @@ def is_grad_enabled() -> bool:
     return bool(lib.ag_grad_enabled())
 
 
-class _Mode(_ag.ModeSwitch, contextlib.ContextDecorator):
+if TYPE_CHECKING:  # what type checkers see of the C base
+
+    class _Switch:
+        def __enter__(self: _M) -> _M: ...
+        def __exit__(self, *exc_info: object) -> Literal[False]: ...
+
+else:
+    _Switch = _ag.ModeSwitch
+
+
+class _Mode(_Switch, contextlib.ContextDecorator):
     """Sets a C flag for the current thread inside a `with` block or a decorated call,
     and restores what was there before (so modes nest). __enter__ and __exit__ are
     ModeSwitch's, in C (csrc/mode_switch.c): a Ctrl-C cannot land between setting the

@@ -279,3 +279,34 @@ def test_anomaly_mode_also_checks_under_no_grad():
 
 def test_modes_are_exported_at_the_top():
     assert pyautograd.no_grad is no_grad and pyautograd.detect_anomaly is detect_anomaly
+
+
+@pytest.mark.parametrize("mode", [pyautograd.no_grad, pyautograd.detect_anomaly])
+def test_one_mode_object_entered_inside_itself_puts_back_what_each_enter_found(mode):
+    # Each enter saved the flag over the last: with m: with m: left the mode on after
+    # both (no_grad: every later op recorded nothing).
+    m = mode()
+    with m:
+        with m:
+            pass
+        assert pyautograd.is_grad_enabled() == (mode is not pyautograd.no_grad)
+    assert pyautograd.is_grad_enabled() and not pyautograd.modes.lib.ag_anomaly_mode()
+
+
+@pytest.mark.parametrize("mode", [pyautograd.no_grad, pyautograd.detect_anomaly])
+def test_an_exit_without_its_enter_is_an_error_not_a_mode_turned_off(mode):
+    with pytest.raises(RuntimeError, match="without __enter__"):
+        mode().__exit__(None, None, None)
+    assert pyautograd.is_grad_enabled() and not pyautograd.modes.lib.ag_anomaly_mode()
+
+
+@pytest.mark.parametrize("mode", [pyautograd.no_grad, pyautograd.detect_anomaly])
+def test_mode_objects_copy_and_pickle_as_new_ones(mode):
+    import copy
+    import pickle
+
+    for copied in (copy.copy(mode()), copy.deepcopy(mode()), pickle.loads(pickle.dumps(mode(), protocol=0))):
+        assert type(copied) is mode
+        with copied:
+            assert pyautograd.is_grad_enabled() == (mode is not pyautograd.no_grad)
+    assert pyautograd.is_grad_enabled()
