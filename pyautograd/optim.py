@@ -18,6 +18,7 @@ itself and its valid range, not later inside step().
 
 import math
 import numbers
+import types
 from collections.abc import Iterable, Sequence
 
 from . import _ag
@@ -80,15 +81,22 @@ class Optimizer:
                 f"load_state_dict: this optimizer has {self._n} parameter(s) in one "
                 f"group; the state has groups of {[len(g['params']) for g in groups]}"
             )
-        # All or nothing, a Ctrl-C included: the new hyper-parameters (each checked by its
-        # setter, on a blank optimizer) and state are made aside, then taken in one update
-        # of the instance's dict, inside which no Python code runs.
-        blank = object.__new__(type(self))
+        # All or nothing, a Ctrl-C included: the new hyper-parameters and state are made
+        # aside, then taken in one update of the instance's dict, inside which no Python
+        # code runs. A hyper-parameter that is a property is checked by its setter, run on
+        # a blank namespace (the fields it sets are taken); one that is a plain attribute
+        # (a subclass's own) is taken as it is.
+        blank = types.SimpleNamespace()
+        fields = {}
         for name in self._HYPER:
             if name not in groups[0]:
                 raise ValueError(f"load_state_dict: the parameter group has no {name!r}")
-            setattr(blank, name, groups[0][name])
-        fields = {f"_{name}": getattr(blank, f"_{name}") for name in self._HYPER}
+            setter = getattr(getattr(type(self), name, None), "fset", None)
+            if setter is not None:
+                setter(blank, groups[0][name])
+            else:
+                fields[name] = groups[0][name]
+        fields.update(vars(blank))
         fields.update(self._state_fields(self._read_param_state(state_dict["state"])))
         self.__dict__.update(fields)
 

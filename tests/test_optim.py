@@ -355,3 +355,40 @@ def test_a_state_that_fails_to_load_changes_nothing(make):
     with pytest.raises(ValueError, match="for every parameter"):
         opt.load_state_dict(broken)
     assert opt.state_dict() == before
+
+
+def test_subclasses_with_hyper_parameters_of_their_own_load_their_state():
+    # load_state_dict once ran the setters on a blank instance of the subclass and read
+    # back a private field per name: a plain attribute of the subclass's, or its own
+    # __setattr__, made it (and pickle and deepcopy) raise AttributeError.
+    class DecayAdam(optim.Adam):
+        _HYPER = optim.Adam._HYPER + ("decay",)
+
+        def __init__(self, params, decay=0.99, **kwargs):
+            super().__init__(params, **kwargs)
+            self.decay = decay
+
+    class Logged(optim.SGD):
+        def __init__(self, *args, **kwargs):
+            object.__setattr__(self, "log", [])
+            super().__init__(*args, **kwargs)
+
+        def __setattr__(self, name, value):
+            self.log.append(name)
+            object.__setattr__(self, name, value)
+
+    p = Value(1.0)
+    opt = DecayAdam([p], lr=0.1, decay=0.5)
+    p.grad = 1.0
+    opt.step()
+    state = opt.state_dict()
+    other = DecayAdam([Value(1.0)], lr=0.3, decay=0.9)
+    other.load_state_dict(state)
+    assert (other.decay, other.lr, other.state_dict()) == (0.5, 0.1, state)
+    p2, copied = copy.deepcopy((p, opt))  # through state_dict, as pickle
+    assert copied.decay == 0.5 and copied.state_dict() == state
+    logged = Logged([Value(1.0)], lr=0.5, momentum=0.9)
+    logged.load_state_dict(
+        {**logged.state_dict(), "param_groups": [{**logged.state_dict()["param_groups"][0], "lr": 0.25}]}
+    )
+    assert logged.lr == 0.25
