@@ -160,33 +160,21 @@ static int read_plan(PyObject *weights, PyObject *nonlin, const char *what, ag_r
     return 0;
 }
 
-/* Whether neurons computed in C over xs give what micrograd's neurons (wi * xi summed
- * from the bias, then relu) give: Value's +, * and relu are its own, and no input is a
- * Value of a class with a * of its own. 1, 0, or -1 with an exception. *items is xs,
- * or a list of what it yields (to be read once), a new reference either way. */
-static int computes_as_micrograd(PyObject *xs, PyObject **items)
+/* Whether neurons computed in C over xs (a NodeList) give what micrograd's neurons
+ * (wi * xi summed from the bias, then relu) give: Value's +, * and relu are its own,
+ * and no input is a Value of a class with a * of its own. Asked once the inputs are
+ * nodes, with no Python code to come before the layer is made (a number's __float__
+ * could change an input's class). */
+static int computes_as_micrograd(PyObject *xs)
 {
-    *items = NULL;
     if (!ag_value_ops_ours())
         return 0;
-    if (Py_IS_TYPE(xs, ag_node_list_type)) {
-        const NodeListObject *list = (const NodeListObject *)xs;
-        for (Py_ssize_t i = 0; i < Py_SIZE(list); i++) {
-            PyObject *v = ag_node_at(list->ids[i])->py;
-            if (v && !ag_multiplies_as_value(v))
-                return 0;
-        }
-        *items = Py_NewRef(xs);
-        return 1;
-    }
-    *items = PyList_Check(xs) || PyTuple_Check(xs) ? Py_NewRef(xs) : PySequence_List(xs);
-    if (!*items)
-        return -1;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(*items);
-    PyObject **item = PySequence_Fast_ITEMS(*items);
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (!ag_multiplies_as_value(item[i]))
+    const NodeListObject *list = (const NodeListObject *)xs;
+    for (Py_ssize_t i = 0; i < Py_SIZE(list); i++) {
+        PyObject *v = ag_node_at(list->ids[i])->py;
+        if (v && !ag_multiplies_as_value(v))
             return 0;
+    }
     return 1;
 }
 
@@ -195,25 +183,20 @@ static int computes_as_micrograd(PyObject *xs, PyObject **items)
  * what micrograd's do (computes_as_micrograd: the caller then calls the neurons). */
 static PyObject *apply_layer(PyObject *module, PyObject *args)
 {
-    PyObject *weights, *nonlin, *xs_arg, *items;
+    PyObject *weights, *nonlin, *xs_arg;
     ag_row *const *rows;
     size_t nout, nin;
     (void)module;
-    if (!PyArg_ParseTuple(args, "OOO:layer", &weights, &nonlin, &xs_arg))
+    if (!PyArg_ParseTuple(args, "OOO:layer", &weights, &nonlin, &xs_arg)
+        || read_plan(weights, nonlin, "layer()", &rows, &nout, &nin) < 0)
         return NULL;
-    int ours = computes_as_micrograd(xs_arg, &items);
-    if (ours <= 0) {
-        Py_XDECREF(items);
-        return ours < 0 ? NULL : Py_NewRef(Py_NotImplemented);
-    }
-    if (read_plan(weights, nonlin, "layer()", &rows, &nout, &nin) < 0) {
-        Py_DECREF(items);
-        return NULL;
-    }
-    PyObject *xs = ag_node_list_from(items, "Layer", 0);
-    Py_DECREF(items);
+    PyObject *xs = ag_node_list_from(xs_arg, "Layer", 0);
     if (!xs)
         return NULL;
+    if (!computes_as_micrograd(xs)) {
+        Py_DECREF(xs);
+        Py_RETURN_NOTIMPLEMENTED;
+    }
     NodeListObject *out = NULL;
     if ((size_t)Py_SIZE(xs) < nin) {
         PyErr_Format(PyExc_ValueError, "Layer takes %zu inputs, got %zd", nin, Py_SIZE(xs));
@@ -274,7 +257,7 @@ static PyObject *values_for(ag_id *ids, size_t n)
  * allocated before any of its nodes exists. NotImplemented as layer()'s. */
 static PyObject *apply_layers(PyObject *module, PyObject *args)
 {
-    PyObject *plans, *xs_arg, *items;
+    PyObject *plans, *xs_arg;
     ag_row *const *rows;
     size_t nout, nin, width = 0, first_nin = 0;
     (void)module;
@@ -301,15 +284,13 @@ static PyObject *apply_layers(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "layers(): no layers");
         return NULL;
     }
-    int ours = computes_as_micrograd(xs_arg, &items);
-    if (ours <= 0) {
-        Py_XDECREF(items);
-        return ours < 0 ? NULL : Py_NewRef(Py_NotImplemented);
-    }
-    PyObject *xs = ag_node_list_from(items, "MLP", 0);
-    Py_DECREF(items);
+    PyObject *xs = ag_node_list_from(xs_arg, "MLP", 0);
     if (!xs)
         return NULL;
+    if (!computes_as_micrograd(xs)) {
+        Py_DECREF(xs);
+        Py_RETURN_NOTIMPLEMENTED;
+    }
     PyObject *out = NULL;
     ag_id *current = NULL, *next = NULL;
     if ((size_t)Py_SIZE(xs) < first_nin) {
@@ -589,15 +570,20 @@ static PyObject *gc_pass_ended(PyObject *module, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* fusable(xs) -> bool: whether one dot node over xs computes what micrograd's Neuron
- * does (computes_as_micrograd); for nn.Neuron, whose weights are Values of Value. */
+/* fusable(xs) -> bool: whether one dot node over xs (a list) computes what micrograd's
+ * Neuron does (as computes_as_micrograd); for nn.Neuron, whose weights are Values of
+ * Value. Asked before dot() converts the numbers among xs. */
 static PyObject *fusable(PyObject *module, PyObject *xs)
 {
-    PyObject *items;
     (void)module;
-    int ours = computes_as_micrograd(xs, &items);
-    Py_XDECREF(items);
-    return ours < 0 ? NULL : PyBool_FromLong(ours);
+    if (!PyList_Check(xs)) {
+        PyErr_SetString(PyExc_TypeError, "fusable() takes a list");
+        return NULL;
+    }
+    int ours = ag_value_ops_ours();
+    for (Py_ssize_t i = 0; ours && i < PyList_GET_SIZE(xs); i++)
+        ours = ag_multiplies_as_value(PyList_GET_ITEM(xs, i));
+    return PyBool_FromLong(ours);
 }
 
 /* _set_class_change_hook(f): f() is called after a Value changes class (nn.py). */
