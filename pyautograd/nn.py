@@ -217,14 +217,18 @@ class Layer(Module):
     # micrograd's result is dynamic: code that adds or indexes it type-checks as it runs.
     def __call__(self, x: Iterable[Value | float]) -> Any:
         if type(x) is not list and not hasattr(x, "__len__"):
+            if not self.neurons:  # micrograd's: no neuron reads x (a bare Value, say)
+                return []
             x = list(x)  # a generator is read once, for every neuron
         cached = self._plan_cache  # _plan's work, inline: this runs once per sample
         if type(cached) is _LayerPlan and cached.version == _structure_version[0] and Neuron.__call__ is _NEURON_CALL:
             plan = cached
         else:
             plan = self._plan()
-        if plan is not None and len(x) < plan.nin:
-            raise _too_few("Layer", plan.nin, x)
+        if plan is not None and len(x) != plan.nin:
+            if len(x) < plan.nin:
+                raise _too_few("Layer", plan.nin, x)
+            x = list(x)[: plan.nin]  # micrograd's zip: extra inputs are ignored
         out = NotImplemented if plan is None else _ag.layer(plan.weights, plan.nonlin, x)
         if out is NotImplemented:  # no plan, or Value's +, * or relu patched
             out = [n(x) for n in self.neurons]  # micrograd's way, one neuron at a time
@@ -318,8 +322,10 @@ class MLP(Module):
             chain, nin = cached[1]
         else:
             chain, nin = self._plans()
-        if chain is not None and len(x) < nin:
-            raise _too_few("MLP", nin, x)
+        if chain is not None and len(x) != nin:
+            if len(x) < nin:
+                raise _too_few("MLP", nin, x)
+            x = list(x)[:nin]  # micrograd's zip: extra inputs are ignored
         out = NotImplemented if chain is None else _ag.layers(chain, x)  # the whole MLP in one C call
         if out is NotImplemented:  # no chain, or Value's +, * or relu patched
             for layer in self.layers:

@@ -542,6 +542,22 @@ def test_extra_inputs_are_ignored_like_micrograds_zip():
     mg_layer, mg_mlp = mg_nn.Layer(3, 2), mg_nn.MLP(3, [2, 1])
     assert [bits(v.data) for v in layer(x)] == [bits(v.data) for v in mg_layer(x)]
     assert bits(mlp(x).data) == bits(mg_mlp(x).data)
+    # an extra item that is not a number (a row's id) is ignored too: the C layers once
+    # converted every input and raised TypeError
+    for model, theirs in ((layer, mg_layer), (mlp, mg_mlp), (ours, theirs)):
+        got, want = model(x[:3] + ["id-42"]), theirs(x[:3] + ["id-42"])
+        assert [bits(v.data) for v in ([got] if isinstance(got, Value) else got)] == [
+            bits(v.data) for v in ([want] if isinstance(want, mg_engine.Value) else want)
+        ]
+
+
+def test_a_layer_emptied_of_neurons_gives_an_empty_list_whatever_it_is_given():
+    # micrograd's Layer never reads its input when it has no neurons, so one after a
+    # one-neuron layer (a bare Value) gives []; the generator check called list(Value).
+    layer = nn.Layer(2, 1)
+    empty = nn.Layer(1, 1)
+    empty.neurons.clear()
+    assert empty(layer([1.0, 2.0])) == [] and empty([1.0]) == []
 
 
 @pytest.mark.parametrize("x", [[1.0, 2.0], [], iter([1.0])], ids=["two", "none", "generator"])
