@@ -11,6 +11,7 @@ in between, and zero_grad is one C call.
 
 import numbers
 import random
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,9 +27,19 @@ __all__ = ["Module", "Neuron", "Layer", "MLP"]
 # counter, so a change reached through any alias is seen.
 _structure_version = [0]
 
+# The layers and MLPs holding C arrays (their rows hold the weights' nodes): a change
+# drops the arrays at once, so weights the program replaced die with their Values, not
+# at the model's next call (or never, for a model not called again).
+_holding_arrays: "weakref.WeakSet[Module]" = weakref.WeakSet()
+
 
 def _structure_changed():
     _structure_version[0] += 1
+    if _holding_arrays:
+        for module in list(_holding_arrays):
+            vars(module).pop("_plan_cache", None)
+            vars(module).pop("_plans_cache", None)
+        _holding_arrays.clear()
 
 
 _ag._set_class_change_hook(_structure_changed)  # w.__class__ = Sub: the caches check again
@@ -211,6 +222,8 @@ class Layer(Module):
         plan = _LayerPlan(neurons) if ok else None
         # A layer that can't have a plan remembers that too, for this version.
         object.__setattr__(self, "_plan_cache", plan or _NoPlan(_structure_version[0]))
+        if plan is not None:
+            _holding_arrays.add(self)
         return plan
 
     # One output: a bare Value, as micrograd's Layer returns; else a list. Typed Any, as
@@ -305,6 +318,8 @@ class MLP(Module):
         chain = tuple((p.weights, p.nonlin) for p in plans) if plans else None
         nin = plans[0].nin if plans else 0
         object.__setattr__(self, "_plans_cache", (_structure_version[0], (chain, nin)))
+        if chain is not None:
+            _holding_arrays.add(self)
         return chain, nin
 
     # One output: a bare Value, as micrograd's MLP returns; else a list. Typed Any, as
