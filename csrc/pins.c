@@ -135,10 +135,11 @@ static void unpin(ag_node *node)
  * way only by the one above it, so those references go exactly when that Value goes.
  * Each holder is on at most one such way (ways held alone never meet), so the GC never
  * sees more references than the pin holds; a holder that nobody reports (a list of
- * ids, a row, a node that several hold) keeps the Value reachable: a cycle left
- * uncollected, never something alive freed. With several holders reported (w.reg =
- * w * w and w.sq = w + 1), one GC pass frees the lot. The walk goes as deep and wide
- * as the graph (a layer's rows and a wide node's repeats aside: there it stops, and
+ * ids, a row, a node held by others besides the Value's own nodes) keeps the Value
+ * reachable: a cycle left uncollected, never something alive freed. With several
+ * holders reported (w.reg = w * w and w.sq = w + 1), one GC pass frees the lot. The
+ * walk goes as deep and wide as the graph, into a node that several of the Value's own
+ * nodes hold once it has met all their uses (a layer's rows aside: there it stops, and
  * leaves a cycle uncollected). Such a Value must be tracked by the GC: it is when it is made over
  * a node whose Value's state may refer to objects (AG_FLAG_REACHES_STATE: an attribute
  * that is not a number or a string, a Python _backward, a dict handed out), or over a
@@ -172,10 +173,10 @@ static size_t walk_top;
 #define AG_REPEATS_LOOKED_FOR 64 /* inputs a node may have for its repeats to be counted */
 
 /* Whether a walk goes down into input i of a node (inputs in[0..n), one of them Value-less
- * with refs references): at its first place among the inputs (a + a: one way down, not
- * two), and when alone, only if this node is all that holds it. Repeats are counted in a
- * node of few inputs; in a wider one an input that others hold too is left out, which
- * only leaves a way unwalked. */
+ * with refs references) at once: at its first place among the inputs (a + a: one way
+ * down, not two), and when alone, only if this node is all that holds it. Repeats are
+ * counted in a node of few inputs. An input that others hold too, or in a wider node,
+ * is left to the count of uses met (visit_pins_below). */
 static int walks_into(const ag_id *in, size_t n, size_t i, uint32_t refs, int alone)
 {
     if (refs == 1)
@@ -190,6 +191,49 @@ static int walks_into(const ag_id *in, size_t n, size_t i, uint32_t refs, int al
             uses++;
         }
     return !alone || uses == refs;
+}
+
+/* The uses a walk held alone has met of Value-less nodes that several hold (a diamond:
+ * t = h * h.sigmoid() uses h's node twice, from two nodes), in a small open-addressed
+ * table of the walk's own (walks nest): such a node is the walk's alone once it has met
+ * all its references, and is entered then. A table that cannot grow enters none. */
+typedef struct {
+    ag_id id;
+    uint32_t met;
+} use_count;
+
+typedef struct {
+    use_count *slots; /* cap of them, a power of 2; id 0: empty */
+    size_t cap, used;
+} uses_met;
+
+/* The count of id's uses met so far, one more; 0 if the table could not grow. */
+static uint32_t meet(uses_met *t, ag_id id)
+{
+    if (2 * (t->used + 1) > t->cap) {
+        size_t cap = t->cap ? 2 * t->cap : 64;
+        use_count *slots = calloc(cap, sizeof *slots);
+        if (!slots)
+            return 0;
+        for (size_t i = 0; i < t->cap; i++)
+            if (t->slots[i].id) {
+                size_t k = t->slots[i].id * 2654435761u & (cap - 1);
+                while (slots[k].id)
+                    k = (k + 1) & (cap - 1);
+                slots[k] = t->slots[i];
+            }
+        free(t->slots);
+        t->slots = slots;
+        t->cap = cap;
+    }
+    size_t k = id * 2654435761u & (t->cap - 1);
+    while (t->slots[k].id && t->slots[k].id != id)
+        k = (k + 1) & (t->cap - 1);
+    if (!t->slots[k].id) {
+        t->slots[k].id = id;
+        t->used++;
+    }
+    return ++t->slots[k].met;
 }
 
 /* Calls visit(pinned Value, arg) for each pinned node below node `id` (through inputs
@@ -207,6 +251,7 @@ static int visit_pins_below(ag_id id, int alone, visitproc visit, void *arg)
     const size_t base = walk_top;
     size_t depth = base, looks = 0;
     int stop = 0;
+    uses_met shared = {NULL, 0, 0};
     /* a node that others hold too is this Value's alone when pinned: each other holder
      * then holds the Value as well, so the node dies before it (invariant 8) */
     if (!id || (alone && ag_node_at(id)->refs != 1 && !(ag_node_at(id)->flags & AG_FLAG_PINNED)))
@@ -227,12 +272,15 @@ static int visit_pins_below(ag_id id, int alone, visitproc visit, void *arg)
                     walk_top = depth; /* a walk inside the visit starts above this one's entries */
                     stop = visit((PyObject *)input->py, arg);
                 }
-            } else if (walks_into(in, n, i, input->refs, alone) && push(&walks, depth, in[i])) {
-                depth++;
+            } else if (walks_into(in, n, i, input->refs, alone)) {
+                depth += push(&walks, depth, in[i]);
+            } else if (alone && meet(&shared, in[i]) == input->refs) {
+                depth += push(&walks, depth, in[i]); /* its last use met: all its holders are ours */
             }
         }
     }
     walk_top = base;
+    free(shared.slots);
     return stop;
 }
 
