@@ -102,18 +102,30 @@ static void forget(string_map *m, ag_id id)
         remove_at(m, (size_t)(slot - m->slots));
 }
 
+/* Nothing changes when it fails: the copy is made and room found before the old text
+ * goes. */
 static int set(string_map *m, ag_id id, const char *text)
 {
-    forget(m, id);
-    if (!text[0])
+    if (!text[0]) {
+        forget(m, id);
         return AG_OK;
-    if (2 * (m->count + 1) > m->capacity && grow(m) != AG_OK)
-        return AG_ENOMEM;
+    }
     size_t len = strlen(text) + 1;
     char *copy = malloc(len);
     if (!copy)
         return AG_ENOMEM;
     memcpy(copy, text, len);
+    entry *old = find(m, id);
+    if (old) { /* replaced in place */
+        m->text_bytes += len - (strlen(old->text) + 1);
+        free(old->text);
+        old->text = copy;
+        return AG_OK;
+    }
+    if (2 * (m->count + 1) > m->capacity && grow(m) != AG_OK) {
+        free(copy);
+        return AG_ENOMEM;
+    }
     size_t i = home(m, id);
     while (m->slots[i].id)
         i = (i + 1) & (m->capacity - 1);

@@ -132,8 +132,8 @@ PyObject *ag_node_list_from(PyObject *iterable, const char *what, int values_onl
         return NULL;
     NodeListObject *list = ag_node_list_alloc(g.n);
     ag_id *leaves = PyMem_Malloc((g.n_numbers ? g.n_numbers : 1) * sizeof *leaves);
-    int status = AG_ENOMEM;
-    if (list && leaves)
+    int status = AG_ENOMEM, allocated = list && leaves;
+    if (allocated)
         status = ag_make_ids(&g, list->ids, leaves);
     if (status == AG_OK) { /* the leaves' references pass to the list; the Values' are new */
         for (Py_ssize_t i = 0; i < g.n; i++)
@@ -148,6 +148,8 @@ PyObject *ag_node_list_from(PyObject *iterable, const char *what, int values_onl
     ag_gathered_free(&g);
     if (status != AG_OK) {
         Py_XDECREF(list);
+        if (!PyErr_Occurred() && !allocated) /* ours, not the core's: no failure recorded */
+            PyErr_NoMemory();
         if (!PyErr_Occurred())
             ag_raise_failure(what, items);
         else

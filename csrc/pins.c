@@ -452,6 +452,8 @@ void ag_track_pin_holders(int full_pass)
         else
             mark_holder(node);
     }
+    if (!order) /* the fallback's looks are bounded: the full search is tried again next pass */
+        ag_pin_holders_unknown = 1;
     for (int found = !order; found;) {
         found = 0;
         for (size_t id = 1; id < capacity; id++)
