@@ -868,7 +868,7 @@ def test_cycles_made_faster_than_their_notes_are_collected_by_the_young_passes()
         del p, h
         peak = max(peak, live() - base)
     gc.collect()
-    assert live() == base and peak < 300_000
+    assert live() == base and peak < 450_000  # 3.11: 104k (630k without the growth rule); 3.13: 301k
 
 
 def test_a_pin_that_a_list_of_ids_holds_keeps_its_value_alive():
