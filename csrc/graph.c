@@ -225,10 +225,10 @@ static PyObject *values_for(ag_id *ids, size_t n)
     size_t k = 0;
     for (; made && k < n; k++) {
         ag_node *node = ag_node_at(ids[k]);
-        PyObject *v = node->py ? NULL : ag_value_alloc();
-        if (!node->py && !v)
+        PyObject *v = ag_living_value(node) ? NULL : ag_value_alloc();
+        if (!ag_living_value(node) && !v)
             break;
-        if (node->py) { /* there already, or made by Python code the allocation ran */
+        if (ag_living_value(node)) { /* there already, or made by Python code the allocation ran */
             Py_XDECREF(v); /* a Value with no node: freed, no Python code runs */
             made[k] = node->py;
             Py_INCREF(made[k]);

@@ -45,6 +45,7 @@ PyObject *ag_value_own(PyObject *v, ag_id id); /* v takes the new node id's refe
                                               id 0 (a failed op) drops v and returns NULL */
 PyObject *ag_value_of(ag_id id);          /* the node's Value (new reference): the one that
                                               exists, or a new one (invariant 8) */
+PyObject *ag_living_value(ag_node *node); /* node->py unless it is dying (borrowed), or NULL */
 /* The Values of n nodes the caller keeps alive, as a tuple (or a list): every Value is
  * made before the container, so Python code that a GC pass runs meanwhile never meets a
  * container with empty slots (invariant 10). */

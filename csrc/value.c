@@ -75,10 +75,28 @@ PyObject *ag_value_own(PyObject *v, ag_id id) { return value_own(v, id); }
 /* The caller keeps the node alive throughout. Allocating the Value may run a GC pass,
  * and so any Python code, which may itself ask for this node's Value: whichever Value
  * the node has after the allocation is the one (invariant 8). */
+static void unlink_node(ValueObject *v);
+
+/* A Value of a subclass (or one given a subclass's class by a route that skips our
+ * setattro: object.__dict__['__class__'].__set__) dies through Python's subtype_dealloc,
+ * whose trashcan may put the dealloc off in a deep cascade, at refcount 0 and before
+ * value_dealloc can unlink it. Handing it out meanwhile would bring it back to die
+ * twice: it counts as gone (its link is cut here; its own dealloc, when it comes,
+ * still releases its node). */
+PyObject *ag_living_value(ag_node *node)
+{
+    PyObject *v = node->py;
+    if (v && Py_REFCNT(v) == 0) {
+        unlink_node((ValueObject *)v);
+        return NULL;
+    }
+    return v;
+}
+
 PyObject *ag_value_of(ag_id id)
 {
     ag_node *node = ag_node_at(id);
-    if (!node->py) {
+    if (!ag_living_value(node)) {
         PyObject *v = ag_value_alloc();
         if (!v)
             return NULL;
@@ -529,24 +547,66 @@ static PyObject *inputs_of_failure(PyObject *a, PyObject *b)
     return b ? Py_BuildValue("(OO)", a, b) : Py_BuildValue("(O)", a);
 }
 
-/* ---- 1 + x and 2 * x on a class that overrides + or * ----
- * micrograd's __radd__ and __rmul__ are `self + other` and `self * other`, so a class
- * that overrides __add__ or __mul__ (a subclass, or Value patched) gets 1 + x, 2 * x and
- * sum() through its own. The slot stays ours unless a class on the way defines one of
- * the pair in Python; only then is the method looked up. */
+/* ---- the ops micrograd makes of others, on a class that overrides those ----
+ * micrograd's __radd__ and __rmul__ are `self + other` and `self * other`; its -x is
+ * x * -1, x - y is x + (-y), x / y is x * y**-1 (and 1 - x, 1 / x the same, mirrored).
+ * So a class that overrides __add__, __mul__ or __pow__ (a subclass, or Value patched)
+ * gets 1 + x, 2 * x, sum(), -x, x - y and x / y through its own, and its own class
+ * back. The slot stays ours unless a class on the way defines one of them in Python;
+ * only then is the method looked up. */
 static PyObject *binary_ADD(PyObject *a, PyObject *b);
 static PyObject *binary_MUL(PyObject *a, PyObject *b);
-static PyObject *add_name, *mul_name, *relu_name, *own_add, *own_mul, *own_relu; /* as Value was made */
+static PyObject *ternary_POW(PyObject *a, PyObject *b, PyObject *mod);
+static PyObject *add_name, *mul_name, *pow_name, *relu_name; /* interned */
+static PyObject *own_add, *own_mul, *own_pow, *own_relu;       /* as Value was made */
 
-/* Whether value's class has an __add__ (op AG_ADD) or __mul__ of its own (looked up as
- * the class holds it, through Python's cache of class attributes: no Python code runs). */
+/* Whether value's class has an __add__ (op AG_ADD), __mul__ (AG_MUL) or __pow__ (AG_POW)
+ * of its own (looked up as the class holds it, through Python's cache of class
+ * attributes: no Python code runs). */
 static int overridden(int op, PyObject *value)
 {
     PyNumberMethods *nb = Py_TYPE(value)->tp_as_number;
-    if (op == AG_ADD ? nb->nb_add == binary_ADD : nb->nb_multiply == binary_MUL)
+    int ours = op == AG_ADD ? nb->nb_add == binary_ADD
+             : op == AG_MUL ? nb->nb_multiply == binary_MUL
+                            : nb->nb_power == ternary_POW;
+    if (ours)
         return 0;
-    PyObject *method = _PyType_Lookup(Py_TYPE(value), op == AG_ADD ? add_name : mul_name);
-    return method != (op == AG_ADD ? own_add : own_mul);
+    PyObject *name = op == AG_ADD ? add_name : op == AG_MUL ? mul_name : pow_name;
+    PyObject *own = op == AG_ADD ? own_add : op == AG_MUL ? own_mul : own_pow;
+    return _PyType_Lookup(Py_TYPE(value), name) != own;
+}
+
+/* Whether o is a Value whose class computes micrograd's composite ops through its own. */
+static int composes_its_own(PyObject *o)
+{
+    return ag_is_value(o) && (overridden(AG_ADD, o) || overridden(AG_MUL, o) || overridden(AG_POW, o));
+}
+
+/* -x as micrograd makes it: x * -1. */
+static PyObject *negated(PyObject *x)
+{
+    PyObject *minus_one = PyLong_FromLong(-1), *out = NULL;
+    if (minus_one)
+        out = PyNumber_Multiply(x, minus_one);
+    Py_XDECREF(minus_one);
+    return out;
+}
+
+/* a - b as a + (-b), a / b as a * b**-1, through Python's operators: whatever a's and
+ * b's classes (or a number's) do for them runs, as in micrograd. */
+static PyObject *composed(int op, PyObject *a, PyObject *b)
+{
+    PyObject *minus_one = NULL, *inverse = NULL;
+    if (op == AG_SUB)
+        inverse = PyNumber_Negative(b);
+    else if ((minus_one = PyLong_FromLong(-1)))
+        inverse = PyNumber_Power(b, minus_one, Py_None);
+    Py_XDECREF(minus_one);
+    if (!inverse)
+        return NULL;
+    PyObject *out = op == AG_SUB ? PyNumber_Add(a, inverse) : PyNumber_Multiply(a, inverse);
+    Py_DECREF(inverse);
+    return out;
 }
 
 /* Whether Value's +, * and relu are still its own: pyautograd.nn's layers compute
@@ -582,6 +642,8 @@ AG_INLINE PyObject *apply_binary(int op, const char *symbol, PyObject *a, PyObje
         if (found == 0)
             Py_RETURN_NOTIMPLEMENTED;
     }
+    if ((op == AG_SUB || op == AG_DIV) && (composes_its_own(a) || composes_its_own(b)))
+        return composed(op, a, b);
     PyObject *out = value_alloc();
     if (!out)
         return NULL;
@@ -592,6 +654,8 @@ AG_INLINE PyObject *apply_binary(int op, const char *symbol, PyObject *a, PyObje
 
 AG_INLINE PyObject *apply_unary(int op, const char *name, PyObject *a)
 {
+    if (op == AG_NEG && composes_its_own(a))
+        return negated(a);
     PyObject *out = value_alloc();
     if (!out)
         return NULL;
@@ -847,13 +911,15 @@ PyTypeObject *ag_make_value_type(void)
     type->tp_name = "Value";
     add_name = PyUnicode_InternFromString("__add__");
     mul_name = PyUnicode_InternFromString("__mul__");
+    pow_name = PyUnicode_InternFromString("__pow__");
     relu_name = PyUnicode_InternFromString("relu");
-    PyObject **own[] = {&own_add, &own_mul, &own_relu}, *names[] = {add_name, mul_name, relu_name};
-    for (size_t i = 0; i < 3; i++) {
+    PyObject **own[] = {&own_add, &own_mul, &own_pow, &own_relu};
+    PyObject *names[] = {add_name, mul_name, pow_name, relu_name};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         *own[i] = names[i] ? PyDict_GetItemWithError(type->tp_dict, names[i]) : NULL;
         if (!*own[i]) { /* never without an error: the slots and methods above make them */
             if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_SystemError, "Value was made without __add__, __mul__ or relu");
+                PyErr_SetString(PyExc_SystemError, "Value was made without __add__, __mul__, __pow__ or relu");
             Py_DECREF(type);
             return NULL;
         }

@@ -1102,6 +1102,71 @@ def test_numbers_on_the_left_go_through_a_subclass_own_add_and_mul(V):
     assert (y.data, x.grad) == (16.5, 8.0)
 
 
+def run_composite_ops(V, make):
+    """micrograd's -x, x - y, x / y and their mirrors, over Values made by make; each
+    result's class and op, then the grads of one expression over all of them."""
+    x, y = make(2.0), make(-4.0)
+    results = [-x, x - y, 1 - x, x - 1, x / y, 1 / x, x / 4]
+    kinds = [(type(r).__name__, r._op, r.data) for r in results]
+    total = results[0]
+    for r in results[1:]:
+        total = total * r
+    total.backward()
+    return kinds, total.data, x.grad, y.grad
+
+
+@engines([mg.Value, Value])
+def test_composite_ops_go_through_a_subclass_own_add_mul_and_pow(V):
+    # micrograd makes -x as x * -1, x - y as x + (-y), x / y as x * y**-1: a class that
+    # overrides __add__, __mul__ or __pow__ gets them through its own, and its own
+    # class back. Ours made plain Values with C ops there (a clipped * was skipped).
+    Traced = traced_class(V)
+
+    class Powered(V):
+        def __pow__(self, k):
+            out = Powered(self.data**k, (self,), f"**{k}")
+
+            def _backward():
+                self.grad += k * self.data ** (k - 1) * out.grad
+
+            out._backward = _backward
+            return out
+
+    kinds, data, gx, gy = run_composite_ops(V, Traced)
+    # 1 / x is 1 * x**-1, and micrograd's ** makes a plain Value: then Value's own *
+    assert [k[:2] for k in kinds] == [("Traced", "*")] + [("Traced", "+")] * 3 + [("Traced", "*"), ("Value", "*")] + [
+        ("Traced", "*")
+    ]
+    assert [k[2] for k in kinds] == [-2.0, 6.0, -1.0, 1.0, -0.5, 0.5, 0.5]
+    assert (data, gx, gy) == (-1.5, -4.75, -0.125)
+    kinds, data, gx, gy = run_composite_ops(V, Powered)
+    # its own ** is used by x / y: then everything is made of micrograd's + and *
+    assert [k[:2] for k in kinds] == [("Value", "*")] + [("Value", "+")] * 3 + [("Value", "*")] * 3
+    assert (data, gx, gy) == (-1.5, -4.75, -0.125)
+
+
+@engines([mg.Value, Value])
+def test_composite_ops_go_through_a_patched_value(V, monkeypatch):
+    calls = []
+    add, mul, pow_ = V.__add__, V.__mul__, V.__pow__
+
+    def logged(name, method):
+        def wrapped(self, other):
+            calls.append(name)
+            return method(self, other)
+
+        return wrapped
+
+    for name, method in (("__add__", add), ("__mul__", mul), ("__pow__", pow_)):
+        monkeypatch.setattr(V, name, logged(name.strip("_"), method))
+    x, y = V(3.0), V(2.0)
+    assert [(x - y).data, (-x).data, (x / y).data, (1 - x).data, (6 / y).data] == [1.0, -3.0, 1.5, -2.0, 3.0]
+    assert calls == ["mul", "add", "mul", "pow", "mul", "mul", "add", "pow", "mul"]
+    monkeypatch.undo()
+    calls.clear()
+    assert (x - y).data == 1.0 and calls == []
+
+
 @engines([mg.Value, Value])
 def test_numbers_on_the_left_go_through_a_patched_value_add_and_mul(V, monkeypatch):
     calls = []
