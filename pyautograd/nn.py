@@ -29,17 +29,31 @@ _structure_version = [0]
 
 # The layers and MLPs holding C arrays (their rows hold the weights' nodes): a change
 # drops the arrays at once, so weights the program replaced die with their Values, not
-# at the model's next call (or never, for a model not called again).
-_holding_arrays: "weakref.WeakSet[Module]" = weakref.WeakSet()
+# at the model's next call (or never, for a model not called again). Keyed by id, not a
+# WeakSet: a module whose class defines __eq__ is unhashable.
+_holding_arrays: "dict[int, weakref.ref[Module]]" = {}
+
+
+def _holds_arrays(module):
+    key = id(module)
+
+    def forget(ref):  # the module died: its entry goes, unless a new module has its id
+        if _holding_arrays.get(key) is ref:
+            del _holding_arrays[key]
+
+    _holding_arrays[key] = weakref.ref(module, forget)
 
 
 def _structure_changed():
     _structure_version[0] += 1
     if _holding_arrays:
-        for module in list(_holding_arrays):
-            vars(module).pop("_plan_cache", None)
-            vars(module).pop("_plans_cache", None)
+        refs = list(_holding_arrays.values())
         _holding_arrays.clear()
+        for ref in refs:
+            module = ref()
+            if module is not None:
+                vars(module).pop("_plan_cache", None)
+                vars(module).pop("_plans_cache", None)
 
 
 _ag._set_class_change_hook(_structure_changed)  # w.__class__ = Sub: the caches check again
@@ -223,7 +237,7 @@ class Layer(Module):
         # A layer that can't have a plan remembers that too, for this version.
         object.__setattr__(self, "_plan_cache", plan or _NoPlan(_structure_version[0]))
         if plan is not None:
-            _holding_arrays.add(self)
+            _holds_arrays(self)
         return plan
 
     # One output: a bare Value, as micrograd's Layer returns; else a list. Typed Any, as
@@ -319,7 +333,7 @@ class MLP(Module):
         nin = plans[0].nin if plans else 0
         object.__setattr__(self, "_plans_cache", (_structure_version[0], (chain, nin)))
         if chain is not None:
-            _holding_arrays.add(self)
+            _holds_arrays(self)
         return chain, nin
 
     # One output: a bare Value, as micrograd's MLP returns; else a list. Typed Any, as

@@ -18,7 +18,6 @@ itself and its valid range, not later inside step().
 
 import math
 import numbers
-import types
 from collections.abc import Iterable, Sequence
 
 from . import _ag
@@ -26,6 +25,8 @@ from ._ag import ffi, lib
 from .engine import Value, _raise_failure
 
 __all__ = ["Optimizer", "SGD", "Adam"]
+
+_MAX_STEPS = 2**53  # Adam's count is a C long long; past 2**53 a float step is not whole-exact
 
 
 def _check_real(name: str, value: float, low: float = 0.0, high: float | None = None, open_high: bool = False) -> float:
@@ -84,39 +85,68 @@ class Optimizer:
         # All or nothing, a Ctrl-C included: the new hyper-parameters and state are made
         # aside, then taken in one update of the instance's dict, inside which no Python
         # code runs. A hyper-parameter that is a property is checked by its setter, run on
-        # a blank namespace (the fields it sets are taken); one that is a plain attribute
-        # (a subclass's own) is taken as it is.
-        blank = types.SimpleNamespace()
+        # a copy of the optimizer (same class, same attributes, no __init__: a setter may
+        # read the instance, as a subclass's does); the fields it changes are taken. One
+        # that is a plain attribute (a subclass's own) is taken as it is.
+        current = vars(self)
+        aside = object.__new__(type(self))
+        vars(aside).update(current)
         fields = {}
         for name in self._HYPER:
             if name not in groups[0]:
                 raise ValueError(f"load_state_dict: the parameter group has no {name!r}")
             setter = getattr(getattr(type(self), name, None), "fset", None)
             if setter is not None:
-                setter(blank, groups[0][name])
+                setter(aside, groups[0][name])
             else:
                 fields[name] = groups[0][name]
-        fields.update(vars(blank))
+        fields.update((key, value) for key, value in vars(aside).items() if current.get(key, aside) is not value)
         fields.update(self._state_fields(self._read_param_state(state_dict["state"])))
         self.__dict__.update(fields)
 
     def _numbers_of(self, state: dict, key: str) -> list[float]:
-        """state[i][key] as a float for every parameter i, or ValueError naming what is missing."""
+        """state[i][key] as a float for every parameter i, or ValueError naming what is
+        missing or not a real number (a bool, a string or an int beyond a float too)."""
         try:
-            return [float(state[i][key]) for i in range(self._n)]
+            found = [state[i][key] for i in range(self._n)]
         except (KeyError, IndexError, TypeError) as error:
             raise ValueError(f"load_state_dict: the state has no {key!r} for every parameter ({error!r})") from None
+        for i, value in enumerate(found):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"load_state_dict: {key!r} of parameter {i} must be a real number, not {value!r}")
+            try:
+                found[i] = float(value)
+            except (OverflowError, ValueError) as error:
+                raise ValueError(f"load_state_dict: {key!r} of parameter {i}: {error}") from None
+        return found
 
     def __getstate__(self) -> dict:
         # The parameters travel as Values: pickled with their model, they stay shared.
         # Those the optimizer steps, in its order: its own nodes, not self.params, a list
         # the program may have changed since (which the optimizer never reads again).
-        return {"params": self._nodes.values(), "state_dict": self.state_dict()}
+        # A subclass's own attributes travel as they are.
+        return {
+            "params": self._nodes.values(),
+            "state_dict": self.state_dict(),
+            "attributes": {name: value for name, value in vars(self).items() if not self._engine_field(name)},
+        }
 
     def __setstate__(self, state: dict) -> None:
         self._attach(list(state["params"]))
         self._fresh_state()
+        self.__dict__.update(state.get("attributes", {}))  # first: a setter may read them
         self.load_state_dict(state["state_dict"])
+
+    def _engine_field(self, name: str) -> bool:
+        """Whether name is a field the optimizer itself keeps: what _attach sets, its
+        state's fields and its hyper-parameters' (saved by state_dict)."""
+        return (
+            name in ("params", "_nodes", "_n", "_ids")
+            or name in self._HYPER
+            or name.startswith("_")
+            and name[1:] in self._HYPER
+            or name in self._state_fields(None)
+        )
 
     def _fresh_state(self) -> None:
         self.__dict__.update(self._state_fields(None))
@@ -250,8 +280,8 @@ class Adam(Optimizer):
         if not state:
             return None
         steps = self._numbers_of(state, "step")[0]
-        if not (math.isfinite(steps) and steps == int(steps) and steps >= 1):
-            raise ValueError(f"load_state_dict: step must be a whole number >= 1, not {steps!r}")
+        if not (math.isfinite(steps) and steps == int(steps) and 1 <= steps <= _MAX_STEPS):
+            raise ValueError(f"load_state_dict: step must be a whole number from 1 to {_MAX_STEPS}, not {steps!r}")
         return int(steps), self._numbers_of(state, "exp_avg"), self._numbers_of(state, "exp_avg_sq")
 
     def _state_fields(self, numbers) -> dict:

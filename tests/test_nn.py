@@ -529,6 +529,32 @@ def test_neuron_subclass_keeps_its_own_call():
     assert doubled[1].data == plain[1].data
 
 
+def test_modules_whose_class_defines_eq_run_and_drop_their_arrays():
+    # A class with __eq__ has no __hash__: the set of modules holding C arrays was a
+    # WeakSet, and calling such a layer raised TypeError (micrograd's Layer is a plain
+    # class: it runs).
+    class ByValue(nn.Layer):
+        def __eq__(self, other):
+            return self is other
+
+    class ByValueMLP(nn.MLP):
+        def __eq__(self, other):
+            return self is other
+
+    random.seed(3)
+    for model in (ByValue(2, 3), ByValueMLP(2, [3, 1])):
+        first = model if isinstance(model, nn.Layer) else model.layers[0]
+        out = model([1.0, -2.0])
+        neurons_out = [n([1.0, -2.0]) for n in first.neurons]
+        if isinstance(model, nn.MLP):
+            neurons_out = model.layers[1].neurons[0](neurons_out)
+        assert repr(out) == repr(neurons_out)
+        del out, neurons_out
+        base = arena.stats()["live_nodes"]
+        first.neurons[0].w[0] = Value(0.5)
+        assert arena.stats()["live_nodes"] == base  # the replaced weight died at once
+
+
 def test_extra_inputs_are_ignored_like_micrograds_zip():
     random.seed(4)
     ours = nn.Neuron(3)

@@ -392,3 +392,57 @@ def test_subclasses_with_hyper_parameters_of_their_own_load_their_state():
         {**logged.state_dict(), "param_groups": [{**logged.state_dict()["param_groups"][0], "lr": 0.25}]}
     )
     assert logged.lr == 0.25
+
+
+class Capped(optim.SGD):
+    def __init__(self, params, lr, cap):
+        self.cap = cap
+        super().__init__(params, lr)
+
+    @property
+    def lr(self):
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        if value > self.cap:
+            raise ValueError("lr above cap")
+        optim.SGD.lr.fset(self, value)
+
+
+def test_a_setter_that_reads_the_optimizer_loads_pickles_and_copies():
+    # load_state_dict ran the setters on a blank namespace: a setter reading the
+    # instance (a bound, a log, super()) raised AttributeError there.
+    p = Value(1.0)
+    opt = Capped([p], 0.1, cap=1.0)
+    state = opt.state_dict()
+    opt.load_state_dict({**state, "param_groups": [{**state["param_groups"][0], "lr": 0.5}]})
+    assert opt.lr == 0.5 and opt.cap == 1.0
+    with pytest.raises(ValueError, match="above cap"):
+        opt.load_state_dict({**state, "param_groups": [{**state["param_groups"][0], "lr": 2.0}]})
+    assert opt.lr == 0.5
+    for copied in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        assert (type(copied), copied.lr, copied.cap) == (Capped, 0.5, 1.0)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("step", 1e300, "step must be a whole number"),
+        ("step", True, "'step' of parameter 0 must be a real number"),
+        ("exp_avg", "abc", "'exp_avg' of parameter 0 must be a real number"),
+        ("exp_avg", "1.5", "'exp_avg' of parameter 0 must be a real number"),
+        ("exp_avg_sq", 10**400, "'exp_avg_sq' of parameter 0: int too large"),
+    ],
+)
+def test_bad_numbers_in_a_state_are_value_errors_naming_load_state_dict(key, value, message):
+    p = Value(1.0)
+    opt = optim.Adam([p], lr=0.1)
+    p.grad = 1.0
+    opt.step()
+    before = opt.state_dict()
+    bad = copy.deepcopy(before)
+    bad["state"][0][key] = value
+    with pytest.raises(ValueError, match=f"load_state_dict: {message}"):
+        opt.load_state_dict(bad)
+    assert opt.state_dict() == before
