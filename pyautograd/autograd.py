@@ -54,8 +54,9 @@ def jvp(outputs, inputs, tangents, *, create_graph=False):
 
 def hvp(output, inputs, vector):
     """The Hessian of output in inputs times vector (one number per input), as a list of
-    Values: d/d inputs of (grad(output, inputs) . vector). Forward over reverse on dual
-    numbers, in two sweeps and no new nodes (csrc/tangents.c); no .grad changes."""
+    Values: entry k is the derivative of d output / d inputs[k] along vector, as
+    torch.autograd.functional.hvp. Forward over reverse on dual numbers, in two sweeps
+    and no new nodes (csrc/tangents.c); no .grad changes."""
     if isinstance(inputs, Value):
         inputs = [inputs]
     return _ag.hvp(output, inputs, vector)
@@ -63,10 +64,14 @@ def hvp(output, inputs, vector):
 
 def hessian(output, inputs):
     """The Hessian of output in inputs, as a list of rows of Values (row i: d/d inputs of
-    d output / d inputs[i]); one Hessian-vector product per input."""
+    d output / d inputs[i], as torch.autograd.functional.hessian); one Hessian-vector
+    product per input. The product with the j-th unit vector is column j (entry i:
+    d/d inputs[j] of d output / d inputs[i]), which differs from row j where the Hessian
+    is not symmetric (pow's d/d exponent at exponent 0, interior nodes as inputs)."""
     inputs = [inputs] if isinstance(inputs, Value) else list(inputs)
     n = len(inputs)
-    return [hvp(output, inputs, [1.0 if j == i else 0.0 for j in range(n)]) for i in range(n)]
+    columns = [hvp(output, inputs, [1.0 if i == j else 0.0 for i in range(n)]) for j in range(n)]
+    return [[column[i] for column in columns] for i in range(n)]
 
 
 class GradcheckError(RuntimeError):

@@ -136,6 +136,30 @@ def test_jvp_hvp_and_hessian_against_torch_on_random_graphs(seed):
             assert close(h[i][k].data, h[k][i].data, 1e-10)
 
 
+def test_hessian_rows_where_the_hessian_is_not_symmetric():
+    # hessian() gave the transpose: hvp with the j-th unit vector is column j. It shows
+    # where the mixed derivatives differ: pow's at exponent 0 (torch's convention), and
+    # an interior node given as an input.
+    a, b = Value(2.0), Value(0.0)
+    rows = [[h.data for h in row] for row in hessian(a**b, [a, b])]
+    g = grad(a**b, [a, b], create_graph=True)
+    assert rows == [[h.data for h in grad(gi, [a, b])] for gi in g]
+    torch_rows = torch.autograd.functional.hessian(
+        lambda t: t[0] ** t[1], torch.tensor([2.0, 0.0], dtype=torch.float64)
+    )
+    assert rows == torch_rows.tolist() and rows[0][1] != rows[1][0]
+    column = hvp(a**b, [a, b], [1.0, 0.0])
+    assert [h.data for h in column] == [rows[0][0], rows[1][0]]
+
+    x = Value(0.5)
+    t = x.exp()
+    f = t * x
+    rows = [[h.data for h in row] for row in hessian(f, [x, t])]
+    g = grad(f, [x, t], create_graph=True)
+    assert rows == [[h.data for h in grad(gi, [x, t])] for gi in g]
+    assert rows[0][1] != rows[1][0]
+
+
 def test_jvp_is_the_gradient_along_the_direction_bitwise_for_a_linear_chain():
     x, y = Value(1.25), Value(-0.5)
     out = (x * 3.0 + y * 2.0) * 1.5
