@@ -41,7 +41,9 @@
  *   log:  G * (1/a), so at 0 it is inf and below 0 the value is already nan.
  *   sqrt: G / (2 * out), inf at 0.
  *   div:  to b, -(G * ((a/b)/b)), not -a/(b*b): b*b overflows or underflows for |b| past
- *         1e154 or below 1e-154. PyTorch's formula, so the results agree.
+ *         1e154 or below 1e-154. PyTorch's formula, so the results agree; like it, a/b
+ *         is computed again, not read from the node: a derivative graph then does not
+ *         go through the node, and d/d (a/b) of it is torch's (an interior input).
  *   softplus: log1p(exp(a)), and a itself past 20 (PyTorch's threshold); its derivative
  *         is SOFTPLUS_D, exp(a) / (exp(a) + 1), and exactly 1 past 20.
  *   gelu: the tanh form, PyTorch's gelu(approximate='tanh'), formula for formula.
@@ -105,7 +107,7 @@ static inline double ag_max_share(double a, double b) { return a < b ? 0.0 : a =
     X(SUB,     "sub",     "-",       2, nb_subtract,    a - b,              G,  NEG(G))        \
     X(MUL,     "mul",     "*",       2, nb_multiply,    a * b,              MUL(G, B), MUL(G, A)) \
     X(DIV,     "truediv", "/",       2, nb_true_divide, a / b,              MUL(G, DIV(ONE, B)), \
-                                                                            NEG(MUL(G, DIV(OUT, B)))) \
+                                                                            NEG(MUL(G, DIV(DIV(A, B), B)))) \
     X(POW,     "pow",     "**",      2, nb_power,       pow(a, b),          AG_POW_TO_BASE,      \
                                                                             AG_POW_TO_EXPONENT)  \
     X(NEG,     "neg",     "neg",     1, nb_negative,    -a,                 NEG(G), ZERO)      \

@@ -524,6 +524,22 @@ def test_pow_mixed_derivative_at_exponent_0_follows_torch(torch):
     assert [h.data for h in grad(gx, [x, y])] == theirs == [0.0, 0.0]
 
 
+def test_second_derivatives_in_a_quotient_node_follow_torch(torch):
+    # d/db of a / b is -G (a/b)/b, with a/b computed again as torch computes it: read from
+    # the node t = a / b, the derivative graph went through t, and d/dt of d f/db for
+    # f = t * t was -24 where torch gives -12.
+    a, b = Value(1.5), Value(0.5)
+    t = a / b
+    f = t * t
+    gb, _ = grad(f, [b, t], create_graph=True)
+    ta = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    tb = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    tt = ta / tb
+    tgb, _ = torch.autograd.grad(tt * tt, [tb, tt], create_graph=True)
+    assert grad(gb, [t])[0].data == torch.autograd.grad(tgb, [tt])[0].item() == -12.0
+    assert pyautograd.hvp(f, [b, t], [0.0, 1.0])[0].data == -12.0
+
+
 def _tf(torch):
     return torch.nn.functional
 
