@@ -466,8 +466,12 @@ static PyObject *jvp(PyObject *module, PyObject *args)
     if (n_out == 1) {
         root = outs[0];
         ag_retain(root);
-    } else {
-        root = ag_sum(outs, n_out); /* one root over every output: one sort, one sweep */
+    } else { /* one root over every output: one sort, one sweep; its value is no result,
+              * so detect_anomaly does not look at it (an output may be inf) */
+        int checking = ag_anomaly_mode();
+        ag_set_anomaly_mode(0);
+        root = ag_sum(outs, n_out);
+        ag_set_anomaly_mode(checking);
     }
     int status = root ? AG_OK : ag_last_error();
     if (status == AG_OK)

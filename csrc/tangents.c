@@ -345,7 +345,7 @@ int ag_jvp_terms(ag_id root, const ag_id *outputs, size_t n_outputs, const ag_id
         ag_node_at(s.order.ids[i])->flags |= AG_FLAG_SORTING; /* the graph's own nodes */
     for (size_t k = 0; status == AG_OK && k < n_inputs; k++) {
         size_t at = position_of(&s, inputs[k]);
-        if (at) {
+        if (at && ag_node_at(inputs[k])->op != AG_CONST) { /* a constant has no tangent (begin) */
             ag_term t = ag_term_number(tangents[k]);
             term[at - 1] = has[at - 1] ? ag_term_add(term[at - 1], t) : t;
             has[at - 1] = 1;

@@ -14,7 +14,7 @@ import pytest
 
 import pyautograd
 from conftest import require
-from pyautograd import Value, grad, hessian, hvp, jvp, no_grad
+from pyautograd import Value, detect_anomaly, grad, hessian, hvp, jvp, no_grad
 from pyautograd.arena import stats
 from pyautograd.engine import OP_NAMES, OP_PYTHON
 
@@ -308,3 +308,22 @@ def test_the_curvature_example_of_the_docs_agrees_with_torch():
     f = lambda wt: loss_of(wt, torch.tanh, lambda t: t * t)
     _, hv = torch.autograd.functional.hvp(f, wt, vt)
     assert close(curvature, float(hv @ vt))
+
+
+def test_a_constant_has_no_tangent_with_create_graph_too():
+    x = Value(3.0)
+    y = x * 2.5
+    (c,) = [v for v in y._prev if v is not x]  # the constant 2.5
+    for create_graph in (False, True):
+        assert jvp(c, [c], [1.0], create_graph=create_graph)[0].data == 0.0
+        assert [v.data for v in jvp([y, c], [c, x], [1.0, 0.0], create_graph=create_graph)] == [0.0, 0.0]
+
+
+def test_jvp_of_several_outputs_under_detect_anomaly_looks_only_at_the_results():
+    # the outputs are summed into one root for the sort; that sum's inf was reported as
+    # jvp's anomaly, though each output alone (and every tangent) is finite
+    x = Value(1.0)
+    a, b = x * 2.0, Value(math.inf)
+    with detect_anomaly():
+        for create_graph in (False, True):
+            assert [v.data for v in jvp([a, b], [x], [1.0], create_graph=create_graph)] == [2.0, 0.0]
