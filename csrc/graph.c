@@ -162,12 +162,13 @@ static int read_plan(PyObject *weights, PyObject *nonlin, const char *what, ag_r
 
 /* Whether neurons computed in C over xs (a NodeList) give what micrograd's neurons
  * (wi * xi summed from the bias, then relu) give: Value's +, * and relu are its own,
- * and no input is a Value of a class with a * of its own. Asked once the inputs are
- * nodes, with no Python code to come before the layer is made (a number's __float__
- * could change an input's class). */
-static int computes_as_micrograd(PyObject *xs)
+ * no input is a Value of a class with a * of its own, and no Value changed class since
+ * the plan was read (classes: ag_class_changes then; its weights are of Value itself).
+ * Asked once the inputs are nodes, with no Python code to come before the layer is
+ * made (a number's __float__ could change an input's or a weight's class). */
+static int computes_as_micrograd(PyObject *xs, unsigned long classes)
 {
-    if (!ag_value_ops_ours())
+    if (classes != ag_class_changes || !ag_value_ops_ours())
         return 0;
     const NodeListObject *list = (const NodeListObject *)xs;
     for (Py_ssize_t i = 0; i < Py_SIZE(list); i++) {
@@ -190,10 +191,11 @@ static PyObject *apply_layer(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOO:layer", &weights, &nonlin, &xs_arg)
         || read_plan(weights, nonlin, "layer()", &rows, &nout, &nin) < 0)
         return NULL;
+    unsigned long classes = ag_class_changes;
     PyObject *xs = ag_node_list_from(xs_arg, "Layer", 0);
     if (!xs)
         return NULL;
-    if (!computes_as_micrograd(xs)) {
+    if (!computes_as_micrograd(xs, classes)) {
         Py_DECREF(xs);
         Py_RETURN_NOTIMPLEMENTED;
     }
@@ -284,10 +286,11 @@ static PyObject *apply_layers(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "layers(): no layers");
         return NULL;
     }
+    unsigned long classes = ag_class_changes;
     PyObject *xs = ag_node_list_from(xs_arg, "MLP", 0);
     if (!xs)
         return NULL;
-    if (!computes_as_micrograd(xs)) {
+    if (!computes_as_micrograd(xs, classes)) {
         Py_DECREF(xs);
         Py_RETURN_NOTIMPLEMENTED;
     }
@@ -590,6 +593,14 @@ static PyObject *fusable(PyObject *module, PyObject *xs)
     return PyBool_FromLong(ours);
 }
 
+/* _class_changes() -> int: how many times a Value changed class, so far. */
+static PyObject *class_changes(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyLong_FromUnsignedLong(ag_class_changes);
+}
+
 /* _set_class_change_hook(f): f() is called after a Value changes class (nn.py). */
 static PyObject *set_class_change_hook(PyObject *module, PyObject *hook)
 {
@@ -611,6 +622,7 @@ PyMethodDef ag_graph_functions[] = {
     {"layers", apply_layers, METH_VARARGS, "layers(plans, xs) -> list of the last layer's Values"},
     {"fusable", fusable, METH_O, "whether a Neuron's dot node over xs computes what micrograd's does"},
     {"_set_class_change_hook", set_class_change_hook, METH_O, "f() is called after a Value changes class"},
+    {"_class_changes", class_changes, METH_NOARGS, "how many times a Value changed class, so far"},
     {"grad", grad, METH_VARARGS, "grad(output, inputs, create_graph) -> list of Values"},
     {"jvp", jvp, METH_VARARGS, "jvp(outputs, inputs, tangents, create_graph) -> list of Values"},
     {"hvp", hvp, METH_VARARGS, "hvp(output, inputs, vector) -> list of Values"},

@@ -186,6 +186,7 @@ PyTypeObject *ag_make_value_type(void);
 int ag_value_ops_ours(void); /* Value's +, * and relu not patched: nn's layers may run in C */
 int ag_multiplies_as_value(PyObject *o);
 void ag_set_class_change_hook(PyObject *hook);
+extern unsigned long ag_class_changes; /* Values that changed class (v.__class__ = C) so far */
 PyTypeObject *ag_make_node_list_type(void);
 PyTypeObject *ag_make_layer_weights_type(void);
 extern PyMethodDef ag_graph_functions[], ag_walk_functions[], ag_op_functions[];

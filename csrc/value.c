@@ -239,6 +239,7 @@ static PyObject *value_getattro(PyObject *self, PyObject *name)
  * generic setattro, and without this one `p.data -= lr * p.grad` took ~6 ns more (the A/B
  * above). */
 static PyObject *class_change_hook; /* called when a Value changes class (nn.py) */
+unsigned long ag_class_changes;      /* how many times one has, so far */
 
 static int value_setattro(PyObject *self, PyObject *name, PyObject *value)
 {
@@ -264,6 +265,8 @@ static int value_setattro(PyObject *self, PyObject *name, PyObject *value)
         ag_mark_state(self);
     if (value && !ag_holds_no_object(value))
         ag_note_held_objects(self);
+    if (type != Py_TYPE(self))
+        ag_class_changes++;
     if (type != Py_TYPE(self) && class_change_hook) { /* nn's caches depend on classes */
         PyObject *done = PyObject_CallNoArgs(class_change_hook);
         Py_XDECREF(done);

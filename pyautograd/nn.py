@@ -156,12 +156,15 @@ class Neuron(Module):
         if not (self._fused_for == _structure_version[0] or self._fusable()) or not _ag.fusable(x):
             act = sum((wi * xi for wi, xi in zip(self.w, x)), self.b)  # micrograd's, through their own + and *
             return act.relu() if self.nonlin else act
+        classes = _ag._class_changes()
         try:  # micrograd's zip: extra inputs are ignored
             act = _ag.dot(self.w, x[:n] if len(x) > n else x, self.b)
         except TypeError as error:  # name the call that was made, not the op inside it
             if not str(error).startswith("dot() xs "):
                 raise
             raise TypeError(f"Neuron() {str(error)[len('dot() xs ') :]}") from None
+        if _ag._class_changes() != classes:  # a number's __float__ changed a class: as micrograd
+            act = sum((wi * xi for wi, xi in zip(self.w, x)), self.b)
         return act.relu() if self.nonlin else act
 
     def _fusable(self):
