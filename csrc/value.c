@@ -553,36 +553,39 @@ static PyObject *inputs_of_failure(PyObject *a, PyObject *b)
 /* ---- the ops micrograd makes of others, on a class that overrides those ----
  * micrograd's __radd__ and __rmul__ are `self + other` and `self * other`; its -x is
  * x * -1, x - y is x + (-y), x / y is x * y**-1 (and 1 - x, 1 / x the same, mirrored).
- * So a class that overrides __add__, __mul__ or __pow__ (a subclass, or Value patched)
- * gets 1 + x, 2 * x, sum(), -x, x - y and x / y through its own, and its own class
- * back. The slot stays ours unless a class on the way defines one of them in Python;
+ * So a class that overrides __add__, __mul__, __pow__ or __neg__ (a subclass, or Value
+ * patched) gets 1 + x, 2 * x, sum(), -x, x - y and x / y through its own, and its own
+ * class back. The slot stays ours unless a class on the way defines one of them in Python;
  * only then is the method looked up. */
 static PyObject *binary_ADD(PyObject *a, PyObject *b);
 static PyObject *binary_MUL(PyObject *a, PyObject *b);
 static PyObject *ternary_POW(PyObject *a, PyObject *b, PyObject *mod);
-static PyObject *add_name, *mul_name, *pow_name, *relu_name; /* interned */
-static PyObject *own_add, *own_mul, *own_pow, *own_relu;       /* as Value was made */
+static PyObject *unary_NEG(PyObject *a);
+static PyObject *add_name, *mul_name, *pow_name, *neg_name, *relu_name; /* interned */
+static PyObject *own_add, *own_mul, *own_pow, *own_neg, *own_relu;       /* as Value was made */
 
-/* Whether value's class has an __add__ (op AG_ADD), __mul__ (AG_MUL) or __pow__ (AG_POW)
- * of its own (looked up as the class holds it, through Python's cache of class
- * attributes: no Python code runs). */
+/* Whether value's class has an __add__ (op AG_ADD), __mul__ (AG_MUL), __pow__ (AG_POW)
+ * or __neg__ (AG_NEG) of its own (looked up as the class holds it, through Python's
+ * cache of class attributes: no Python code runs). */
 static int overridden(int op, PyObject *value)
 {
     PyNumberMethods *nb = Py_TYPE(value)->tp_as_number;
     int ours = op == AG_ADD ? nb->nb_add == binary_ADD
              : op == AG_MUL ? nb->nb_multiply == binary_MUL
-                            : nb->nb_power == ternary_POW;
+             : op == AG_POW ? nb->nb_power == ternary_POW
+                            : nb->nb_negative == unary_NEG;
     if (ours)
         return 0;
-    PyObject *name = op == AG_ADD ? add_name : op == AG_MUL ? mul_name : pow_name;
-    PyObject *own = op == AG_ADD ? own_add : op == AG_MUL ? own_mul : own_pow;
+    PyObject *name = op == AG_ADD ? add_name : op == AG_MUL ? mul_name : op == AG_POW ? pow_name : neg_name;
+    PyObject *own = op == AG_ADD ? own_add : op == AG_MUL ? own_mul : op == AG_POW ? own_pow : own_neg;
     return _PyType_Lookup(Py_TYPE(value), name) != own;
 }
 
 /* Whether o is a Value whose class computes micrograd's composite ops through its own. */
 static int composes_its_own(PyObject *o)
 {
-    return ag_is_value(o) && (overridden(AG_ADD, o) || overridden(AG_MUL, o) || overridden(AG_POW, o));
+    return ag_is_value(o)
+           && (overridden(AG_ADD, o) || overridden(AG_MUL, o) || overridden(AG_POW, o) || overridden(AG_NEG, o));
 }
 
 /* -x as micrograd makes it: x * -1. */
@@ -915,14 +918,15 @@ PyTypeObject *ag_make_value_type(void)
     add_name = PyUnicode_InternFromString("__add__");
     mul_name = PyUnicode_InternFromString("__mul__");
     pow_name = PyUnicode_InternFromString("__pow__");
+    neg_name = PyUnicode_InternFromString("__neg__");
     relu_name = PyUnicode_InternFromString("relu");
-    PyObject **own[] = {&own_add, &own_mul, &own_pow, &own_relu};
-    PyObject *names[] = {add_name, mul_name, pow_name, relu_name};
+    PyObject **own[] = {&own_add, &own_mul, &own_pow, &own_neg, &own_relu};
+    PyObject *names[] = {add_name, mul_name, pow_name, neg_name, relu_name};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         *own[i] = names[i] ? PyDict_GetItemWithError(type->tp_dict, names[i]) : NULL;
         if (!*own[i]) { /* never without an error: the slots and methods above make them */
             if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_SystemError, "Value was made without __add__, __mul__, __pow__ or relu");
+                PyErr_SetString(PyExc_SystemError, "Value was made without __add__, __mul__, __pow__, __neg__ or relu");
             Py_DECREF(type);
             return NULL;
         }

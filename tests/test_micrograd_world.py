@@ -1139,6 +1139,17 @@ def test_composite_ops_go_through_a_subclass_own_add_mul_and_pow(V):
     ]
     assert [k[2] for k in kinds] == [-2.0, 6.0, -1.0, 1.0, -0.5, 0.5, 0.5]
     assert (data, gx, gy) == (-1.5, -4.75, -0.125)
+
+    class Negated(V):  # its own -: x - y is x + (-y) through it
+        negations = 0
+
+        def __neg__(self):
+            type(self).negations += 1
+            return self * -1
+
+    x, y = Negated(2.0), Negated(-4.0)
+    assert [(x - y).data, (1 - x).data, (x - 1).data] == [6.0, -1.0, 1.0] and Negated.negations == 2
+
     kinds, data, gx, gy = run_composite_ops(V, Powered)
     # its own ** is used by x / y: then everything is made of micrograd's + and *
     assert [k[:2] for k in kinds] == [("Value", "*")] + [("Value", "+")] * 3 + [("Value", "*")] * 3
