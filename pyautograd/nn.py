@@ -60,11 +60,15 @@ _ag._set_class_change_hook(_structure_changed)  # w.__class__ = Sub: the caches 
 
 
 def _tracked(method):
-    """list's mutating method, bumping the structure version first."""
+    """list's mutating method, bumping the structure version before and after: a cache
+    that another thread stamps in between (with the old structure) is stale at once."""
 
     def mutate(self, *args):
         _structure_changed()
-        return method(self, *args)
+        try:
+            return method(self, *args)
+        finally:
+            _structure_changed()
 
     mutate.__name__ = method.__name__
     return mutate
@@ -89,7 +93,10 @@ class _TrackedList(list):
 
     def sort(self, *, key=None, reverse=False):  # keyword-only, unlike the other mutators
         _structure_changed()
-        list.sort(self, key=key, reverse=reverse)
+        try:
+            list.sort(self, key=key, reverse=reverse)
+        finally:
+            _structure_changed()
 
     def __reduce_ex__(self, protocol):
         return _TrackedList, (list(self),)
@@ -145,8 +152,9 @@ class Neuron(Module):
         self.nonlin = nonlin
 
     def __setattr__(self, name, value):
-        _structure_changed()
+        _structure_changed()  # before and after, as _tracked's
         object.__setattr__(self, name, value)
+        _structure_changed()
 
     def __call__(self, x: Iterable[Value | float]) -> Value:
         x = list(x)  # holds a generator's temporaries while the dot node is made
@@ -168,10 +176,12 @@ class Neuron(Module):
         return act.relu() if self.nonlin else act
 
     def _fusable(self):
-        """Whether one dot node computes this neuron (remembered for the structure version)."""
+        """Whether one dot node computes this neuron (remembered for the structure version
+        it was checked in: read first, so a change while it checks is not taken in)."""
+        version = _structure_version[0]
         if not (all(map(_value_arithmetic, self.w)) and _value_arithmetic(self.b)):
             return False
-        object.__setattr__(self, "_fused_for", _structure_version[0])
+        object.__setattr__(self, "_fused_for", version)
         return True
 
     def __getstate__(self):
@@ -192,8 +202,8 @@ class _LayerPlan:
 
     __slots__ = ("version", "nin", "nout", "weights", "nonlin")
 
-    def __init__(self, neurons):
-        self.version = _structure_version[0]
+    def __init__(self, neurons, version):
+        self.version = version
         self.nin = len(neurons[0].w)
         self.nout = len(neurons)
         self.weights = _ag.LayerWeights([w for n in neurons for w in n.w], [n.b for n in neurons])
@@ -211,16 +221,18 @@ class Layer(Module):
         self.neurons: list[Neuron] = _TrackedList(Neuron(nin, **kwargs) for _ in range(nout))
 
     def __setattr__(self, name, value):
-        _structure_changed()
+        _structure_changed()  # before and after, as _tracked's
         object.__setattr__(self, name, value)
+        _structure_changed()
 
     def _plan(self):
         """The C arrays for one-call application, or None when this layer can't have
         them (a Neuron subclass, a w that is not ours, neurons of unequal sizes...)."""
         if Neuron.__call__ is not _NEURON_CALL:  # patched: the plan would not do what it does
             return None
+        version = _structure_version[0]  # read first: a change while this checks makes it stale
         cached = self._plan_cache
-        if cached is not None and cached.version == _structure_version[0]:
+        if cached is not None and cached.version == version:
             return cached if type(cached) is _LayerPlan else None
         neurons = self.neurons
         ok = (
@@ -236,9 +248,9 @@ class Layer(Module):
             and len({len(n.w) for n in neurons}) == 1
             and len(neurons[0].w) > 0
         )
-        plan = _LayerPlan(neurons) if ok else None
+        plan = _LayerPlan(neurons, version) if ok else None
         # A layer that can't have a plan remembers that too, for this version.
-        object.__setattr__(self, "_plan_cache", plan or _NoPlan(_structure_version[0]))
+        object.__setattr__(self, "_plan_cache", plan or _NoPlan(version))
         if plan is not None:
             _holds_arrays(self)
         return plan
@@ -310,8 +322,9 @@ class MLP(Module):
         )
 
     def __setattr__(self, name, value):
-        _structure_changed()
+        _structure_changed()  # before and after, as _tracked's
         object.__setattr__(self, name, value)
+        _structure_changed()
 
     def _plans(self):
         """Every layer's plan as (weights, nonlin) when they chain (each takes what the one
@@ -319,8 +332,9 @@ class MLP(Module):
         the structure version it was made in."""
         if not _own_calls():  # a class's __call__ patched: the chain would not do what it does
             return None, 0
+        version = _structure_version[0]  # read first: a change while this checks makes it stale
         cached = self._plans_cache
-        if cached is not None and cached[0] == _structure_version[0]:
+        if cached is not None and cached[0] == version:
             return cached[1]
         layers = self.layers
         plans = []
@@ -334,7 +348,7 @@ class MLP(Module):
             plans.append(plan)
         chain = tuple((p.weights, p.nonlin) for p in plans) if plans else None
         nin = plans[0].nin if plans else 0
-        object.__setattr__(self, "_plans_cache", (_structure_version[0], (chain, nin)))
+        object.__setattr__(self, "_plans_cache", (version, (chain, nin)))
         if chain is not None:
             _holds_arrays(self)
         return chain, nin

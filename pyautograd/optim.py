@@ -227,13 +227,12 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         """Updates every parameter from its .grad, in one C call."""
-        first_momentum_step = self._momentum != 0.0 and self._momentum_buffer is None
+        momentum = self._momentum  # read once: another thread may turn it on meanwhile
+        first_momentum_step = momentum != 0.0 and self._momentum_buffer is None
         if first_momentum_step:
             self._momentum_buffer = self._buffer()
         buffer = ffi.NULL if self._momentum_buffer is None else self._momentum_buffer
-        if lib.ag_sgd_step(
-            self._ids, self._n, self._lr, self._momentum, self._weight_decay, buffer, first_momentum_step
-        ):
+        if lib.ag_sgd_step(self._ids, self._n, self._lr, momentum, self._weight_decay, buffer, first_momentum_step):
             if first_momentum_step:
                 self._momentum_buffer = None  # nothing was updated: the next step is the first
             _raise_failure("SGD.step", (), None, "")

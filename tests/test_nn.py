@@ -10,6 +10,7 @@ import numbers
 import pickle
 import random
 import struct
+import sys
 
 import micrograd.engine as mg_engine
 import micrograd.nn as mg_nn
@@ -240,6 +241,67 @@ def test_a_weight_whose_class_a_numbers_float_changes_mid_call_is_computed_throu
     m([0.5, 0.5])  # the fused path, cached
     to_change.append(neuron.w[0])
     assert m([Two(), 1.5]).data == (neuron.w[0] * Value(2.0) + neuron.w[1] * 1.5 + neuron.b).data == 5.5
+
+
+class _Scaled(Value):
+    def __mul__(self, other):
+        return Value.__mul__(self, other) * 100.0
+
+    __rmul__ = __mul__
+
+
+def _neuron_way(neuron, x):
+    act = sum((wi * xi for wi, xi in zip(neuron.w, x)), neuron.b)
+    return act.relu() if neuron.nonlin else act
+
+
+@pytest.mark.parametrize("model", ["Neuron", "Layer", "MLP"])
+@pytest.mark.parametrize("when", ["while the cache is checked", "between the version and the change"])
+def test_a_change_made_by_another_thread_in_the_middle_of_a_first_call_is_seen(model, when):
+    # Another thread's change landing (a profile hook stands in for the switch) while a
+    # first call checked the weights, or after the change bumped the version but before
+    # it was made, left the cache stamped with the new version over the old structure:
+    # every later call used the fused dot (1.24 where micrograd's way gives 69.4).
+    random.seed(0)
+    m = {"Neuron": lambda: nn.Neuron(3, nonlin=False), "Layer": lambda: nn.Layer(3, 2, nonlin=False)}.get(
+        model, lambda: nn.MLP(3, [2, 1])
+    )()
+    neuron = m if model == "Neuron" else m.neurons[0] if model == "Layer" else m.layers[0].neurons[0]
+    x = [1.0, 2.0, 3.0]
+    seen = [0]
+
+    def hook(frame, event, arg):
+        name = frame.f_code.co_name
+        if when == "while the cache is checked" and event == "call" and name == "_value_arithmetic":
+            seen[0] += 1
+            if seen[0] == 2:
+                sys.setprofile(None)
+                neuron.w[0] = _Scaled(neuron.w[0].data)
+        elif when != "while the cache is checked" and event == "return" and name == "_structure_changed":
+            if frame.f_back.f_code.co_name == "mutate" and not seen[0]:
+                seen[0] = 1
+                sys.setprofile(None)
+                m(x)
+        return hook
+
+    sys.setprofile(hook)
+    if when == "while the cache is checked":
+        m(x)
+    else:
+        neuron.w[0] = _Scaled(neuron.w[0].data)
+    sys.setprofile(None)
+    assert seen[0] >= 1
+    got = m(x)
+    got = got if isinstance(got, list) else [got]
+    if model == "Neuron":
+        want = [_neuron_way(m, x)]
+    elif model == "Layer":
+        want = [_neuron_way(n, x) for n in m.neurons]
+    else:
+        want = x
+        for layer in m.layers:
+            want = [_neuron_way(n, want) for n in layer.neurons]
+    assert [g.data for g in got] == [w.data for w in want]
 
 
 def test_inputs_of_a_class_with_its_own_rmul_are_multiplied_through_it():
