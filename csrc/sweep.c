@@ -321,12 +321,32 @@ static int replayable(const ag_order *order, ag_id *bad)
     return AG_OK;
 }
 
-/* Sorts root's graph, checks it can be replayed, compiles its tape and caches both. */
+/* A replay run on a tape made for it alone, then freed: every slot of the cache is in
+ * use (16 sweeps running Python rules over replayed roots, in threads or nested). The
+ * order is in order_buf, which nothing takes meanwhile: no Python code runs. */
+static int forward_uncached(const ag_order *order)
+{
+    ag_tape tape;
+    int status = ag_tape_make(order, &tape);
+    if (status != AG_OK) {
+        ag_fail(status, 0);
+        return status;
+    }
+    ag_id bad = 0;
+    status = ag_tape_forward(&tape, ag_anomaly_mode(), &bad);
+    ag_tape_free(&tape);
+    shrink_scratch(order->n);
+    return status;
+}
+
+/* Sorts root's graph, checks it can be replayed, compiles its tape and caches both;
+ * with no slot free, replays it uncached (*added NULL). */
 static int cache_add(ag_id root, cached_order **added)
 {
     ag_order order;
     ag_tape tape;
     ag_id bad = 0;
+    *added = NULL;
     int status = topo_sort(root, &order, NULL, 0, NULL, NULL);
     if (status != AG_OK)
         return status;
@@ -336,7 +356,7 @@ static int cache_add(ag_id root, cached_order **added)
     }
     cached_order *slot = cache_slot();
     if (!slot)
-        return AG_EINVALID; /* 16 replays nested inside Python _backward calls */
+        return forward_uncached(&order);
     status = ag_tape_make(&order, &tape);
     if (status != AG_OK)
         return status;
@@ -659,10 +679,12 @@ int ag_forward(ag_id root)
     if (!hit) {
         int status = cache_add(root, &hit);
         if (status != AG_OK) {
-            if (status != AG_ENOREPLAY && status != AG_ECHOSEN)
+            if (status != AG_ENOREPLAY && status != AG_ECHOSEN && status != AG_EANOMALY)
                 ag_fail(status, 0);
             return status;
         }
+        if (!hit) /* replayed uncached */
+            return AG_OK;
     }
     ag_id bad = 0;
     return ag_tape_forward(&hit->tape, ag_anomaly_mode(), &bad);

@@ -652,3 +652,37 @@ def test_the_hand_written_c_baseline_trains_like_replay(tmp_path):
         assert len(c_losses) == steps and len(c_params) == len(params) and seconds > 0
         for a, b in zip(c_losses + c_params, losses + params):
             assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
+
+
+def test_forward_with_every_cached_tape_in_use_replays_uncached():
+    # 16 backward calls running Python rules over replayed roots hold every slot of the
+    # cache of tapes; a forward() then raised "invalid arguments". It replays on a tape
+    # of its own now.
+    results = []
+
+    def nest(depth):
+        x = Value(0.5)
+        y = (x * x).tanh()
+        z = y * 2.0
+
+        def rule():
+            y.grad += z.grad * 2.0
+            if depth < 16:
+                nest(depth + 1)
+                return
+            a = Value(1.0)
+            b = a * 3.0 + 1.0
+            a.data = 2.0
+            b.forward()
+            results.append(b.data)
+            a.data = -1.0
+            b.forward()
+            results.append(b.data)
+
+        z._backward = rule
+        z.forward()  # cached: its slot is in use while its backward runs
+        z.backward()
+        assert x.grad == 2.0 * (1 - y.data**2) * 2 * x.data
+
+    nest(1)
+    assert results == [7.0, -2.0]
