@@ -147,6 +147,11 @@ def _share_of(np, t, a, b):
     return np.where(share > 0.0, t * share, 0.0)
 
 
+def _exactly_zero(t, a, b, out, np):
+    """ops.h's ZERO pass-back: exactly 0, not t * 0 (nan where t is inf or nan)."""
+    return np.zeros_like(t)
+
+
 def _torch_leaky_relu(a, b):
     torch = _torch_mod()
     if isinstance(b, float):
@@ -197,14 +202,14 @@ OP_RULES = {
         1,
         lambda a: (a > 0.0).to(_torch_mod().float64),
         lambda np, a, b: np.where(a > 0.0, 1.0, 0.0),
-        lambda t, a, b, out, np: t * 0.0,
+        _exactly_zero,
     ),
     "gate": Rule(
         2,
         lambda a, b: _torch_mod().where(b > 0.0, a, 0.0),
         lambda np, a, b: np.where(b > 0.0, a, 0.0),
         lambda t, a, b, out, np: np.where(b > 0.0, t, 0.0),
-        lambda t, a, b, out, np: t * 0.0,
+        _exactly_zero,
     ),
     "sin": Rule(1, lambda a: _torch_mod().sin(a), lambda np, a, b: np.sin(a), lambda t, a, b, out, np: t * np.cos(a)),
     "cos": Rule(
@@ -237,8 +242,8 @@ OP_RULES = {
         lambda np, a, b: np.where(a > 20.0, a, np.log1p(np.exp(a))),
         lambda t, a, b, out, np: t * _softplus_d(np, a),
     ),
-    # the value, and exactly 0 back (ops.h's ZERO, not t * 0: nan where t is inf)
-    "detach": Rule(1, lambda a: a.detach(), lambda np, a, b: a, lambda t, a, b, out, np: np.zeros_like(t)),
+    # the value, and exactly 0 back
+    "detach": Rule(1, lambda a: a.detach(), lambda np, a, b: a, _exactly_zero),
     # torch.maximum's rules: G to the larger input, G / 2 to each at a tie, G to both at a nan
     "maximum": Rule(
         2,
@@ -259,13 +264,13 @@ OP_RULES = {
         1,
         lambda a: (a > 0.0).to(_torch_mod().float64) - (a < 0.0).to(_torch_mod().float64),
         lambda np, a, b: _sign(np, a),
-        lambda t, a, b, out, np: t * 0.0,
+        _exactly_zero,
     ),
     "leaky_slope": Rule(
         2,
         lambda a, b: _torch_mod().where(a > 0.0, _torch_mod().ones_like(a), b),
         lambda np, a, b: np.where(a > 0.0, 1.0, b),
-        lambda t, a, b, out, np: t * 0.0,
+        _exactly_zero,
         lambda t, a, b, out, np: t * (1.0 - np.where(a > 0.0, 1.0, 0.0)),
     ),
     # torch.sigmoid is exp(a) / (exp(a) + 1) to the ulp, with the same derivative
@@ -279,8 +284,8 @@ OP_RULES = {
         2,
         lambda a, b: 1.0 - (a < b).to(_torch_mod().float64) - 0.5 * (a == b).to(_torch_mod().float64),
         lambda np, a, b: _max_share(np, a, b),
-        lambda t, a, b, out, np: t * 0.0,
-        lambda t, a, b, out, np: t * 0.0,
+        _exactly_zero,
+        _exactly_zero,
     ),
 }
 """Export rules by op name (pyautograd.engine.OP_NAMES): one entry per elementwise row
@@ -376,14 +381,23 @@ _RESERVED = {
 }
 
 
+# Names the exporters make for parameters and buffers (and fx for tensor constants).
+_GENERATED_NAME = re.compile(r"(p\d+|linear\d+_(weight|bias)|const\d+|output_const\d+|_tensor_constant\d+)\Z")
+# Globals of the code fx generates: an argument of one of these names would shadow it
+# (an input labelled "inf" took the place of the constant inf).
+_FX_GLOBALS = {"torch", "inf", "nan", "device", "pytree", "fx_pytree", "NoneType"}
+
+
 def _usable(name):
     """Whether a label can name an argument or a parameter: an identifier, not a keyword,
     not `self` (the generated forward's own), and no attribute of a torch module (torch
     is loaded when to_torch plans: the list above is what any version has, this the rest)."""
     if not _IDENTIFIER.match(name) or keyword.iskeyword(name) or name in _RESERVED or name == "self":
         return False
+    if name in _FX_GLOBALS or name.startswith("pyautograd"):  # the fx_call functions' globals
+        return False
     fx = getattr(sys.modules.get("torch"), "fx", None)
-    return not (fx and hasattr(fx.GraphModule, name))
+    return not (fx and (hasattr(fx.GraphModule, name) or name in getattr(fx.graph, "_custom_builtins", ())))
 
 
 class _Plan:
@@ -577,7 +591,7 @@ class _Plan:
         labels = [order[p].label for p in scalars]
         names = {}
         for p, label in zip(scalars, labels):
-            if _usable(label) and labels.count(label) == 1 and not re.match(r"(p\d+|linear\d+_(weight|bias))\Z", label):
+            if _usable(label) and labels.count(label) == 1 and not _GENERATED_NAME.match(label):
                 names[("scalar", p)] = label
         counters = {"scalar": 0, "linear": 0}
         linear_number = {}
@@ -723,8 +737,8 @@ class _Plan:
             if op == _DOT:
                 pairs = len(ins) // 2
                 bias = scalar(refs[ins[-1]]) if len(ins) % 2 else None
-                if pairs == 0:
-                    refs[p] = bias
+                if pairs == 0:  # dot([], []) is 0.0, plus its bias if it has one
+                    refs[p] = ("const", 0.0) if bias is None else bias
                     continue
                 wv = vector(ins[0 : 2 * pairs : 2])
                 xv = vector(ins[1 : 2 * pairs : 2])
@@ -819,9 +833,11 @@ def _run(plan, target, xs):
 # ---- torch ----
 
 # Ops whose torch form needs tensors where the graph has a number (a constant): every
-# operand, or only the first (x / 2.0 and x ** 2.0 stay as they are).
-_TENSORS_ONLY = {"maximum", "minimum", "gate", "leaky_slope", "max_share"}
-_NUMBER_FIRST = {"truediv", "pow"}
+# operand, or only the first (x / 2.0 stays as it is). pow takes tensors on both sides:
+# torch turns x ** 0.5 into sqrt and x ** -0.5 into rsqrt, which differ from C's pow at
+# -0.0 and -inf (-0.0 for 0.0, nan for inf).
+_TENSORS_ONLY = {"maximum", "minimum", "gate", "leaky_slope", "max_share", "pow"}
+_NUMBER_FIRST = {"truediv"}
 
 
 class _TorchTarget:
@@ -863,7 +879,9 @@ class _TorchTarget:
                 i if f else (self.torch.full_like(like, i) if isinstance(i, float) else i.expand_as(like))
                 for i, f in zip(items, flags)
             ]
-        like = next(i for i in items if not isinstance(i, float))
+        like = next((i for i in items if not isinstance(i, float)), None)
+        if like is None:  # only constants: buffers, unbatched (as JAX's stack of them)
+            return [self.result(i) for i in items]
         return [self.torch.full_like(like, i) if isinstance(i, float) else i for i in items]
 
     def stack(self, items, flags):
@@ -888,7 +906,7 @@ class _TorchTarget:
         return self.torch.full_like(like, r) if isinstance(r, float) else r.expand_as(like)
 
     def result(self, r):
-        if isinstance(r, float):  # a constant output of a graph with no inputs
+        if isinstance(r, float):  # a constant output of a graph with no inputs, or a stack's
             name = f"output_const{len(self.attrs)}"
             self.root.register_buffer(name, self.torch.tensor(r, dtype=self.torch.float64))
             return self._attr(name)

@@ -725,3 +725,70 @@ def test_an_exported_function_keeps_only_the_leaves_alive(torch, jax):
     gc.collect()
     assert arena.stats()["live_nodes"] == before + 2  # x and w, not the 200 op nodes
     assert module.pyautograd_leaves["p0"] is w and fn.pyautograd_leaves["p0"] is w
+
+
+# ---- from a differential hunt of both exporters ----
+
+
+@pytest.mark.parametrize("label", ["inf", "nan", "torch", "device", "pyautograd_export__torch_tanh"])
+def test_a_label_that_names_one_of_fxs_globals_is_not_an_argument_name(torch, label):
+    # fx's generated code reads torch, inf, nan...: an input of that name shadowed the
+    # constant inf (x + inf gave 6.0), or torch (x.exp() raised when called)
+    x = Value(3.0, label=label)
+    for y in (x + math.inf, (x * math.nan) + 1.0, x.exp(), x.tanh()):
+        out = export.to_torch(y, [x])(torch.tensor(3.0, dtype=torch.float64))
+        assert close(out.item(), y.data)
+
+
+@pytest.mark.parametrize("base", [-0.0, 0.0, -math.inf, math.inf, 4.0])
+@pytest.mark.parametrize("exponent", [0.5, -0.5, 1.5, 2.0, -1.0])
+def test_pow_by_a_constant_exports_c_pow_where_torch_would_use_sqrt(torch, base, exponent):
+    # torch makes x ** 0.5 sqrt and x ** -0.5 rsqrt: -0.0 for 0.0, nan for inf
+    x = Value(base)
+    y = x**exponent
+    y.backward()
+    t = torch.tensor(base, dtype=torch.float64, requires_grad=True)
+    out = export.to_torch(y, [x])(t)
+    (g,) = torch.autograd.grad(out, [t])
+    assert str(out.item()) == str(y.data)
+    assert close(g.item(), x.grad)
+
+
+@pytest.mark.parametrize("make", ["maximum", "relu", "abs", "leaky_relu"])
+def test_zero_pass_backs_of_derivative_rows_are_exactly_zero_in_jax(jax, make):
+    # the internal rows' ZERO pass-backs were t * 0.0 in JAX: nan from an inf gradient
+    f = {
+        "maximum": lambda x: pyautograd.maximum(x, 0.5),
+        "relu": lambda x: x.relu(),
+        "abs": lambda x: x.abs(),
+        "leaky_relu": lambda x: x.leaky_relu(0.1),
+    }[make]
+    import jax.numpy as jnp
+
+    x, w = Value(2.0, label="x"), Value(0.0, label="w")
+    (g,) = grad(f(x) * 3.0, [x], create_graph=True)
+    out = g / w  # d out / d g is inf
+    out.backward()
+    fn, params = export.to_jax(out, [x])
+    assert float(jax.grad(fn, argnums=1)(params, jnp.asarray(2.0))) == x.grad == 0.0
+
+
+def test_a_dot_of_nothing_and_a_stack_of_constants_export(torch, jax):
+    import jax.numpy as jnp
+
+    x, y = Value(1.5, label="x"), Value(2.0, label="y")
+    g = (x * 3.0)._inputs[1]  # the constant 3
+    for out in (pyautograd.dot([], []) + x, pyautograd.dot([g, g], [x, y], y)):
+        t_out = export.to_torch(out, [x, y])(*(torch.tensor(v.data, dtype=torch.float64) for v in (x, y)))
+        fn, params = export.to_jax(out, [x, y])
+        assert t_out.item() == float(fn(params, jnp.asarray(1.5), jnp.asarray(2.0))) == out.data
+
+
+def test_labels_like_the_buffers_the_exporters_name_do_not_clash(torch):
+    x, y = Value(1.0, label="x"), Value(2.0, label="y")
+    c1, c2 = (x * 2.0)._inputs[1], (x * 3.0)._inputs[1]
+    out = pyautograd.dot([c1, c2], [x, y]) * Value(0.5, label="const0")
+    args = (torch.tensor(1.0, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64))
+    assert export.to_torch(out, [x, y])(*args).item() == out.data
+    outs = [Value(3.0, label="output_const1") * 2.0, c1]
+    assert [t.item() for t in export.to_torch(outs, [])()] == [6.0, 2.0]
