@@ -5,6 +5,8 @@ pays nothing for them.
 """
 
 import contextlib
+import functools
+import inspect
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
@@ -58,6 +60,40 @@ class _Mode(_Switch, contextlib.ContextDecorator):
         # A decorated function may run in several threads at once: a fresh
         # instance per call keeps each call's saved flag its own.
         return type(self)()
+
+    def __call__(self, func: _F) -> _F:
+        if inspect.isgeneratorfunction(func):
+            return self._decorate_generator(func)  # type: ignore[return-value]
+        return super().__call__(func)
+
+    def _decorate_generator(self, func):
+        """A generator function whose body runs inside the mode, one step at a time (as
+        torch's decorators do): between its steps, the caller's mode is back."""
+        mode = self._recreate_cm
+
+        def step(resume, *value):
+            with mode():
+                return resume(*value)
+
+        @functools.wraps(func)
+        def stepped(*args, **kwargs):
+            generator = func(*args, **kwargs)
+            try:
+                out = step(generator.send, None)
+                while True:
+                    try:
+                        sent = yield out
+                    except GeneratorExit:
+                        step(generator.close)
+                        raise
+                    except BaseException as error:  # thrown in: it goes on inside the mode
+                        out = step(generator.throw, error)
+                    else:
+                        out = step(generator.send, sent)
+            except StopIteration as stop:
+                return stop.value
+
+        return stepped
 
 
 class no_grad(_Mode):

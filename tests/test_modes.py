@@ -83,6 +83,41 @@ def test_no_grad_as_a_decorator():
     assert is_grad_enabled() and (x * x)._prev == {x}
 
 
+def test_a_decorated_generator_runs_its_body_inside_the_mode():
+    # The decorator wrapped the call, which only makes the generator: its body ran
+    # later, outside no_grad, recording a graph (torch's decorators cover the body).
+    @no_grad()
+    def squares(xs):
+        for v in xs:
+            received = yield v * v, is_grad_enabled()
+            assert received in (None, "sent")
+        return "done"
+
+    @no_grad
+    def failing():
+        try:
+            yield 1
+        except KeyError:
+            yield is_grad_enabled()
+
+    x = Value(3.0)
+    gen = squares([x, x])
+    first, grad_inside = next(gen)
+    assert is_grad_enabled() and not grad_inside and first._prev == set()
+    second, grad_inside = gen.send("sent")
+    assert not grad_inside and second._prev == set() and (x * x)._prev == {x}
+    with pytest.raises(StopIteration) as stop:
+        next(gen)
+    assert stop.value.value == "done" and squares.__name__ == "squares"
+    gen = failing()
+    next(gen)
+    assert gen.throw(KeyError()) is False and is_grad_enabled()
+    gen.close()
+    assert is_grad_enabled()
+    with detect_anomaly():
+        assert [g for _, g in no_grad()(squares)([x])] == [False]
+
+
 def test_no_grad_rejects_arguments_that_are_not_functions():
     with pytest.raises(TypeError, match="no_grad"):
         no_grad(3)
