@@ -431,19 +431,17 @@ AG_INLINE int step(ag_node *node, int check)
     return op_step(node, check);
 }
 
-/* Asks for node i of the order and, a few steps later, its inputs, before the sweep
- * gets there. Changes nothing: the order and the arithmetic are the same. */
-static inline void fetch_ahead(const ag_order *order, size_t i)
+/* Asks for the node AG_AHEAD places further down the order before the sweep gets
+ * there. Changes nothing: the order and the arithmetic are the same. AG_INLINE, not
+ * static inline: GCC's pure-const analysis counts a prefetch as no side effect, so a
+ * helper that only prefetches is "pure", and its calls were dropped (the version that
+ * also asked for the inputs was never in the binary). Its inputs are not asked for:
+ * in a depth-first order they were swept just before, and asking cost the tree-shaped
+ * graph 6% for 5% on the random DAG (bench_bigdag.py); this costs neither 1%. */
+AG_INLINE void fetch_ahead(const ag_order *order, size_t i)
 {
-    if (i < 2 * AG_AHEAD)
-        return;
-    const ag_node *soon = order_node(order, i - AG_AHEAD);
-    AG_PREFETCH(order_node(order, i - 2 * AG_AHEAD));
-    if (!ag_op_is_nary(soon->op) && soon->in[0]) {
-        AG_PREFETCH(ag_node_at(soon->in[0]));
-        if (soon->in[1])
-            AG_PREFETCH(ag_node_at(soon->in[1]));
-    }
+    if (i >= AG_AHEAD)
+        AG_PREFETCH(order_node(order, i - AG_AHEAD));
 }
 
 /* The sweep over an order, in reverse. May call Python. With unmark, each node's sort
