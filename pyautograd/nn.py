@@ -39,21 +39,22 @@ def _holds_arrays(module):
 
     def forget(ref):  # the module died: its entry goes, unless a new module has its id
         if _holding_arrays.get(key) is ref:
-            del _holding_arrays[key]
+            _holding_arrays.pop(key, None)  # another thread may have emptied it meanwhile
 
     _holding_arrays[key] = weakref.ref(module, forget)
 
 
 def _structure_changed():
     _structure_version[0] += 1
-    if _holding_arrays:
-        refs = list(_holding_arrays.values())
-        _holding_arrays.clear()
-        for ref in refs:
-            module = ref()
-            if module is not None:
-                vars(module).pop("_plan_cache", None)
-                vars(module).pop("_plans_cache", None)
+    while _holding_arrays:  # one entry at a time: a module another thread adds meanwhile is met too
+        try:
+            _, ref = _holding_arrays.popitem()
+        except KeyError:  # another thread took the last one
+            break
+        module = ref()
+        if module is not None:
+            vars(module).pop("_plan_cache", None)
+            vars(module).pop("_plans_cache", None)
 
 
 _ag._set_class_change_hook(_structure_changed)  # w.__class__ = Sub: the caches check again
@@ -158,21 +159,22 @@ class Neuron(Module):
 
     def __call__(self, x: Iterable[Value | float]) -> Value:
         x = list(x)  # holds a generator's temporaries while the dot node is made
-        n = len(self.w)
+        w = list(self.w)  # read once: another thread may change the list meanwhile
+        n = len(w)
         if len(x) < n:
             raise _too_few("Neuron", n, x)
         if not (self._fused_for == _structure_version[0] or self._fusable()) or not _ag.fusable(x):
-            act = sum((wi * xi for wi, xi in zip(self.w, x)), self.b)  # micrograd's, through their own + and *
+            act = sum((wi * xi for wi, xi in zip(w, x)), self.b)  # micrograd's, through their own + and *
             return act.relu() if self.nonlin else act
         classes = _ag._class_changes()
         try:  # micrograd's zip: extra inputs are ignored
-            act = _ag.dot(self.w, x[:n] if len(x) > n else x, self.b)
+            act = _ag.dot(w, x[:n] if len(x) > n else x, self.b)
         except TypeError as error:  # name the call that was made, not the op inside it
             if not str(error).startswith("dot() xs "):
                 raise
             raise TypeError(f"Neuron() {str(error)[len('dot() xs ') :]}") from None
         if _ag._class_changes() != classes:  # a number's __float__ changed a class: as micrograd
-            act = sum((wi * xi for wi, xi in zip(self.w, x)), self.b)
+            act = sum((wi * xi for wi, xi in zip(w, x)), self.b)
         return act.relu() if self.nonlin else act
 
     def _fusable(self):
@@ -202,12 +204,12 @@ class _LayerPlan:
 
     __slots__ = ("version", "nin", "nout", "weights", "nonlin")
 
-    def __init__(self, neurons, version):
+    def __init__(self, rows, biases, nonlin, version):
         self.version = version
-        self.nin = len(neurons[0].w)
-        self.nout = len(neurons)
-        self.weights = _ag.LayerWeights([w for n in neurons for w in n.w], [n.b for n in neurons])
-        self.nonlin = bytes(bool(n.nonlin) for n in neurons)
+        self.nin = len(rows[0])
+        self.nout = len(rows)
+        self.weights = _ag.LayerWeights([w for row in rows for w in row], biases)
+        self.nonlin = bytes(bool(n) for n in nonlin)
 
 
 class Layer(Module):
@@ -235,20 +237,20 @@ class Layer(Module):
         if cached is not None and cached.version == version:
             return cached if type(cached) is _LayerPlan else None
         neurons = self.neurons
+        # What is checked is what the plan is made of: copies, read once (another thread
+        # may change a list meanwhile; the version then makes the plan stale).
+        ok = type(neurons) is _TrackedList and all(type(n) is Neuron and type(n.w) is _TrackedList for n in neurons)
+        rows = [list(n.w) for n in neurons] if ok else []
+        biases = [n.b for n in neurons] if ok else []
         ok = (
-            type(neurons) is _TrackedList
-            and neurons
-            and all(
-                type(n) is Neuron
-                and type(n.w) is _TrackedList
-                and _value_arithmetic(n.b)
-                and all(map(_value_arithmetic, n.w))
-                for n in neurons
-            )
-            and len({len(n.w) for n in neurons}) == 1
-            and len(neurons[0].w) > 0
+            ok
+            and rows
+            and len({len(row) for row in rows}) == 1
+            and len(rows[0]) > 0
+            and all(map(_value_arithmetic, biases))
+            and all(_value_arithmetic(w) for row in rows for w in row)
         )
-        plan = _LayerPlan(neurons, version) if ok else None
+        plan = _LayerPlan(rows, biases, [n.nonlin for n in neurons], version) if ok else None
         # A layer that can't have a plan remembers that too, for this version.
         object.__setattr__(self, "_plan_cache", plan or _NoPlan(version))
         if plan is not None:

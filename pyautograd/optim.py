@@ -16,8 +16,10 @@ momentum) takes effect at the next step, and a bad one raises where it is set, n
 itself and its valid range, not later inside step().
 """
 
+import copyreg
 import math
 import numbers
+import weakref
 from collections.abc import Iterable, Sequence
 
 from . import _ag
@@ -38,6 +40,24 @@ def _check_real(name: str, value: float, low: float = 0.0, high: float | None = 
         bounds = f">= {low:g}" if high is None else f"in [{low:g}, {high:g}{')' if open_high else ']'}"
         raise ValueError(f"{name} must be {bounds}, got {value!r}")
     return value
+
+
+def _does_nothing(self):
+    pass
+
+
+_ASIDE_CLASSES: "weakref.WeakKeyDictionary[type, type]" = weakref.WeakKeyDictionary()
+
+
+def _aside_class(cls):
+    """cls with a __del__ that does nothing, for load_state_dict's copy of an optimizer:
+    the copy shares its attributes (an open log file...), which a __del__ of the
+    subclass's would tear down when the copy goes."""
+    made = _ASIDE_CLASSES.get(cls)
+    if made is None:
+        namespace = {"__slots__": (), "__del__": _does_nothing, "__module__": cls.__module__}
+        made = _ASIDE_CLASSES[cls] = type(cls.__name__, (cls,), namespace)
+    return made
 
 
 class Optimizer:
@@ -84,25 +104,32 @@ class Optimizer:
             )
         # All or nothing, a Ctrl-C included: the new hyper-parameters and state are made
         # aside, then taken in one update of the instance's dict, inside which no Python
-        # code runs. A hyper-parameter that is a property is checked by its setter, run on
-        # a copy of the optimizer (same class, same attributes, no __init__: a setter may
-        # read the instance, as a subclass's does); the fields it changes are taken. One
-        # that is a plain attribute (a subclass's own) is taken as it is.
-        current = vars(self)
-        aside = object.__new__(type(self))
-        vars(aside).update(current)
-        fields = {}
+        # code runs. They are set on a copy of the optimizer (its class but for a __del__
+        # that does nothing, its attributes and slots as they are now, no __init__): the
+        # plain ones (a subclass's own) first, then those that are properties, through
+        # their setters, which may read the instance as a subclass's do. What the copy
+        # then holds that differs from the snapshot is taken.
+        snapshot = dict(vars(self))
+        group = groups[0]
+        missing = [name for name in self._HYPER if name not in group]
+        if missing:
+            raise ValueError(f"load_state_dict: the parameter group has no {missing[0]!r}")
+        setters = {name: getattr(getattr(type(self), name, None), "fset", None) for name in self._HYPER}
+        aside = object.__new__(_aside_class(type(self)))
+        vars(aside).update(snapshot)
+        slots = {name: getattr(self, name) for name in copyreg._slotnames(type(self)) if hasattr(self, name)}
+        for name, value in slots.items():
+            setattr(aside, name, value)
+        vars(aside).update((name, group[name]) for name in self._HYPER if setters[name] is None)
         for name in self._HYPER:
-            if name not in groups[0]:
-                raise ValueError(f"load_state_dict: the parameter group has no {name!r}")
-            setter = getattr(getattr(type(self), name, None), "fset", None)
-            if setter is not None:
-                setter(aside, groups[0][name])
-            else:
-                fields[name] = groups[0][name]
-        fields.update((key, value) for key, value in vars(aside).items() if current.get(key, aside) is not value)
+            if setters[name] is not None:
+                setters[name](aside, group[name])
+        fields = {key: value for key, value in vars(aside).items() if snapshot.get(key, aside) is not value}
         fields.update(self._state_fields(self._read_param_state(state_dict["state"])))
+        changed_slots = {name: getattr(aside, name) for name in slots if getattr(aside, name) is not slots[name]}
         self.__dict__.update(fields)
+        for name, value in changed_slots.items():  # a subclass's slots, one by one after
+            object.__setattr__(self, name, value)
 
     def _numbers_of(self, state: dict, key: str) -> list[float]:
         """state[i][key] as a float for every parameter i, or ValueError naming what is
@@ -129,12 +156,15 @@ class Optimizer:
             "params": self._nodes.values(),
             "state_dict": self.state_dict(),
             "attributes": {name: value for name, value in vars(self).items() if not self._engine_field(name)},
+            "slots": {name: getattr(self, name) for name in copyreg._slotnames(type(self)) if hasattr(self, name)},
         }
 
     def __setstate__(self, state: dict) -> None:
         self._attach(list(state["params"]))
         self._fresh_state()
         self.__dict__.update(state.get("attributes", {}))  # first: a setter may read them
+        for name, value in state.get("slots", {}).items():
+            object.__setattr__(self, name, value)
         self.load_state_dict(state["state_dict"])
 
     def _engine_field(self, name: str) -> bool:
@@ -279,6 +309,8 @@ class Adam(Optimizer):
         if not state:
             return None
         steps = self._numbers_of(state, "step")[0]
+        if isinstance(state[0]["step"], numbers.Integral) and state[0]["step"] > _MAX_STEPS:
+            steps = math.inf  # 2**53 + 1 would round to 2**53 as a float: out of range, as it is
         if not (math.isfinite(steps) and steps == int(steps) and 1 <= steps <= _MAX_STEPS):
             raise ValueError(f"load_state_dict: step must be a whole number from 1 to {_MAX_STEPS}, not {steps!r}")
         return int(steps), self._numbers_of(state, "exp_avg"), self._numbers_of(state, "exp_avg_sq")

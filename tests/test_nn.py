@@ -843,3 +843,34 @@ def test_weights_replaced_after_a_call_die_with_their_values():
     gc.collect()
     assert arena.stats()["live_nodes"] - base == len(model.parameters())
     assert model([0.1, 0.2, 0.3, 0.4]).data == 0.0  # the new weights, in new arrays
+
+
+def test_a_module_that_takes_arrays_while_a_change_drops_them_has_them_dropped_too():
+    # The registry was read, then cleared: a module another thread registered between
+    # the two (a trace hook stands in for it) kept its arrays, and a weight it no longer
+    # used lived on until its next call.
+    random.seed(0)
+    a, b, x = nn.Layer(3, 2), nn.Layer(3, 2), [1.0, 2.0, 3.0]
+    a(x)
+    injected = []
+
+    def hook(frame, event, arg):
+        if frame.f_code.co_name == "_structure_changed" and event == "line" and not injected:
+            if "refs" in frame.f_locals or "ref" in frame.f_locals:  # once it has read the registry
+                injected.append(True)
+                sys.settrace(None)
+                b(x)
+                sys.settrace(hook)
+        return hook
+
+    sys.settrace(hook)
+    try:
+        a.neurons[0].b = Value(1.0)
+    finally:
+        sys.settrace(None)
+    assert injected
+    gc.collect()
+    base = arena.stats()["live_nodes"]
+    b.neurons[0].w[0] = Value(5.0)
+    gc.collect()
+    assert arena.stats()["live_nodes"] == base

@@ -7,6 +7,7 @@ import copy
 import gc
 import math
 import pickle
+import sys
 import random
 
 import pytest
@@ -429,6 +430,7 @@ def test_a_setter_that_reads_the_optimizer_loads_pickles_and_copies():
     "key, value, message",
     [
         ("step", 1e300, "step must be a whole number"),
+        ("step", 2**53 + 1, "step must be a whole number"),
         ("step", True, "'step' of parameter 0 must be a real number"),
         ("exp_avg", "abc", "'exp_avg' of parameter 0 must be a real number"),
         ("exp_avg", "1.5", "'exp_avg' of parameter 0 must be a real number"),
@@ -446,3 +448,92 @@ def test_bad_numbers_in_a_state_are_value_errors_naming_load_state_dict(key, val
     with pytest.raises(ValueError, match=f"load_state_dict: {message}"):
         opt.load_state_dict(bad)
     assert opt.state_dict() == before
+
+
+class WarmSGD(optim.SGD):
+    _HYPER = optim.SGD._HYPER + ("mode", "warmup")
+
+    def __init__(self, params, lr, mode="linear", warmup=0):
+        self.mode = mode
+        super().__init__(params, lr)
+        self.warmup = warmup
+
+    @property
+    def warmup(self):
+        return self._warmup
+
+    @warmup.setter
+    def warmup(self, value):
+        if self.mode == "constant" and value:
+            raise ValueError("a constant schedule has no warm-up")
+        self._warmup = value
+
+
+class ClippedSGD(optim.SGD):
+    __slots__ = ("max_lr", "tag")
+
+    def __init__(self, params, lr, max_lr):
+        self.max_lr = max_lr
+        super().__init__(params, lr)
+
+    @property
+    def lr(self):
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        optim.SGD.lr.fset(self, min(value, self.max_lr))
+
+
+def test_setters_see_plain_hyper_parameters_and_slots_and_both_travel():
+    opt = WarmSGD([Value(1.0)], lr=0.1, mode="linear", warmup=5)
+    for copied in (pickle.loads(pickle.dumps(opt)), copy.deepcopy(opt)):
+        assert (copied.mode, copied.warmup, copied.lr) == ("linear", 5, 0.1)
+    other = WarmSGD([Value(1.0)], lr=0.1, mode="constant", warmup=0)
+    other.load_state_dict(opt.state_dict())  # the setter sees the loaded mode, not the old one
+    assert (other.mode, other.warmup) == ("linear", 5)
+
+    clipped = ClippedSGD([Value(1.0)], lr=0.5, max_lr=0.2)
+    clipped.tag = "run-7"
+    clipped.load_state_dict(
+        {**clipped.state_dict(), "param_groups": [{"lr": 0.9, "momentum": 0, "weight_decay": 0, "params": [0]}]}
+    )
+    assert clipped.lr == 0.2
+    for copied in (pickle.loads(pickle.dumps(clipped)), copy.deepcopy(clipped)):
+        assert (copied.max_lr, copied.tag, copied.lr) == (0.2, "run-7", 0.2)
+
+
+def test_the_copy_that_load_state_dict_sets_on_runs_no_finalizer_of_the_subclass(tmp_path):
+    class LoggingSGD(optim.SGD):
+        def __init__(self, params, lr, path):
+            super().__init__(params, lr)
+            self.log = open(path, "w")
+
+        def __del__(self):
+            self.log.close()
+
+    opt = LoggingSGD([Value(1.0)], lr=0.1, path=tmp_path / "train.log")
+    opt.load_state_dict(opt.state_dict())
+    gc.collect()
+    assert not opt.log.closed
+    opt.log.close()
+
+
+def test_load_state_dict_writes_back_nothing_it_did_not_load():
+    # Another thread's write while the setters ran (a trace hook stands in for it) was
+    # undone: the fields were compared with the live dict, not a snapshot.
+    opt = optim.Adam([Value(1.0)], lr=0.01)
+    opt.seen = 0
+    state = opt.state_dict()
+
+    def hook(frame, event, arg):
+        if frame.f_code.co_name == "lr" and event == "call":
+            opt.seen = 1
+        return None
+
+    sys.settrace(hook)
+    try:
+        opt.load_state_dict(state)
+    finally:
+        sys.settrace(None)
+    assert opt.seen == 1
