@@ -599,13 +599,18 @@ static PyObject *negated(PyObject *x)
 }
 
 /* a - b as a + (-b), a / b as a * b**-1, through Python's operators: whatever a's and
- * b's classes (or a number's) do for them runs, as in micrograd. */
+ * b's classes (or a number's) do for them runs, as in micrograd. A float or an int b is
+ * inverted in IEEE arithmetic (Python's 0.0 ** -1 raises; our x / 0.0 is inf), to the
+ * same bits as Python's b ** -1 wherever that does not raise. */
 static PyObject *composed(int op, PyObject *a, PyObject *b)
 {
     PyObject *minus_one = NULL, *inverse = NULL;
+    double x;
     if (op == AG_SUB)
         inverse = PyNumber_Negative(b);
-    else if ((minus_one = PyLong_FromLong(-1)))
+    else if ((PyFloat_CheckExact(b) || PyLong_CheckExact(b)) && ag_as_double(b, &x) > 0)
+        inverse = PyFloat_FromDouble(pow(x, -1.0));
+    else if (!PyErr_Occurred() && (minus_one = PyLong_FromLong(-1)))
         inverse = PyNumber_Power(b, minus_one, Py_None);
     Py_XDECREF(minus_one);
     if (!inverse)

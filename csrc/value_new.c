@@ -53,6 +53,7 @@ static ag_id node_from_arguments(PyObject *data, PyObject *children, PyObject *o
     }
     if (op_or_grads && !local_grads && op_or_grads != Py_None && !PyUnicode_Check(op_or_grads)
         && !PyBytes_Check(op_or_grads) && !PyByteArray_Check(op_or_grads) /* b'mul': an op */
+        && !PyMemoryView_Check(op_or_grads)
         && PySequence_Check(op_or_grads)) {
         local_grads = op_or_grads;
         op_or_grads = NULL;

@@ -1156,6 +1156,23 @@ def test_composite_ops_go_through_a_subclass_own_add_mul_and_pow(V):
     assert (data, gx, gy) == (-1.5, -4.75, -0.125)
 
 
+def test_a_composing_class_divided_by_a_zero_number_is_inf_as_any_value():
+    # x / y is x * y**-1 for such a class, and Python's 0.0 ** -1 raises: the inverse of
+    # a float or an int is taken in IEEE arithmetic (micrograd raises for every Value)
+    class Logged(Value):
+        def __mul__(self, other):
+            return super().__mul__(other)
+
+    assert [(Logged(1.0) / y).data for y in (0.0, -0.0, 0, 1e-320, 4.0, 3)] == [
+        math.inf,
+        -math.inf,
+        math.inf,
+        math.inf,
+        0.25,
+        1.0 * 3**-1,
+    ]
+
+
 @engines([mg.Value, Value])
 def test_composite_ops_go_through_a_patched_value(V, monkeypatch):
     calls = []

@@ -91,7 +91,7 @@ def test_a_bytes_op_is_an_op_not_local_gradients():
     # bytes are a sequence (of ints): Value(6.0, (a, b, c), b"mul") passed 109, 117 and
     # 108 back as local gradients, where micrograd keeps the op and passes nothing
     a, b, c = Value(1.0), Value(2.0), Value(3.0)
-    for op in (b"mul", bytearray(b"mul")):
+    for op in (b"mul", bytearray(b"mul"), memoryview(b"mul")):
         v = Value(6.0, (a, b, c), op)
         (v * 2).backward()
         assert (a.grad, b.grad, c.grad, v.grad) == (0.0, 0.0, 0.0, 2.0)
