@@ -62,7 +62,9 @@ class _Mode(_Switch, contextlib.ContextDecorator):
         return type(self)()
 
     def __call__(self, func: _F) -> _F:
-        if inspect.isgeneratorfunction(func):
+        code = getattr(func, "__code__", None)
+        iterable_coroutine = code is not None and code.co_flags & inspect.CO_ITERABLE_COROUTINE
+        if inspect.isgeneratorfunction(func) and not iterable_coroutine:  # types.coroutine: awaited, as before
             return self._decorate_generator(func)  # type: ignore[return-value]
         return super().__call__(func)
 
@@ -81,15 +83,18 @@ class _Mode(_Switch, contextlib.ContextDecorator):
             try:
                 out = step(generator.send, None)
                 while True:
+                    thrown = None
                     try:
                         sent = yield out
                     except GeneratorExit:
                         step(generator.close)
                         raise
-                    except BaseException as error:  # thrown in: it goes on inside the mode
-                        out = step(generator.throw, error)
-                    else:
+                    except BaseException as error:  # thrown in: it goes on inside the mode,
+                        thrown = error  # thrown from outside this handler (no false context)
+                    if thrown is None:
                         out = step(generator.send, sent)
+                    else:
+                        out = step(generator.throw, thrown)
             except StopIteration as stop:
                 return stop.value
 

@@ -159,29 +159,29 @@ class Neuron(Module):
 
     def __call__(self, x: Iterable[Value | float]) -> Value:
         x = list(x)  # holds a generator's temporaries while the dot node is made
-        w = list(self.w)  # read once: another thread may change the list meanwhile
+        version = _structure_version[0]
+        w, b = list(self.w), self.b  # read once, checked and used: another thread may change them
         n = len(w)
         if len(x) < n:
             raise _too_few("Neuron", n, x)
-        if not (self._fused_for == _structure_version[0] or self._fusable()) or not _ag.fusable(x):
-            act = sum((wi * xi for wi, xi in zip(w, x)), self.b)  # micrograd's, through their own + and *
+        if not (self._fused_for == version or self._fusable(w, b, version)) or not _ag.fusable(x):
+            act = sum((wi * xi for wi, xi in zip(w, x)), b)  # micrograd's, through their own + and *
             return act.relu() if self.nonlin else act
         classes = _ag._class_changes()
         try:  # micrograd's zip: extra inputs are ignored
-            act = _ag.dot(w, x[:n] if len(x) > n else x, self.b)
+            act = _ag.dot(w, x[:n] if len(x) > n else x, b)
         except TypeError as error:  # name the call that was made, not the op inside it
             if not str(error).startswith("dot() xs "):
                 raise
             raise TypeError(f"Neuron() {str(error)[len('dot() xs ') :]}") from None
         if _ag._class_changes() != classes:  # a number's __float__ changed a class: as micrograd
-            act = sum((wi * xi for wi, xi in zip(w, x)), self.b)
+            act = sum((wi * xi for wi, xi in zip(w, x)), b)
         return act.relu() if self.nonlin else act
 
-    def _fusable(self):
-        """Whether one dot node computes this neuron (remembered for the structure version
-        it was checked in: read first, so a change while it checks is not taken in)."""
-        version = _structure_version[0]
-        if not (all(map(_value_arithmetic, self.w)) and _value_arithmetic(self.b)):
+    def _fusable(self, w, b, version):
+        """Whether one dot node over w and b (the neuron's, read by the caller after
+        version) computes this neuron; remembered for that version."""
+        if not (all(map(_value_arithmetic, w)) and _value_arithmetic(b)):
             return False
         object.__setattr__(self, "_fused_for", version)
         return True

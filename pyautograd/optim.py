@@ -19,7 +19,6 @@ itself and its valid range, not later inside step().
 import copyreg
 import math
 import numbers
-import weakref
 from collections.abc import Iterable, Sequence
 
 from . import _ag
@@ -42,22 +41,19 @@ def _check_real(name: str, value: float, low: float = 0.0, high: float | None = 
     return value
 
 
-def _does_nothing(self):
-    pass
+_GONE = object()  # a slot a setter deleted
 
 
-_ASIDE_CLASSES: "weakref.WeakKeyDictionary[type, type]" = weakref.WeakKeyDictionary()
-
-
-def _aside_class(cls):
-    """cls with a __del__ that does nothing, for load_state_dict's copy of an optimizer:
-    the copy shares its attributes (an open log file...), which a __del__ of the
-    subclass's would tear down when the copy goes."""
-    made = _ASIDE_CLASSES.get(cls)
-    if made is None:
-        namespace = {"__slots__": (), "__del__": _does_nothing, "__module__": cls.__module__}
-        made = _ASIDE_CLASSES[cls] = type(cls.__name__, (cls,), namespace)
-    return made
+def _inert(copy):
+    """load_state_dict's copy of an optimizer, before it goes: its attributes dropped and
+    its class made one with no __del__, so a subclass's (closing a file the copy shares)
+    never runs for it; where the layouts allow (a subclass with slots of its own keeps
+    its class, and its __del__ runs, on the emptied copy)."""
+    vars(copy).clear()
+    try:
+        object.__setattr__(copy, "__class__", _Optimizer_Inert)
+    except TypeError:
+        pass
 
 
 class Optimizer:
@@ -104,32 +100,39 @@ class Optimizer:
             )
         # All or nothing, a Ctrl-C included: the new hyper-parameters and state are made
         # aside, then taken in one update of the instance's dict, inside which no Python
-        # code runs. They are set on a copy of the optimizer (its class but for a __del__
-        # that does nothing, its attributes and slots as they are now, no __init__): the
-        # plain ones (a subclass's own) first, then those that are properties, through
-        # their setters, which may read the instance as a subclass's do. What the copy
-        # then holds that differs from the snapshot is taken.
+        # code runs. They are set on a copy of the optimizer (same class, its attributes
+        # and slots as they are now, no __init__): the plain ones (a subclass's own)
+        # first, then those a descriptor holds (a property, a slot), through it, which may
+        # read the instance as a subclass's setters do. What the copy then holds that
+        # differs from the snapshot is taken (a subclass's slots one by one, after).
         snapshot = dict(vars(self))
         group = groups[0]
         missing = [name for name in self._HYPER if name not in group]
         if missing:
             raise ValueError(f"load_state_dict: the parameter group has no {missing[0]!r}")
-        setters = {name: getattr(getattr(type(self), name, None), "fset", None) for name in self._HYPER}
-        aside = object.__new__(_aside_class(type(self)))
-        vars(aside).update(snapshot)
-        slots = {name: getattr(self, name) for name in copyreg._slotnames(type(self)) if hasattr(self, name)}
-        for name, value in slots.items():
-            setattr(aside, name, value)
-        vars(aside).update((name, group[name]) for name in self._HYPER if setters[name] is None)
-        for name in self._HYPER:
-            if setters[name] is not None:
-                setters[name](aside, group[name])
-        fields = {key: value for key, value in vars(aside).items() if snapshot.get(key, aside) is not value}
-        fields.update(self._state_fields(self._read_param_state(state_dict["state"])))
-        changed_slots = {name: getattr(aside, name) for name in slots if getattr(aside, name) is not slots[name]}
+        through = {name: hasattr(getattr(type(self), name, None), "__set__") for name in self._HYPER}
+        aside = object.__new__(type(self))
+        try:
+            vars(aside).update(snapshot)
+            slots = {name: getattr(self, name) for name in copyreg._slotnames(type(self)) if hasattr(self, name)}
+            for name, value in slots.items():
+                object.__setattr__(aside, name, value)
+            vars(aside).update((name, group[name]) for name in self._HYPER if not through[name])
+            for name in self._HYPER:
+                if through[name]:
+                    setattr(aside, name, group[name])
+            fields = {key: value for key, value in vars(aside).items() if snapshot.get(key, aside) is not value}
+            fields.update(self._state_fields(self._read_param_state(state_dict["state"])))
+            now = {name: getattr(aside, name, _GONE) for name in slots}
+            changed_slots = {name: value for name, value in now.items() if value is not slots[name]}
+        finally:
+            _inert(aside)
         self.__dict__.update(fields)
-        for name, value in changed_slots.items():  # a subclass's slots, one by one after
-            object.__setattr__(self, name, value)
+        for name, value in changed_slots.items():
+            if value is _GONE:
+                object.__delattr__(self, name)
+            else:
+                object.__setattr__(self, name, value)
 
     def _numbers_of(self, state: dict, key: str) -> list[float]:
         """state[i][key] as a float for every parameter i, or ValueError naming what is
@@ -385,3 +388,7 @@ class Adam(Optimizer):
             f"Adam({self._n} parameters, lr={self._lr}, betas={self.betas}, eps={self.eps}, "
             f"weight_decay={self.weight_decay}, decoupled={self.decoupled})"
         )
+
+
+class _Optimizer_Inert(Optimizer):  # Optimizer's layout, without a __del__ (see _inert)
+    __slots__ = ()

@@ -345,3 +345,33 @@ def test_mode_objects_copy_and_pickle_as_new_ones(mode):
         with copied:
             assert pyautograd.is_grad_enabled() == (mode is not pyautograd.no_grad)
     assert pyautograd.is_grad_enabled()
+
+
+def test_a_decorated_legacy_coroutine_is_still_awaitable_and_thrown_errors_have_no_false_context():
+    import asyncio
+    import types
+
+    @no_grad()
+    @types.coroutine
+    def legacy():
+        yield from asyncio.sleep(0).__await__()
+        return "awaited"
+
+    async def main():
+        return await legacy()
+
+    assert asyncio.run(main()) == "awaited"
+
+    @no_grad()
+    def catches():
+        try:
+            yield 1
+        except ValueError:
+            pass
+        raise KeyError("after")
+
+    gen = catches()
+    next(gen)
+    with pytest.raises(KeyError) as raised:
+        gen.throw(ValueError("v"))
+    assert raised.value.__context__ is None

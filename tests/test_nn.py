@@ -874,3 +874,37 @@ def test_a_module_that_takes_arrays_while_a_change_drops_them_has_them_dropped_t
     b.neurons[0].w[0] = Value(5.0)
     gc.collect()
     assert arena.stats()["live_nodes"] == base
+
+
+def test_a_neuron_checks_the_weights_it_computes_with():
+    # The call copied w, then checked self.w: another thread's swap in between (a trace
+    # hook stands in for it) let the fused dot run over a copy holding a weight of a
+    # class with its own * (8.0, neither micrograd's 11.0 nor 105.0).
+    class Doubling(Value):
+        def __mul__(self, other):
+            return Value.__mul__(self, other) * 2
+
+    random.seed(0)
+    n = nn.Neuron(2, nonlin=False)
+    n.w[0], n.w[1] = Doubling(3.0), Value(5.0)
+    x = [1.0, 1.0]
+    fired = []
+
+    def hook(frame, event, arg):
+        if frame.f_code is nn.Neuron.__call__.__code__:
+
+            def local(frame, event, arg):
+                if event == "line" and not fired and "w" in frame.f_locals:
+                    fired.append(True)
+                    n.w[0] = Value(100.0)  # the other thread's write
+                return local
+
+            return local
+        return None
+
+    sys.settrace(hook)
+    try:
+        out = n(x)
+    finally:
+        sys.settrace(None)
+    assert fired and out.data in (11.0, 105.0)

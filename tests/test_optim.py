@@ -537,3 +537,39 @@ def test_load_state_dict_writes_back_nothing_it_did_not_load():
     finally:
         sys.settrace(None)
     assert opt.seen == 1
+
+
+class SlotSGD(optim.SGD):
+    __slots__ = ("nesterov",)
+    _HYPER = optim.SGD._HYPER + ("nesterov",)
+
+    def __init__(self, params, lr, nesterov=False):
+        super().__init__(params, lr)
+        self.nesterov = nesterov
+
+
+def test_load_state_dict_sets_a_hyper_parameter_through_its_descriptor_and_keeps_the_class():
+    # A slot holding a hyper-parameter was shadowed by a dict entry (nesterov stayed
+    # False); the copy the setters run on was once an instance of a subclass made for
+    # it, which ran __init_subclass__, joined registries and failed type checks.
+    opt = SlotSGD([Value(1.0)], 0.1)
+    opt.load_state_dict(SlotSGD([Value(1.0)], 0.5, nesterov=True).state_dict())
+    assert (opt.nesterov, opt.lr, "nesterov" in vars(opt)) == (True, 0.5, False)
+
+    made = []
+
+    class Registered(optim.SGD):
+        def __init_subclass__(cls, **kwargs):
+            raise TypeError(f"{cls.__name__} is final")
+
+        @optim.SGD.lr.setter
+        def lr(self, value):
+            made.append(type(self))
+            optim.Optimizer.lr.fset(self, value)
+
+    final = Registered([Value(1.0)], 0.1)
+    final.load_state_dict(
+        {**final.state_dict(), "param_groups": [{**final.state_dict()["param_groups"][0], "lr": 0.3}]}
+    )
+    assert final.lr == 0.3 and set(made) == {Registered} and Registered.__subclasses__() == []
+    assert type(copy.deepcopy(final)) is Registered
