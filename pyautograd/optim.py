@@ -98,18 +98,29 @@ class Optimizer:
                 f"load_state_dict: this optimizer has {self._n} parameter(s) in one "
                 f"group; the state has groups of {[len(g['params']) for g in groups]}"
             )
-        # All or nothing, a Ctrl-C included: the new hyper-parameters and state are made
-        # aside, then taken in one update of the instance's dict, inside which no Python
-        # code runs. They are set on a copy of the optimizer (same class, its attributes
-        # and slots as they are now, no __init__): the plain ones (a subclass's own)
-        # first, then those a descriptor holds (a property, a slot), through it, which may
-        # read the instance as a subclass's setters do. What the copy then holds that
-        # differs from the snapshot is taken (a subclass's slots one by one, after).
-        snapshot = dict(vars(self))
         group = groups[0]
         missing = [name for name in self._HYPER if name not in group]
         if missing:
             raise ValueError(f"load_state_dict: the parameter group has no {missing[0]!r}")
+        # All or nothing, a Ctrl-C included: the new hyper-parameters and state are made
+        # aside, then taken in one update of the instance's dict, inside which no Python
+        # code runs (a subclass's slots are set one by one, after).
+        fields, slots = self._hyper_parameters_aside(group)
+        fields.update(self._state_fields(self._read_param_state(state_dict["state"])))
+        self.__dict__.update(fields)
+        for name, value in slots.items():
+            if value is _GONE:
+                object.__delattr__(self, name)
+            else:
+                object.__setattr__(self, name, value)
+
+    def _hyper_parameters_aside(self, group: dict) -> tuple[dict, dict]:
+        """The dict fields and the slots that taking group's hyper-parameters changes,
+        changing nothing: they are set on a copy of the optimizer (same class, its
+        attributes and slots as they are now, no __init__), the plain ones (a subclass's
+        own) first, then those a descriptor holds (a property, a slot) through it, which
+        may read the instance, as a subclass's setters do."""
+        snapshot = dict(vars(self))
         through = {name: hasattr(getattr(type(self), name, None), "__set__") for name in self._HYPER}
         aside = object.__new__(type(self))
         try:
@@ -122,17 +133,10 @@ class Optimizer:
                 if through[name]:
                     setattr(aside, name, group[name])
             fields = {key: value for key, value in vars(aside).items() if snapshot.get(key, aside) is not value}
-            fields.update(self._state_fields(self._read_param_state(state_dict["state"])))
             now = {name: getattr(aside, name, _GONE) for name in slots}
-            changed_slots = {name: value for name, value in now.items() if value is not slots[name]}
+            return fields, {name: value for name, value in now.items() if value is not slots[name]}
         finally:
             _inert(aside)
-        self.__dict__.update(fields)
-        for name, value in changed_slots.items():
-            if value is _GONE:
-                object.__delattr__(self, name)
-            else:
-                object.__setattr__(self, name, value)
 
     def _numbers_of(self, state: dict, key: str) -> list[float]:
         """state[i][key] as a float for every parameter i, or ValueError naming what is
