@@ -437,7 +437,8 @@ AG_INLINE int step(ag_node *node, int check)
  * helper that only prefetches is "pure", and its calls were dropped (the version that
  * also asked for the inputs was never in the binary). Its inputs are not asked for:
  * in a depth-first order they were swept just before, and asking cost the tree-shaped
- * graph 6% for 5% on the random DAG (bench_bigdag.py); this costs neither 1%. */
+ * graph 6% for 5% on the random DAG (bench_bigdag.py's graphs). The node alone took
+ * the DAG's first backward from 75 to 72 ns/node and left the tree's as it was. */
 AG_INLINE void fetch_ahead(const ag_order *order, size_t i)
 {
     if (i >= AG_AHEAD)
