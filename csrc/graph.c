@@ -227,8 +227,9 @@ static PyObject *values_for(ag_id *ids, size_t n)
     size_t k = 0;
     for (; made && k < n; k++) {
         ag_node *node = ag_node_at(ids[k]);
-        PyObject *v = ag_living_value(node) ? NULL : ag_value_alloc();
-        if (!ag_living_value(node) && !v)
+        int had_one = ag_living_value(node) != NULL;
+        PyObject *v = had_one ? NULL : ag_value_alloc();
+        if (!had_one && !v)
             break;
         if (ag_living_value(node)) { /* there already, or made by Python code the allocation ran */
             Py_XDECREF(v); /* a Value with no node: freed, no Python code runs */

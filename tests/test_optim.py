@@ -400,11 +400,7 @@ class Capped(optim.SGD):
         self.cap = cap
         super().__init__(params, lr)
 
-    @property
-    def lr(self):
-        return self._lr
-
-    @lr.setter
+    @optim.SGD.lr.setter  # SGD's getter, a setter of its own
     def lr(self, value):
         if value > self.cap:
             raise ValueError("lr above cap")
@@ -476,11 +472,7 @@ class ClippedSGD(optim.SGD):
         self.max_lr = max_lr
         super().__init__(params, lr)
 
-    @property
-    def lr(self):
-        return self._lr
-
-    @lr.setter
+    @optim.SGD.lr.setter
     def lr(self, value):
         optim.SGD.lr.fset(self, min(value, self.max_lr))
 
